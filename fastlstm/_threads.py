@@ -1,0 +1,83 @@
+"""Thread count of the kernels, and a scoped single-threaded BLAS.
+
+``fastlstm.threads(n)`` sets how many threads the compiled kernels (and the GEMMs that
+:func:`fastlstm.dynamic_rnn` runs around them) use, restoring the previous value on exit.
+"""
+
+import contextlib
+import numbers
+import os
+import threading
+
+_state = threading.local()
+
+
+def default_num_threads():
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:            # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def get_num_threads():
+    """Threads the kernels use now: the innermost :func:`threads` setting, else all cores."""
+    n = getattr(_state, "n_threads", None)
+    return default_num_threads() if n is None else n
+
+
+def check_n_threads(n, name="n"):
+    """Validate a thread count: a positive int, or None / -1 for all cores."""
+    if n is None or (isinstance(n, numbers.Integral) and not isinstance(n, bool) and n == -1):
+        return default_num_threads()
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, -1 or None, got {n!r}")
+    return int(n)
+
+
+@contextlib.contextmanager
+def threads(n):
+    """Run the enclosed fastlstm calls with ``n`` kernel threads.
+
+    Parameters
+    ----------
+    n : int or None
+        Positive thread count; ``None`` or ``-1`` mean all cores.
+
+    Examples
+    --------
+    >>> import fastlstm as fl
+    >>> with fl.threads(1):
+    ...     fl.get_num_threads()
+    1
+
+    The previous setting comes back on exit, also when the block raises.
+    """
+    n = check_n_threads(n)
+    previous = getattr(_state, "n_threads", None)
+    _state.n_threads = n
+    try:
+        yield n
+    finally:
+        _state.n_threads = previous
+
+
+_controller = None
+_controller_lock = threading.Lock()
+
+
+def _blas_controller():
+    # Built once: inspecting the loaded libraries costs milliseconds. SciPy's BLAS (which
+    # the compiled kernels call per step) is imported first so that it is seen.
+    global _controller
+    with _controller_lock:
+        if _controller is None:
+            import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's OpenBLAS)
+            from threadpoolctl import ThreadpoolController
+            _controller = ThreadpoolController()
+    return _controller
+
+
+def blas_threads(n):
+    """Context manager limiting every loaded BLAS to ``n`` threads (threadpoolctl)."""
+    return _blas_controller().limit(limits=n, user_api="blas")

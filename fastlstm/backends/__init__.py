@@ -1,0 +1,87 @@
+"""Interchangeable implementations of the kernel contract of :mod:`fastlstm.reference`.
+
+Each backend module exposes ``NAME`` and the four functions ``rnn_forward``,
+``rnn_backward``, ``lstm_forward`` and ``lstm_backward`` with the reference's signatures.
+Backends are imported lazily: ``import fastlstm`` compiles and loads nothing.
+"""
+
+import importlib
+
+#: Backends in the order ``"auto"`` tries them; the first that loads wins. The order is a
+#: measurement, not a guess: see ``AUTO_ORDER_MEASUREMENT``.
+AUTO_ORDER = ("cython", "numba", "numpy")
+AUTO_ORDER_MEASUREMENT = (
+    "benchmarks/bench_kernels.py on the 2-core AVX-512 development machine; "
+    "see the README's kernel table")
+
+#: Every backend fastlstm knows, with the module that holds it and how to get it.
+_KNOWN = {
+    "numpy": ("fastlstm.backends.numpy_backend", "always available"),
+    "cython": ("fastlstm.backends.cython_backend",
+               "the compiled extension fastlstm._recurrent is missing: reinstall fastlstm "
+               "from source with a C compiler (pip install -e .)"),
+    "numba": ("fastlstm.backends.numba_backend",
+              "numba is not installed: pip install numba"),
+    # Not written yet (the numba.cuda issue); named so that asking for it says so.
+    "cuda": ("fastlstm.backends.cuda_backend",
+             "this version of fastlstm has no CUDA backend yet; use a CPU backend"),
+}
+
+_loaded = {}
+_failed = {}
+
+
+def _load(name):
+    if name in _loaded:
+        return _loaded[name]
+    if name in _failed:
+        raise _failed[name]
+    module_name, hint = _KNOWN[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        err = ImportError(f"fastlstm backend {name!r} is not available: {hint} ({exc})")
+        _failed[name] = err
+        raise err from exc
+    _loaded[name] = module
+    return module
+
+
+def available_backends():
+    """Names of the backends that load on this machine, sorted.
+
+    Returns
+    -------
+    list of str
+        Always contains ``"numpy"``; ``"cython"`` and ``"numba"`` where they load;
+        ``"cuda"`` only where numba-cuda sees a usable GPU.
+    """
+    names = []
+    for name in _KNOWN:
+        try:
+            _load(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return sorted(names)
+
+
+def get_backend(name="auto"):
+    """The backend module called ``name``; ``"auto"`` is the fastest CPU backend that loads.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a backend fastlstm knows.
+    ImportError
+        The backend is known but cannot load here; the message says how to get it.
+    """
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            try:
+                return _load(candidate)
+            except ImportError:
+                continue
+    if not isinstance(name, str) or name not in _KNOWN:
+        raise ValueError(f"unknown backend {name!r}; choose 'auto' or one of {sorted(_KNOWN)}")
+    return _load(name)

@@ -1,0 +1,320 @@
+"""The ``"numba"`` backend: ``@njit`` recurrence kernels, same design as the Cython ones.
+
+The batch is sorted by length (longest first) and cut into fixed chunks of ``CHUNK`` rows;
+each chunk runs its whole time loop alone (no per-step barrier), the rows that still
+have a step form a prefix of the chunk, and the per-step product is one ``np.dot`` on
+them (SciPy's BLAS, limited to one thread while the kernels run). One chunk function
+holds the math; a serial and a ``parallel=True`` driver hand the chunks out. The
+chunking does not depend on the thread count, so results are bit-identical for any.
+
+Everything is compiled lazily at first call (``import fastlstm`` compiles nothing).
+``FASTLSTM_NUMBA_CACHE=1`` caches the compiled kernels on disk.
+"""
+
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .._threads import blas_threads
+
+NAME = "numba"
+
+#: Rows per chunk; fixed for determinism (same value as the Cython kernels).
+CHUNK = 16
+#: The one fastmath setting of the project: contraction to FMA, reciprocal, no signed
+#: zeros. Never ``nnan`` / ``ninf``: the kernels must see and keep NaN and inf.
+FASTMATH = {"contract", "arcp", "nsz"}
+CACHE = os.environ.get("FASTLSTM_NUMBA_CACHE", "0") not in ("", "0")
+
+_kernel = njit(nogil=True, fastmath=FASTMATH, cache=CACHE)
+_parallel_kernel = njit(nogil=True, fastmath=FASTMATH, cache=CACHE, parallel=True)
+
+
+@_kernel
+def _sigmoid(x, one):
+    # `one` has the arrays' dtype, so float32 math stays float32 (a literal 1.0 would
+    # promote every expression to float64).
+    return one / (one + np.exp(-x))
+
+
+# --------------------------------------------------------------------------- basic RNN
+@_kernel
+def _rnn_forward_chunk(xproj, W, seq_len, rows, hs, h_loc, z_loc):
+    n_rows, H = rows.shape[0], hs.shape[2]
+    n_active = n_rows
+    for r in range(n_rows):
+        h_loc[r] = hs[0, rows[r]]
+    for t in range(seq_len[rows[0]]):
+        while seq_len[rows[n_active - 1]] <= t:     # rows are sorted: drop the tail
+            n_active -= 1
+        np.dot(h_loc[:n_active], W, z_loc[:n_active])
+        for r in range(n_active):
+            b = rows[r]
+            for u in range(H):
+                h_loc[r, u] = np.tanh(xproj[t, b, u] + z_loc[r, u])
+                hs[t + 1, b, u] = h_loc[r, u]
+
+
+@_kernel
+def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, one):
+    n_rows, H = rows.shape[0], hs.shape[2]
+    n_active = 0
+    for r in range(n_rows):
+        dh_loc[r] = dh[rows[r]]
+    for t in range(seq_len[rows[0]] - 1, -1, -1):
+        while n_active < n_rows and seq_len[rows[n_active]] > t:
+            n_active += 1
+        for r in range(n_active):
+            b = rows[r]
+            for u in range(H):
+                h = hs[t + 1, b, u]
+                dz_loc[r, u] = (dh_loc[r, u] + d_out[t, b, u]) * (one - h * h)
+                dz[t, b, u] = dz_loc[r, u]
+        np.dot(dz_loc[:n_active], WT, dh_loc[:n_active])
+    for r in range(n_rows):
+        dh[rows[r]] = dh_loc[r]
+
+
+# -------------------------------------------------------------------------------- LSTM
+@_kernel
+def _lstm_forward_chunk(xproj, W, peep, use_peep, forget_bias, clip, seq_len, rows, hs, cs,
+                        acts, c_unclipped, h_loc, c_loc, z_loc, one):
+    n_rows, H = rows.shape[0], hs.shape[2]
+    n_active = n_rows
+    for r in range(n_rows):
+        h_loc[r] = hs[0, rows[r]]
+        c_loc[r] = cs[0, rows[r]]
+    for t in range(seq_len[rows[0]]):
+        while seq_len[rows[n_active - 1]] <= t:
+            n_active -= 1
+        np.dot(h_loc[:n_active], W, z_loc[:n_active])
+        for r in range(n_active):
+            b = rows[r]
+            for u in range(H):
+                # Same operation order as the reference (and TensorFlow).
+                z_i = xproj[t, b, u] + z_loc[r, u]
+                z_j = xproj[t, b, H + u] + z_loc[r, H + u]
+                z_f = (xproj[t, b, 2 * H + u] + z_loc[r, 2 * H + u]) + forget_bias
+                z_o = xproj[t, b, 3 * H + u] + z_loc[r, 3 * H + u]
+                c_prev = c_loc[r, u]
+                if use_peep:
+                    z_i = z_i + peep[0, u] * c_prev
+                    z_f = z_f + peep[1, u] * c_prev
+                i = _sigmoid(z_i, one)
+                j = np.tanh(z_j)
+                f = _sigmoid(z_f, one)
+                c = f * c_prev + i * j
+                if clip > 0:
+                    c_unclipped[t, b, u] = c
+                    c = min(max(c, -clip), clip)
+                if use_peep:
+                    z_o = z_o + peep[2, u] * c        # output gate sees the new cell
+                o = _sigmoid(z_o, one)
+                h = o * np.tanh(c)
+                acts[t, b, u] = i
+                acts[t, b, H + u] = j
+                acts[t, b, 2 * H + u] = f
+                acts[t, b, 3 * H + u] = o
+                hs[t + 1, b, u] = h
+                cs[t + 1, b, u] = c
+                h_loc[r, u] = h
+                c_loc[r, u] = c
+
+
+@_kernel
+def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_unclipped,
+                         d_out, dh, dc, dz, dh_loc, dc_loc, dz_loc, one):
+    n_rows, H = rows.shape[0], cs.shape[2]
+    n_active = 0
+    zero = one - one
+    for r in range(n_rows):
+        dh_loc[r] = dh[rows[r]]
+        dc_loc[r] = dc[rows[r]]
+    for t in range(seq_len[rows[0]] - 1, -1, -1):
+        while n_active < n_rows and seq_len[rows[n_active]] > t:
+            n_active += 1
+        for r in range(n_active):
+            b = rows[r]
+            for u in range(H):
+                i = acts[t, b, u]
+                j = acts[t, b, H + u]
+                f = acts[t, b, 2 * H + u]
+                o = acts[t, b, 3 * H + u]
+                dh_t = dh_loc[r, u] + d_out[t, b, u]
+                tanh_c = np.tanh(cs[t + 1, b, u])
+                dz_o = dh_t * tanh_c * o * (one - o)
+                dc_t = dc_loc[r, u] + dh_t * o * (one - tanh_c * tanh_c)
+                if use_peep:
+                    dc_t = dc_t + dz_o * peep[2, u]
+                if clip > 0:
+                    uc = c_unclipped[t, b, u]
+                    if uc < -clip or uc > clip:       # clipped: no gradient passes
+                        dc_t = zero
+                dz_i = dc_t * j * i * (one - i)
+                dz_j = dc_t * i * (one - j * j)
+                dz_f = dc_t * cs[t, b, u] * f * (one - f)
+                if use_peep:
+                    dc_loc[r, u] = dc_t * f + dz_i * peep[0, u] + dz_f * peep[1, u]
+                else:
+                    dc_loc[r, u] = dc_t * f
+                dz_loc[r, u] = dz_i
+                dz_loc[r, H + u] = dz_j
+                dz_loc[r, 2 * H + u] = dz_f
+                dz_loc[r, 3 * H + u] = dz_o
+                dz[t, b, u] = dz_i
+                dz[t, b, H + u] = dz_j
+                dz[t, b, 2 * H + u] = dz_f
+                dz[t, b, 3 * H + u] = dz_o
+        np.dot(dz_loc[:n_active], WT, dh_loc[:n_active])
+    for r in range(n_rows):
+        dh[rows[r]] = dh_loc[r]
+        dc[rows[r]] = dc_loc[r]
+
+
+# ------------------------------------------------------------- drivers: chunks -> threads
+# Each chunk k owns rows order[k*CHUNK : (k+1)*CHUNK] and rows k*CHUNK... of the work
+# buffers. The serial and parallel drivers differ only in range / prange.
+@_kernel
+def _rnn_forward_serial(xproj, W, seq_len, order, hs, h_w, z_w):
+    for s in range(0, order.shape[0], CHUNK):
+        e = min(s + CHUNK, order.shape[0])
+        _rnn_forward_chunk(xproj, W, seq_len, order[s:e], hs, h_w[s:e], z_w[s:e])
+
+
+@_parallel_kernel
+def _rnn_forward_parallel(xproj, W, seq_len, order, hs, h_w, z_w):
+    for k in prange((order.shape[0] + CHUNK - 1) // CHUNK):
+        s = k * CHUNK
+        e = min(s + CHUNK, order.shape[0])
+        _rnn_forward_chunk(xproj, W, seq_len, order[s:e], hs, h_w[s:e], z_w[s:e])
+
+
+@_kernel
+def _rnn_backward_serial(WT, seq_len, order, hs, d_out, dh, dz, dh_w, dz_w, one):
+    for s in range(0, order.shape[0], CHUNK):
+        e = min(s + CHUNK, order.shape[0])
+        _rnn_backward_chunk(WT, seq_len, order[s:e], hs, d_out, dh, dz, dh_w[s:e],
+                            dz_w[s:e], one)
+
+
+@_parallel_kernel
+def _rnn_backward_parallel(WT, seq_len, order, hs, d_out, dh, dz, dh_w, dz_w, one):
+    for k in prange((order.shape[0] + CHUNK - 1) // CHUNK):
+        s = k * CHUNK
+        e = min(s + CHUNK, order.shape[0])
+        _rnn_backward_chunk(WT, seq_len, order[s:e], hs, d_out, dh, dz, dh_w[s:e],
+                            dz_w[s:e], one)
+
+
+@_kernel
+def _lstm_forward_serial(xproj, W, peep, use_peep, fb, clip, seq_len, order, hs, cs, acts,
+                         cun, h_w, c_w, z_w, one):
+    for s in range(0, order.shape[0], CHUNK):
+        e = min(s + CHUNK, order.shape[0])
+        _lstm_forward_chunk(xproj, W, peep, use_peep, fb, clip, seq_len, order[s:e], hs, cs,
+                            acts, cun, h_w[s:e], c_w[s:e], z_w[s:e], one)
+
+
+@_parallel_kernel
+def _lstm_forward_parallel(xproj, W, peep, use_peep, fb, clip, seq_len, order, hs, cs, acts,
+                           cun, h_w, c_w, z_w, one):
+    for k in prange((order.shape[0] + CHUNK - 1) // CHUNK):
+        s = k * CHUNK
+        e = min(s + CHUNK, order.shape[0])
+        _lstm_forward_chunk(xproj, W, peep, use_peep, fb, clip, seq_len, order[s:e], hs, cs,
+                            acts, cun, h_w[s:e], c_w[s:e], z_w[s:e], one)
+
+
+@_kernel
+def _lstm_backward_serial(WT, peep, use_peep, clip, seq_len, order, cs, acts, cun, d_out,
+                          dh, dc, dz, dh_w, dc_w, dz_w, one):
+    for s in range(0, order.shape[0], CHUNK):
+        e = min(s + CHUNK, order.shape[0])
+        _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, order[s:e], cs, acts, cun,
+                             d_out, dh, dc, dz, dh_w[s:e], dc_w[s:e], dz_w[s:e], one)
+
+
+@_parallel_kernel
+def _lstm_backward_parallel(WT, peep, use_peep, clip, seq_len, order, cs, acts, cun, d_out,
+                            dh, dc, dz, dh_w, dc_w, dz_w, one):
+    for k in prange((order.shape[0] + CHUNK - 1) // CHUNK):
+        s = k * CHUNK
+        e = min(s + CHUNK, order.shape[0])
+        _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, order[s:e], cs, acts, cun,
+                             d_out, dh, dc, dz, dh_w[s:e], dc_w[s:e], dz_w[s:e], one)
+
+
+# --------------------------------------------------------- the kernel contract (Python)
+def _plan(seq_len, n_threads):
+    """Row order (longest first), and whether to use the parallel driver."""
+    order = np.argsort(-seq_len, kind="stable").astype(np.int64)
+    n_chunks = -(-order.shape[0] // CHUNK)
+    threads = min(n_threads, n_chunks, numba.config.NUMBA_NUM_THREADS)
+    return order, threads
+
+
+def _run(serial, parallel, threads, *args):
+    with blas_threads(1):
+        if threads > 1:
+            previous = numba.get_num_threads()
+            numba.set_num_threads(threads)
+            try:
+                parallel(*args)
+            finally:
+                numba.set_num_threads(previous)
+        else:
+            serial(*args)
+
+
+def rnn_forward(xproj, W, seq_len, hs, n_threads=1):
+    """Basic RNN recurrence; see :func:`fastlstm.reference.rnn_forward`."""
+    if xproj.shape[0] == 0:
+        return
+    order, threads = _plan(seq_len, n_threads)
+    B, H = hs.shape[1], hs.shape[2]
+    work = np.empty((2, B, H), hs.dtype)
+    _run(_rnn_forward_serial, _rnn_forward_parallel, threads,
+         xproj, W, seq_len, order, hs, work[0], work[1])
+
+
+def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
+    """Backward of the basic RNN; see :func:`fastlstm.reference.rnn_backward`."""
+    if d_outputs.shape[0] == 0:
+        return
+    order, threads = _plan(seq_len, n_threads)
+    work = np.empty((2,) + dh.shape, dh.dtype)
+    _run(_rnn_backward_serial, _rnn_backward_parallel, threads,
+         np.ascontiguousarray(W.T), seq_len, order, hs, d_outputs, dh, dz, work[0], work[1],
+         dh.dtype.type(1))
+
+
+def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
+                 acts, c_unclipped, n_threads=1):
+    """LSTM recurrence; see :func:`fastlstm.reference.lstm_forward`."""
+    if xproj.shape[0] == 0:
+        return
+    order, threads = _plan(seq_len, n_threads)
+    B, H = hs.shape[1], hs.shape[2]
+    dt = hs.dtype.type
+    h_w, c_w = np.empty((B, H), hs.dtype), np.empty((B, H), hs.dtype)
+    z_w = np.empty((B, 4 * H), hs.dtype)
+    _run(_lstm_forward_serial, _lstm_forward_parallel, threads,
+         xproj, W, peepholes, bool(use_peepholes), dt(forget_bias), dt(cell_clip), seq_len,
+         order, hs, cs, acts, c_unclipped, h_w, c_w, z_w, dt(1))
+
+
+def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
+                  d_outputs, dh, dc, dz, n_threads=1):
+    """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
+    if d_outputs.shape[0] == 0:
+        return
+    order, threads = _plan(seq_len, n_threads)
+    B, H = dh.shape
+    dt = dh.dtype.type
+    dh_w, dc_w = np.empty((B, H), dh.dtype), np.empty((B, H), dh.dtype)
+    dz_w = np.empty((B, 4 * H), dh.dtype)
+    _run(_lstm_backward_serial, _lstm_backward_parallel, threads,
+         np.ascontiguousarray(W.T), peepholes, bool(use_peepholes), dt(cell_clip), seq_len,
+         order, cs, acts, c_unclipped, d_outputs, dh, dc, dz, dh_w, dc_w, dz_w, dt(1))

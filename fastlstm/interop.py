@@ -1,0 +1,231 @@
+"""Weights from and to PyTorch, Keras and TensorFlow 1.x layouts.
+
+fastlstm stores TF1's gate order (i, j, f, o) with one bias (see :mod:`fastlstm._layout`);
+the peers differ only in gate order, transposition and the number of biases, so every
+conversion is a permutation of values (exact) except PyTorch's two biases, which fastlstm
+adds into one. torch is imported only inside the torch functions.
+"""
+
+import numpy as np
+
+from . import _layout
+from .cells import BasicRNNCell, LSTMCell
+
+
+def _matrix(value, name, ndim):
+    arr = np.asarray(value)
+    if arr.ndim != ndim or not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{name} must be a {ndim}-D float array, got shape {arr.shape} "
+                         f"and dtype {arr.dtype}")
+    return arr
+
+
+def _kind_from_widths(width, num_units, source):
+    n_gates = width // num_units if num_units else 0
+    if num_units == 0 or width % num_units or n_gates not in (1, 4):
+        raise ValueError(f"{source}: weights of width {width} for {num_units} units are "
+                         f"neither an RNN (1 gate) nor an LSTM (4 gates)")
+    return "lstm" if n_gates == 4 else "rnn"
+
+
+def _make_cell(kind, params, dtype, *, use_peepholes=False, cell_clip=None, forget_bias=0.0):
+    input_size, width = params["kernel"].shape
+    num_units = params["recurrent_kernel"].shape[0]
+    dtype = np.result_type(params["kernel"]) if dtype is None else dtype
+    if kind == "rnn":
+        cell = BasicRNNCell(num_units, input_size, dtype=dtype, random_state=0)
+    else:
+        cell = LSTMCell(num_units, input_size, use_peepholes=use_peepholes,
+                        cell_clip=cell_clip, forget_bias=forget_bias, dtype=dtype,
+                        random_state=0)
+    return cell.load_params(params)
+
+
+# ----------------------------------------------------------------------------- PyTorch
+def from_torch(module_or_state_dict, layer=0, dtype=None):
+    """A cell holding layer ``layer`` of a ``torch.nn.LSTM`` or ``torch.nn.RNN`` (tanh).
+
+    Parameters
+    ----------
+    module_or_state_dict : torch.nn.LSTM, torch.nn.RNN or its ``state_dict()``
+    layer : int, default 0
+        Which stacked layer (forward direction).
+    dtype : numpy dtype, optional
+        Default: the dtype of the torch weights.
+
+    Returns
+    -------
+    LSTMCell (``forget_bias=0``: torch has none; its two biases are added into one) or
+    BasicRNNCell.
+    """
+    state = module_or_state_dict
+    if hasattr(state, "state_dict"):
+        if getattr(state, "proj_size", 0):
+            raise ValueError("LSTMs with proj_size > 0 have no fastlstm equivalent")
+        if getattr(state, "nonlinearity", "tanh") != "tanh":
+            raise ValueError("only tanh RNNs have a fastlstm equivalent (BasicRNNCell)")
+        state = state.state_dict()
+    key = f"weight_ih_l{layer}"
+    if key not in state:
+        raise ValueError(f"no layer {layer} in the torch weights (missing {key!r})")
+
+    def arr(name):
+        return state[name].detach().cpu().numpy()
+
+    w_ih, w_hh = arr(f"weight_ih_l{layer}"), arr(f"weight_hh_l{layer}")
+    num_units = w_hh.shape[1]
+    kind = _kind_from_widths(w_ih.shape[0], num_units, "from_torch")
+    bias = np.zeros(w_ih.shape[0], w_ih.dtype)
+    if f"bias_ih_l{layer}" in state:
+        bias = arr(f"bias_ih_l{layer}") + arr(f"bias_hh_l{layer}")
+    params = {"kernel": w_ih.T, "recurrent_kernel": w_hh.T, "bias": bias}
+    if kind == "lstm":
+        params = {k: _layout.permute_gates(v, _layout.TORCH_LSTM_GATES, _layout.LSTM_GATES)
+                  for k, v in params.items()}
+    return _make_cell(kind, params, dtype)
+
+
+def to_torch(cell):
+    """A ``torch.nn.LSTM`` / ``torch.nn.RNN`` (one layer, time-major) computing ``cell``.
+
+    The whole bias, with ``forget_bias`` folded into the forget gate's entries, goes into
+    ``bias_ih_l0``; ``bias_hh_l0`` is zero. Peephole and clipped cells have no torch
+    equivalent and are refused.
+    """
+    import torch
+
+    if cell.kind == "lstm" and (cell.use_peepholes or cell.cell_clip is not None):
+        raise ValueError("torch.nn.LSTM has no peepholes or cell clipping: "
+                         "only cells without them convert to torch")
+    p = cell.params
+    bias = p["bias"].copy()
+    if cell.kind == "lstm":
+        bias[_layout.gate_slice("f", cell.num_units)] += cell.forget_bias
+        kernel, recurrent, bias = (
+            _layout.permute_gates(v, _layout.LSTM_GATES, _layout.TORCH_LSTM_GATES)
+            for v in (p["kernel"], p["recurrent_kernel"], bias))
+        module = torch.nn.LSTM(cell.input_size, cell.num_units)
+    else:
+        kernel, recurrent = p["kernel"], p["recurrent_kernel"]
+        module = torch.nn.RNN(cell.input_size, cell.num_units, nonlinearity="tanh")
+    module = module.to(torch.float64 if cell.dtype == np.float64 else torch.float32)
+    with torch.no_grad():
+        module.weight_ih_l0.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))
+        module.weight_hh_l0.copy_(torch.from_numpy(np.ascontiguousarray(recurrent.T)))
+        module.bias_ih_l0.copy_(torch.from_numpy(bias))
+        module.bias_hh_l0.zero_()
+    return module
+
+
+# ------------------------------------------------------------------------------- Keras
+def from_keras(weights, dtype=None):
+    """A cell from a Keras ``LSTM`` / ``SimpleRNN`` layer's ``get_weights()``.
+
+    Parameters
+    ----------
+    weights : sequence of 3 arrays
+        ``[kernel (I, G*H), recurrent_kernel (H, G*H), bias (G*H,)]``, Keras gate order
+        (i, f, c, o) for the LSTM.
+    dtype : numpy dtype, optional
+
+    Returns
+    -------
+    LSTMCell (``forget_bias=0``: Keras folds it into the bias at init) or BasicRNNCell.
+    """
+    if len(weights) != 3:
+        raise ValueError("weights must be [kernel, recurrent_kernel, bias] "
+                         f"(a layer with use_bias=True), got {len(weights)} arrays")
+    kernel = _matrix(weights[0], "kernel", 2)
+    recurrent = _matrix(weights[1], "recurrent_kernel", 2)
+    bias = _matrix(weights[2], "bias", 1)
+    kind = _kind_from_widths(kernel.shape[1], recurrent.shape[0], "from_keras")
+    params = {"kernel": kernel, "recurrent_kernel": recurrent, "bias": bias}
+    if kind == "lstm":
+        params = {k: _layout.permute_gates(v, _layout.KERAS_LSTM_GATES, _layout.LSTM_GATES)
+                  for k, v in params.items()}
+    return _make_cell(kind, params, dtype)
+
+
+def to_keras(cell):
+    """``[kernel, recurrent_kernel, bias]`` for a Keras ``LSTM`` / ``SimpleRNN`` layer.
+
+    ``forget_bias`` is folded into the forget gate's bias (Keras adds none at run time);
+    peephole and clipped cells are refused.
+    """
+    if cell.kind == "lstm" and (cell.use_peepholes or cell.cell_clip is not None):
+        raise ValueError("Keras's LSTM has no peepholes or cell clipping: "
+                         "only cells without them convert to Keras")
+    p = cell.params
+    if cell.kind == "rnn":
+        return [p["kernel"].copy(), p["recurrent_kernel"].copy(), p["bias"].copy()]
+    bias = p["bias"].copy()
+    bias[_layout.gate_slice("f", cell.num_units)] += cell.forget_bias
+    return [_layout.permute_gates(v, _layout.LSTM_GATES, _layout.KERAS_LSTM_GATES)
+            for v in (p["kernel"], p["recurrent_kernel"], bias)]
+
+
+# ------------------------------------------------------------------------- TensorFlow 1
+def from_tf1(kernel, bias, *, cell="lstm", w_i_diag=None, w_f_diag=None, w_o_diag=None,
+             forget_bias=1.0, cell_clip=None, dtype=None):
+    """A cell from TensorFlow 1.x's variables (``BasicLSTMCell``, ``LSTMCell``, ``BasicRNNCell``).
+
+    Parameters
+    ----------
+    kernel : ndarray, shape (input_size + num_units, G*H)
+        TF1's kernel over ``[x; h]``, gate order (i, j, f, o) for the LSTM.
+    bias : ndarray, shape (G*H,)
+    cell : {"lstm", "rnn"}
+    w_i_diag, w_f_diag, w_o_diag : ndarray (H,), optional
+        Peephole weights; give all three or none.
+    forget_bias, cell_clip : as in :class:`LSTMCell` (LSTM only).
+    dtype : numpy dtype, optional
+        Default: the kernel's dtype.
+    """
+    if cell not in _layout.N_GATES:
+        raise ValueError(f"cell must be 'lstm' or 'rnn', got {cell!r}")
+    kernel = _matrix(kernel, "kernel", 2)
+    bias = _matrix(bias, "bias", 1)
+    n_gates = _layout.N_GATES[cell]
+    if kernel.shape[1] % n_gates:
+        raise ValueError(f"kernel width {kernel.shape[1]} does not split into {n_gates} gates")
+    num_units = kernel.shape[1] // n_gates
+    input_size = kernel.shape[0] - num_units
+    if input_size < 1:
+        raise ValueError(f"kernel of shape {kernel.shape} has no input rows for "
+                         f"{num_units} units")
+    params = {"kernel": kernel[:input_size], "recurrent_kernel": kernel[input_size:],
+              "bias": bias}
+    diags = (w_i_diag, w_f_diag, w_o_diag)
+    given = [d is not None for d in diags]
+    if any(given) and not all(given):
+        raise ValueError("give all three peephole weights (w_i_diag, w_f_diag, w_o_diag) "
+                         "or none")
+    if cell == "rnn":
+        if any(given) or cell_clip is not None:
+            raise ValueError("an RNN cell has no peepholes or cell_clip")
+        return _make_cell("rnn", params, dtype)
+    for name, d in zip(_layout.PEEPHOLE_NAMES, diags):
+        if d is not None:
+            params[name] = _matrix(d, name, 1)
+    return _make_cell("lstm", params, dtype, use_peepholes=all(given), cell_clip=cell_clip,
+                      forget_bias=forget_bias)
+
+
+def to_tf1(cell):
+    """TensorFlow 1.x's variables of ``cell``.
+
+    Returns
+    -------
+    dict
+        ``"kernel"`` (input_size + num_units, G*H) over ``[x; h]``, ``"bias"`` (G*H,)
+        and, for peephole cells, ``"w_i_diag"``, ``"w_f_diag"``, ``"w_o_diag"``.
+        ``forget_bias`` and ``cell_clip`` stay attributes of the cell (TF1 keeps them in
+        the cell's constructor too).
+    """
+    p = cell.params
+    out = {"kernel": np.concatenate([p["kernel"], p["recurrent_kernel"]], axis=0),
+           "bias": p["bias"].copy()}
+    for name in _layout.PEEPHOLE_NAMES:
+        if name in p:
+            out[name] = p[name].copy()
+    return out

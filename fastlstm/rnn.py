@@ -1,0 +1,304 @@
+"""Layer math: ``dynamic_rnn`` and its backward, around a backend's recurrence kernels.
+
+Validates once, converts to the time-major layout of the kernel contract (see
+:mod:`fastlstm.reference`), runs the input projection ``x W_x + b`` for all steps as one
+GEMM, lets the backend run the recurrence, and computes the weight gradients as GEMMs
+over all steps afterwards. Knows nothing about scikit-learn.
+"""
+
+from dataclasses import dataclass
+import numbers
+
+import numpy as np
+
+from . import _layout
+from ._threads import blas_threads, get_num_threads
+from .backends import get_backend
+from .cells import LSTMStateTuple, _Cell
+
+
+@dataclass
+class RNNCache:
+    """What :func:`dynamic_rnn` keeps for :func:`dynamic_rnn_backward` (time-major).
+
+    Attributes
+    ----------
+    backend : str
+        Name of the backend that ran the forward pass; the backward uses the same one.
+    time_major : bool
+        Layout of the caller's ``inputs`` / ``outputs``.
+    cell_signature : tuple
+        Kind, sizes, dtype and options of the cell, checked by the backward.
+    x : ndarray (T, B, I)
+    seq_len : ndarray (B,) int64
+    hs, cs : ndarray (T+1, B, H)
+        Outputs and cells after each step, the initial state at index 0 (``cs`` is
+        ``None`` for the basic RNN).
+    acts : ndarray (T, B, 4H) or None
+        LSTM gate activations.
+    c_unclipped : ndarray (T, B, H), or (0, 0, 0) when there is no clipping, or None
+    """
+
+    backend: str
+    time_major: bool
+    cell_signature: tuple
+    x: np.ndarray
+    seq_len: np.ndarray
+    hs: np.ndarray
+    cs: np.ndarray = None
+    acts: np.ndarray = None
+    c_unclipped: np.ndarray = None
+
+
+def _signature(cell):
+    return (cell.kind, cell.input_size, cell.num_units, cell.dtype.name,
+            cell.use_peepholes, cell.cell_clip, cell.forget_bias)
+
+
+def _check_cell(cell):
+    if not isinstance(cell, _Cell):
+        raise ValueError(f"cell must be a fastlstm cell (BasicRNNCell, BasicLSTMCell or "
+                         f"LSTMCell), got {type(cell).__name__}")
+
+
+def _as_float_array(value, name, dtype):
+    """``value`` as a C-contiguous array of ``dtype``, refusing non-numeric and non-finite."""
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} must hold real numbers, got complex dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+def _check_inputs(cell, inputs, time_major):
+    """Inputs as a time-major (T, B, I) C-contiguous array of the cell's dtype."""
+    arr = np.asarray(inputs)
+    if arr.ndim != 3:
+        layout = "(T, B, I)" if time_major else "(B, T, I)"
+        raise ValueError(f"inputs must be 3-D {layout} with time_major={time_major}, "
+                         f"got {arr.ndim}-D array of shape {arr.shape}")
+    if arr.shape[2] != cell.input_size:
+        raise ValueError(f"inputs have {arr.shape[2]} features per step but the cell's "
+                         f"input_size is {cell.input_size}")
+    if not time_major:
+        arr = arr.transpose(1, 0, 2)
+    if arr.shape[1] == 0:
+        raise ValueError("inputs hold an empty batch (batch size 0)")
+    return _as_float_array(arr, "inputs", cell.dtype)
+
+
+def _check_sequence_length(sequence_length, n_steps, batch_size):
+    """Lengths as an int64 (B,) array with 0 <= L <= T; all T when None."""
+    if sequence_length is None:
+        return np.full(batch_size, n_steps, dtype=np.int64)
+    arr = np.asarray(sequence_length)
+    if arr.ndim != 1 or arr.shape[0] != batch_size:
+        raise ValueError(f"sequence_length must be 1-D with one length per sequence "
+                         f"({batch_size}), got shape {arr.shape}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"sequence_length must hold integers, got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError("sequence_length must hold whole numbers")
+    lengths = arr.astype(np.int64)
+    if np.any(lengths < 0):
+        raise ValueError(f"sequence_length must not be negative, got min {lengths.min()}")
+    if np.any(lengths > n_steps):
+        raise ValueError(f"sequence_length must not exceed the number of steps "
+                         f"({n_steps}), got max {lengths.max()}")
+    return lengths
+
+
+def _check_state(cell, state, batch_size, name):
+    """A state as contiguous ``(c, h)`` (LSTM, ``c`` None for the RNN) of shape (B, H)."""
+    shape = (batch_size, cell.num_units)
+
+    def one(value, part):
+        arr = np.asarray(value)
+        if arr.shape != shape:
+            raise ValueError(f"{part} must have shape {shape}, got {arr.shape}")
+        return _as_float_array(arr, part, cell.dtype).copy()
+
+    if cell.state_is_tuple:
+        if (not isinstance(state, (tuple, list)) or len(state) != 2
+                or isinstance(state, np.ndarray)):
+            raise ValueError(f"{name} of an LSTM cell must be an LSTMStateTuple(c, h) "
+                             f"(or a pair of arrays), got {type(state).__name__}")
+        return one(state[0], f"{name}.c"), one(state[1], f"{name}.h")
+    if isinstance(state, (tuple, list)):
+        raise ValueError(f"{name} of a BasicRNNCell must be one array of shape {shape}, "
+                         f"got a {type(state).__name__}")
+    return None, one(state, name)
+
+
+def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_major=False,
+                backend="auto", return_cache=False):
+    """Run ``cell`` over batches of sequences, as TensorFlow 1.x's ``tf.nn.dynamic_rnn``.
+
+    Parameters
+    ----------
+    cell : BasicRNNCell, BasicLSTMCell or LSTMCell
+    inputs : array-like, shape (B, T, I), or (T, B, I) when ``time_major``
+        Real, finite values; cast to ``cell.dtype``.
+    sequence_length : array-like of int, shape (B,), optional
+        Valid steps of each sequence, ``0 <= L_b <= T``; all ``T`` by default. Outputs
+        at ``t >= L_b`` are zero and the state is carried unchanged past the end, so
+        the returned state is the one after step ``L_b - 1`` (the initial state for
+        ``L_b = 0``).
+    initial_state : LSTMStateTuple (c, h) or ndarray (B, H), optional
+        Zero by default.
+    time_major : bool, default False
+        Layout of ``inputs`` and of the returned outputs.
+    backend : str, default "auto"
+        ``"auto"`` (fastest available CPU backend), ``"cython"``, ``"numba"`` or
+        ``"numpy"`` (the reference); see :func:`fastlstm.available_backends`.
+    return_cache : bool, default False
+        Also return the cache :func:`dynamic_rnn_backward` needs.
+
+    Returns
+    -------
+    outputs : ndarray, shape (B, T, H), or (T, B, H) when ``time_major``
+    state : LSTMStateTuple (c, h) of (B, H) arrays, or an (B, H) array for BasicRNNCell
+    cache : RNNCache
+        Only with ``return_cache=True``.
+
+    Raises
+    ------
+    ValueError
+        On any malformed argument, naming it; nothing is computed then.
+    """
+    _check_cell(cell)
+    be = get_backend(backend)
+    x = _check_inputs(cell, inputs, bool(time_major))
+    T, B, I = x.shape
+    H, GH = cell.num_units, cell.n_gates * cell.num_units
+    seq_len = _check_sequence_length(sequence_length, T, B)
+    if initial_state is None:
+        c0 = np.zeros((B, H), cell.dtype) if cell.state_is_tuple else None
+        h0 = np.zeros((B, H), cell.dtype)
+    else:
+        c0, h0 = _check_state(cell, initial_state, B, "initial_state")
+
+    p = cell.params
+    n_threads = get_num_threads()
+    with blas_threads(n_threads):
+        xproj = x.reshape(T * B, I) @ p["kernel"]
+    xproj += p["bias"]
+    xproj = xproj.reshape(T, B, GH)
+
+    hs = np.zeros((T + 1, B, H), cell.dtype)
+    hs[0] = h0
+    cache = RNNCache(be.NAME, bool(time_major), _signature(cell), x, seq_len, hs)
+    if cell.kind == "rnn":
+        be.rnn_forward(xproj, p["recurrent_kernel"], seq_len, hs, n_threads)
+    else:
+        cache.cs = np.zeros((T + 1, B, H), cell.dtype)
+        cache.cs[0] = c0
+        cache.acts = np.zeros((T, B, GH), cell.dtype)
+        clip = cell.cell_clip or 0.0
+        cache.c_unclipped = np.zeros((T, B, H) if clip > 0 else (0, 0, 0), cell.dtype)
+        be.lstm_forward(xproj, p["recurrent_kernel"], _peepholes(cell), cell.use_peepholes,
+                        cell.forget_bias, clip, seq_len, hs, cache.cs, cache.acts,
+                        cache.c_unclipped, n_threads)
+
+    outputs = hs[1:] if time_major else hs[1:].transpose(1, 0, 2)
+    outputs = np.ascontiguousarray(outputs) if not time_major else outputs.copy()
+    batch = np.arange(B)
+    h_final = hs[seq_len, batch]           # fancy indexing copies: the state at step L_b
+    state = (LSTMStateTuple(cache.cs[seq_len, batch], h_final) if cell.state_is_tuple
+             else h_final)
+    if return_cache:
+        return outputs, state, cache
+    return outputs, state
+
+
+def _peepholes(cell):
+    """Peephole vectors stacked (3, H), zeros when the cell has none."""
+    if cell.use_peepholes:
+        return np.stack([cell.params[n] for n in _layout.PEEPHOLE_NAMES])
+    return np.zeros((3, cell.num_units), cell.dtype)
+
+
+def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None):
+    """Gradients of a loss through :func:`dynamic_rnn` (backpropagation through time).
+
+    Parameters
+    ----------
+    cell : the cell passed to the forward call (same sizes, dtype and options)
+    cache : RNNCache
+        From ``dynamic_rnn(..., return_cache=True)``.
+    d_outputs : array-like, shape of the forward outputs, or None
+        dLoss/d outputs; ``None`` means zero. Values at steps past a sequence's end do
+        not contribute (those outputs are constant zeros).
+    d_state : like the forward state, or None
+        dLoss/d final state; ``LSTMStateTuple(dc, dh)`` for LSTM cells.
+
+    Returns
+    -------
+    dict
+        ``"inputs"`` (shape of the forward inputs), ``"initial_state"`` (structure of the
+        state) and one entry per key of ``cell.params`` (same shape).
+    """
+    _check_cell(cell)
+    if not isinstance(cache, RNNCache):
+        raise ValueError(f"cache must come from dynamic_rnn(..., return_cache=True), "
+                         f"got {type(cache).__name__}")
+    if cache.cell_signature != _signature(cell):
+        raise ValueError("cell does not match the cell of the forward pass "
+                         f"(forward {cache.cell_signature}, now {_signature(cell)})")
+    be = get_backend(cache.backend)
+    x, hs, seq_len = cache.x, cache.hs, cache.seq_len
+    T, B, I = x.shape
+    H, GH = cell.num_units, cell.n_gates * cell.num_units
+    out_shape = (T, B, H) if cache.time_major else (B, T, H)
+    if d_outputs is None:
+        d_out = np.zeros((T, B, H), cell.dtype)
+    else:
+        d_out = np.asarray(d_outputs)
+        if d_out.shape != out_shape:
+            raise ValueError(f"d_outputs must have the outputs' shape {out_shape}, "
+                             f"got {d_out.shape}")
+        if not cache.time_major:
+            d_out = d_out.transpose(1, 0, 2)
+        d_out = _as_float_array(d_out, "d_outputs", cell.dtype)
+    if d_state is None:
+        dc = np.zeros((B, H), cell.dtype) if cell.state_is_tuple else None
+        dh = np.zeros((B, H), cell.dtype)
+    else:
+        dc, dh = _check_state(cell, d_state, B, "d_state")
+
+    p = cell.params
+    n_threads = get_num_threads()
+    dz = np.zeros((T, B, GH), cell.dtype)
+    if cell.kind == "rnn":
+        be.rnn_backward(p["recurrent_kernel"], seq_len, hs, d_out, dh, dz, n_threads)
+    else:
+        be.lstm_backward(p["recurrent_kernel"], _peepholes(cell), cell.use_peepholes,
+                         cell.cell_clip or 0.0, seq_len, cache.cs, cache.acts,
+                         cache.c_unclipped, d_out, dh, dc, dz, n_threads)
+
+    # Everything below sums over all steps at once: large GEMMs, not per-step work.
+    dz2 = dz.reshape(T * B, GH)
+    grads = {}
+    with blas_threads(n_threads):
+        d_x = (dz2 @ p["kernel"].T).reshape(T, B, I)
+        grads["kernel"] = x.reshape(T * B, I).T @ dz2
+        grads["recurrent_kernel"] = hs[:-1].reshape(T * B, H).T @ dz2
+    grads["bias"] = dz2.sum(axis=0)
+    if cell.use_peepholes:
+        # dz is zero at missing steps, so these sums see only existing steps.
+        cs = cache.cs
+        d_i = dz[:, :, _layout.gate_slice("i", H)]
+        d_f = dz[:, :, _layout.gate_slice("f", H)]
+        d_o = dz[:, :, _layout.gate_slice("o", H)]
+        grads["w_i_diag"] = (d_i * cs[:-1]).sum(axis=(0, 1))
+        grads["w_f_diag"] = (d_f * cs[:-1]).sum(axis=(0, 1))
+        grads["w_o_diag"] = (d_o * cs[1:]).sum(axis=(0, 1))
+    grads["inputs"] = d_x if cache.time_major else np.ascontiguousarray(d_x.transpose(1, 0, 2))
+    grads["initial_state"] = LSTMStateTuple(dc, dh) if cell.state_is_tuple else dh
+    return grads
