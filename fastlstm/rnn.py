@@ -11,8 +11,8 @@ import numbers
 
 import numpy as np
 
-from . import _layout
-from ._threads import blas_threads, get_num_threads
+from . import _gemm, _layout
+from ._threads import get_num_threads
 from .backends import get_backend
 from .cells import LSTMStateTuple, _Cell
 
@@ -186,8 +186,7 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
 
     p = cell.params
     n_threads = get_num_threads()
-    with blas_threads(n_threads):
-        xproj = x.reshape(T * B, I) @ p["kernel"]
+    xproj = _gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads)
     xproj += p["bias"]
     xproj = xproj.reshape(T, B, GH)
 
@@ -285,10 +284,9 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None):
     # Everything below sums over all steps at once: large GEMMs, not per-step work.
     dz2 = dz.reshape(T * B, GH)
     grads = {}
-    with blas_threads(n_threads):
-        d_x = (dz2 @ p["kernel"].T).reshape(T, B, I)
-        grads["kernel"] = x.reshape(T * B, I).T @ dz2
-        grads["recurrent_kernel"] = hs[:-1].reshape(T * B, H).T @ dz2
+    d_x = _gemm.matmul(dz2, p["kernel"].T, n_threads).reshape(T, B, I)
+    grads["kernel"] = _gemm.matmul_tn(x.reshape(T * B, I), dz2, n_threads)
+    grads["recurrent_kernel"] = _gemm.matmul_tn(hs[:-1].reshape(T * B, H), dz2, n_threads)
     grads["bias"] = dz2.sum(axis=0)
     if cell.use_peepholes:
         # dz is zero at missing steps, so these sums see only existing steps.

@@ -1,0 +1,158 @@
+"""Every compiled backend equals the reference: outputs, states and every gradient."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fastlstm as fl
+from fastlstm.backends import get_backend
+from _helpers import (CELLS, assert_close, flat_grads, loss_weights, make_case, make_cell,
+                      run_forward_backward)
+
+COMPILED = ["cython", "numba"]
+DTYPES = [np.float32, np.float64]
+# (B, T, I, H): T=1, B=1, H=1, odd sizes, batches not divisible by 2 or by the chunk (16).
+SHAPES = [(1, 1, 1, 1), (1, 7, 3, 5), (3, 1, 2, 1), (2, 6, 5, 3), (17, 5, 4, 7),
+          (33, 9, 3, 6), (16, 4, 2, 9)]
+
+
+def compare(cell, backend, B, T, time_major=False, seed=0, lengths=None, zero_inputs=False,
+            initial_state=True):
+    x, lengths, state = make_case(cell, B, T, seed=seed, lengths=lengths,
+                                  time_major=time_major, initial_state=initial_state)
+    if zero_inputs:
+        x[...] = 0
+    R, S = loss_weights(cell, B, T, seed=seed, time_major=time_major)
+    ref = run_forward_backward(cell, x, lengths, state, R, S, time_major, "numpy")
+    got = run_forward_backward(cell, x, lengths, state, R, S, time_major, backend)
+    assert_close(got[0], ref[0], cell.dtype, "outputs")
+    for a, b in zip(fl_state_parts(got[1]), fl_state_parts(ref[1])):
+        assert_close(a, b, cell.dtype, "final state")
+    ref_grads, got_grads = flat_grads(ref[2]), flat_grads(got[2])
+    assert set(ref_grads) == set(got_grads)
+    for name in ref_grads:
+        assert got_grads[name].dtype == cell.dtype, name
+        assert_close(got_grads[name], ref_grads[name], cell.dtype, f"gradient {name}")
+    return got
+
+
+def fl_state_parts(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}T{}I{}H{}".format(*s))
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
+@pytest.mark.parametrize("backend", COMPILED)
+def test_backend_matches_reference(backend, cell_name, dtype, time_major, shape):
+    B, T, I, H = shape
+    cell = make_cell(cell_name, H, I, dtype=dtype, seed=B + T)
+    compare(cell, backend, B, T, time_major, seed=H)
+
+
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
+@pytest.mark.parametrize("backend", COMPILED)
+def test_all_zero_inputs_and_default_state(backend, cell_name):
+    cell = make_cell(cell_name, 5, 3, dtype=np.float32, seed=4)
+    compare(cell, backend, 19, 6, zero_inputs=True, initial_state=False)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_all_lengths_zero_returns_initial_state(backend):
+    cell = make_cell("lstm", 4, 3, dtype=np.float64)
+    x, _, state = make_case(cell, 5, 3)
+    out, st = fl.dynamic_rnn(cell, x, sequence_length=np.zeros(5, int), initial_state=state,
+                             backend=backend)
+    assert np.all(out == 0)
+    np.testing.assert_array_equal(st.c, state.c)
+    np.testing.assert_array_equal(st.h, state.h)
+
+
+@settings(max_examples=25, deadline=None)
+@given(B=st.integers(1, 40), T=st.integers(1, 8), I=st.integers(1, 6), H=st.integers(1, 9),
+       cell_name=st.sampled_from(sorted(CELLS)), backend=st.sampled_from(COMPILED),
+       time_major=st.booleans(), seed=st.integers(0, 10_000))
+def test_backend_matches_reference_on_random_shapes(B, T, I, H, cell_name, backend,
+                                                    time_major, seed):
+    cell = make_cell(cell_name, H, I, dtype=np.float64, seed=seed)
+    compare(cell, backend, B, T, time_major, seed=seed)
+
+
+# ------------------------------------------------------------------------- determinism
+def _all_results(cell, backend, n_threads):
+    # 53 x 45 = 2385 rows: more than one chunk of the weight-gradient reductions.
+    x, lengths, state = make_case(cell, 53, 45, seed=9)
+    R, S = loss_weights(cell, 53, 45, seed=9)
+    with fl.threads(n_threads):
+        out, st, grads = run_forward_backward(cell, x, lengths, state, R, S, False, backend)
+    return [out] + fl_state_parts(st) + list(flat_grads(grads).values())
+
+
+@pytest.mark.parametrize("cell_name", ["rnn", "lstm", "peephole_clip"])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_bit_identical_across_thread_counts_and_calls(backend, cell_name):
+    cell = make_cell(cell_name, 24, 5, dtype=np.float32, seed=2)
+    one = _all_results(cell, backend, 1)
+    two = _all_results(cell, backend, 2)
+    again = _all_results(cell, backend, 2)
+    for a, b, c in zip(one, two, again):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)
+
+
+def test_cython_build_has_openmp():
+    # Without OpenMP the thread tests above would pass trivially (one thread always).
+    assert get_backend("cython").openmp_enabled()
+
+
+# ------------------------------------------------------------------------------ threads
+def test_threads_sets_and_restores():
+    before = fl.get_num_threads()
+    with fl.threads(1):
+        assert fl.get_num_threads() == 1
+        with fl.threads(2):
+            assert fl.get_num_threads() == 2
+        assert fl.get_num_threads() == 1
+    assert fl.get_num_threads() == before
+
+
+def test_threads_restores_after_an_exception():
+    before = fl.get_num_threads()
+    with pytest.raises(RuntimeError, match="boom"):
+        with fl.threads(1):
+            raise RuntimeError("boom")
+    assert fl.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_threads_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        with fl.threads(bad):
+            pass
+
+
+# ----------------------------------------------------------------------------- registry
+def test_available_backends_and_auto():
+    names = fl.available_backends()
+    assert {"numpy", "cython", "numba"} <= set(names)
+    assert "cuda" not in names
+    assert get_backend("auto").NAME == "cython"
+
+
+def test_cache_remembers_the_backend():
+    cell = make_cell("lstm", 3, 2)
+    x, lengths, state = make_case(cell, 3, 4)
+    _, _, cache = fl.dynamic_rnn(cell, x, backend="numba", return_cache=True)
+    assert cache.backend == "numba"
+    _, _, cache = fl.dynamic_rnn(cell, x, return_cache=True)
+    assert cache.backend == "cython"
+
+
+def test_unknown_and_missing_backends_say_what_to_do():
+    cell = make_cell("lstm", 3, 2)
+    x = np.zeros((1, 2, 2))
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
+        fl.dynamic_rnn(cell, x, backend="tensorflow")
+    with pytest.raises(ImportError, match="no CUDA backend"):
+        fl.dynamic_rnn(cell, x, backend="cuda")

@@ -1,0 +1,125 @@
+"""Every bad input raises ValueError naming the problem, before anything is computed."""
+
+import numpy as np
+import pytest
+
+import fastlstm as fl
+from _helpers import make_cell
+
+B, T, I, H = 3, 4, 2, 5
+
+
+@pytest.fixture
+def lstm():
+    return make_cell("lstm", H, I)
+
+
+@pytest.fixture
+def x():
+    return np.zeros((B, T, I))
+
+
+@pytest.mark.parametrize("inputs, match", [
+    (np.zeros((B, T)), "must be 3-D"),
+    (np.zeros((B, T, I, 1)), "must be 3-D"),
+    (np.zeros((B, T, I + 1)), "3 features per step but the cell's input_size is 2"),
+    (np.full((B, T, I), np.nan), "inputs contains NaN or inf"),
+    (np.full((B, T, I), np.inf), "inputs contains NaN or inf"),
+    (np.zeros((B, T, I), dtype=object), "real numbers"),
+    (np.zeros((B, T, I), dtype=complex), "real numbers"),
+    (np.zeros((0, T, I)), "empty batch"),
+])
+def test_bad_inputs(lstm, inputs, match):
+    with pytest.raises(ValueError, match=match):
+        fl.dynamic_rnn(lstm, inputs)
+
+
+@pytest.mark.parametrize("lengths, match", [
+    ([1, -1, 2], "must not be negative"),
+    ([1, 5, 2], r"must not exceed the number of steps \(4\)"),
+    ([1, 2], "one length per sequence"),
+    ([[1, 2, 3]], "one length per sequence"),
+    ([1.5, 2, 3], "whole numbers"),
+    (["a", "b", "c"], "integers"),
+])
+def test_bad_sequence_length(lstm, x, lengths, match):
+    with pytest.raises(ValueError, match=match):
+        fl.dynamic_rnn(lstm, x, sequence_length=lengths)
+
+
+def test_float_lengths_with_whole_values_are_accepted(lstm, x):
+    fl.dynamic_rnn(lstm, x, sequence_length=np.array([1.0, 4.0, 0.0]))
+
+
+@pytest.mark.parametrize("state, match", [
+    (np.zeros((B, H)), "must be an LSTMStateTuple"),
+    ((np.zeros((B, H)),), "must be an LSTMStateTuple"),
+    (fl.LSTMStateTuple(np.zeros((B, H + 1)), np.zeros((B, H))), r"initial_state.c must have shape \(3, 5\)"),
+    (fl.LSTMStateTuple(np.zeros((B, H)), np.zeros((B + 1, H))), r"initial_state.h must have shape"),
+    (fl.LSTMStateTuple(np.zeros((B, H)), np.full((B, H), np.nan)), "initial_state.h contains NaN"),
+])
+def test_bad_lstm_initial_state(lstm, x, state, match):
+    with pytest.raises(ValueError, match=match):
+        fl.dynamic_rnn(lstm, x, initial_state=state)
+
+
+def test_bad_rnn_initial_state(x):
+    rnn = make_cell("rnn", H, I)
+    with pytest.raises(ValueError, match="must be one array"):
+        fl.dynamic_rnn(rnn, x, initial_state=fl.LSTMStateTuple(np.zeros((B, H)), np.zeros((B, H))))
+    with pytest.raises(ValueError, match="initial_state must have shape"):
+        fl.dynamic_rnn(rnn, x, initial_state=np.zeros((B, H, 1)))
+
+
+def test_bad_backend_and_cell(lstm, x):
+    with pytest.raises(ValueError, match="unknown backend"):
+        fl.dynamic_rnn(lstm, x, backend="fast")
+    with pytest.raises(ValueError, match="must be a fastlstm cell"):
+        fl.dynamic_rnn("lstm", x)
+
+
+def test_bad_backward_arguments(lstm, x):
+    out, state, cache = fl.dynamic_rnn(lstm, x, return_cache=True)
+    with pytest.raises(ValueError, match="outputs' shape"):
+        fl.dynamic_rnn_backward(lstm, cache, np.zeros((T, B, H)))
+    with pytest.raises(ValueError, match="d_outputs contains NaN"):
+        fl.dynamic_rnn_backward(lstm, cache, np.full_like(out, np.nan))
+    with pytest.raises(ValueError, match="d_state.h must have shape"):
+        fl.dynamic_rnn_backward(lstm, cache, out, fl.LSTMStateTuple(state.c, state.h[:1]))
+    with pytest.raises(ValueError, match="cache must come from dynamic_rnn"):
+        fl.dynamic_rnn_backward(lstm, {"x": x}, out)
+    other = make_cell("lstm", H + 1, I)
+    with pytest.raises(ValueError, match="does not match the cell of the forward pass"):
+        fl.dynamic_rnn_backward(other, cache, out)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_units=0), "num_units must be a positive integer"),
+    (dict(num_units=2.5), "num_units must be a positive integer"),
+    (dict(input_size=-1), "input_size must be a positive integer"),
+    (dict(dtype=np.int32), "dtype must be float32 or float64"),
+    (dict(dtype="float16"), "dtype must be float32 or float64"),
+    (dict(cell_clip=0), "cell_clip must be None or a positive"),
+    (dict(cell_clip=np.inf), "cell_clip must be None or a positive"),
+    (dict(forget_bias=np.nan), "forget_bias must be a finite number"),
+    (dict(use_peepholes="yes"), "use_peepholes must be a bool"),
+    (dict(random_state="seed"), "random_state must be"),
+])
+def test_bad_cell_arguments(kwargs, match):
+    args = dict(num_units=3, input_size=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        fl.LSTMCell(**args)
+
+
+def test_load_params_is_all_or_nothing(lstm):
+    before = {k: v.copy() for k, v in lstm.params.items()}
+    bad = dict(lstm.params)
+    bad["kernel"] = np.ones_like(bad["kernel"])
+    bad["bias"] = np.ones(3)                      # wrong shape: nothing may change
+    with pytest.raises(ValueError, match="param 'bias' must have shape"):
+        lstm.load_params(bad)
+    for k, v in before.items():
+        np.testing.assert_array_equal(lstm.params[k], v)
+    with pytest.raises(ValueError, match="must have the keys"):
+        lstm.load_params({"kernel": bad["kernel"]})
