@@ -6,21 +6,24 @@ region, so every call here limits BLAS to one thread for its duration.
 
 from .. import _recurrent
 from .._threads import blas_threads
+from ._chunking import chunk_rows
 
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
 
 
-def _single_threaded_blas(kernel):
+def _single_threaded_blas(kernel, batch_axis):
+    """Wrap a kernel: BLAS at one thread, and the chunk size of this batch appended."""
     def run(*args):
         with blas_threads(1):
-            kernel(*args)
+            kernel(*args, chunk_rows(args[batch_axis].shape[-2]))
     run.__name__ = kernel.__name__
     run.__doc__ = kernel.__doc__
     return run
 
 
-rnn_forward = _single_threaded_blas(_recurrent.rnn_forward)
-rnn_backward = _single_threaded_blas(_recurrent.rnn_backward)
-lstm_forward = _single_threaded_blas(_recurrent.lstm_forward)
-lstm_backward = _single_threaded_blas(_recurrent.lstm_backward)
+# The argument whose second-to-last axis is the batch: hs / dh in the contract.
+rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
+rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
+lstm_forward = _single_threaded_blas(_recurrent.lstm_forward, 7)
+lstm_backward = _single_threaded_blas(_recurrent.lstm_backward, 9)

@@ -1,0 +1,205 @@
+"""fastlstm's backends against torch.nn.LSTM (oneDNN), side by side in one process.
+
+Same thread count for both (kernels, BLAS and torch), float32, warm-up first, median of
+repeats. For each configuration (B, T, I, H): inference (forward) and training (forward +
+backward with weight gradients) time, GFLOP/s (forward = 8*B*H*(I+H)*T, training = 3x),
+percent of the sgemm rate measured in the same run, and the ratio torch / fastlstm (> 1
+means fastlstm is faster). A variable-length batch is compared with torch both padded
+and packed (pack_padded_sequence).
+
+Run it with the OpenBLAS variables of this workplace unset (they slow OpenBLAS):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_kernels.py
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import fastlstm as fl
+
+CONFIGS = [  # (B, T, I, H)
+    (128, 28, 28, 128),                                             # the seed's model
+    (1, 100, 32, 64), (1, 150, 256, 256), (8, 100, 64, 128), (32, 100, 64, 64),  # latency
+    (16, 150, 256, 256), (64, 25, 512, 512), (64, 50, 512, 512),    # middle
+    (64, 25, 1024, 1024),                                           # GEMM-bound
+]
+VARLEN = (64, 100, 64, 128)          # lengths uniform in 25..100
+
+
+def median_time(fn, repeats, min_time=0.0):
+    fn()                                                  # warm-up / JIT
+    times = []
+    while len(times) < repeats or sum(times) < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def sgemm_rate(threads, n=2048, repeats=5):
+    from threadpoolctl import threadpool_limits
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    with threadpool_limits(threads, user_api="blas"):
+        t = median_time(lambda: a @ a, repeats)
+    return 2 * n ** 3 / t / 1e9
+
+
+def fastlstm_fns(backend, B, T, I, H, lengths):
+    rng = np.random.default_rng(0)
+    cell = fl.BasicLSTMCell(H, I, random_state=0)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    d_out = rng.standard_normal((B, T, H)).astype(np.float32)
+
+    def infer():
+        fl.dynamic_rnn(cell, x, lengths, backend=backend)
+
+    def train():
+        _, _, cache = fl.dynamic_rnn(cell, x, lengths, backend=backend, return_cache=True)
+        fl.dynamic_rnn_backward(cell, cache, d_out)
+
+    return infer, train
+
+
+def torch_fns(B, T, I, H, lengths, packed):
+    import torch
+    lstm = torch.nn.LSTM(I, H, batch_first=True)
+    x = torch.randn(B, T, I)
+    d_out = torch.randn(B, T, H)
+    pack = torch.nn.utils.rnn.pack_padded_sequence
+
+    def run(inp):
+        if packed:
+            out, _ = lstm(pack(inp, torch.as_tensor(lengths), batch_first=True,
+                               enforce_sorted=False))
+            return torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                          total_length=T)[0]
+        return lstm(inp)[0]
+
+    def infer():
+        with torch.no_grad():
+            run(x)
+
+    def train():
+        xg = x.detach().requires_grad_()
+        lstm.zero_grad(set_to_none=True)
+        run(xg).backward(d_out)
+
+    return infer, train
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--min-time", type=float, default=0.3,
+                   help="keep repeating until this many seconds were measured")
+    p.add_argument("--backends", default="cython,numba")
+    p.add_argument("--configs", default="all",
+                   help="'all', or ';'-separated B,T,I,H tuples")
+    p.add_argument("--no-varlen", action="store_true")
+    p.add_argument("--json", default="benchmarks/results/bench_kernels.json")
+    p.add_argument("--plot", default=None, help="write a PNG bar chart of the ratios")
+    args = p.parse_args(argv)
+
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+    torch.set_num_threads(args.threads)
+    backends = [b for b in args.backends.split(",") if b]
+    configs = (CONFIGS if args.configs == "all" else
+               [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";")])
+
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    rate = sgemm_rate(args.threads)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
+          f"threads {args.threads}; torch {torch.__version__} "
+          f"(mkldnn={torch.backends.mkldnn.is_available()}); numpy {np.__version__}")
+    print(f"BLAS: {'; '.join(sorted(set(blas)))}; OpenBLAS env: {env}")
+    print(f"kernel path: per-step products in SciPy's BLAS (single-threaded inside the "
+          f"kernels' parallel region), fused gate math compiled by Cython / Numba")
+    print(f"sgemm 2048^3 rate: {rate:.0f} GFLOP/s\n")
+
+    rows = []
+    header = (f"{'config (B,T,I,H)':>22} {'mode':>6} {'impl':>14} {'ms':>9} {'GFLOP/s':>8} "
+              f"{'%sgemm':>7} {'torch/fl':>9}")
+    print(header)
+    cases = [(c, None) for c in configs]
+    if not args.no_varlen:
+        lengths = np.random.default_rng(1).integers(25, 101, size=VARLEN[0])
+        cases.append((VARLEN, lengths))
+    with fl.threads(args.threads), threadpool_limits(args.threads, user_api="blas"):
+        for (B, T, I, H), lengths in cases:
+            flop = 8 * B * H * (I + H) * T
+            if lengths is not None:      # useful work only: the steps that exist
+                flop = 8 * H * (I + H) * int(lengths.sum())
+            label = f"{(B, T, I, H)}" + (" var" if lengths is not None else "")
+            peers = [("torch", False)] + ([("torch packed", True)] if lengths is not None else [])
+            for mode, mult in (("infer", 1), ("train", 3)):
+                times = {}
+                for name, packed in peers:
+                    fns = torch_fns(B, T, I, H, lengths if lengths is not None else [T] * B, packed)
+                    times[name] = median_time(fns[mode == "train"], args.repeats, args.min_time)
+                for be in backends:
+                    fns = fastlstm_fns(be, B, T, I, H, lengths)
+                    times[be] = median_time(fns[mode == "train"], args.repeats, args.min_time)
+                for name, t in times.items():
+                    gflops = mult * flop / t / 1e9
+                    row = dict(config=[B, T, I, H], varlen=lengths is not None, mode=mode,
+                               impl=name, ms=1e3 * t, gflops=gflops,
+                               pct_sgemm=100 * gflops / rate)
+                    if name not in dict(peers):
+                        row.update({f"ratio_vs_{peer.replace(' ', '_')}": times[peer] / t
+                                    for peer, _ in peers})
+                    rows.append(row)
+                    ratio = " / ".join(f"{row[k]:.2f}" for k in row if k.startswith("ratio"))
+                    print(f"{label:>22} {mode:>6} {name:>14} {1e3 * t:9.2f} {gflops:8.1f} "
+                          f"{row['pct_sgemm']:6.1f}% {ratio:>9}", flush=True)
+
+    result = dict(date=time.strftime("%Y-%m-%d %H:%M"), threads=args.threads,
+                  sgemm_gflops=rate, blas=blas, torch=torch.__version__,
+                  command=" ".join(sys.argv), rows=rows)
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    with open(args.json, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print(f"\nwrote {args.json}")
+    if args.plot:
+        plot(rows, backends, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def plot(rows, backends, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for ax, mode in zip(axes, ("infer", "train")):
+        sel = [r for r in rows if r["mode"] == mode and r["impl"] in backends]
+        labels = sorted({(tuple(r["config"]), r["varlen"]) for r in sel},
+                        key=lambda c: [tuple(r["config"]) for r in rows].index(c[0]))
+        width = 0.8 / len(backends)
+        for k, be in enumerate(backends):
+            vals = [next(r["ratio_vs_torch"] for r in sel if r["impl"] == be
+                         and (tuple(r["config"]), r["varlen"]) == lab) for lab in labels]
+            ax.bar(np.arange(len(labels)) + k * width, vals, width, label=be)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2)
+        ax.set_xticklabels([",".join(map(str, c)) + (" var" if v else "") for c, v in labels],
+                           rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"{mode}: torch time / fastlstm time (>1: fastlstm faster)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
