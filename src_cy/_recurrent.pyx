@@ -143,11 +143,10 @@ cdef void _rnn_backward_chunk(const floating* W, const int64_t* seq_len,
                               floating* dh, floating* dz, floating* dh_loc,
                               floating* dz_loc) noexcept nogil:
     cdef Py_ssize_t r, u, t, b, o, n_active = 0, n_steps = seq_len[rows[0]]
-    for r in range(n_rows):
-        for u in range(H):
-            dh_loc[r * H + u] = dh[rows[r] * H + u]
     for t in range(n_steps - 1, -1, -1):
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
+            for u in range(H):
+                dh_loc[n_active * H + u] = dh[rows[n_active] * H + u]
             n_active += 1
         for r in range(n_active):
             b = rows[r]
@@ -159,7 +158,7 @@ cdef void _rnn_backward_chunk(const floating* W, const int64_t* seq_len,
                 fl_rnn_bwd_row_f64(H, &hs[o + B * H], &d_out[o], &dh_loc[r * H],
                                    &dz_loc[r * H], &dz[o])
         _gemm_rowmajor(True, n_active, H, H, dz_loc, H, W, H, dh_loc, H)
-    for r in range(n_rows):
+    for r in range(n_active):          # rows of length 0 keep dh as it came
         for u in range(H):
             dh[rows[r] * H + u] = dh_loc[r * H + u]
 
@@ -247,12 +246,11 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* peep, bint use
     cdef Py_ssize_t r, u, t, b, n_active = 0, n_steps = seq_len[rows[0]], G = 4 * H
     cdef Py_ssize_t xo, so
     cdef const floating* cun
-    for r in range(n_rows):
-        for u in range(H):
-            dh_loc[r * H + u] = dh[rows[r] * H + u]
-            dc_loc[r * H + u] = dc[rows[r] * H + u]
     for t in range(n_steps - 1, -1, -1):
-        while n_active < n_rows and seq_len[rows[n_active]] > t:
+        while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
+            for u in range(H):
+                dh_loc[n_active * H + u] = dh[rows[n_active] * H + u]
+                dc_loc[n_active * H + u] = dc[rows[n_active] * H + u]
             n_active += 1
         for r in range(n_active):
             b = rows[r]
@@ -268,7 +266,7 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* peep, bint use
                                     use_peep, clip, &d_out[so], &dh_loc[r * H],
                                     &dc_loc[r * H], &dz_loc[r * G], &dz[xo])
         _gemm_rowmajor(True, n_active, H, G, dz_loc, G, W, G, dh_loc, H)
-    for r in range(n_rows):
+    for r in range(n_active):          # rows of length 0 keep dh, dc as they came
         for u in range(H):
             dh[rows[r] * H + u] = dh_loc[r * H + u]
             dc[rows[r] * H + u] = dc_loc[r * H + u]

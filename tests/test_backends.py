@@ -156,3 +156,4 @@ def test_unknown_and_missing_backends_say_what_to_do():
         fl.dynamic_rnn(cell, x, backend="tensorflow")
     with pytest.raises(ImportError, match="no CUDA backend"):
         fl.dynamic_rnn(cell, x, backend="cuda")
+

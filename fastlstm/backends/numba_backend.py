@@ -18,11 +18,10 @@ import numpy as np
 from numba import njit, prange
 
 from .._threads import blas_threads
+from ._chunking import chunk_rows
 
 NAME = "numba"
 
-#: Rows per chunk; fixed for determinism (same value as the Cython kernels).
-CHUNK = 16
 #: The one fastmath setting of the project: contraction to FMA, reciprocal, no signed
 #: zeros. Never ``nnan`` / ``ninf``: the kernels must see and keep NaN and inf.
 FASTMATH = {"contract", "arcp", "nsz"}
@@ -61,10 +60,9 @@ def _rnn_forward_chunk(xproj, W, seq_len, rows, hs, h_loc, z_loc):
 def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, one):
     n_rows, H = rows.shape[0], hs.shape[2]
     n_active = 0
-    for r in range(n_rows):
-        dh_loc[r] = dh[rows[r]]
     for t in range(seq_len[rows[0]] - 1, -1, -1):
-        while n_active < n_rows and seq_len[rows[n_active]] > t:
+        while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
+            dh_loc[n_active] = dh[rows[n_active]]
             n_active += 1
         for r in range(n_active):
             b = rows[r]
@@ -73,7 +71,7 @@ def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, on
                 dz_loc[r, u] = (dh_loc[r, u] + d_out[t, b, u]) * (one - h * h)
                 dz[t, b, u] = dz_loc[r, u]
         np.dot(dz_loc[:n_active], WT, dh_loc[:n_active])
-    for r in range(n_rows):
+    for r in range(n_active):          # rows of length 0 keep dh as it came
         dh[rows[r]] = dh_loc[r]
 
 
@@ -129,11 +127,10 @@ def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_un
     n_rows, H = rows.shape[0], cs.shape[2]
     n_active = 0
     zero = one - one
-    for r in range(n_rows):
-        dh_loc[r] = dh[rows[r]]
-        dc_loc[r] = dc[rows[r]]
     for t in range(seq_len[rows[0]] - 1, -1, -1):
-        while n_active < n_rows and seq_len[rows[n_active]] > t:
+        while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
+            dh_loc[n_active] = dh[rows[n_active]]
+            dc_loc[n_active] = dc[rows[n_active]]
             n_active += 1
         for r in range(n_active):
             b = rows[r]
@@ -168,91 +165,95 @@ def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_un
                 dz[t, b, 2 * H + u] = dz_f
                 dz[t, b, 3 * H + u] = dz_o
         np.dot(dz_loc[:n_active], WT, dh_loc[:n_active])
-    for r in range(n_rows):
+    for r in range(n_active):          # rows of length 0 keep dh, dc as they came
         dh[rows[r]] = dh_loc[r]
         dc[rows[r]] = dc_loc[r]
 
 
 # ------------------------------------------------------------- drivers: chunks -> threads
-# Each chunk k owns rows order[k*CHUNK : (k+1)*CHUNK] and rows k*CHUNK... of the work
+# Chunk k owns rows order[k*chunk : (k+1)*chunk] and the same rows of the work
 # buffers. The serial and parallel drivers differ only in range / prange.
 @_kernel
-def _rnn_forward_serial(xproj, W, seq_len, order, hs, h_w, z_w):
-    for s in range(0, order.shape[0], CHUNK):
-        e = min(s + CHUNK, order.shape[0])
+def _span(k, chunk, n):
+    """Rows of the batch order (and of the work buffers) that chunk ``k`` owns."""
+    s, e = k * chunk, min(k * chunk + chunk, n)
+    return s, e
+
+
+@_kernel
+def _rnn_forward_serial(xproj, W, seq_len, order, chunk, hs, h_w, z_w):
+    for k in range((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
         _rnn_forward_chunk(xproj, W, seq_len, order[s:e], hs, h_w[s:e], z_w[s:e])
 
 
 @_parallel_kernel
-def _rnn_forward_parallel(xproj, W, seq_len, order, hs, h_w, z_w):
-    for k in prange((order.shape[0] + CHUNK - 1) // CHUNK):
-        s = k * CHUNK
-        e = min(s + CHUNK, order.shape[0])
+def _rnn_forward_parallel(xproj, W, seq_len, order, chunk, hs, h_w, z_w):
+    for k in prange((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
         _rnn_forward_chunk(xproj, W, seq_len, order[s:e], hs, h_w[s:e], z_w[s:e])
 
 
 @_kernel
-def _rnn_backward_serial(WT, seq_len, order, hs, d_out, dh, dz, dh_w, dz_w, one):
-    for s in range(0, order.shape[0], CHUNK):
-        e = min(s + CHUNK, order.shape[0])
-        _rnn_backward_chunk(WT, seq_len, order[s:e], hs, d_out, dh, dz, dh_w[s:e],
-                            dz_w[s:e], one)
+def _rnn_backward_serial(WT, seq_len, order, chunk, hs, d_out, dh, dz, dh_w, dz_w, one):
+    for k in range((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
+        _rnn_backward_chunk(WT, seq_len, order[s:e], hs, d_out, dh, dz, dh_w[s:e], dz_w[s:e],
+                            one)
 
 
 @_parallel_kernel
-def _rnn_backward_parallel(WT, seq_len, order, hs, d_out, dh, dz, dh_w, dz_w, one):
-    for k in prange((order.shape[0] + CHUNK - 1) // CHUNK):
-        s = k * CHUNK
-        e = min(s + CHUNK, order.shape[0])
-        _rnn_backward_chunk(WT, seq_len, order[s:e], hs, d_out, dh, dz, dh_w[s:e],
-                            dz_w[s:e], one)
+def _rnn_backward_parallel(WT, seq_len, order, chunk, hs, d_out, dh, dz, dh_w, dz_w, one):
+    for k in prange((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
+        _rnn_backward_chunk(WT, seq_len, order[s:e], hs, d_out, dh, dz, dh_w[s:e], dz_w[s:e],
+                            one)
 
 
 @_kernel
-def _lstm_forward_serial(xproj, W, peep, use_peep, fb, clip, seq_len, order, hs, cs, acts,
-                         cun, h_w, c_w, z_w, one):
-    for s in range(0, order.shape[0], CHUNK):
-        e = min(s + CHUNK, order.shape[0])
+def _lstm_forward_serial(xproj, W, peep, use_peep, fb, clip, seq_len, order, chunk, hs, cs,
+                         acts, cun, h_w, c_w, z_w, one):
+    for k in range((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
         _lstm_forward_chunk(xproj, W, peep, use_peep, fb, clip, seq_len, order[s:e], hs, cs,
                             acts, cun, h_w[s:e], c_w[s:e], z_w[s:e], one)
 
 
 @_parallel_kernel
-def _lstm_forward_parallel(xproj, W, peep, use_peep, fb, clip, seq_len, order, hs, cs, acts,
-                           cun, h_w, c_w, z_w, one):
-    for k in prange((order.shape[0] + CHUNK - 1) // CHUNK):
-        s = k * CHUNK
-        e = min(s + CHUNK, order.shape[0])
+def _lstm_forward_parallel(xproj, W, peep, use_peep, fb, clip, seq_len, order, chunk, hs, cs,
+                           acts, cun, h_w, c_w, z_w, one):
+    for k in prange((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
         _lstm_forward_chunk(xproj, W, peep, use_peep, fb, clip, seq_len, order[s:e], hs, cs,
                             acts, cun, h_w[s:e], c_w[s:e], z_w[s:e], one)
 
 
 @_kernel
-def _lstm_backward_serial(WT, peep, use_peep, clip, seq_len, order, cs, acts, cun, d_out,
-                          dh, dc, dz, dh_w, dc_w, dz_w, one):
-    for s in range(0, order.shape[0], CHUNK):
-        e = min(s + CHUNK, order.shape[0])
+def _lstm_backward_serial(WT, peep, use_peep, clip, seq_len, order, chunk, cs, acts, cun,
+                          d_out, dh, dc, dz, dh_w, dc_w, dz_w, one):
+    for k in range((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
         _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, order[s:e], cs, acts, cun,
                              d_out, dh, dc, dz, dh_w[s:e], dc_w[s:e], dz_w[s:e], one)
 
 
 @_parallel_kernel
-def _lstm_backward_parallel(WT, peep, use_peep, clip, seq_len, order, cs, acts, cun, d_out,
-                            dh, dc, dz, dh_w, dc_w, dz_w, one):
-    for k in prange((order.shape[0] + CHUNK - 1) // CHUNK):
-        s = k * CHUNK
-        e = min(s + CHUNK, order.shape[0])
+def _lstm_backward_parallel(WT, peep, use_peep, clip, seq_len, order, chunk, cs, acts, cun,
+                            d_out, dh, dc, dz, dh_w, dc_w, dz_w, one):
+    for k in prange((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
         _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, order[s:e], cs, acts, cun,
                              d_out, dh, dc, dz, dh_w[s:e], dc_w[s:e], dz_w[s:e], one)
 
 
 # --------------------------------------------------------- the kernel contract (Python)
 def _plan(seq_len, n_threads):
-    """Row order (longest first), and whether to use the parallel driver."""
+    """Row order (longest first), rows per chunk, batch size, threads to use."""
     order = np.argsort(-seq_len, kind="stable").astype(np.int64)
-    n_chunks = -(-order.shape[0] // CHUNK)
+    chunk = chunk_rows(order.shape[0])
+    n_chunks = -(-order.shape[0] // chunk)
     threads = min(n_threads, n_chunks, numba.config.NUMBA_NUM_THREADS)
-    return order, threads
+    return order, chunk, order.shape[0], threads
 
 
 def _run(serial, parallel, threads, *args):
@@ -272,22 +273,21 @@ def rnn_forward(xproj, W, seq_len, hs, n_threads=1):
     """Basic RNN recurrence; see :func:`fastlstm.reference.rnn_forward`."""
     if xproj.shape[0] == 0:
         return
-    order, threads = _plan(seq_len, n_threads)
-    B, H = hs.shape[1], hs.shape[2]
-    work = np.empty((2, B, H), hs.dtype)
+    order, chunk, n_work, threads = _plan(seq_len, n_threads)
+    work = np.empty((2, n_work, hs.shape[2]), hs.dtype)
     _run(_rnn_forward_serial, _rnn_forward_parallel, threads,
-         xproj, W, seq_len, order, hs, work[0], work[1])
+         xproj, W, seq_len, order, chunk, hs, work[0], work[1])
 
 
 def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
     """Backward of the basic RNN; see :func:`fastlstm.reference.rnn_backward`."""
     if d_outputs.shape[0] == 0:
         return
-    order, threads = _plan(seq_len, n_threads)
-    work = np.empty((2,) + dh.shape, dh.dtype)
+    order, chunk, n_work, threads = _plan(seq_len, n_threads)
+    work = np.empty((2, n_work, dh.shape[1]), dh.dtype)
     _run(_rnn_backward_serial, _rnn_backward_parallel, threads,
-         np.ascontiguousarray(W.T), seq_len, order, hs, d_outputs, dh, dz, work[0], work[1],
-         dh.dtype.type(1))
+         np.ascontiguousarray(W.T), seq_len, order, chunk, hs, d_outputs, dh, dz, work[0],
+         work[1], dh.dtype.type(1))
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
@@ -295,14 +295,13 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
     """LSTM recurrence; see :func:`fastlstm.reference.lstm_forward`."""
     if xproj.shape[0] == 0:
         return
-    order, threads = _plan(seq_len, n_threads)
-    B, H = hs.shape[1], hs.shape[2]
-    dt = hs.dtype.type
-    h_w, c_w = np.empty((B, H), hs.dtype), np.empty((B, H), hs.dtype)
-    z_w = np.empty((B, 4 * H), hs.dtype)
+    order, chunk, n_work, threads = _plan(seq_len, n_threads)
+    H, dt = hs.shape[2], hs.dtype.type
+    h_w, c_w = np.empty((n_work, H), hs.dtype), np.empty((n_work, H), hs.dtype)
+    z_w = np.empty((n_work, 4 * H), hs.dtype)
     _run(_lstm_forward_serial, _lstm_forward_parallel, threads,
          xproj, W, peepholes, bool(use_peepholes), dt(forget_bias), dt(cell_clip), seq_len,
-         order, hs, cs, acts, c_unclipped, h_w, c_w, z_w, dt(1))
+         order, chunk, hs, cs, acts, c_unclipped, h_w, c_w, z_w, dt(1))
 
 
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
@@ -310,11 +309,10 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
     """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
     if d_outputs.shape[0] == 0:
         return
-    order, threads = _plan(seq_len, n_threads)
-    B, H = dh.shape
-    dt = dh.dtype.type
-    dh_w, dc_w = np.empty((B, H), dh.dtype), np.empty((B, H), dh.dtype)
-    dz_w = np.empty((B, 4 * H), dh.dtype)
+    order, chunk, n_work, threads = _plan(seq_len, n_threads)
+    H, dt = dh.shape[1], dh.dtype.type
+    dh_w, dc_w = np.empty((n_work, H), dh.dtype), np.empty((n_work, H), dh.dtype)
+    dz_w = np.empty((n_work, 4 * H), dh.dtype)
     _run(_lstm_backward_serial, _lstm_backward_parallel, threads,
          np.ascontiguousarray(W.T), peepholes, bool(use_peepholes), dt(cell_clip), seq_len,
-         order, cs, acts, c_unclipped, d_outputs, dh, dc, dz, dh_w, dc_w, dz_w, dt(1))
+         order, chunk, cs, acts, c_unclipped, d_outputs, dh, dc, dz, dh_w, dc_w, dz_w, dt(1))

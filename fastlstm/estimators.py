@@ -1,0 +1,826 @@
+"""scikit-learn estimators: LSTMClassifier, LSTMRegressor and SequenceScaler.
+
+Conventions (DESIGN.md section 4): ``__init__`` only stores parameters; validation happens
+in ``fit`` (``_parameter_constraints``); fitted state ends in ``_``; randomness comes from
+``check_random_state(self.random_state)``; ``backend`` and ``n_jobs`` are ordinary
+parameters. A fit builds everything in local variables and assigns the fitted
+attributes at the end, so an error leaves the estimator as it was.
+"""
+
+import copy
+import json
+import numbers
+import sys
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state, compute_class_weight
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._sequences import Sequences, from_sequences, to_sequences
+from ._threads import threads
+from .backends import get_backend
+from .network import CELL_KINDS, READOUTS, SequenceNetwork
+from .optimizers import OPTIMIZERS
+
+_PREDICT_BATCH = 1024
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _BaseSequenceModel(TransformerMixin, BaseEstimator):
+    """Training and prediction shared by the classifier and the regressor."""
+
+    _parameter_constraints = {
+        "hidden_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "num_layers": [Interval(numbers.Integral, 1, None, closed="left")],
+        "cell": [StrOptions(set(CELL_KINDS))],
+        "bidirectional": ["boolean"],
+        "forget_bias": [Interval(numbers.Real, None, None, closed="neither")],
+        "cell_clip": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "input_projection": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "readout": [StrOptions(set(READOUTS))],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "clip_grad_norm": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "shuffle": ["boolean"],
+        "n_steps": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "layout": [StrOptions({"ntf", "nft"})],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "backend": [StrOptions({"auto", "cython", "numba", "numpy", "cuda"})],
+        "n_jobs": [None, Interval(numbers.Integral, -1, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(self, hidden_size=128, num_layers=1, cell="lstm", bidirectional=False,
+                 forget_bias=1.0, cell_clip=None, input_projection=None, readout="last",
+                 dropout=0.0, optimizer="adam", learning_rate=1e-3, batch_size=128,
+                 max_iter=50, tol=1e-4, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, shuffle=True,
+                 n_steps=None, layout="ntf", dtype="float32", backend="auto", n_jobs=None,
+                 random_state=None, verbose=0, warm_start=False):
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.cell = cell
+        self.bidirectional = bidirectional
+        self.forget_bias = forget_bias
+        self.cell_clip = cell_clip
+        self.input_projection = input_projection
+        self.readout = readout
+        self.dropout = dropout
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.clip_grad_norm = clip_grad_norm
+        self.alpha = alpha
+        self.shuffle = shuffle
+        self.n_steps = n_steps
+        self.layout = layout
+        self.dtype = dtype
+        self.backend = backend
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # ---------------------------------------------------------------- input checks
+    def _sequences(self, X, reset):
+        seq = to_sequences(X, layout=self.layout, n_steps=self.n_steps, dtype=self.dtype)
+        # n_features_in_: features per step; for a 2-D X it is its number of columns,
+        # which is what scikit-learn (Pipelines, feature checks) expects of a table.
+        n_in = seq.n_columns if seq.kind == "2d" else seq.n_features
+        if reset:
+            return seq, n_in
+        if seq.n_features != self.n_features_per_step_:
+            raise ValueError(f"X has {seq.n_features} features per step, but "
+                             f"{type(self).__name__} is expecting "
+                             f"{self.n_features_per_step_} features per step as input")
+        if seq.kind == "2d" and self._fit_kind_ == "2d" and n_in != self.n_features_in_:
+            raise ValueError(f"X has {n_in} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input")
+        return seq, n_in
+
+    def _check_backend(self):
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs=0 is not a valid number of threads; use a positive "
+                             "number, -1 or None")
+        return get_backend(self.backend).NAME
+
+    def _n_threads(self):
+        return None if self.n_jobs in (None, -1) else self.n_jobs
+
+    # -------------------------------------------------------------------- training
+    def _new_network(self, n_features, n_outputs, rng):
+        return SequenceNetwork(n_features, n_outputs, self.hidden_size, self.num_layers,
+                               self.cell, self.bidirectional, self.forget_bias,
+                               self.cell_clip, self.input_projection, self.readout,
+                               self.dtype, rng)
+
+    def _fit(self, X, y, sample_weight, *, incremental, classes=None):
+        self._validate_params()
+        backend = self._check_backend()
+        reuse = (incremental or self.warm_start) and hasattr(self, "network_")
+        seq, n_in = self._sequences(X, reset=not reuse)
+        targets, weights = self._prepare_targets(y, len(seq), sample_weight, reuse, classes)
+        rng = check_random_state(self.random_state)
+        n_outputs = self._n_outputs(targets)
+        if reuse:
+            # Train copies: an error below leaves the fitted model exactly as it was.
+            network = copy.deepcopy(self.network_)
+            optimizer = copy.deepcopy(self._optimizer_)
+        else:
+            network = self._new_network(seq.n_features, n_outputs, rng)
+            optimizer = OPTIMIZERS[self.optimizer](learning_rate=self.learning_rate)
+        optimizer.learning_rate = self.learning_rate
+
+        train_idx, val_idx = np.arange(len(seq)), None
+        if self.early_stopping and not incremental:
+            train_idx, val_idx = self._validation_split(targets, rng)
+        history = {"loss": [], "val_loss": [], "val_score": []}
+        best = {"params": None, "loss": np.inf, "score": -np.inf, "stall": 0}
+        epochs = 1 if incremental else self.max_iter
+        n_iter = 0
+        try:
+            with threads(self._n_threads()):
+                self._print_header(val_idx is not None)
+                for epoch in range(epochs):
+                    t0 = time.perf_counter()
+                    loss = self._epoch(network, optimizer, seq, targets, weights, train_idx,
+                                       rng, backend)
+                    n_iter += 1
+                    history["loss"].append(loss)
+                    stop = False
+                    if val_idx is not None:
+                        v_loss, v_score = self._evaluate(network, seq, targets, weights,
+                                                         val_idx, backend)
+                        history["val_loss"].append(v_loss)
+                        history["val_score"].append(v_score)
+                        if v_score > best["score"] + self.tol:
+                            best.update(score=v_score, stall=0, params=network.copy_params())
+                        else:
+                            best["stall"] += 1
+                        best["loss"] = min(best["loss"], loss)
+                    else:
+                        if loss < best["loss"] - self.tol:
+                            best["stall"] = 0
+                        else:
+                            best["stall"] += 1
+                        best["loss"] = min(best["loss"], loss)
+                    self._print_epoch(epoch + 1, loss, history, time.perf_counter() - t0,
+                                      len(train_idx))
+                    if not incremental and best["stall"] >= self.n_iter_no_change:
+                        stop = True
+                    if stop:
+                        break
+                else:
+                    if not incremental and epochs == self.max_iter:
+                        warnings.warn(f"{type(self).__name__}: the maximum number of epochs "
+                                      f"({self.max_iter}) was reached before convergence; "
+                                      f"raise max_iter", ConvergenceWarning)
+        except KeyboardInterrupt:
+            if n_iter == 0:
+                raise
+            warnings.warn(f"{type(self).__name__}.fit interrupted after {n_iter} epoch(s): "
+                          f"the model keeps the best weights so far", RuntimeWarning)
+        if best["params"] is not None:
+            network.set_params(best["params"])    # early stopping: restore the best
+        # All good: the fitted state, at once.
+        self.network_ = network
+        self._optimizer_ = optimizer
+        self.backend_ = backend
+        if not reuse:
+            self.n_features_in_ = n_in
+            self.n_features_per_step_ = seq.n_features
+            self._fit_kind_ = seq.kind
+            self.loss_curve_ = []
+            self.n_iter_ = 0
+            if val_idx is not None:
+                self.validation_loss_curve_ = []
+                self.validation_scores_ = []
+        self._set_targets_fitted()
+        self.loss_curve_ = list(getattr(self, "loss_curve_", [])) + history["loss"]
+        self.n_iter_ = getattr(self, "n_iter_", 0) + n_iter
+        self.best_loss_ = float(min(self.loss_curve_))
+        if val_idx is not None:
+            self.validation_loss_curve_ = (list(getattr(self, "validation_loss_curve_", []))
+                                           + history["val_loss"])
+            self.validation_scores_ = (list(getattr(self, "validation_scores_", []))
+                                       + history["val_score"])
+            self.best_validation_score_ = float(max(self.validation_scores_))
+        return self
+
+    def _validation_split(self, targets, rng):
+        idx = np.arange(len(targets))
+        stratify = targets if self._stratify() else None
+        try:
+            return train_test_split(idx, test_size=self.validation_fraction,
+                                    random_state=rng, stratify=stratify)
+        except ValueError:
+            return train_test_split(idx, test_size=self.validation_fraction,
+                                    random_state=rng)
+
+    def _batches(self, idx, seq, rng, shuffle):
+        if shuffle:
+            idx = idx[rng.permutation(len(idx))]
+        for start in range(0, len(idx), self.batch_size):
+            b = idx[start:start + self.batch_size]
+            lengths = seq.lengths[b]
+            # Cut each batch to its own longest sequence: no step past it is stored.
+            yield b, seq.values[b, :lengths.max()], lengths
+
+    def _epoch(self, network, optimizer, seq, targets, weights, idx, rng, backend):
+        total, seen = 0.0, 0.0
+        params = network.params
+        progress = self._progress(len(idx))
+        for b, Xb, Lb in self._batches(idx, seq, rng, self.shuffle):
+            out, cache = network.forward(Xb, Lb, backend, self.dropout, rng)
+            loss, d_out = self._loss(out, targets[b], weights[b])
+            if not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"the training loss became {loss}: lower learning_rate (now "
+                    f"{self.learning_rate}) or set clip_grad_norm")
+            grads = network.backward(cache, d_out)
+            n = len(b)
+            if self.alpha:
+                for name in network.weight_names():
+                    loss += 0.5 * self.alpha * float(np.sum(params[name] ** 2)) / n
+                    grads[name] = grads[name] + (self.alpha / n) * params[name]
+            if self.clip_grad_norm is not None:
+                norm = np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2))
+                                   for g in grads.values()))
+                if norm > self.clip_grad_norm:
+                    scale = self.clip_grad_norm / norm
+                    grads = {k: g * scale for k, g in grads.items()}
+            optimizer.step(params, grads)
+            total += loss * float(weights[b].sum())
+            seen += float(weights[b].sum())
+            if progress is not None:
+                progress.update(n)
+        if progress is not None:
+            progress.close()
+        return total / seen
+
+    def _forward_all(self, network, seq, idx, backend):
+        outs = []
+        for start in range(0, len(idx), _PREDICT_BATCH):
+            b = idx[start:start + _PREDICT_BATCH]
+            L = seq.lengths[b]
+            out, _ = network.forward(seq.values[b, :L.max()], L, backend)
+            outs.append(out)
+        return np.concatenate(outs)
+
+    def _evaluate(self, network, seq, targets, weights, idx, backend):
+        out = self._forward_all(network, seq, idx, backend)
+        loss, _ = self._loss(out, targets[idx], weights[idx])
+        return float(loss), float(self._score_outputs(out, targets[idx]))
+
+    def _decision(self, X):
+        check_is_fitted(self, "network_")
+        seq, _ = self._sequences(X, reset=False)
+        with threads(self._n_threads()):
+            return self._forward_all(self.network_, seq, np.arange(len(seq)), self.backend_)
+
+    def transform(self, X):
+        """The readout features (final hidden state(s), or mean / max over steps).
+
+        Returns
+        -------
+        ndarray (n_samples, hidden_size * (2 if bidirectional else 1))
+        """
+        check_is_fitted(self, "network_")
+        seq, _ = self._sequences(X, reset=False)
+        feats = []
+        with threads(self._n_threads()):
+            for start in range(0, len(seq), _PREDICT_BATCH):
+                b = np.arange(start, min(start + _PREDICT_BATCH, len(seq)))
+                L = seq.lengths[b]
+                _, cache = self.network_.forward(seq.values[b, :L.max()], L, self.backend_)
+                feats.append(cache["features"])
+        return np.concatenate(feats)
+
+    # -------------------------------------------------------------- verbose output
+    def _print_header(self, with_validation):
+        if self.verbose:
+            cols = f"{'epoch':>6} {'train loss':>11}"
+            if with_validation:
+                cols += f" {'val loss':>9} {'val score':>9}"
+            print(cols + f" {'seconds':>8} {'samples/s':>10}", file=sys.stdout, flush=True)
+
+    def _print_epoch(self, epoch, loss, history, seconds, n_samples):
+        if self.verbose:
+            line = f"{epoch:6d} {loss:11.5f}"
+            if history["val_loss"]:
+                line += f" {history['val_loss'][-1]:9.5f} {history['val_score'][-1]:9.4f}"
+            print(line + f" {seconds:8.2f} {n_samples / max(seconds, 1e-9):10.0f}",
+                  flush=True)
+
+    def _progress(self, total):
+        if self.verbose < 2:
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=total, unit="seq", leave=False)
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path):
+        """Store the fitted model as arrays plus JSON in one ``.npz`` file (no pickle).
+
+        ``LSTMClassifier.load(path)`` / ``LSTMRegressor.load(path)`` read it back.
+        """
+        check_is_fitted(self, "network_")
+        meta = {"class": type(self).__name__, "params": self.get_params(),
+                "network": self.network_.config, "fitted": self._fitted_meta()}
+        arrays = {f"param:{k}": v for k, v in self.network_.params.items()}
+        arrays.update(self._fitted_arrays())
+        arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Load a model written by :meth:`save` (``allow_pickle=False``: safe to share)."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta["class"] != cls.__name__:
+                raise ValueError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
+            est = cls(**meta["params"])
+            cfg = dict(meta["network"])
+            net = SequenceNetwork(**cfg, rng=np.random.RandomState(0))
+            net.set_params({k[len("param:"):]: data[k] for k in data.files
+                            if k.startswith("param:")})
+            est.network_ = net
+            est._optimizer_ = OPTIMIZERS[est.optimizer](learning_rate=est.learning_rate)
+            est._restore_fitted(meta["fitted"], data)
+        return est
+
+    def _fitted_meta(self):
+        keys = ("n_features_in_", "n_features_per_step_", "_fit_kind_", "n_iter_",
+                "loss_curve_", "best_loss_", "backend_", "validation_loss_curve_",
+                "validation_scores_", "best_validation_score_")
+        return {k: getattr(self, k) for k in keys if hasattr(self, k)}
+
+    def _fitted_arrays(self):
+        return {}
+
+    def _restore_fitted(self, fitted, data):
+        for k, v in fitted.items():
+            setattr(self, k, v)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        # transform() returns the network's dtype, whatever X's was.
+        tags.transformer_tags.preserves_dtype = [self.dtype]
+        return tags
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")
+
+
+class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
+    """Recurrent sequence classifier (LSTM, peephole LSTM or RNN) on fastlstm's kernels.
+
+    A dense input projection (optional), ``num_layers`` recurrent layers (optionally
+    bidirectional, dropout between them), a readout of each sequence (its last valid
+    step, or mean / max over its valid steps) and a dense softmax layer, trained with
+    Adam or SGD on the cross-entropy.
+
+    Parameters
+    ----------
+    hidden_size : int, default 128
+        Units of each recurrent layer (per direction).
+    num_layers : int, default 1
+    cell : {"lstm", "peephole", "rnn"}, default "lstm"
+        TF1 ``BasicLSTMCell``, ``LSTMCell(use_peepholes=True)`` or ``BasicRNNCell``.
+    bidirectional : bool, default False
+    forget_bias : float, default 1.0
+    cell_clip : float or None, default None
+        Cell-state clipping of the LSTM cells.
+    input_projection : int or None, default None
+        Width of a linear dense layer applied at every step before the first
+        recurrent layer (the seed's MNIST model uses 128).
+    readout : {"last", "mean", "max"}, default "last"
+        ``"last"``: the final hidden state (the last *valid* step) of each direction.
+    dropout : float in [0, 1), default 0.0
+        Dropout between recurrent layers while training.
+    optimizer : {"adam", "sgd"}, default "adam"
+        ``"sgd"`` uses momentum 0.9.
+    learning_rate : float, default 1e-3
+    batch_size : int, default 128
+    max_iter : int, default 50
+        Epochs.
+    tol : float, default 1e-4
+        Improvement below ``tol`` for ``n_iter_no_change`` epochs stops training (of the
+        training loss, or of the validation score with early stopping).
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` (stratified) and keep the best weights.
+    validation_fraction : float, default 0.1
+    n_iter_no_change : int, default 10
+    clip_grad_norm : float or None, default None
+        Rescale the gradient when its global L2 norm exceeds this.
+    alpha : float, default 0.0
+        L2 penalty on the weight matrices.
+    class_weight : dict, "balanced" or None, default None
+    shuffle : bool, default True
+    n_steps : int or None, default None
+        For a 2-D ``X``: steps per row (each row holds ``n_steps * n_features`` values,
+        step by step). Without it a row is one univariate sequence.
+    layout : {"ntf", "nft"}, default "ntf"
+        Axis order of a 3-D ``X``: (samples, steps, features) or (samples, features,
+        steps).
+    dtype : {"float32", "float64"}, default "float32"
+    backend : {"auto", "cython", "numba", "numpy", "cuda"}, default "auto"
+    n_jobs : int or None, default None
+        Threads of the kernels; None or -1: all cores.
+    random_state : int, RandomState or None
+        Initial weights, shuffling, dropout and the validation split; a given value
+        gives bit-identical models for any ``n_jobs``.
+    verbose : int, default 0
+        1: one table row per epoch; 2: also a progress bar (with tqdm installed).
+    warm_start : bool, default False
+
+    Attributes
+    ----------
+    classes_ : ndarray (n_classes,)
+    n_features_in_ : int
+        Features per step (for a 2-D ``X``: its number of columns).
+    n_features_per_step_ : int
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+    validation_loss_curve_, validation_scores_ : list of float
+        With ``early_stopping``.
+    best_loss_, best_validation_score_ : float
+    backend_ : str
+        The backend that ran.
+    network_ : SequenceNetwork
+        The trained weights (``network_.params``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastlstm import LSTMClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randn(60, 12, 3).astype(np.float32)
+    >>> y = (X[:, :6, 0].sum(axis=1) > 0).astype(int)
+    >>> clf = LSTMClassifier(hidden_size=16, max_iter=5, random_state=0).fit(X, y)
+    >>> clf.predict(X[:3]).shape
+    (3,)
+    """
+
+    _parameter_constraints = {
+        **_BaseSequenceModel._parameter_constraints,
+        "class_weight": [None, dict, StrOptions({"balanced"})],
+    }
+
+    def __init__(self, hidden_size=128, num_layers=1, cell="lstm", bidirectional=False,
+                 forget_bias=1.0, cell_clip=None, input_projection=None, readout="last",
+                 dropout=0.0, optimizer="adam", learning_rate=1e-3, batch_size=128,
+                 max_iter=50, tol=1e-4, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, class_weight=None,
+                 shuffle=True, n_steps=None, layout="ntf", dtype="float32", backend="auto",
+                 n_jobs=None, random_state=None, verbose=0, warm_start=False):
+        super().__init__(hidden_size=hidden_size, num_layers=num_layers, cell=cell,
+                         bidirectional=bidirectional, forget_bias=forget_bias,
+                         cell_clip=cell_clip, input_projection=input_projection,
+                         readout=readout, dropout=dropout, optimizer=optimizer,
+                         learning_rate=learning_rate, batch_size=batch_size,
+                         max_iter=max_iter, tol=tol, early_stopping=early_stopping,
+                         validation_fraction=validation_fraction,
+                         n_iter_no_change=n_iter_no_change, clip_grad_norm=clip_grad_norm,
+                         alpha=alpha, shuffle=shuffle, n_steps=n_steps, layout=layout,
+                         dtype=dtype, backend=backend, n_jobs=n_jobs,
+                         random_state=random_state, verbose=verbose, warm_start=warm_start)
+        self.class_weight = class_weight
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on sequences ``X`` with labels ``y`` (see the class docstring for ``X``).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over ``(X, y)``; ``classes`` is required on the first call."""
+        if not hasattr(self, "classes_") and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _prepare_targets(self, y, n, sample_weight, reuse, classes):
+        y = _check_y_given(self, y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected: "
+                          "using y.ravel()", DataConversionWarning)
+            y = y.ravel()
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D (one label per sequence), got shape {y.shape}")
+        if len(y) != n:
+            raise ValueError(f"X holds {n} sequences but y has {len(y)} labels")
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+            raise ValueError("y contains NaN or infinity")
+        if y.dtype.kind == "O":
+            y = y.astype(str) if all(isinstance(v, str) for v in y) else y
+        from sklearn.utils.multiclass import type_of_target
+        kind = type_of_target(y)
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"Unknown label type: y is {kind!r}; LSTMClassifier needs "
+                             f"binary or multiclass labels")
+        if reuse:
+            encoder = self._label_encoder_
+            unseen = np.setdiff1d(y, encoder.classes_)
+            if len(unseen):
+                raise ValueError(f"y holds labels not seen in the first fit: {unseen[:5]}")
+        else:
+            encoder = LabelEncoder().fit(classes if classes is not None else y)
+            if len(encoder.classes_) < 2:
+                raise ValueError(f"y holds only one class ({encoder.classes_[0]!r}): a "
+                                 f"classifier needs at least 2 classes")
+        targets = encoder.transform(y)
+        weights = _sample_weights(sample_weight, n, self.dtype)
+        if self.class_weight is not None:
+            cw = compute_class_weight(self.class_weight, classes=np.arange(len(encoder.classes_)),
+                                      y=targets) if self.class_weight == "balanced" else \
+                np.array([self.class_weight.get(c, 1.0) for c in encoder.classes_])
+            weights = weights * cw[targets].astype(weights.dtype)
+        self._pending_encoder = encoder
+        return targets, weights
+
+    def _set_targets_fitted(self):
+        self._label_encoder_ = self._pending_encoder
+        del self._pending_encoder
+        self.classes_ = self._label_encoder_.classes_
+
+    def _n_outputs(self, targets):
+        return len(self._pending_encoder.classes_)
+
+    def _stratify(self):
+        return True
+
+    def _loss(self, logits, targets, weights):
+        p = _softmax(logits.astype(np.float64))
+        n = len(targets)
+        picked = p[np.arange(n), targets]
+        wsum = weights.sum()
+        loss = float(-(weights * np.log(np.maximum(picked, 1e-300))).sum() / wsum)
+        d = p
+        d[np.arange(n), targets] -= 1
+        d *= (weights / wsum)[:, None]
+        return loss, d.astype(logits.dtype)
+
+    def _score_outputs(self, logits, targets):
+        return float(np.mean(logits.argmax(axis=1) == targets))
+
+    def decision_function(self, X):
+        """Logits: (n_samples,) for two classes (positive minus negative), else (n, n_classes)."""
+        z = self._decision(X)
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
+
+    def predict_proba(self, X):
+        """Class probabilities (n_samples, n_classes), columns in the order of ``classes_``."""
+        return _softmax(self._decision(X).astype(np.float64))
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`."""
+        z = self._decision(X).astype(np.float64)
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def predict(self, X):
+        """Most probable class of each sequence, as labels of ``classes_``."""
+        scores = self._decision(X)          # checks that the model is fitted
+        return self.classes_[scores.argmax(axis=1)]
+
+    def _fitted_meta(self):
+        meta = super()._fitted_meta()
+        meta["classes_kind"] = self.classes_.dtype.kind
+        return meta
+
+    def _fitted_arrays(self):
+        classes = self.classes_
+        if classes.dtype.kind == "O":
+            classes = classes.astype(str)
+        return {"classes_": classes}
+
+    def _restore_fitted(self, fitted, data):
+        kind = fitted.pop("classes_kind")
+        super()._restore_fitted(fitted, data)
+        classes = data["classes_"]
+        if kind == "O":
+            classes = classes.astype(object)
+        self._label_encoder_ = LabelEncoder()
+        self._label_encoder_.classes_ = classes
+        self.classes_ = classes
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
+def _check_y_given(estimator, y):
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the "
+                         f"target y is None")
+    return np.asarray(y)
+
+
+def _sample_weights(sample_weight, n, dtype):
+    if sample_weight is None:
+        return np.ones(n, np.float64)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("sample_weight must be finite and non-negative")
+    if w.sum() <= 0:
+        raise ValueError("sample_weight sums to zero")
+    return w
+
+
+class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
+    """Recurrent sequence regressor: :class:`LSTMClassifier`'s model with a linear output
+    trained on the squared error; ``y`` is 1-D or 2-D (several targets).
+
+    Parameters are those of :class:`LSTMClassifier` without ``class_weight``.
+
+    Attributes
+    ----------
+    n_outputs_ : int
+    (and the attributes of :class:`LSTMClassifier` but ``classes_``)
+    """
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on sequences ``X`` with targets ``y`` (n_samples,) or (n_samples, n_targets)."""
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over ``(X, y)``."""
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _prepare_targets(self, y, n, sample_weight, reuse, classes):
+        y = _check_y_given(self, y)
+        if y.dtype == object:
+            try:
+                y = y.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"Unknown label type: y must hold real numbers ({exc})")
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"y must hold real numbers, got dtype {y.dtype}")
+        if y.ndim not in (1, 2):
+            raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}")
+        if len(y) != n:
+            raise ValueError(f"X holds {n} sequences but y has {len(y)} targets")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("y contains NaN or infinity")
+        y2 = y.reshape(n, -1).astype(self.dtype)
+        if reuse and y2.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {y2.shape[1]} targets, the model was fitted with "
+                             f"{self.n_outputs_}")
+        self._pending_y_ndim = y.ndim
+        return y2, _sample_weights(sample_weight, n, self.dtype)
+
+    def _set_targets_fitted(self):
+        self._y_ndim_ = self._pending_y_ndim
+        self.n_outputs_ = self.network_.params["output/bias"].shape[0]
+        del self._pending_y_ndim
+
+    def _n_outputs(self, targets):
+        return targets.shape[1]
+
+    def _stratify(self):
+        return False
+
+    def _loss(self, out, targets, weights):
+        diff = out.astype(np.float64) - targets
+        wsum = weights.sum()
+        loss = float(0.5 * (weights[:, None] * diff ** 2).sum() / wsum)
+        return loss, (diff * (weights / wsum)[:, None]).astype(out.dtype)
+
+    def _score_outputs(self, out, targets):
+        from sklearn.metrics import r2_score
+        return r2_score(targets, out)
+
+    def predict(self, X):
+        """Predicted targets, (n_samples,) or (n_samples, n_targets) like the fitted ``y``."""
+        out = self._decision(X).astype(np.float64)
+        return out.ravel() if self._y_ndim_ == 1 else out
+
+    def _fitted_meta(self):
+        meta = super()._fitted_meta()
+        meta.update(_y_ndim_=self._y_ndim_, n_outputs_=self.n_outputs_)
+        return meta
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class SequenceScaler(TransformerMixin, BaseEstimator):
+    """Standardize each feature over all valid steps of all sequences.
+
+    Accepts every input format of :class:`LSTMClassifier` and returns the same format
+    (a ragged list stays a list), so ``make_pipeline(SequenceScaler(), LSTMClassifier())``
+    works on ragged lists.
+
+    Parameters
+    ----------
+    n_steps : int or None
+        As in :class:`LSTMClassifier`, for 2-D input.
+    layout : {"ntf", "nft"}
+    with_mean, with_std : bool
+
+    Attributes
+    ----------
+    mean_, scale_ : ndarray (n_features_per_step,)
+    n_features_in_ : int
+    """
+
+    _parameter_constraints = {
+        "n_steps": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "layout": [StrOptions({"ntf", "nft"})],
+        "with_mean": ["boolean"],
+        "with_std": ["boolean"],
+    }
+
+    def __init__(self, n_steps=None, layout="ntf", with_mean=True, with_std=True):
+        self.n_steps = n_steps
+        self.layout = layout
+        self.with_mean = with_mean
+        self.with_std = with_std
+
+    def fit(self, X, y=None):
+        """Compute the per-feature mean and standard deviation over valid steps."""
+        self._validate_params()
+        seq = to_sequences(X, layout=self.layout, n_steps=self.n_steps, dtype=np.float64)
+        valid = np.arange(seq.values.shape[1])[None, :] < seq.lengths[:, None]
+        steps = seq.values[valid]                                   # (n_valid, F)
+        mean = steps.mean(axis=0) if self.with_mean else np.zeros(seq.n_features)
+        std = steps.std(axis=0) if self.with_std else np.ones(seq.n_features)
+        std[std == 0] = 1.0
+        self.mean_, self.scale_ = mean, std
+        self.n_features_in_ = seq.n_columns if seq.kind == "2d" else seq.n_features
+        self.n_features_per_step_ = seq.n_features
+        return self
+
+    def transform(self, X):
+        """Standardized ``X``, in the format it came in (3-D ``nft`` comes back ``nft``)."""
+        check_is_fitted(self, "mean_")
+        seq = to_sequences(X, layout=self.layout, n_steps=self.n_steps, dtype=np.float64)
+        if seq.n_features != self.n_features_per_step_:
+            raise ValueError(f"X has {seq.n_features} features per step, but SequenceScaler "
+                             f"is expecting {self.n_features_per_step_} features per step")
+        if seq.kind == "2d" and seq.n_columns != self.n_features_in_:
+            raise ValueError(f"X has {seq.n_columns} features, but SequenceScaler is "
+                             f"expecting {self.n_features_in_} features as input")
+        valid = (np.arange(seq.values.shape[1])[None, :] < seq.lengths[:, None])[:, :, None]
+        values = np.where(valid, (seq.values - self.mean_) / self.scale_, 0.0)
+        out = from_sequences(Sequences(values, seq.lengths, seq.kind), seq)
+        if seq.kind == "3d" and self.layout == "nft":
+            out = out.transpose(0, 2, 1)
+        return out
+
+    def inverse_transform(self, X):
+        """Undo :meth:`transform`."""
+        check_is_fitted(self, "mean_")
+        seq = to_sequences(X, layout=self.layout, n_steps=self.n_steps, dtype=np.float64)
+        valid = (np.arange(seq.values.shape[1])[None, :] < seq.lengths[:, None])[:, :, None]
+        values = np.where(valid, seq.values * self.scale_ + self.mean_, 0.0)
+        out = from_sequences(Sequences(values, seq.lengths, seq.kind), seq)
+        if seq.kind == "3d" and self.layout == "nft":
+            out = out.transpose(0, 2, 1)
+        return out

@@ -1,0 +1,221 @@
+"""The sequence model behind the estimators, forward and backward; no scikit-learn here.
+
+::
+
+    X (N, T, F) --[input projection: X W_in + b_in, optional, linear]--> (N, T, P)
+      --[num_layers recurrent layers, each forward (+ backward) direction,
+         dropout between layers]--> outputs (N, T, D), final states
+      --[readout: "last" final h of each direction | "mean" | "max" over valid steps]-->
+      features (N, D) --[dense: features W_out + b_out]--> (N, n_outputs)
+
+The backward direction of a bidirectional layer reads each sequence reversed within its
+own length (TensorFlow's ``reverse_sequence``), so padding never reaches it.
+"""
+
+import numpy as np
+
+from . import _gemm, _layout
+from ._threads import get_num_threads
+from .cells import BasicRNNCell, LSTMCell
+from .rnn import dynamic_rnn, dynamic_rnn_backward
+
+CELL_KINDS = ("lstm", "peephole", "rnn")
+READOUTS = ("last", "mean", "max")
+
+
+def _reverse_index(lengths, n_steps):
+    """(N, T) index that reverses each sequence within its length and fixes the padding."""
+    t = np.arange(n_steps)[None, :]
+    L = lengths[:, None]
+    return np.where(t < L, L - 1 - t, t)
+
+
+def _take_steps(x, index):
+    return np.take_along_axis(x, index[:, :, None], axis=1)
+
+
+class SequenceNetwork:
+    """Parameters and math of the estimators' model.
+
+    Parameters
+    ----------
+    n_features, n_outputs : int
+    hidden_size, num_layers : int
+    cell : {"lstm", "peephole", "rnn"}
+    bidirectional : bool
+    forget_bias : float
+    cell_clip : float or None
+    input_projection : int or None
+    readout : {"last", "mean", "max"}
+    dtype : numpy float dtype
+    rng : numpy RandomState
+        Draws the initial weights.
+
+    Attributes
+    ----------
+    params : dict name -> ndarray
+        Every trainable array, by a stable name (``"input/kernel"``,
+        ``"layer0/fw/kernel"``, ``"output/bias"``, ...). Cells hold the same arrays.
+    """
+
+    def __init__(self, n_features, n_outputs, hidden_size, num_layers, cell, bidirectional,
+                 forget_bias, cell_clip, input_projection, readout, dtype, rng):
+        self.config = dict(n_features=n_features, n_outputs=n_outputs,
+                           hidden_size=hidden_size, num_layers=num_layers, cell=cell,
+                           bidirectional=bidirectional, forget_bias=forget_bias,
+                           cell_clip=cell_clip, input_projection=input_projection,
+                           readout=readout, dtype=np.dtype(dtype).name)
+        self.dtype = np.dtype(dtype)
+        self.readout = readout
+        self.directions = ("fw", "bw") if bidirectional else ("fw",)
+        self.params = {}
+        width = n_features
+        if input_projection:
+            self.params["input/kernel"] = _layout.glorot_uniform(
+                rng, (n_features, input_projection), self.dtype)
+            self.params["input/bias"] = np.zeros(input_projection, self.dtype)
+            width = input_projection
+        self.cells = []
+        for layer in range(num_layers):
+            row = {}
+            for d in self.directions:
+                if cell == "rnn":
+                    c = BasicRNNCell(hidden_size, width, dtype=self.dtype, random_state=rng)
+                else:
+                    c = LSTMCell(hidden_size, width, use_peepholes=(cell == "peephole"),
+                                 cell_clip=cell_clip, forget_bias=forget_bias,
+                                 dtype=self.dtype, random_state=rng)
+                row[d] = c
+                for name, arr in c.params.items():
+                    self.params[f"layer{layer}/{d}/{name}"] = arr
+            self.cells.append(row)
+            width = hidden_size * len(self.directions)
+        self.n_readout_features = width
+        self.params["output/kernel"] = _layout.glorot_uniform(rng, (width, n_outputs),
+                                                              self.dtype)
+        self.params["output/bias"] = np.zeros(n_outputs, self.dtype)
+
+    # ------------------------------------------------------------------ parameters
+    def set_params(self, values):
+        """Copy ``values`` (name -> array) into the parameter arrays, in place."""
+        for name, arr in self.params.items():
+            arr[...] = values[name]
+
+    def copy_params(self):
+        return {name: arr.copy() for name, arr in self.params.items()}
+
+    def weight_names(self):
+        """Names of the matrices that the L2 penalty acts on (not biases, not peepholes)."""
+        return [n for n in self.params if n.endswith("kernel")]
+
+    # --------------------------------------------------------------------- forward
+    def forward(self, X, lengths, backend="auto", dropout=0.0, rng=None):
+        """Outputs (N, n_outputs) and the cache for :meth:`backward`.
+
+        Parameters
+        ----------
+        X : ndarray (N, T, F) of ``dtype``, zero-padded
+        lengths : ndarray (N,) int64, all >= 1
+        dropout : float
+            Inverted dropout between recurrent layers (training only; needs ``rng``).
+        """
+        n_threads = get_num_threads()
+        N, T, F = X.shape
+        cache = {"X": X, "lengths": lengths, "layers": [], "masks": []}
+        h = X
+        if "input/kernel" in self.params:
+            h = _gemm.matmul(X.reshape(N * T, F), self.params["input/kernel"], n_threads)
+            h += self.params["input/bias"]
+            h = h.reshape(N, T, -1)
+        cache["layer_input"] = h
+        rev = _reverse_index(lengths, T) if len(self.directions) == 2 else None
+        finals = None
+        for layer, row in enumerate(self.cells):
+            if layer > 0 and dropout > 0:
+                mask = (rng.uniform(size=h.shape) >= dropout).astype(self.dtype) / (1 - dropout)
+                h = h * mask
+                cache["masks"].append(mask)
+            outs, finals, caches = [], [], []
+            for d in self.directions:
+                inp = h if d == "fw" else _take_steps(h, rev)
+                out, state, c = dynamic_rnn(row[d], inp, lengths, backend=backend,
+                                            return_cache=True)
+                outs.append(out if d == "fw" else _take_steps(out, rev))
+                finals.append(state.h if isinstance(state, tuple) else state)
+                caches.append(c)
+            cache["layers"].append(caches)
+            h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
+        features = self._readout(h, finals, lengths, cache)
+        cache["features"] = features
+        logits = _gemm.matmul(features, self.params["output/kernel"], n_threads)
+        logits += self.params["output/bias"]
+        return logits, cache
+
+    def _readout(self, outputs, finals, lengths, cache):
+        if self.readout == "last":
+            return np.concatenate(finals, axis=1)
+        valid = (np.arange(outputs.shape[1])[None, :] < lengths[:, None])[:, :, None]
+        if self.readout == "mean":
+            return outputs.sum(axis=1) / lengths[:, None].astype(self.dtype)
+        masked = np.where(valid, outputs, -np.inf)
+        cache["argmax"] = masked.argmax(axis=1)                      # (N, D)
+        return np.take_along_axis(outputs, cache["argmax"][:, None, :], axis=1)[:, 0]
+
+    # -------------------------------------------------------------------- backward
+    def backward(self, cache, d_logits):
+        """Gradients of every parameter (name -> array) from dLoss/d outputs (N, n_outputs)."""
+        n_threads = get_num_threads()
+        grads = {}
+        X, lengths = cache["X"], cache["lengths"]
+        N, T, F = X.shape
+        H = self.cells[0]["fw"].num_units
+        features = cache["features"]
+        grads["output/kernel"] = _gemm.matmul_tn(features, d_logits, n_threads)
+        grads["output/bias"] = d_logits.sum(axis=0)
+        d_features = _gemm.matmul(d_logits, self.params["output/kernel"].T, n_threads)
+
+        n_dir = len(self.directions)
+        rev = _reverse_index(lengths, T) if n_dir == 2 else None
+        d_out = None                                      # dLoss/d last layer outputs
+        d_final = [None] * n_dir
+        if self.readout == "last":
+            d_final = [np.ascontiguousarray(d_features[:, k * H:(k + 1) * H])
+                       for k in range(n_dir)]
+        else:
+            d_out = np.zeros((N, T, n_dir * H), self.dtype)
+            if self.readout == "mean":
+                valid = np.arange(T)[None, :] < lengths[:, None]
+                d_out += (d_features / lengths[:, None].astype(self.dtype))[:, None, :]
+                d_out *= valid[:, :, None]
+            else:
+                np.put_along_axis(d_out, cache["argmax"][:, None, :], d_features[:, None, :],
+                                  axis=1)
+
+        for layer in reversed(range(len(self.cells))):
+            row, caches = self.cells[layer], cache["layers"][layer]
+            d_in = None
+            for k, d in enumerate(self.directions):
+                cell = row[d]
+                d_o = None
+                if d_out is not None:
+                    d_o = d_out[:, :, k * H:(k + 1) * H]
+                    d_o = d_o if d == "fw" else _take_steps(d_o, rev)
+                d_state = None
+                if d_final[k] is not None:
+                    zero = np.zeros_like(d_final[k])
+                    d_state = (zero, d_final[k]) if cell.state_is_tuple else d_final[k]
+                g = dynamic_rnn_backward(cell, caches[k], d_o, d_state)
+                for name in cell.params:
+                    grads[f"layer{layer}/{d}/{name}"] = g[name]
+                gi = g["inputs"] if d == "fw" else _take_steps(g["inputs"], rev)
+                d_in = gi if d_in is None else d_in + gi
+            d_final = [None] * n_dir
+            if layer > 0:
+                if cache["masks"]:
+                    d_in = d_in * cache["masks"][layer - 1]
+                d_out = d_in
+        if "input/kernel" in self.params:
+            d_in2 = d_in.reshape(N * T, -1)
+            grads["input/kernel"] = _gemm.matmul_tn(X.reshape(N * T, F), d_in2, n_threads)
+            grads["input/bias"] = d_in2.sum(axis=0)
+        return grads

@@ -1,0 +1,66 @@
+"""The estimators' network: float64 gradient check of every parameter, every option."""
+
+import numpy as np
+import pytest
+
+from fastlstm.network import SequenceNetwork
+
+EPS = 1e-6
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional, projection, readout", [
+    ("lstm", 1, False, None, "last"),
+    ("lstm", 2, True, 4, "last"),
+    ("peephole", 2, False, None, "mean"),
+    ("rnn", 1, True, 3, "max"),
+    ("lstm", 1, True, None, "mean"),
+])
+def test_network_gradients_match_central_differences(cell, layers, bidirectional, projection,
+                                                     readout):
+    rng = np.random.RandomState(0)
+    net = SequenceNetwork(3, 2, 4, layers, cell, bidirectional, 1.0, None, projection,
+                          readout, np.float64, rng)
+    for arr in net.params.values():           # non-zero biases exercise every path
+        arr += 0.3 * rng.standard_normal(arr.shape)
+    X = rng.standard_normal((4, 5, 3))
+    lengths = np.array([5, 1, 3, 4])
+    X[np.arange(5)[None, :] >= lengths[:, None]] = 0
+    R = rng.standard_normal((4, 2))
+
+    def loss():
+        return float(np.sum(net.forward(X, lengths, backend="numpy")[0] * R))
+
+    _, cache = net.forward(X, lengths, backend="numpy")
+    grads = net.backward(cache, R)
+    assert set(grads) == set(net.params)
+    for name, arr in net.params.items():
+        numeric = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            saved = arr[idx]
+            arr[idx] = saved + EPS
+            up = loss()
+            arr[idx] = saved - EPS
+            down = loss()
+            arr[idx] = saved
+            numeric[idx] = (up - down) / (2 * EPS)
+        np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_dropout_gradients_use_the_same_mask():
+    rng = np.random.RandomState(1)
+    net = SequenceNetwork(2, 2, 3, 2, "lstm", False, 1.0, None, None, "last", np.float64, rng)
+    X = rng.standard_normal((3, 4, 2))
+    lengths = np.array([4, 2, 3])
+    R = rng.standard_normal((3, 2))
+    _, cache = net.forward(X, lengths, "numpy", dropout=0.5, rng=np.random.RandomState(5))
+    grads = net.backward(cache, R)
+    name = "layer0/fw/kernel"
+    arr = net.params[name]
+    saved = arr[0, 0]
+    vals = []
+    for v in (saved + EPS, saved - EPS):
+        arr[0, 0] = v
+        vals.append(float(np.sum(net.forward(X, lengths, "numpy", dropout=0.5,
+                                             rng=np.random.RandomState(5))[0] * R)))
+    arr[0, 0] = saved
+    np.testing.assert_allclose(grads[name][0, 0], (vals[0] - vals[1]) / (2 * EPS), rtol=1e-6)
