@@ -147,7 +147,9 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         reuse = (incremental or self.warm_start) and hasattr(self, "network_")
         seq, n_in = self._sequences(X, reset=not reuse)
         targets, weights = self._prepare_targets(y, len(seq), sample_weight, reuse, classes)
-        rng = check_random_state(self.random_state)
+        # One generator for the life of the model (as scikit-learn's MLP): partial_fit and
+        # warm starts go on drawing from it, so each epoch gets a fresh shuffle.
+        rng = copy.deepcopy(self._rng_) if reuse else check_random_state(self.random_state)
         n_outputs = self._n_outputs(targets)
         if reuse:
             # Train copies: an error below leaves the fitted model exactly as it was.
@@ -212,6 +214,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         # All good: the fitted state, at once.
         self.network_ = network
         self._optimizer_ = optimizer
+        self._rng_ = rng
         self.backend_ = backend
         if not reuse:
             self.n_features_in_ = n_in
@@ -377,6 +380,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                             if k.startswith("param:")})
             est.network_ = net
             est._optimizer_ = OPTIMIZERS[est.optimizer](learning_rate=est.learning_rate)
+            est._rng_ = check_random_state(est.random_state)
             est._restore_fitted(meta["fitted"], data)
         return est
 
