@@ -2,10 +2,14 @@
 
 A multithreaded BLAS may split a product differently for 1 and 2 threads (OpenBLAS
 does: ``hs.T @ dz`` came out different in the last bit), so fastlstm never lets BLAS
-choose the split. Each product is cut into chunks whose size depends only on the shapes,
-each chunk is one single-threaded BLAS call, the chunks run on up to ``n_threads``
-Python threads (NumPy releases the GIL inside BLAS), and the partial sums of a
-reduction are added in chunk order. Same inputs, same bits, whatever the thread count.
+choose the split. The output's columns are cut into one block per core of the machine
+(a count that does not depend on ``fastlstm.threads``), each block is one
+single-threaded BLAS call over the whole reduction, and the blocks run on up to
+``n_threads`` Python threads (NumPy releases the GIL inside BLAS). Each output element is
+computed by the same call whatever the thread count: same inputs, same bits.
+
+Splitting columns rather than rows or the reduction keeps the blocks equal (the rows of
+a batch, T*B, rarely split evenly into fixed chunks) and needs no partial sums.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -15,10 +19,8 @@ import numpy as np
 
 from ._threads import blas_threads, default_num_threads
 
-#: Rows per chunk of a row-split product, and the least rows per chunk of a reduction.
-ROW_CHUNK = 2048
-#: A reduction over rows uses at most this many partial buffers.
-MAX_PARTIALS = 8
+#: Narrowest column block worth its own BLAS call (a multiple of the AVX-512 width).
+MIN_BLOCK_COLUMNS = 64
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -33,18 +35,26 @@ def _executor():
     return _pool
 
 
-def _run_chunks(work, n_chunks, n_threads):
-    """Call ``work(k)`` for every chunk k on at most ``n_threads`` threads (BLAS at 1)."""
-    n_threads = max(1, min(n_threads, n_chunks))
+def column_blocks(n_columns):
+    """Column slices of an output with ``n_columns``: one per core, at least 64 wide."""
+    n_blocks = max(1, min(default_num_threads(), n_columns // MIN_BLOCK_COLUMNS))
+    width = -(-n_columns // n_blocks)
+    width = -(-width // 16) * 16                       # whole AVX-512 vectors
+    return [slice(s, min(s + width, n_columns)) for s in range(0, n_columns, width)]
+
+
+def _run_blocks(work, blocks, n_threads):
+    """Call ``work(block)`` for every block on at most ``n_threads`` threads (BLAS at 1)."""
+    n_threads = max(1, min(n_threads, len(blocks)))
     with blas_threads(1):
         if n_threads == 1:
-            for k in range(n_chunks):
-                work(k)
+            for block in blocks:
+                work(block)
             return
 
         def worker(first):
-            for k in range(first, n_chunks, n_threads):
-                work(k)
+            for k in range(first, len(blocks), n_threads):
+                work(blocks[k])
 
         futures = [_executor().submit(worker, w) for w in range(n_threads)]
         for f in futures:
@@ -52,37 +62,24 @@ def _run_chunks(work, n_chunks, n_threads):
 
 
 def matmul(a, b, n_threads, out=None):
-    """``a (M, K) @ b (K, N)`` split into fixed chunks of ``ROW_CHUNK`` rows of ``a``."""
-    M = a.shape[0]
+    """``a (M, K) @ b (K, N)``, the columns of the result in per-core blocks."""
     if out is None:
-        out = np.empty((M, b.shape[1]), np.result_type(a, b))
-    n_chunks = max(1, -(-M // ROW_CHUNK))
+        out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
 
-    def work(k):
-        rows = slice(k * ROW_CHUNK, (k + 1) * ROW_CHUNK)
-        np.matmul(a[rows], b, out=out[rows])
+    def work(cols):
+        np.matmul(a, b[:, cols], out=out[:, cols])
 
-    _run_chunks(work, n_chunks, n_threads)
+    _run_blocks(work, column_blocks(b.shape[1]), n_threads)
     return out
 
 
 def matmul_tn(a, b, n_threads):
-    """``a.T @ b`` for ``a (K, M)``, ``b (K, N)``: a sum over the K rows, in fixed chunks.
+    """``a.T @ b`` for ``a (K, M)``, ``b (K, N)``: a sum over the K rows, whole in each call."""
+    out = np.empty((a.shape[1], b.shape[1]), np.result_type(a, b))
+    at = a.T
 
-    Chunks of at least ``ROW_CHUNK`` rows and at most ``MAX_PARTIALS`` of them; each
-    chunk's product goes to its own buffer and the buffers are added in order.
-    """
-    K = a.shape[0]
-    chunk = max(ROW_CHUNK, -(-K // MAX_PARTIALS))
-    n_chunks = max(1, -(-K // chunk))
-    partials = np.empty((n_chunks, a.shape[1], b.shape[1]), np.result_type(a, b))
+    def work(cols):
+        np.matmul(at, b[:, cols], out=out[:, cols])
 
-    def work(k):
-        rows = slice(k * chunk, (k + 1) * chunk)
-        np.matmul(a[rows].T, b[rows], out=partials[k])
-
-    _run_chunks(work, n_chunks, n_threads)
-    total = partials[0]
-    for k in range(1, n_chunks):          # fixed order: deterministic
-        total += partials[k]
-    return total
+    _run_blocks(work, column_blocks(b.shape[1]), n_threads)
+    return out

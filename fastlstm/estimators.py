@@ -29,7 +29,10 @@ from .backends import get_backend
 from .network import CELL_KINDS, READOUTS, SequenceNetwork
 from .optimizers import OPTIMIZERS
 
-_PREDICT_BATCH = 1024
+# Sequences per forward pass when predicting. Measured (MNIST rows, 1,000 sequences): 1024
+# costs 168 ms on the first call (first touch of ~150 MB of buffers) against 45 ms for
+# 256, and no less once warm.
+_PREDICT_BATCH = 256
 
 
 def _softmax(z):
