@@ -10,6 +10,11 @@ computed by the same call whatever the thread count: same inputs, same bits.
 
 Splitting columns rather than rows or the reduction keeps the blocks equal (the rows of
 a batch, T*B, rarely split evenly into fixed chunks) and needs no partial sums.
+
+The blocks run on the Cython kernels' OpenMP threads (``_recurrent.gemm_columns``) when
+that extension is built: a second pool of threads would fight the OpenMP workers, which
+spin for a while after each kernel, for the same cores. Without the extension a Python
+thread pool runs them.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -61,25 +66,51 @@ def _run_blocks(work, blocks, n_threads):
             f.result()
 
 
+def _compiled():
+    try:
+        from . import _recurrent
+    except ImportError:
+        return None
+    return _recurrent
+
+
+def _gemm(a, b, trans_a, trans_b, n_threads, out):
+    """``op(a) @ op(b)`` into ``out`` (M, N), columns in per-core blocks."""
+    blocks = column_blocks(out.shape[1])
+    kernels = _compiled()
+    if kernels is not None and a.dtype == b.dtype == out.dtype and a.flags.c_contiguous \
+            and b.flags.c_contiguous and out.flags.c_contiguous:
+        width = blocks[0].stop - blocks[0].start
+        with blas_threads(1):
+            kernels.gemm_columns(a, b, out, trans_a, trans_b, width,
+                                 max(1, min(n_threads, len(blocks))))
+        return out
+    op_a = a.T if trans_a else a
+
+    def work(cols):
+        op_b = b[cols].T if trans_b else b[:, cols]
+        np.matmul(op_a, op_b, out=out[:, cols])
+
+    _run_blocks(work, blocks, n_threads)
+    return out
+
+
 def matmul(a, b, n_threads, out=None):
     """``a (M, K) @ b (K, N)``, the columns of the result in per-core blocks."""
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-
-    def work(cols):
-        np.matmul(a, b[:, cols], out=out[:, cols])
-
-    _run_blocks(work, column_blocks(b.shape[1]), n_threads)
-    return out
+    return _gemm(a, b, False, False, n_threads, out)
 
 
-def matmul_tn(a, b, n_threads):
+def matmul_nt(a, b, n_threads, out=None):
+    """``a (M, K) @ b.T`` for ``b (N, K)``."""
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[0]), np.result_type(a, b))
+    return _gemm(a, b, False, True, n_threads, out)
+
+
+def matmul_tn(a, b, n_threads, out=None):
     """``a.T @ b`` for ``a (K, M)``, ``b (K, N)``: a sum over the K rows, whole in each call."""
-    out = np.empty((a.shape[1], b.shape[1]), np.result_type(a, b))
-    at = a.T
-
-    def work(cols):
-        np.matmul(at, b[:, cols], out=out[:, cols])
-
-    _run_blocks(work, column_blocks(b.shape[1]), n_threads)
-    return out
+    if out is None:
+        out = np.empty((a.shape[1], b.shape[1]), np.result_type(a, b))
+    return _gemm(a, b, True, False, n_threads, out)

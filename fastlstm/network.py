@@ -182,7 +182,7 @@ class SequenceNetwork:
         features = cache["features"]
         grads["output/kernel"] = _gemm.matmul_tn(features, d_logits, n_threads)
         grads["output/bias"] = d_logits.sum(axis=0)
-        d_features = _gemm.matmul(d_logits, self.params["output/kernel"].T, n_threads)
+        d_features = _gemm.matmul_nt(d_logits, self.params["output/kernel"], n_threads)
 
         n_dir = len(self.directions)
         rev = _reverse_index(lengths, T) if n_dir == 2 else None

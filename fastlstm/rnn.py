@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 
 from . import _gemm, _layout
+from ._workspace import scratch
 from ._threads import get_num_threads
 from .backends import get_backend
 from .cells import LSTMStateTuple, _Cell
@@ -186,21 +187,32 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
 
     p = cell.params
     n_threads = get_num_threads()
-    xproj = _gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads)
+    xproj = _gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads,
+                         out=scratch("xproj", (T * B, GH), cell.dtype))
     xproj += p["bias"]
     xproj = xproj.reshape(T, B, GH)
 
-    hs = np.zeros((T + 1, B, H), cell.dtype)
+    # What the backward needs is fresh memory that goes to the cache; without a cache,
+    # the history is scratch (see _workspace: fresh buffers cost page faults). The
+    # kernels write only existing steps, so what must read as zero past a sequence's end
+    # (hs for the outputs; everything for the reference's masked backward) is zeroed.
+    def buffer(name, shape, zero):
+        if return_cache:
+            return np.zeros(shape, cell.dtype)
+        return scratch(name, shape, cell.dtype, zero=zero)
+
+    hs = buffer("hs", (T + 1, B, H), zero=True)
     hs[0] = h0
     cache = RNNCache(be.NAME, bool(time_major), _signature(cell), x, seq_len, hs)
     if cell.kind == "rnn":
         be.rnn_forward(xproj, p["recurrent_kernel"], seq_len, hs, n_threads)
     else:
-        cache.cs = np.zeros((T + 1, B, H), cell.dtype)
+        cache.cs = buffer("cs", (T + 1, B, H), zero=False)
         cache.cs[0] = c0
-        cache.acts = np.zeros((T, B, GH), cell.dtype)
+        cache.acts = buffer("acts", (T, B, GH), zero=False)
         clip = cell.cell_clip or 0.0
-        cache.c_unclipped = np.zeros((T, B, H) if clip > 0 else (0, 0, 0), cell.dtype)
+        cache.c_unclipped = buffer("c_unclipped", (T, B, H) if clip > 0 else (0, 0, 0),
+                                   zero=False)
         be.lstm_forward(xproj, p["recurrent_kernel"], _peepholes(cell), cell.use_peepholes,
                         cell.forget_bias, clip, seq_len, hs, cache.cs, cache.acts,
                         cache.c_unclipped, n_threads)
@@ -273,7 +285,7 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None):
 
     p = cell.params
     n_threads = get_num_threads()
-    dz = np.zeros((T, B, GH), cell.dtype)
+    dz = scratch("dz", (T, B, GH), cell.dtype, zero=True)      # zero at missing steps
     if cell.kind == "rnn":
         be.rnn_backward(p["recurrent_kernel"], seq_len, hs, d_out, dh, dz, n_threads)
     else:
@@ -284,7 +296,7 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None):
     # Everything below sums over all steps at once: large GEMMs, not per-step work.
     dz2 = dz.reshape(T * B, GH)
     grads = {}
-    d_x = _gemm.matmul(dz2, p["kernel"].T, n_threads).reshape(T, B, I)
+    d_x = _gemm.matmul_nt(dz2, p["kernel"], n_threads).reshape(T, B, I)
     grads["kernel"] = _gemm.matmul_tn(x.reshape(T * B, I), dz2, n_threads)
     grads["recurrent_kernel"] = _gemm.matmul_tn(hs[:-1].reshape(T * B, H), dz2, n_threads)
     grads["bias"] = dz2.sum(axis=0)
