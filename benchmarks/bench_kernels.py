@@ -128,41 +128,51 @@ def main(argv=None):
           f"kernels' parallel region), fused gate math compiled by Cython / Numba")
     print(f"sgemm 2048^3 rate: {rate:.0f} GFLOP/s\n")
 
-    rows = []
-    header = (f"{'config (B,T,I,H)':>22} {'mode':>6} {'impl':>14} {'ms':>9} {'GFLOP/s':>8} "
-              f"{'%sgemm':>7} {'torch/fl':>9}")
-    print(header)
     cases = [(c, None) for c in configs]
     if not args.no_varlen:
         lengths = np.random.default_rng(1).integers(25, 101, size=VARLEN[0])
         cases.append((VARLEN, lengths))
+    # Phases: every configuration for torch first, then for each backend. Interleaving
+    # them let Numba's worker threads (a second threading runtime) slow torch's packed
+    # LSTM from 9 ms to 2.9 s; torch measured first runs in a clean process.
+    times = {}
+    impls = ["torch", "torch packed"] + backends
     with fl.threads(args.threads), threadpool_limits(args.threads, user_api="blas"):
-        for (B, T, I, H), lengths in cases:
-            flop = 8 * B * H * (I + H) * T
-            if lengths is not None:      # useful work only: the steps that exist
-                flop = 8 * H * (I + H) * int(lengths.sum())
-            label = f"{(B, T, I, H)}" + (" var" if lengths is not None else "")
-            peers = [("torch", False)] + ([("torch packed", True)] if lengths is not None else [])
-            for mode, mult in (("infer", 1), ("train", 3)):
-                times = {}
-                for name, packed in peers:
-                    fns = torch_fns(B, T, I, H, lengths if lengths is not None else [T] * B, packed)
-                    times[name] = median_time(fns[mode == "train"], args.repeats, args.min_time)
-                for be in backends:
-                    fns = fastlstm_fns(be, B, T, I, H, lengths)
-                    times[be] = median_time(fns[mode == "train"], args.repeats, args.min_time)
-                for name, t in times.items():
-                    gflops = mult * flop / t / 1e9
-                    row = dict(config=[B, T, I, H], varlen=lengths is not None, mode=mode,
-                               impl=name, ms=1e3 * t, gflops=gflops,
-                               pct_sgemm=100 * gflops / rate)
-                    if name not in dict(peers):
-                        row.update({f"ratio_vs_{peer.replace(' ', '_')}": times[peer] / t
-                                    for peer, _ in peers})
-                    rows.append(row)
-                    ratio = " / ".join(f"{row[k]:.2f}" for k in row if k.startswith("ratio"))
-                    print(f"{label:>22} {mode:>6} {name:>14} {1e3 * t:9.2f} {gflops:8.1f} "
-                          f"{row['pct_sgemm']:6.1f}% {ratio:>9}", flush=True)
+        for impl in impls:
+            for k, ((B, T, I, H), lengths) in enumerate(cases):
+                if impl == "torch packed" and lengths is None:
+                    continue
+                for mode in ("infer", "train"):
+                    if impl.startswith("torch"):
+                        fns = torch_fns(B, T, I, H, lengths if lengths is not None else [T] * B,
+                                        impl == "torch packed")
+                    else:
+                        fns = fastlstm_fns(impl, B, T, I, H, lengths)
+                    times[k, mode, impl] = median_time(fns[mode == "train"], args.repeats,
+                                                       args.min_time)
+
+    rows = []
+    print(f"{'config (B,T,I,H)':>22} {'mode':>6} {'impl':>14} {'ms':>9} {'GFLOP/s':>8} "
+          f"{'%sgemm':>7} {'torch/fl':>9}")
+    for k, ((B, T, I, H), lengths) in enumerate(cases):
+        flop = 8 * B * H * (I + H) * T
+        if lengths is not None:          # useful work only: the steps that exist
+            flop = 8 * H * (I + H) * int(lengths.sum())
+        label = f"{(B, T, I, H)}" + (" var" if lengths is not None else "")
+        peers = ["torch"] + (["torch packed"] if lengths is not None else [])
+        for mode, mult in (("infer", 1), ("train", 3)):
+            for name in peers + backends:
+                t = times[k, mode, name]
+                gflops = mult * flop / t / 1e9
+                row = dict(config=[B, T, I, H], varlen=lengths is not None, mode=mode,
+                           impl=name, ms=1e3 * t, gflops=gflops, pct_sgemm=100 * gflops / rate)
+                if name not in peers:
+                    row.update({f"ratio_vs_{peer.replace(' ', '_')}": times[k, mode, peer] / t
+                                for peer in peers})
+                rows.append(row)
+                ratio = " / ".join(f"{row[r]:.2f}" for r in row if r.startswith("ratio"))
+                print(f"{label:>22} {mode:>6} {name:>14} {1e3 * t:9.2f} {gflops:8.1f} "
+                      f"{row['pct_sgemm']:6.1f}% {ratio:>9}", flush=True)
 
     result = dict(date=time.strftime("%Y-%m-%d %H:%M"), threads=args.threads,
                   sgemm_gflops=rate, blas=blas, torch=torch.__version__,
