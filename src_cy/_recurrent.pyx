@@ -21,7 +21,7 @@ Design (DESIGN.md section 5):
 """
 
 cimport cython
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -30,25 +30,30 @@ import numpy as np
 cdef extern from "openmp_shim.h":
     int fastlstm_openmp_enabled() noexcept nogil
     int fastlstm_max_threads() noexcept nogil
+    int fastlstm_num_threads() noexcept nogil
+    void fastlstm_barrier() noexcept nogil
 
 cdef extern from "gate_math.h":
-    void fl_lstm_fwd_row_f32(Py_ssize_t H, const float* xp, const float* z, const float* peep,
-                             int use_peep, float forget_bias, float clip, float* c_loc,
-                             float* h_loc, float* act, float* cs_row, float* hs_row,
+    void fl_lstm_fwd_row_f32(Py_ssize_t n, Py_ssize_t S, Py_ssize_t Z, const float* xp,
+                             const float* z, const float* peep, int use_peep,
+                             float forget_bias, float clip, float* c_loc, float* h_loc,
+                             float* act, float* cs_row, float* hs_row,
                              float* cun_row) noexcept nogil
-    void fl_lstm_fwd_row_f64(Py_ssize_t H, const double* xp, const double* z, const double* peep,
-                             int use_peep, double forget_bias, double clip, double* c_loc,
-                             double* h_loc, double* act, double* cs_row, double* hs_row,
+    void fl_lstm_fwd_row_f64(Py_ssize_t n, Py_ssize_t S, Py_ssize_t Z, const double* xp,
+                             const double* z, const double* peep, int use_peep,
+                             double forget_bias, double clip, double* c_loc, double* h_loc,
+                             double* act, double* cs_row, double* hs_row,
                              double* cun_row) noexcept nogil
-    void fl_lstm_bwd_row_f32(Py_ssize_t H, const float* act, const float* c_prev,
-                             const float* c_new, const float* cun, const float* peep,
-                             int use_peep, float clip, const float* d_out, const float* dh,
-                             float* dc, float* dz_loc, float* dz_row) noexcept nogil
-    void fl_lstm_bwd_row_f64(Py_ssize_t H, const double* act, const double* c_prev,
-                             const double* c_new, const double* cun, const double* peep,
-                             int use_peep, double clip, const double* d_out,
-                             const double* dh, double* dc, double* dz_loc,
-                             double* dz_row) noexcept nogil
+    void fl_lstm_bwd_row_f32(Py_ssize_t n, Py_ssize_t S, const float* act,
+                             const float* c_prev, const float* c_new, const float* cun,
+                             const float* peep, int use_peep, float clip, const float* d_out,
+                             const float* dh, float* dc, float* dz_loc,
+                             float* dz_row) noexcept nogil
+    void fl_lstm_bwd_row_f64(Py_ssize_t n, Py_ssize_t S, const double* act,
+                             const double* c_prev, const double* c_new, const double* cun,
+                             const double* peep, int use_peep, double clip,
+                             const double* d_out, const double* dh, double* dc,
+                             double* dz_loc, double* dz_row) noexcept nogil
     void fl_rnn_fwd_row_f32(Py_ssize_t H, const float* xp, const float* z, float* h_loc,
                             float* hs_row) noexcept nogil
     void fl_rnn_fwd_row_f64(Py_ssize_t H, const double* xp, const double* z, double* h_loc,
@@ -227,11 +232,11 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
             so = ((t + 1) * B + b) * H      # offset of (t + 1, b) in hs / cs
             cun = &c_unclipped[(t * B + b) * H] if clip > 0 else NULL
             if floating is float:
-                fl_lstm_fwd_row_f32(H, &xproj[xo], &z_loc[r * G], peep, use_peep,
+                fl_lstm_fwd_row_f32(H, H, H, &xproj[xo], &z_loc[r * G], peep, use_peep,
                                     forget_bias, clip, &c_loc[r * H], &h_loc[r * H],
                                     &acts[xo], &cs[so], &hs[so], cun)
             else:
-                fl_lstm_fwd_row_f64(H, &xproj[xo], &z_loc[r * G], peep, use_peep,
+                fl_lstm_fwd_row_f64(H, H, H, &xproj[xo], &z_loc[r * G], peep, use_peep,
                                     forget_bias, clip, &c_loc[r * H], &h_loc[r * H],
                                     &acts[xo], &cs[so], &hs[so], cun)
 
@@ -258,11 +263,11 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* peep, bint use
             so = (t * B + b) * H           # offset of (t, b) in cs (c_prev) / d_out
             cun = &c_unclipped[so] if clip > 0 else NULL
             if floating is float:
-                fl_lstm_bwd_row_f32(H, &acts[xo], &cs[so], &cs[so + B * H], cun, peep,
+                fl_lstm_bwd_row_f32(H, H, &acts[xo], &cs[so], &cs[so + B * H], cun, peep,
                                     use_peep, clip, &d_out[so], &dh_loc[r * H],
                                     &dc_loc[r * H], &dz_loc[r * G], &dz[xo])
             else:
-                fl_lstm_bwd_row_f64(H, &acts[xo], &cs[so], &cs[so + B * H], cun, peep,
+                fl_lstm_bwd_row_f64(H, H, &acts[xo], &cs[so], &cs[so + B * H], cun, peep,
                                     use_peep, clip, &d_out[so], &dh_loc[r * H],
                                     &dc_loc[r * H], &dz_loc[r * G], &dz[xo])
         _gemm_rowmajor(True, n_active, H, G, dz_loc, G, W, G, dh_loc, H)
@@ -368,3 +373,179 @@ cdef inline void _gemm_block(char ta, char tb, int n, int m, int k, const floati
         sgemm(&ta, &tb, &n, &m, &k, &alpha, <float*>B, &ldb, <float*>A, &lda, &beta, C, &ldc)
     else:
         dgemm(&ta, &tb, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
+
+
+
+# ------------------------------------------------------- LSTM, hidden units over threads
+# For a batch too small to cut into chunks (one chunk = one thread), the hidden units are
+# cut into ``n_slices`` slices instead (fixed by the caller from the machine's cores, never
+# from the thread count, so the bits do not depend on it). Every step, each slice computes
+# its units' four gates for all rows (one GEMM with its packed columns of W_h) and their
+# gate math; one barrier per step lets every slice see the whole new h. Thread k runs
+# slices k, k + n_threads, ...; h (forward) and dz (backward) are double-buffered so a
+# slice writing step t's values never races one still reading step t - 1's.
+
+cdef void _slice_bounds(Py_ssize_t s, Py_ssize_t width, Py_ssize_t H,
+                        Py_ssize_t* u0, Py_ssize_t* n) noexcept nogil:
+    u0[0] = s * width
+    n[0] = min(width, H - s * width)
+
+
+cdef void _lstm_forward_units_thread(
+        const floating* xproj, const floating* W_packed, const floating* peep, bint use_peep,
+        floating forget_bias, floating clip, const int64_t* seq_len, const int64_t* rows,
+        Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_slices, Py_ssize_t width, floating* hs,
+        floating* cs, floating* acts, floating* c_unclipped, floating* h_buf,
+        floating* c_loc, floating* z_buf) noexcept nogil:
+    cdef int tid = threadid(), n_threads = fastlstm_num_threads()
+    cdef Py_ssize_t s, r, t, b, u0, n, n_active = B, n_steps = seq_len[rows[0]], G = 4 * H
+    cdef floating* h_old
+    cdef floating* h_new
+    cdef floating* z
+    cdef floating* cun
+    for t in range(n_steps):
+        while seq_len[rows[n_active - 1]] <= t:
+            n_active -= 1
+        h_old = &h_buf[(t % 2) * B * H]
+        h_new = &h_buf[((t + 1) % 2) * B * H]
+        s = tid
+        while s < n_slices:
+            _slice_bounds(s, width, H, &u0, &n)
+            z = &z_buf[s * B * 4 * width]
+            _gemm_rowmajor(False, n_active, 4 * n, H, h_old, H, &W_packed[s * H * 4 * width],
+                           4 * n, z, 4 * n)
+            for r in range(n_active):
+                b = rows[r]
+                cun = &c_unclipped[(t * B + b) * H + u0] if clip > 0 else NULL
+                if floating is float:
+                    fl_lstm_fwd_row_f32(n, H, n, &xproj[(t * B + b) * G + u0], &z[r * 4 * n],
+                                        &peep[u0], use_peep, forget_bias, clip,
+                                        &c_loc[r * H + u0], &h_new[r * H + u0],
+                                        &acts[(t * B + b) * G + u0],
+                                        &cs[((t + 1) * B + b) * H + u0],
+                                        &hs[((t + 1) * B + b) * H + u0], cun)
+                else:
+                    fl_lstm_fwd_row_f64(n, H, n, &xproj[(t * B + b) * G + u0], &z[r * 4 * n],
+                                        &peep[u0], use_peep, forget_bias, clip,
+                                        &c_loc[r * H + u0], &h_new[r * H + u0],
+                                        &acts[(t * B + b) * G + u0],
+                                        &cs[((t + 1) * B + b) * H + u0],
+                                        &hs[((t + 1) * B + b) * H + u0], cun)
+            s = s + n_threads
+        fastlstm_barrier()
+
+
+def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W_packed,
+                       const floating[:, ::1] peepholes, bint use_peepholes,
+                       double forget_bias, double cell_clip, const int64_t[::1] seq_len,
+                       floating[:, :, ::1] hs, floating[:, :, ::1] cs,
+                       floating[:, :, ::1] acts, floating[:, :, ::1] c_unclipped,
+                       int n_threads, Py_ssize_t width):
+    """LSTM recurrence with the hidden units split over threads (see above).
+
+    ``W_packed`` (n_slices, H * 4 * width): slice s's columns of ``W`` as an (H, 4 n_s)
+    row-major block at the start of row s, gates side by side (n_s = its units).
+    Otherwise as ``fastlstm.reference.lstm_forward``.
+    """
+    cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_slices = W_packed.shape[0], r, u
+    if B == 0 or xproj.shape[0] == 0:
+        return
+    cdef int64_t[::1] order = _chunk_order(seq_len)
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, :, ::1] h_buf = np.empty((2, B, H), dtype)
+    cdef floating[:, ::1] c_loc = np.empty((B, H), dtype)
+    cdef floating[:, ::1] z_buf = np.empty((n_slices, B * 4 * width), dtype)
+    for r in range(B):
+        for u in range(H):
+            h_buf[0, r, u] = hs[0, order[r], u]
+            c_loc[r, u] = cs[0, order[r], u]
+    cdef floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
+    cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
+    with nogil, parallel(num_threads=n_threads):
+        _lstm_forward_units_thread(&xproj[0, 0, 0], &W_packed[0, 0], &peepholes[0, 0],
+                                   use_peepholes, fb, clip, &seq_len[0], &order[0], B, H,
+                                   n_slices, width, &hs[0, 0, 0], &cs[0, 0, 0],
+                                   &acts[0, 0, 0], cu, &h_buf[0, 0, 0], &c_loc[0, 0],
+                                   &z_buf[0, 0])
+
+
+cdef void _lstm_backward_units_thread(
+        const floating* W, const floating* peep, bint use_peep, floating clip,
+        const int64_t* seq_len, const int64_t* rows, Py_ssize_t B, Py_ssize_t H,
+        Py_ssize_t n_slices, Py_ssize_t width, const floating* cs, const floating* acts,
+        const floating* c_unclipped, const floating* d_out, floating* dh, floating* dc,
+        floating* dz, floating* dh_loc, floating* dc_loc, floating* dz_buf) noexcept nogil:
+    cdef int tid = threadid(), n_threads = fastlstm_num_threads()
+    cdef Py_ssize_t s, r, t, b, u, u0, n, xo, so, G = 4 * H
+    cdef Py_ssize_t n_active = 0, n_steps = seq_len[rows[0]], n_before
+    cdef floating* dzl
+    cdef const floating* cun
+    for t in range(n_steps - 1, -1, -1):
+        n_before = n_active
+        while n_active < B and seq_len[rows[n_active]] > t:     # rows whose end is t
+            n_active += 1
+        dzl = &dz_buf[(t % 2) * B * G]
+        s = tid
+        while s < n_slices:
+            _slice_bounds(s, width, H, &u0, &n)
+            for r in range(n_before, n_active):      # each slice loads its own units
+                for u in range(u0, u0 + n):
+                    dh_loc[r * H + u] = dh[rows[r] * H + u]
+                    dc_loc[r * H + u] = dc[rows[r] * H + u]
+            for r in range(n_active):
+                b = rows[r]
+                xo = (t * B + b) * G + u0
+                so = (t * B + b) * H + u0
+                cun = &c_unclipped[so] if clip > 0 else NULL
+                if floating is float:
+                    fl_lstm_bwd_row_f32(n, H, &acts[xo], &cs[so], &cs[so + B * H], cun,
+                                        &peep[u0], use_peep, clip, &d_out[so],
+                                        &dh_loc[r * H + u0], &dc_loc[r * H + u0],
+                                        &dzl[r * G + u0], &dz[xo])
+                else:
+                    fl_lstm_bwd_row_f64(n, H, &acts[xo], &cs[so], &cs[so + B * H], cun,
+                                        &peep[u0], use_peep, clip, &d_out[so],
+                                        &dh_loc[r * H + u0], &dc_loc[r * H + u0],
+                                        &dzl[r * G + u0], &dz[xo])
+            s = s + n_threads
+        fastlstm_barrier()                 # every slice's dz of step t is written
+        s = tid
+        while s < n_slices:
+            _slice_bounds(s, width, H, &u0, &n)
+            # dh[:, slice] = dz (n_active, 4H) @ W[slice rows, :].T: whole 4H sum per call
+            _gemm_rowmajor(True, n_active, n, G, dzl, G, &W[u0 * G], G, &dh_loc[u0], H)
+            s = s + n_threads
+    s = tid
+    while s < n_slices:
+        _slice_bounds(s, width, H, &u0, &n)
+        for r in range(n_active):          # rows of length 0 keep dh, dc as they came
+            for u in range(u0, u0 + n):
+                dh[rows[r] * H + u] = dh_loc[r * H + u]
+                dc[rows[r] * H + u] = dc_loc[r * H + u]
+        s = s + n_threads
+
+
+def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peepholes,
+                        bint use_peepholes, double cell_clip, const int64_t[::1] seq_len,
+                        const floating[:, :, ::1] cs, const floating[:, :, ::1] acts,
+                        const floating[:, :, ::1] c_unclipped,
+                        const floating[:, :, ::1] d_outputs, floating[:, ::1] dh,
+                        floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
+                        Py_ssize_t n_slices, Py_ssize_t width):
+    """Backward of :func:`lstm_forward_units`; as ``fastlstm.reference.lstm_backward``."""
+    cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1]
+    if B == 0 or d_outputs.shape[0] == 0:
+        return
+    cdef int64_t[::1] order = _chunk_order(seq_len)
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] dh_loc = np.empty((B, H), dtype)
+    cdef floating[:, ::1] dc_loc = np.empty((B, H), dtype)
+    cdef floating[:, ::1] dz_buf = np.empty((2, B * 4 * H), dtype)
+    cdef const floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
+    cdef floating clip = <floating>cell_clip
+    with nogil, parallel(num_threads=n_threads):
+        _lstm_backward_units_thread(&W[0, 0], &peepholes[0, 0], use_peepholes, clip,
+                                    &seq_len[0], &order[0], B, H, n_slices, width,
+                                    &cs[0, 0, 0], &acts[0, 0, 0], cu, &d_outputs[0, 0, 0],
+                                    &dh[0, 0], &dc[0, 0], &dz[0, 0, 0], &dh_loc[0, 0],
+                                    &dc_loc[0, 0], &dz_buf[0, 0])

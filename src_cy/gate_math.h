@@ -82,24 +82,27 @@ static inline double fl_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
  * not vectorized: "control flow in loop"). */
 #define FL_INLINE static inline __attribute__((always_inline))
 
-/* One LSTM step for one sequence, float32 and float64 from one macro body.
- *   xp (4H): x_t W_x + b     z (4H): h_{t-1} W_h     peep (3H)
- *   c_loc (H): in c_{t-1}, out c_t     h_loc (H): out h_t
- *   act (4H), cs_row (H), hs_row (H), cun_row (H or NULL): the cache rows of step t. */
+/* One LSTM step for one sequence and n of its units, float32 and float64 from one body.
+ * Gate k of unit u sits at [k * S + u] in xp, act, peep (S = H, the full width: these
+ * point at unit u0 of a slice) and at [k * Z + u] in z (the GEMM output: Z = H, or the
+ * slice width when the hidden units are split over threads).
+ *   xp (4 gates): x_t W_x + b     z (4 gates): h_{t-1} W_h     peep (3 rows)
+ *   c_loc (n): in c_{t-1}, out c_t     h_loc (n): out h_t
+ *   act (4 gates), cs_row (n), hs_row (n), cun_row (n or NULL): the cache of step t. */
 #define FL_LSTM_FWD_ROW(NAME, T, SIGMOID, TANH)                                           \
-FL_INLINE void NAME##_body(ptrdiff_t H, const T* restrict xp, const T* restrict z,              \
-        const T* restrict peep, const int use_peep, T forget_bias, const int use_clip,    \
-        T clip, T* restrict c_loc, T* restrict h_loc, T* restrict act,                    \
-        T* restrict cs_row, T* restrict hs_row, T* restrict cun_row) {                    \
-    for (ptrdiff_t u = 0; u < H; u++) {                                                         \
+FL_INLINE void NAME##_body(ptrdiff_t n, ptrdiff_t S, ptrdiff_t Z, const T* restrict xp,   \
+        const T* restrict z, const T* restrict peep, const int use_peep, T forget_bias,   \
+        const int use_clip, T clip, T* restrict c_loc, T* restrict h_loc,                 \
+        T* restrict act, T* restrict cs_row, T* restrict hs_row, T* restrict cun_row) {   \
+    for (ptrdiff_t u = 0; u < n; u++) {                                                   \
         T z_i = xp[u] + z[u];                                                             \
-        T z_j = xp[H + u] + z[H + u];                                                     \
-        T z_f = (xp[2 * H + u] + z[2 * H + u]) + forget_bias;                             \
-        T z_o = xp[3 * H + u] + z[3 * H + u];                                             \
+        T z_j = xp[S + u] + z[Z + u];                                                     \
+        T z_f = (xp[2 * S + u] + z[2 * Z + u]) + forget_bias;                             \
+        T z_o = xp[3 * S + u] + z[3 * Z + u];                                             \
         T c_prev = c_loc[u];                                                              \
         if (use_peep) {                                                                   \
             z_i = z_i + peep[u] * c_prev;                                                 \
-            z_f = z_f + peep[H + u] * c_prev;                                             \
+            z_f = z_f + peep[S + u] * c_prev;                                             \
         }                                                                                 \
         T i = SIGMOID(z_i), j = TANH(z_j), f = SIGMOID(z_f);                              \
         T c = f * c_prev + i * j;                                                         \
@@ -107,74 +110,75 @@ FL_INLINE void NAME##_body(ptrdiff_t H, const T* restrict xp, const T* restrict 
             cun_row[u] = c;                                                               \
             c = c > clip ? clip : (c < -clip ? -clip : c);                                \
         }                                                                                 \
-        if (use_peep) z_o = z_o + peep[2 * H + u] * c;  /* sees the new cell */           \
+        if (use_peep) z_o = z_o + peep[2 * S + u] * c;  /* sees the new cell */           \
         T o = SIGMOID(z_o);                                                               \
         T h = o * TANH(c);                                                                \
-        act[u] = i; act[H + u] = j; act[2 * H + u] = f; act[3 * H + u] = o;               \
+        act[u] = i; act[S + u] = j; act[2 * S + u] = f; act[3 * S + u] = o;               \
         cs_row[u] = c; hs_row[u] = h; c_loc[u] = c; h_loc[u] = h;                         \
     }                                                                                     \
 }                                                                                         \
-FL_CLONES static void NAME(ptrdiff_t H, const T* restrict xp, const T* restrict z,              \
-        const T* restrict peep, int use_peep, T forget_bias, T clip,                      \
+FL_CLONES static void NAME(ptrdiff_t n, ptrdiff_t S, ptrdiff_t Z, const T* restrict xp,   \
+        const T* restrict z, const T* restrict peep, int use_peep, T forget_bias, T clip, \
         T* restrict c_loc, T* restrict h_loc, T* restrict act, T* restrict cs_row,        \
         T* restrict hs_row, T* restrict cun_row) {                                        \
     if (use_peep && clip > 0)                                                             \
-        NAME##_body(H, xp, z, peep, 1, forget_bias, 1, clip, c_loc, h_loc, act, cs_row,   \
-                    hs_row, cun_row);                                                     \
+        NAME##_body(n, S, Z, xp, z, peep, 1, forget_bias, 1, clip, c_loc, h_loc, act,     \
+                    cs_row, hs_row, cun_row);                                             \
     else if (use_peep)                                                                    \
-        NAME##_body(H, xp, z, peep, 1, forget_bias, 0, clip, c_loc, h_loc, act, cs_row,   \
-                    hs_row, cun_row);                                                     \
+        NAME##_body(n, S, Z, xp, z, peep, 1, forget_bias, 0, clip, c_loc, h_loc, act,     \
+                    cs_row, hs_row, cun_row);                                             \
     else if (clip > 0)                                                                    \
-        NAME##_body(H, xp, z, peep, 0, forget_bias, 1, clip, c_loc, h_loc, act, cs_row,   \
-                    hs_row, cun_row);                                                     \
+        NAME##_body(n, S, Z, xp, z, peep, 0, forget_bias, 1, clip, c_loc, h_loc, act,     \
+                    cs_row, hs_row, cun_row);                                             \
     else                                                                                  \
-        NAME##_body(H, xp, z, peep, 0, forget_bias, 0, clip, c_loc, h_loc, act, cs_row,   \
-                    hs_row, cun_row);                                                     \
+        NAME##_body(n, S, Z, xp, z, peep, 0, forget_bias, 0, clip, c_loc, h_loc, act,     \
+                    cs_row, hs_row, cun_row);                                             \
 }
 
-/* Backward of one LSTM step for one sequence.
- *   act (4H), c_prev (H) = cs[t], c_new (H) = cs[t+1], cun (H or NULL), d_out (H)
- *   dh (H): in dL/dh_t from step t+1     dc (H): in dL/dc_t, out dL/dc_{t-1}
- *   dz_loc (4H), dz_row (4H): out dL/d(x_t W_x + b) for the GEMM and for the cache. */
+/* Backward of one LSTM step for one sequence and n of its units (gate stride S = H).
+ *   act (4 gates), c_prev = cs[t], c_new = cs[t+1], cun (or NULL), d_out: rows at unit u0
+ *   dh (n): in dL/dh_t from step t+1     dc (n): in dL/dc_t, out dL/dc_{t-1}
+ *   dz_loc, dz_row (4 gates): out dL/d(x_t W_x + b) for the GEMM and for the cache. */
 #define FL_LSTM_BWD_ROW(NAME, T, TANH)                                                    \
-FL_INLINE void NAME##_body(ptrdiff_t H, const T* restrict act, const T* restrict c_prev,        \
-        const T* restrict c_new, const T* restrict cun, const T* restrict peep,           \
-        const int use_peep, const int use_clip, T clip, const T* restrict d_out,          \
-        const T* restrict dh, T* restrict dc, T* restrict dz_loc, T* restrict dz_row) {   \
-    for (ptrdiff_t u = 0; u < H; u++) {                                                         \
-        T i = act[u], j = act[H + u], f = act[2 * H + u], o = act[3 * H + u];             \
+FL_INLINE void NAME##_body(ptrdiff_t n, ptrdiff_t S, const T* restrict act,               \
+        const T* restrict c_prev, const T* restrict c_new, const T* restrict cun,         \
+        const T* restrict peep, const int use_peep, const int use_clip, T clip,           \
+        const T* restrict d_out, const T* restrict dh, T* restrict dc,                    \
+        T* restrict dz_loc, T* restrict dz_row) {                                         \
+    for (ptrdiff_t u = 0; u < n; u++) {                                                   \
+        T i = act[u], j = act[S + u], f = act[2 * S + u], o = act[3 * S + u];             \
         T dh_t = dh[u] + d_out[u];                                                        \
         T tanh_c = TANH(c_new[u]);                                                        \
         T dz_o = dh_t * tanh_c * o * (1 - o);                                             \
         T dc_t = dc[u] + dh_t * o * (1 - tanh_c * tanh_c);                                \
-        if (use_peep) dc_t = dc_t + dz_o * peep[2 * H + u];                               \
+        if (use_peep) dc_t = dc_t + dz_o * peep[2 * S + u];                               \
         if (use_clip) dc_t = (cun[u] < -clip || cun[u] > clip) ? 0 : dc_t; /* clipped */  \
         T dz_i = dc_t * j * i * (1 - i);                                                  \
         T dz_j = dc_t * i * (1 - j * j);                                                  \
         T dz_f = dc_t * c_prev[u] * f * (1 - f);                                          \
-        dc[u] = use_peep ? dc_t * f + dz_i * peep[u] + dz_f * peep[H + u] : dc_t * f;    \
-        dz_loc[u] = dz_i; dz_loc[H + u] = dz_j; dz_loc[2 * H + u] = dz_f;                 \
-        dz_loc[3 * H + u] = dz_o;                                                         \
-        dz_row[u] = dz_i; dz_row[H + u] = dz_j; dz_row[2 * H + u] = dz_f;                 \
-        dz_row[3 * H + u] = dz_o;                                                         \
+        dc[u] = use_peep ? dc_t * f + dz_i * peep[u] + dz_f * peep[S + u] : dc_t * f;    \
+        dz_loc[u] = dz_i; dz_loc[S + u] = dz_j; dz_loc[2 * S + u] = dz_f;                 \
+        dz_loc[3 * S + u] = dz_o;                                                         \
+        dz_row[u] = dz_i; dz_row[S + u] = dz_j; dz_row[2 * S + u] = dz_f;                 \
+        dz_row[3 * S + u] = dz_o;                                                         \
     }                                                                                     \
 }                                                                                         \
-FL_CLONES static void NAME(ptrdiff_t H, const T* restrict act, const T* restrict c_prev,        \
-        const T* restrict c_new, const T* restrict cun, const T* restrict peep,           \
-        int use_peep, T clip, const T* restrict d_out, const T* restrict dh,              \
-        T* restrict dc, T* restrict dz_loc, T* restrict dz_row) {                         \
+FL_CLONES static void NAME(ptrdiff_t n, ptrdiff_t S, const T* restrict act,               \
+        const T* restrict c_prev, const T* restrict c_new, const T* restrict cun,         \
+        const T* restrict peep, int use_peep, T clip, const T* restrict d_out,            \
+        const T* restrict dh, T* restrict dc, T* restrict dz_loc, T* restrict dz_row) {   \
     if (use_peep && clip > 0)                                                             \
-        NAME##_body(H, act, c_prev, c_new, cun, peep, 1, 1, clip, d_out, dh, dc, dz_loc,  \
-                    dz_row);                                                              \
+        NAME##_body(n, S, act, c_prev, c_new, cun, peep, 1, 1, clip, d_out, dh, dc,       \
+                    dz_loc, dz_row);                                                      \
     else if (use_peep)                                                                    \
-        NAME##_body(H, act, c_prev, c_new, cun, peep, 1, 0, clip, d_out, dh, dc, dz_loc,  \
-                    dz_row);                                                              \
+        NAME##_body(n, S, act, c_prev, c_new, cun, peep, 1, 0, clip, d_out, dh, dc,       \
+                    dz_loc, dz_row);                                                      \
     else if (clip > 0)                                                                    \
-        NAME##_body(H, act, c_prev, c_new, cun, peep, 0, 1, clip, d_out, dh, dc, dz_loc,  \
-                    dz_row);                                                              \
+        NAME##_body(n, S, act, c_prev, c_new, cun, peep, 0, 1, clip, d_out, dh, dc,       \
+                    dz_loc, dz_row);                                                      \
     else                                                                                  \
-        NAME##_body(H, act, c_prev, c_new, cun, peep, 0, 0, clip, d_out, dh, dc, dz_loc,  \
-                    dz_row);                                                              \
+        NAME##_body(n, S, act, c_prev, c_new, cun, peep, 0, 0, clip, d_out, dh, dc,       \
+                    dz_loc, dz_row);                                                      \
 }
 
 /* Basic RNN: h = tanh(xp + z), and its backward dz = (dh + d_out) (1 - h^2). */

@@ -6,8 +6,13 @@
 #include <omp.h>
 static int fastlstm_openmp_enabled(void) { return 1; }
 static int fastlstm_max_threads(void) { return omp_get_max_threads(); }
+/* Inside a parallel region: its size, and a barrier of all its threads. */
+static int fastlstm_num_threads(void) { return omp_get_num_threads(); }
+static void fastlstm_barrier(void) { _Pragma("omp barrier") }
 #else
 static int fastlstm_openmp_enabled(void) { return 0; }
 static int fastlstm_max_threads(void) { return 1; }
+static int fastlstm_num_threads(void) { return 1; }
+static void fastlstm_barrier(void) {}
 #endif
 #endif

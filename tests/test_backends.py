@@ -157,3 +157,30 @@ def test_unknown_and_missing_backends_say_what_to_do():
     with pytest.raises(ImportError, match="no CUDA backend"):
         fl.dynamic_rnn(cell, x, backend="cuda")
 
+
+
+# ------------------------------------------------- small batches: hidden units over threads
+@pytest.mark.parametrize("shape", [(1, 4, 3, 256), (5, 3, 4, 263), (8, 2, 2, 300)],
+                         ids=lambda s: "B{}T{}I{}H{}".format(*s))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip", "lstm_clip"])
+def test_unit_split_matches_reference(cell_name, dtype, shape):
+    from fastlstm.backends._chunking import unit_slices
+    B, T, I, H = shape
+    assert unit_slices(B, H) is not None, "this shape should take the unit-split path"
+    compare(make_cell(cell_name, H, I, dtype=dtype, seed=B), "cython", B, T, seed=T)
+
+
+def test_unit_split_is_bit_identical_across_thread_counts():
+    cell = make_cell("peephole_clip", 270, 4, dtype=np.float32, seed=5)
+    x, lengths, state = make_case(cell, 6, 9, seed=2)
+    R, S = loss_weights(cell, 6, 9, seed=2)
+    runs = []
+    for n in (1, 2, 2):
+        with fl.threads(n):
+            out, st, grads = run_forward_backward(cell, x, lengths, state, R, S, False,
+                                                  "cython")
+        runs.append([out] + fl_state_parts(st) + list(flat_grads(grads).values()))
+    for a, b, c in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)

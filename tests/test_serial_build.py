@@ -26,9 +26,11 @@ CHECK = textwrap.dedent("""
 
     import fastlstm as fl
     from fastlstm.backends import cython_backend as cb
-    AXES = dict(rnn_forward=3, rnn_backward=4, lstm_forward=7, lstm_backward=9)
-    for name in AXES:
-        setattr(cb, name, cb._single_threaded_blas(getattr(serial, name), AXES[name]))
+    cb._recurrent = serial                  # the unit-split path calls it directly
+    cb.rnn_forward = cb._single_threaded_blas(serial.rnn_forward, 3)
+    cb.rnn_backward = cb._single_threaded_blas(serial.rnn_backward, 4)
+    cb._lstm_forward_batch = cb._single_threaded_blas(serial.lstm_forward, 7)
+    cb._lstm_backward_batch = cb._single_threaded_blas(serial.lstm_backward, 9)
     cb.openmp_enabled = serial.openmp_enabled
 
     sys.path.insert(0, sys.argv[2])
@@ -36,9 +38,9 @@ CHECK = textwrap.dedent("""
     from _helpers import make_cell, CELLS
     for cell_name in sorted(CELLS):
         for dtype in (np.float32, np.float64):
-            for B, T in ((1, 1), (17, 5), (40, 7)):
-                with fl.threads(2):
-                    compare(make_cell(cell_name, 5, 3, dtype=dtype), "cython", B, T, seed=B)
+            for B, T, H in ((1, 1, 5), (17, 5, 5), (40, 7, 5), (3, 4, 260)):
+                with fl.threads(2):     # H=260, B=3: the hidden-unit split, serially
+                    compare(make_cell(cell_name, H, 3, dtype=dtype), "cython", B, T, seed=B)
     print("serial build OK")
 """)
 

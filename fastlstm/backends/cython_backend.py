@@ -6,7 +6,7 @@ region, so every call here limits BLAS to one thread for its duration.
 
 from .. import _recurrent
 from .._threads import blas_threads
-from ._chunking import chunk_rows
+from ._chunking import chunk_rows, pack_unit_slices, unit_slices
 
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
@@ -25,5 +25,36 @@ def _single_threaded_blas(kernel, batch_axis):
 # The argument whose second-to-last axis is the batch: hs / dh in the contract.
 rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
 rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
-lstm_forward = _single_threaded_blas(_recurrent.lstm_forward, 7)
-lstm_backward = _single_threaded_blas(_recurrent.lstm_backward, 9)
+_lstm_forward_batch = _single_threaded_blas(_recurrent.lstm_forward, 7)
+_lstm_backward_batch = _single_threaded_blas(_recurrent.lstm_backward, 9)
+
+
+def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
+                 acts, c_unclipped, n_threads=1):
+    """LSTM recurrence; see :func:`fastlstm.reference.lstm_forward`.
+
+    Batches of one chunk split the hidden units over the cores instead of the batch.
+    """
+    plan = unit_slices(hs.shape[1], hs.shape[2])
+    if plan is None:
+        return _lstm_forward_batch(xproj, W, peepholes, use_peepholes, forget_bias,
+                                   cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads)
+    n_slices, width = plan
+    with blas_threads(1):
+        _recurrent.lstm_forward_units(xproj, pack_unit_slices(W, n_slices, width), peepholes,
+                                      use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
+                                      acts, c_unclipped, n_threads, width)
+
+
+def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
+                  d_outputs, dh, dc, dz, n_threads=1):
+    """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
+    plan = unit_slices(dh.shape[0], dh.shape[1])
+    if plan is None:
+        return _lstm_backward_batch(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
+                                    c_unclipped, d_outputs, dh, dc, dz, n_threads)
+    n_slices, width = plan
+    with blas_threads(1):
+        _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
+                                       acts, c_unclipped, d_outputs, dh, dc, dz, n_threads,
+                                       n_slices, width)
