@@ -27,6 +27,15 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
 
+cdef extern from "fused_step.h":
+    int fl_have_avx512() noexcept nogil
+    void fl_lstm_fwd_fused_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* h_old,
+                               const float* Wp, const int64_t* rows, Py_ssize_t B,
+                               Py_ssize_t t, const float* xproj, const float* peep,
+                               int use_peep, float forget_bias, float clip, float* c_loc,
+                               float* h_new, float* acts, float* cs, float* hs,
+                               float* c_unclipped) noexcept nogil
+
 cdef extern from "openmp_shim.h":
     int fastlstm_openmp_enabled() noexcept nogil
     int fastlstm_max_threads() noexcept nogil
@@ -64,6 +73,11 @@ cdef extern from "gate_math.h":
                             const double* dh, double* dz_loc, double* dz_row) noexcept nogil
     void fl_expf_array(Py_ssize_t n, const float* x, float* y) noexcept nogil
     void fl_tanhf_array(Py_ssize_t n, const float* x, float* y) noexcept nogil
+
+
+def have_fused_step():
+    """True when this CPU runs the fused AVX-512 float32 forward step (fused_step.h)."""
+    return bool(fl_have_avx512())
 
 
 def openmp_enabled():
@@ -209,19 +223,32 @@ def rnn_backward(const floating[:, ::1] W, const int64_t[::1] seq_len,
 
 # -------------------------------------------------------------------------------- LSTM
 cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
-                              const floating* peep, bint use_peep, floating forget_bias,
-                              floating clip, const int64_t* seq_len, const int64_t* rows,
-                              Py_ssize_t n_rows, Py_ssize_t B, Py_ssize_t H,
-                              floating* hs, floating* cs, floating* acts, floating* c_unclipped,
-                              floating* h_loc, floating* c_loc,
-                              floating* z_loc) noexcept nogil:
+                              const floating* W_fused, const floating* peep, bint use_peep,
+                              floating forget_bias, floating clip, const int64_t* seq_len,
+                              const int64_t* rows, Py_ssize_t n_rows, Py_ssize_t B,
+                              Py_ssize_t H, floating* hs, floating* cs, floating* acts,
+                              floating* c_unclipped, floating* h_loc, floating* h_alt,
+                              floating* c_loc, floating* z_loc) noexcept nogil:
     cdef Py_ssize_t r, u, t, b, n_active = n_rows, n_steps = seq_len[rows[0]], G = 4 * H
     cdef Py_ssize_t xo, so
     cdef floating* cun
+    cdef floating* swap
     for r in range(n_rows):
         for u in range(H):
             h_loc[r * H + u] = hs[rows[r] * H + u]
             c_loc[r * H + u] = cs[rows[r] * H + u]
+    if floating is float:
+        if W_fused != NULL:                # fused product + gate math (fused_step.h)
+            for t in range(n_steps):
+                while seq_len[rows[n_active - 1]] <= t:
+                    n_active -= 1
+                fl_lstm_fwd_fused_f32(n_active, H, h_loc, W_fused, rows, B, t, xproj, peep,
+                                      use_peep, forget_bias, clip, c_loc, h_alt, acts, cs,
+                                      hs, c_unclipped)
+                swap = h_loc                   # h_alt holds step t's h: read it next step
+                h_loc = h_alt
+                h_alt = swap
+            return
     for t in range(n_steps):
         while seq_len[rows[n_active - 1]] <= t:
             n_active -= 1
@@ -281,8 +308,13 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                  const floating[:, ::1] peepholes, bint use_peepholes, double forget_bias,
                  double cell_clip, const int64_t[::1] seq_len, floating[:, :, ::1] hs,
                  floating[:, :, ::1] cs, floating[:, :, ::1] acts,
-                 floating[:, :, ::1] c_unclipped, int n_threads, Py_ssize_t chunk_rows):
-    """LSTM recurrence; see ``fastlstm.reference.lstm_forward``."""
+                 floating[:, :, ::1] c_unclipped, int n_threads, Py_ssize_t chunk_rows,
+                 const floating[:, ::1] W_fused=None):
+    """LSTM recurrence; see ``fastlstm.reference.lstm_forward``.
+
+    ``W_fused``: ``W`` packed by ``fastlstm.backends._chunking.pack_fused`` to run the
+    fused AVX-512 step (float32 only, where :func:`have_fused_step`); None: BLAS.
+    """
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_chunks, k, start
     if B == 0 or xproj.shape[0] == 0:
         return
@@ -290,16 +322,23 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     dtype = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] h_loc = np.empty((B, H), dtype)
+    cdef floating[:, ::1] h_alt = np.empty((B, H), dtype)
     cdef floating[:, ::1] c_loc = np.empty((B, H), dtype)
     cdef floating[:, ::1] z_loc = np.empty((B, 4 * H), dtype)
     cdef floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
+    cdef const floating* wf = NULL
+    if W_fused is not None and floating is float:
+        if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != H * 64:
+            raise ValueError("W_fused is not W packed by pack_fused")
+        wf = &W_fused[0, 0]
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = k * chunk_rows
-        _lstm_forward_chunk(&xproj[0, 0, 0], &W[0, 0], &peepholes[0, 0], use_peepholes,
+        _lstm_forward_chunk(&xproj[0, 0, 0], &W[0, 0], wf, &peepholes[0, 0], use_peepholes,
                             fb, clip, &seq_len[0], &order[start], min(chunk_rows, B - start),
                             B, H, &hs[0, 0, 0], &cs[0, 0, 0], &acts[0, 0, 0], cu,
-                            &h_loc[start, 0], &c_loc[start, 0], &z_loc[start, 0])
+                            &h_loc[start, 0], &h_alt[start, 0], &c_loc[start, 0],
+                            &z_loc[start, 0])
 
 
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,

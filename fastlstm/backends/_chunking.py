@@ -60,3 +60,17 @@ def pack_unit_slices(W, n_slices, width):
         u0, u1 = s * width, min(H, (s + 1) * width)
         packed[s, :H * 4 * (u1 - u0)] = gates[:, :, u0:u1].reshape(-1)
     return packed
+
+
+def pack_fused(W):
+    """``W`` (H, 4H) float32 -> (ceil(H/16), H * 64) for the fused AVX-512 step.
+
+    Group g holds H rows of 64 floats: the i, j, f, o columns of units 16g .. 16g + 15
+    (zero columns past H).
+    """
+    H = W.shape[0]
+    groups = -(-H // 16)
+    gates = np.zeros((H, 4, groups * 16), W.dtype)
+    gates[:, :, :H] = W.reshape(H, 4, H)
+    return np.ascontiguousarray(
+        gates.reshape(H, 4, groups, 16).transpose(2, 0, 1, 3).reshape(groups, H * 64))

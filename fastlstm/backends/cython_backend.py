@@ -6,10 +6,14 @@ region, so every call here limits BLAS to one thread for its duration.
 
 from .. import _recurrent
 from .._threads import blas_threads
-from ._chunking import chunk_rows, pack_unit_slices, unit_slices
+import numpy as np
+
+from ._chunking import chunk_rows, pack_fused, pack_unit_slices, unit_slices
 
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
+#: The fused AVX-512 float32 forward step runs on this CPU (src_cy/fused_step.h).
+FUSED_STEP = _recurrent.have_fused_step()
 
 
 def _single_threaded_blas(kernel, batch_axis):
@@ -25,7 +29,6 @@ def _single_threaded_blas(kernel, batch_axis):
 # The argument whose second-to-last axis is the batch: hs / dh in the contract.
 rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
 rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
-_lstm_forward_batch = _single_threaded_blas(_recurrent.lstm_forward, 7)
 _lstm_backward_batch = _single_threaded_blas(_recurrent.lstm_backward, 9)
 
 
@@ -37,8 +40,12 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
     """
     plan = unit_slices(hs.shape[1], hs.shape[2])
     if plan is None:
-        return _lstm_forward_batch(xproj, W, peepholes, use_peepholes, forget_bias,
-                                   cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads)
+        fused = pack_fused(W) if FUSED_STEP and W.dtype == np.float32 else None
+        with blas_threads(1):
+            _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias,
+                                    cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
+                                    chunk_rows(hs.shape[1]), fused)
+        return
     n_slices, width = plan
     with blas_threads(1):
         _recurrent.lstm_forward_units(xproj, pack_unit_slices(W, n_slices, width), peepholes,

@@ -1,0 +1,99 @@
+/* One forward LSTM step for a chunk of rows, float32, AVX-512: the product h W_h and the
+ * gate math fused, so the gate pre-activations never leave L1.
+ *
+ * Why: with BLAS, each step of each chunk is one sgemm that re-packs all of W_h and writes
+ * z (rows x 4H) to memory for the gate pass to read back. Here W_h is packed once per
+ * call (fl_pack_fused) into groups of 16 units: for group g, H rows of 64 floats holding
+ * the i, j, f, o columns of units 16g .. 16g+15. A tile of 4 rows x 64 columns is
+ * accumulated in 16 zmm registers over k = 0 .. H-1 (in order: the result of a row does
+ * not depend on the other rows), stored to a 4 x 64 scratch in L1, and the row gate
+ * function (gate_math.h, gate stride 16) finishes those 16 units.
+ *
+ * Chosen at run time when the CPU has AVX-512F (fl_have_avx512); the BLAS path remains
+ * for every other CPU and for float64. */
+#ifndef FASTLSTM_FUSED_STEP_H
+#define FASTLSTM_FUSED_STEP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "gate_math.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#define FL_HAVE_FUSED 1
+static int fl_have_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+__attribute__((target("avx512f,fma")))
+static void fl_lstm_fwd_fused_f32(
+        ptrdiff_t n_rows, ptrdiff_t H, const float* restrict h_old,
+        const float* restrict Wp, const int64_t* restrict rows, ptrdiff_t B, ptrdiff_t t,
+        const float* restrict xproj, const float* restrict peep, int use_peep,
+        float forget_bias, float clip, float* restrict c_loc, float* restrict h_new,
+        float* restrict acts, float* restrict cs, float* restrict hs,
+        float* restrict c_unclipped) {
+    float ztile[4][64] __attribute__((aligned(64)));
+    const ptrdiff_t G = 4 * H, groups = (H + 15) / 16;
+    for (ptrdiff_t g = 0; g < groups; g++) {
+        const float* Wg = Wp + g * H * 64;
+        const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
+        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
+            const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
+            /* rows past nr repeat the last row: computed, never stored */
+            const float* h0 = h_old + (r0) * H;
+            const float* h1 = h_old + (r0 + (nr > 1 ? 1 : 0)) * H;
+            const float* h2 = h_old + (r0 + (nr > 2 ? 2 : nr - 1)) * H;
+            const float* h3 = h_old + (r0 + (nr > 3 ? 3 : nr - 1)) * H;
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+            __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+            __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (ptrdiff_t k = 0; k < H; k++) {
+                const float* w = Wg + k * 64;
+                __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+                __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+                __m512 b = _mm512_set1_ps(h0[k]);
+                a00 = _mm512_fmadd_ps(b, w0, a00); a01 = _mm512_fmadd_ps(b, w1, a01);
+                a02 = _mm512_fmadd_ps(b, w2, a02); a03 = _mm512_fmadd_ps(b, w3, a03);
+                b = _mm512_set1_ps(h1[k]);
+                a10 = _mm512_fmadd_ps(b, w0, a10); a11 = _mm512_fmadd_ps(b, w1, a11);
+                a12 = _mm512_fmadd_ps(b, w2, a12); a13 = _mm512_fmadd_ps(b, w3, a13);
+                b = _mm512_set1_ps(h2[k]);
+                a20 = _mm512_fmadd_ps(b, w0, a20); a21 = _mm512_fmadd_ps(b, w1, a21);
+                a22 = _mm512_fmadd_ps(b, w2, a22); a23 = _mm512_fmadd_ps(b, w3, a23);
+                b = _mm512_set1_ps(h3[k]);
+                a30 = _mm512_fmadd_ps(b, w0, a30); a31 = _mm512_fmadd_ps(b, w1, a31);
+                a32 = _mm512_fmadd_ps(b, w2, a32); a33 = _mm512_fmadd_ps(b, w3, a33);
+            }
+            _mm512_store_ps(ztile[0], a00); _mm512_store_ps(ztile[0] + 16, a01);
+            _mm512_store_ps(ztile[0] + 32, a02); _mm512_store_ps(ztile[0] + 48, a03);
+            _mm512_store_ps(ztile[1], a10); _mm512_store_ps(ztile[1] + 16, a11);
+            _mm512_store_ps(ztile[1] + 32, a12); _mm512_store_ps(ztile[1] + 48, a13);
+            _mm512_store_ps(ztile[2], a20); _mm512_store_ps(ztile[2] + 16, a21);
+            _mm512_store_ps(ztile[2] + 32, a22); _mm512_store_ps(ztile[2] + 48, a23);
+            _mm512_store_ps(ztile[3], a30); _mm512_store_ps(ztile[3] + 16, a31);
+            _mm512_store_ps(ztile[3] + 32, a32); _mm512_store_ps(ztile[3] + 48, a33);
+            for (ptrdiff_t rr = 0; rr < nr; rr++) {
+                const ptrdiff_t r = r0 + rr, b = rows[r];
+                const ptrdiff_t xo = (t * B + b) * G + u0, so = ((t + 1) * B + b) * H + u0;
+                fl_lstm_fwd_row_f32(n, H, 16, xproj + xo, ztile[rr], peep + u0, use_peep,
+                                    forget_bias, clip, c_loc + r * H + u0, h_new + r * H + u0,
+                                    acts + xo, cs + so, hs + so,
+                                    clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
+            }
+        }
+    }
+}
+#else
+#define FL_HAVE_FUSED 0
+static int fl_have_avx512(void) { return 0; }
+static void fl_lstm_fwd_fused_f32(
+        ptrdiff_t n_rows, ptrdiff_t H, const float* h_old, const float* Wp,
+        const int64_t* rows, ptrdiff_t B, ptrdiff_t t, const float* xproj, const float* peep,
+        int use_peep, float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
+        float* cs, float* hs, float* c_unclipped) {}
+#endif
+
+#endif
