@@ -36,6 +36,10 @@ cdef extern from "fused_step.h":
                                float* h_new, float* acts, float* cs, float* hs,
                                float* c_unclipped) noexcept nogil
 
+cdef extern from "fused_step.h":
+    void fl_gemm_dz_wt_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* dz,
+                           const float* WTp, float* dh) noexcept nogil
+
 cdef extern from "openmp_shim.h":
     int fastlstm_openmp_enabled() noexcept nogil
     int fastlstm_max_threads() noexcept nogil
@@ -268,7 +272,8 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                                     &acts[xo], &cs[so], &hs[so], cun)
 
 
-cdef void _lstm_backward_chunk(const floating* W, const floating* peep, bint use_peep,
+cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
+                               const floating* peep, bint use_peep,
                                floating clip, const int64_t* seq_len, const int64_t* rows,
                                Py_ssize_t n_rows, Py_ssize_t B, Py_ssize_t H,
                                const floating* cs, const floating* acts,
@@ -297,6 +302,10 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* peep, bint use
                 fl_lstm_bwd_row_f64(H, H, &acts[xo], &cs[so], &cs[so + B * H], cun, peep,
                                     use_peep, clip, &d_out[so], &dh_loc[r * H],
                                     &dc_loc[r * H], &dz_loc[r * G], &dz[xo])
+        if floating is float:
+            if WT_fused != NULL:           # packed AVX-512 product (fused_step.h)
+                fl_gemm_dz_wt_f32(n_active, H, dz_loc, WT_fused, dh_loc)
+                continue
         _gemm_rowmajor(True, n_active, H, G, dz_loc, G, W, G, dh_loc, H)
     for r in range(n_active):          # rows of length 0 keep dh, dc as they came
         for u in range(H):
@@ -347,8 +356,12 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
                   const floating[:, :, ::1] c_unclipped,
                   const floating[:, :, ::1] d_outputs, floating[:, ::1] dh,
                   floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
-                  Py_ssize_t chunk_rows):
-    """Backward of the LSTM; see ``fastlstm.reference.lstm_backward``."""
+                  Py_ssize_t chunk_rows, const floating[:, :, ::1] WT_fused=None):
+    """Backward of the LSTM; see ``fastlstm.reference.lstm_backward``.
+
+    ``WT_fused``: ``W.T`` packed by ``fastlstm.backends._chunking.pack_fused_t`` for the
+    AVX-512 float32 product (where :func:`have_fused_step`); None: BLAS.
+    """
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], n_chunks, k, start
     if B == 0 or d_outputs.shape[0] == 0:
         return
@@ -360,9 +373,15 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
     cdef floating[:, ::1] dz_loc = np.empty((B, 4 * H), dtype)
     cdef const floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating clip = <floating>cell_clip
+    cdef const floating* wt = NULL
+    if WT_fused is not None and floating is float:
+        if WT_fused.shape[0] != (H + 63) // 64 or WT_fused.shape[1] != 4 * H \
+                or WT_fused.shape[2] != 64:
+            raise ValueError("WT_fused is not W.T packed by pack_fused_t")
+        wt = &WT_fused[0, 0, 0]
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = k * chunk_rows
-        _lstm_backward_chunk(&W[0, 0], &peepholes[0, 0], use_peepholes, clip, &seq_len[0],
+        _lstm_backward_chunk(&W[0, 0], wt, &peepholes[0, 0], use_peepholes, clip, &seq_len[0],
                              &order[start], min(chunk_rows, B - start), B, H, &cs[0, 0, 0],
                              &acts[0, 0, 0], cu, &d_outputs[0, 0, 0], &dh[0, 0], &dc[0, 0],
                              &dz[0, 0, 0], &dh_loc[start, 0], &dc_loc[start, 0],

@@ -10,7 +10,9 @@
  * function (gate_math.h, gate stride 16) finishes those 16 units.
  *
  * Chosen at run time when the CPU has AVX-512F (fl_have_avx512); the BLAS path remains
- * for every other CPU and for float64. */
+ * for every other CPU and for float64. The backward's product dz W_h^T gets the same
+ * packed-weight microkernel (fl_gemm_dz_wt_f32), without the fusion (its gate math
+ * comes before the product). */
 #ifndef FASTLSTM_FUSED_STEP_H
 #define FASTLSTM_FUSED_STEP_H
 
@@ -86,6 +88,60 @@ static void fl_lstm_fwd_fused_f32(
         }
     }
 }
+
+/* The backward's per-step product dh (rows x H) = dz (rows x 4H) @ W_h^T, float32,
+ * AVX-512, with W_h^T packed once per call (fl: pack_fused_t) into blocks of 64 units:
+ * block c holds 4H rows of 64 floats, W_h[64c + j, k] at row k, column j (zero past H).
+ * A 4 x 64 tile of dh accumulates over k = 0 .. 4H-1 in order, as in the forward. */
+__attribute__((target("avx512f,fma")))
+static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restrict dz,
+                              const float* restrict WTp, float* restrict dh) {
+    float tile[4][64] __attribute__((aligned(64)));
+    const ptrdiff_t K = 4 * H, blocks = (H + 63) / 64;
+    for (ptrdiff_t c = 0; c < blocks; c++) {
+        const float* Wc = WTp + c * K * 64;
+        const ptrdiff_t u0 = 64 * c, n = H - u0 < 64 ? H - u0 : 64;
+        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
+            const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
+            const float* d0 = dz + r0 * K;
+            const float* d1 = dz + (r0 + (nr > 1 ? 1 : 0)) * K;
+            const float* d2 = dz + (r0 + (nr > 2 ? 2 : nr - 1)) * K;
+            const float* d3 = dz + (r0 + (nr > 3 ? 3 : nr - 1)) * K;
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+            __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+            __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (ptrdiff_t k = 0; k < K; k++) {
+                const float* w = Wc + k * 64;
+                __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+                __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+                __m512 b = _mm512_set1_ps(d0[k]);
+                a00 = _mm512_fmadd_ps(b, w0, a00); a01 = _mm512_fmadd_ps(b, w1, a01);
+                a02 = _mm512_fmadd_ps(b, w2, a02); a03 = _mm512_fmadd_ps(b, w3, a03);
+                b = _mm512_set1_ps(d1[k]);
+                a10 = _mm512_fmadd_ps(b, w0, a10); a11 = _mm512_fmadd_ps(b, w1, a11);
+                a12 = _mm512_fmadd_ps(b, w2, a12); a13 = _mm512_fmadd_ps(b, w3, a13);
+                b = _mm512_set1_ps(d2[k]);
+                a20 = _mm512_fmadd_ps(b, w0, a20); a21 = _mm512_fmadd_ps(b, w1, a21);
+                a22 = _mm512_fmadd_ps(b, w2, a22); a23 = _mm512_fmadd_ps(b, w3, a23);
+                b = _mm512_set1_ps(d3[k]);
+                a30 = _mm512_fmadd_ps(b, w0, a30); a31 = _mm512_fmadd_ps(b, w1, a31);
+                a32 = _mm512_fmadd_ps(b, w2, a32); a33 = _mm512_fmadd_ps(b, w3, a33);
+            }
+            _mm512_store_ps(tile[0], a00); _mm512_store_ps(tile[0] + 16, a01);
+            _mm512_store_ps(tile[0] + 32, a02); _mm512_store_ps(tile[0] + 48, a03);
+            _mm512_store_ps(tile[1], a10); _mm512_store_ps(tile[1] + 16, a11);
+            _mm512_store_ps(tile[1] + 32, a12); _mm512_store_ps(tile[1] + 48, a13);
+            _mm512_store_ps(tile[2], a20); _mm512_store_ps(tile[2] + 16, a21);
+            _mm512_store_ps(tile[2] + 32, a22); _mm512_store_ps(tile[2] + 48, a23);
+            _mm512_store_ps(tile[3], a30); _mm512_store_ps(tile[3] + 16, a31);
+            _mm512_store_ps(tile[3] + 32, a32); _mm512_store_ps(tile[3] + 48, a33);
+            for (ptrdiff_t rr = 0; rr < nr; rr++)
+                for (ptrdiff_t j = 0; j < n; j++)
+                    dh[(r0 + rr) * H + u0 + j] = tile[rr][j];
+        }
+    }
+}
 #else
 #define FL_HAVE_FUSED 0
 static int fl_have_avx512(void) { return 0; }
@@ -94,6 +150,8 @@ static void fl_lstm_fwd_fused_f32(
         const int64_t* rows, ptrdiff_t B, ptrdiff_t t, const float* xproj, const float* peep,
         int use_peep, float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
         float* cs, float* hs, float* c_unclipped) {}
+static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
+                              const float* WTp, float* dh) {}
 #endif
 
 #endif

@@ -29,8 +29,6 @@ CHECK = textwrap.dedent("""
     cb._recurrent = serial                  # the unit-split path calls it directly
     cb.rnn_forward = cb._single_threaded_blas(serial.rnn_forward, 3)
     cb.rnn_backward = cb._single_threaded_blas(serial.rnn_backward, 4)
-    cb._lstm_forward_batch = cb._single_threaded_blas(serial.lstm_forward, 7)
-    cb._lstm_backward_batch = cb._single_threaded_blas(serial.lstm_backward, 9)
     cb.openmp_enabled = serial.openmp_enabled
 
     sys.path.insert(0, sys.argv[2])

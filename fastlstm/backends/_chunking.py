@@ -74,3 +74,14 @@ def pack_fused(W):
     gates[:, :, :H] = W.reshape(H, 4, H)
     return np.ascontiguousarray(
         gates.reshape(H, 4, groups, 16).transpose(2, 0, 1, 3).reshape(groups, H * 64))
+
+
+def pack_fused_t(W):
+    """``W`` (H, 4H) float32 -> (ceil(H/64), 4H, 64): ``W.T`` in blocks of 64 units
+    (block c, row k, column j holds ``W[64c + j, k]``; zero past H), for the backward's
+    packed product."""
+    H, K = W.shape
+    blocks = -(-H // 64)
+    padded = np.zeros((blocks * 64, K), W.dtype)
+    padded[:H] = W
+    return np.ascontiguousarray(padded.reshape(blocks, 64, K).transpose(0, 2, 1))

@@ -8,7 +8,7 @@ from .. import _recurrent
 from .._threads import blas_threads
 import numpy as np
 
-from ._chunking import chunk_rows, pack_fused, pack_unit_slices, unit_slices
+from ._chunking import chunk_rows, pack_fused, pack_fused_t, pack_unit_slices, unit_slices
 
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
@@ -29,7 +29,6 @@ def _single_threaded_blas(kernel, batch_axis):
 # The argument whose second-to-last axis is the batch: hs / dh in the contract.
 rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
 rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
-_lstm_backward_batch = _single_threaded_blas(_recurrent.lstm_backward, 9)
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
@@ -58,8 +57,12 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
     """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
     plan = unit_slices(dh.shape[0], dh.shape[1])
     if plan is None:
-        return _lstm_backward_batch(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
-                                    c_unclipped, d_outputs, dh, dc, dz, n_threads)
+        packed = pack_fused_t(W) if FUSED_STEP and W.dtype == np.float32 else None
+        with blas_threads(1):
+            _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
+                                     c_unclipped, d_outputs, dh, dc, dz, n_threads,
+                                     chunk_rows(dh.shape[0]), packed)
+        return
     n_slices, width = plan
     with blas_threads(1):
         _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
