@@ -184,3 +184,15 @@ def test_unit_split_is_bit_identical_across_thread_counts():
     for a, b, c in zip(*runs):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(b, c)
+
+
+def test_import_loads_no_backend_and_no_scikit_learn():
+    # `import fastlstm` stays fast: no JIT, no numba, no scikit-learn until used.
+    import subprocess
+    import sys
+    code = ("import sys, fastlstm; "
+            "print(sorted(m for m in ('numba', 'sklearn', 'fastlstm._recurrent', 'torch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out
