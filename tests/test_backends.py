@@ -1,5 +1,7 @@
 """Every compiled backend equals the reference: outputs, states and every gradient."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -154,8 +156,9 @@ def test_unknown_and_missing_backends_say_what_to_do():
     x = np.zeros((1, 2, 2))
     with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
         fl.dynamic_rnn(cell, x, backend="tensorflow")
-    with pytest.raises(ImportError, match="no CUDA backend"):
-        fl.dynamic_rnn(cell, x, backend="cuda")
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":   # no GPU on the test machines
+        with pytest.raises(ImportError, match="NVIDIA GPU"):
+            fl.dynamic_rnn(cell, x, backend="cuda")
 
 
 

@@ -24,9 +24,8 @@ _KNOWN = {
                "from source with a C compiler (pip install -e .)"),
     "numba": ("fastlstm.backends.numba_backend",
               "numba is not installed: pip install numba"),
-    # Not written yet (the numba.cuda issue); named so that asking for it says so.
     "cuda": ("fastlstm.backends.cuda_backend",
-             "this version of fastlstm has no CUDA backend yet; use a CPU backend"),
+             "it needs numba.cuda and an NVIDIA GPU (pip install 'fastlstm[cuda]')"),
 }
 
 _loaded = {}
