@@ -3,7 +3,8 @@
 A multithreaded BLAS may split a product differently for 1 and 2 threads (OpenBLAS
 does: ``hs.T @ dz`` came out different in the last bit), so fastlstm never lets BLAS
 choose the split. The output's columns are cut into one block per core of the machine
-(a count that does not depend on ``fastlstm.threads``), each block is one
+(a count that does not depend on ``fastlstm.threads``) -- or, for an output too narrow
+for that, its rows -- each block is one
 single-threaded BLAS call over the whole reduction, and the blocks run on up to
 ``n_threads`` Python threads (NumPy releases the GIL inside BLAS). Each output element is
 computed by the same call whatever the thread count: same inputs, same bits.
@@ -11,7 +12,7 @@ computed by the same call whatever the thread count: same inputs, same bits.
 Splitting columns rather than rows or the reduction keeps the blocks equal (the rows of
 a batch, T*B, rarely split evenly into fixed chunks) and needs no partial sums.
 
-The blocks run on the Cython kernels' OpenMP threads (``_recurrent.gemm_columns``) when
+The blocks run on the Cython kernels' OpenMP threads (``_recurrent.gemm_blocks``) when
 that extension is built: a second pool of threads would fight the OpenMP workers, which
 spin for a while after each kernel, for the same cores. Without the extension a Python
 thread pool runs them.
@@ -48,6 +49,18 @@ def column_blocks(n_columns):
     return [slice(s, min(s + width, n_columns)) for s in range(0, n_columns, width)]
 
 
+def block_shape(n_rows, n_columns):
+    """(rows, columns) of the blocks of an (n_rows, n_columns) output: per-core column
+    blocks when the output is wide enough, else per-core row blocks (e.g. dX, whose I
+    columns can be 28: measured single-threaded before)."""
+    cores = default_num_threads()
+    if n_columns >= cores * MIN_BLOCK_COLUMNS or n_rows < cores * MIN_BLOCK_COLUMNS:
+        blocks = column_blocks(n_columns)
+        return n_rows, blocks[0].stop - blocks[0].start
+    height = -(-n_rows // cores)
+    return -(-height // 16) * 16, n_columns
+
+
 def _run_blocks(work, blocks, n_threads):
     """Call ``work(block)`` for every block on at most ``n_threads`` threads (BLAS at 1)."""
     n_threads = max(1, min(n_threads, len(blocks)))
@@ -80,10 +93,11 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out):
     kernels = _compiled()
     if kernels is not None and a.dtype == b.dtype == out.dtype and a.flags.c_contiguous \
             and b.flags.c_contiguous and out.flags.c_contiguous:
-        width = blocks[0].stop - blocks[0].start
+        rows, cols = block_shape(*out.shape)
+        n_blocks = -(-out.shape[0] // rows) * -(-out.shape[1] // cols)
         with blas_threads(1):
-            kernels.gemm_columns(a, b, out, trans_a, trans_b, width,
-                                 max(1, min(n_threads, len(blocks))))
+            kernels.gemm_blocks(a, b, out, trans_a, trans_b, rows, cols,
+                                max(1, min(n_threads, n_blocks)))
         return out
     op_a = a.T if trans_a else a
 
