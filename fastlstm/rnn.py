@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from . import _gemm, _layout
-from ._workspace import scratch
+from ._workspace import recycled, scratch
 from ._threads import get_num_threads
 from .backends import get_backend
 from .cells import LSTMStateTuple, _Cell
@@ -192,13 +192,17 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
     xproj += p["bias"]
     xproj = xproj.reshape(T, B, GH)
 
-    # What the backward needs is fresh memory that goes to the cache; without a cache,
-    # the history is scratch (see _workspace: fresh buffers cost page faults). The
-    # kernels write only existing steps, so what must read as zero past a sequence's end
-    # (hs for the outputs; everything for the reference's masked backward) is zeroed.
+    # The history goes to the cache (recycled buffers) or, without a cache, is scratch;
+    # see _workspace: fresh buffers cost page faults. The kernels write only existing
+    # steps, so what is read past a sequence's end is zeroed: hs (outputs, dW_h) and cs
+    # (peephole gradients) always, everything for the reference, whose backward reads
+    # every row and masks.
+    zero_all = be.NAME == "numpy"
+
     def buffer(name, shape, zero):
+        zero = zero or zero_all
         if return_cache:
-            return np.zeros(shape, cell.dtype)
+            return recycled(shape, cell.dtype, zero=zero)
         return scratch(name, shape, cell.dtype, zero=zero)
 
     hs = buffer("hs", (T + 1, B, H), zero=True)
@@ -207,7 +211,9 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
     if cell.kind == "rnn":
         be.rnn_forward(xproj, p["recurrent_kernel"], seq_len, hs, n_threads)
     else:
-        cache.cs = buffer("cs", (T + 1, B, H), zero=False)
+        # zeroed: the peephole gradients sum dz * cs over all steps, dz being zero past a
+        # sequence's end, and 0 * (stale NaN) would poison the sum
+        cache.cs = buffer("cs", (T + 1, B, H), zero=True)
         cache.cs[0] = c0
         cache.acts = buffer("acts", (T, B, GH), zero=False)
         clip = cell.cell_clip or 0.0

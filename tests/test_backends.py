@@ -34,6 +34,7 @@ def compare(cell, backend, B, T, time_major=False, seed=0, lengths=None, zero_in
     assert set(ref_grads) == set(got_grads)
     for name in ref_grads:
         assert got_grads[name].dtype == cell.dtype, name
+        assert np.all(np.isfinite(got_grads[name])), f"non-finite gradient {name}"
         assert_close(got_grads[name], ref_grads[name], cell.dtype, f"gradient {name}")
     return got
 
@@ -99,6 +100,7 @@ def test_bit_identical_across_thread_counts_and_calls(backend, cell_name):
     two = _all_results(cell, backend, 2)
     again = _all_results(cell, backend, 2)
     for a, b, c in zip(one, two, again):
+        assert np.all(np.isfinite(a))          # NaN == NaN for assert_array_equal
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(b, c)
 
@@ -185,6 +187,7 @@ def test_unit_split_is_bit_identical_across_thread_counts():
                                                   "cython")
         runs.append([out] + fl_state_parts(st) + list(flat_grads(grads).values()))
     for a, b, c in zip(*runs):
+        assert np.all(np.isfinite(a))
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(b, c)
 
