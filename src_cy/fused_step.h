@@ -28,6 +28,52 @@ static int fl_have_avx512(void) {
     return __builtin_cpu_supports("avx512f");
 }
 
+/* The register tile both kernels use: tile[i][0:64] = sum_k a_i[k] * W[k][0:64] for the
+ * four rows a_0 .. a_3, accumulated in 16 zmm registers over k = 0 .. K-1 in order (so
+ * a row's result does not depend on the other rows). W holds K rows of 64 floats. */
+__attribute__((target("avx512f,fma"), always_inline))
+static inline void fl_tile_4x64(ptrdiff_t K, const float* restrict a0,
+                                const float* restrict a1, const float* restrict a2,
+                                const float* restrict a3, const float* restrict W,
+                                float tile[4][64]) {
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+    __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+    __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    for (ptrdiff_t k = 0; k < K; k++) {
+        const float* w = W + k * 64;
+        __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+        __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+        __m512 b = _mm512_set1_ps(a0[k]);
+        a00 = _mm512_fmadd_ps(b, w0, a00); a01 = _mm512_fmadd_ps(b, w1, a01);
+        a02 = _mm512_fmadd_ps(b, w2, a02); a03 = _mm512_fmadd_ps(b, w3, a03);
+        b = _mm512_set1_ps(a1[k]);
+        a10 = _mm512_fmadd_ps(b, w0, a10); a11 = _mm512_fmadd_ps(b, w1, a11);
+        a12 = _mm512_fmadd_ps(b, w2, a12); a13 = _mm512_fmadd_ps(b, w3, a13);
+        b = _mm512_set1_ps(a2[k]);
+        a20 = _mm512_fmadd_ps(b, w0, a20); a21 = _mm512_fmadd_ps(b, w1, a21);
+        a22 = _mm512_fmadd_ps(b, w2, a22); a23 = _mm512_fmadd_ps(b, w3, a23);
+        b = _mm512_set1_ps(a3[k]);
+        a30 = _mm512_fmadd_ps(b, w0, a30); a31 = _mm512_fmadd_ps(b, w1, a31);
+        a32 = _mm512_fmadd_ps(b, w2, a32); a33 = _mm512_fmadd_ps(b, w3, a33);
+    }
+    _mm512_store_ps(tile[0], a00); _mm512_store_ps(tile[0] + 16, a01);
+    _mm512_store_ps(tile[0] + 32, a02); _mm512_store_ps(tile[0] + 48, a03);
+    _mm512_store_ps(tile[1], a10); _mm512_store_ps(tile[1] + 16, a11);
+    _mm512_store_ps(tile[1] + 32, a12); _mm512_store_ps(tile[1] + 48, a13);
+    _mm512_store_ps(tile[2], a20); _mm512_store_ps(tile[2] + 16, a21);
+    _mm512_store_ps(tile[2] + 32, a22); _mm512_store_ps(tile[2] + 48, a23);
+    _mm512_store_ps(tile[3], a30); _mm512_store_ps(tile[3] + 16, a31);
+    _mm512_store_ps(tile[3] + 32, a32); _mm512_store_ps(tile[3] + 48, a33);
+}
+
+/* Row i of a 4-row block starting at r0 with nr valid rows; rows past nr repeat the last
+ * valid one (computed, never stored). */
+static inline const float* fl_tile_row(const float* base, ptrdiff_t ld, ptrdiff_t r0,
+                                       ptrdiff_t nr, ptrdiff_t i) {
+    return base + (r0 + (i < nr ? i : nr - 1)) * ld;
+}
+
 __attribute__((target("avx512f,fma")))
 static void fl_lstm_fwd_fused_f32(
         ptrdiff_t n_rows, ptrdiff_t H, const float* restrict h_old,
@@ -43,40 +89,9 @@ static void fl_lstm_fwd_fused_f32(
         const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
             const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
-            /* rows past nr repeat the last row: computed, never stored */
-            const float* h0 = h_old + (r0) * H;
-            const float* h1 = h_old + (r0 + (nr > 1 ? 1 : 0)) * H;
-            const float* h2 = h_old + (r0 + (nr > 2 ? 2 : nr - 1)) * H;
-            const float* h3 = h_old + (r0 + (nr > 3 ? 3 : nr - 1)) * H;
-            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-            __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-            __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-            for (ptrdiff_t k = 0; k < H; k++) {
-                const float* w = Wg + k * 64;
-                __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
-                __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
-                __m512 b = _mm512_set1_ps(h0[k]);
-                a00 = _mm512_fmadd_ps(b, w0, a00); a01 = _mm512_fmadd_ps(b, w1, a01);
-                a02 = _mm512_fmadd_ps(b, w2, a02); a03 = _mm512_fmadd_ps(b, w3, a03);
-                b = _mm512_set1_ps(h1[k]);
-                a10 = _mm512_fmadd_ps(b, w0, a10); a11 = _mm512_fmadd_ps(b, w1, a11);
-                a12 = _mm512_fmadd_ps(b, w2, a12); a13 = _mm512_fmadd_ps(b, w3, a13);
-                b = _mm512_set1_ps(h2[k]);
-                a20 = _mm512_fmadd_ps(b, w0, a20); a21 = _mm512_fmadd_ps(b, w1, a21);
-                a22 = _mm512_fmadd_ps(b, w2, a22); a23 = _mm512_fmadd_ps(b, w3, a23);
-                b = _mm512_set1_ps(h3[k]);
-                a30 = _mm512_fmadd_ps(b, w0, a30); a31 = _mm512_fmadd_ps(b, w1, a31);
-                a32 = _mm512_fmadd_ps(b, w2, a32); a33 = _mm512_fmadd_ps(b, w3, a33);
-            }
-            _mm512_store_ps(ztile[0], a00); _mm512_store_ps(ztile[0] + 16, a01);
-            _mm512_store_ps(ztile[0] + 32, a02); _mm512_store_ps(ztile[0] + 48, a03);
-            _mm512_store_ps(ztile[1], a10); _mm512_store_ps(ztile[1] + 16, a11);
-            _mm512_store_ps(ztile[1] + 32, a12); _mm512_store_ps(ztile[1] + 48, a13);
-            _mm512_store_ps(ztile[2], a20); _mm512_store_ps(ztile[2] + 16, a21);
-            _mm512_store_ps(ztile[2] + 32, a22); _mm512_store_ps(ztile[2] + 48, a23);
-            _mm512_store_ps(ztile[3], a30); _mm512_store_ps(ztile[3] + 16, a31);
-            _mm512_store_ps(ztile[3] + 32, a32); _mm512_store_ps(ztile[3] + 48, a33);
+            fl_tile_4x64(H, fl_tile_row(h_old, H, r0, nr, 0), fl_tile_row(h_old, H, r0, nr, 1),
+                         fl_tile_row(h_old, H, r0, nr, 2), fl_tile_row(h_old, H, r0, nr, 3),
+                         Wg, ztile);
             for (ptrdiff_t rr = 0; rr < nr; rr++) {
                 const ptrdiff_t r = r0 + rr, b = rows[r];
                 const ptrdiff_t xo = (t * B + b) * G + u0, so = ((t + 1) * B + b) * H + u0;
@@ -103,39 +118,9 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
         const ptrdiff_t u0 = 64 * c, n = H - u0 < 64 ? H - u0 : 64;
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
             const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
-            const float* d0 = dz + r0 * K;
-            const float* d1 = dz + (r0 + (nr > 1 ? 1 : 0)) * K;
-            const float* d2 = dz + (r0 + (nr > 2 ? 2 : nr - 1)) * K;
-            const float* d3 = dz + (r0 + (nr > 3 ? 3 : nr - 1)) * K;
-            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-            __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-            __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-            for (ptrdiff_t k = 0; k < K; k++) {
-                const float* w = Wc + k * 64;
-                __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
-                __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
-                __m512 b = _mm512_set1_ps(d0[k]);
-                a00 = _mm512_fmadd_ps(b, w0, a00); a01 = _mm512_fmadd_ps(b, w1, a01);
-                a02 = _mm512_fmadd_ps(b, w2, a02); a03 = _mm512_fmadd_ps(b, w3, a03);
-                b = _mm512_set1_ps(d1[k]);
-                a10 = _mm512_fmadd_ps(b, w0, a10); a11 = _mm512_fmadd_ps(b, w1, a11);
-                a12 = _mm512_fmadd_ps(b, w2, a12); a13 = _mm512_fmadd_ps(b, w3, a13);
-                b = _mm512_set1_ps(d2[k]);
-                a20 = _mm512_fmadd_ps(b, w0, a20); a21 = _mm512_fmadd_ps(b, w1, a21);
-                a22 = _mm512_fmadd_ps(b, w2, a22); a23 = _mm512_fmadd_ps(b, w3, a23);
-                b = _mm512_set1_ps(d3[k]);
-                a30 = _mm512_fmadd_ps(b, w0, a30); a31 = _mm512_fmadd_ps(b, w1, a31);
-                a32 = _mm512_fmadd_ps(b, w2, a32); a33 = _mm512_fmadd_ps(b, w3, a33);
-            }
-            _mm512_store_ps(tile[0], a00); _mm512_store_ps(tile[0] + 16, a01);
-            _mm512_store_ps(tile[0] + 32, a02); _mm512_store_ps(tile[0] + 48, a03);
-            _mm512_store_ps(tile[1], a10); _mm512_store_ps(tile[1] + 16, a11);
-            _mm512_store_ps(tile[1] + 32, a12); _mm512_store_ps(tile[1] + 48, a13);
-            _mm512_store_ps(tile[2], a20); _mm512_store_ps(tile[2] + 16, a21);
-            _mm512_store_ps(tile[2] + 32, a22); _mm512_store_ps(tile[2] + 48, a23);
-            _mm512_store_ps(tile[3], a30); _mm512_store_ps(tile[3] + 16, a31);
-            _mm512_store_ps(tile[3] + 32, a32); _mm512_store_ps(tile[3] + 48, a33);
+            fl_tile_4x64(K, fl_tile_row(dz, K, r0, nr, 0), fl_tile_row(dz, K, r0, nr, 1),
+                         fl_tile_row(dz, K, r0, nr, 2), fl_tile_row(dz, K, r0, nr, 3), Wc,
+                         tile);
             for (ptrdiff_t rr = 0; rr < nr; rr++)
                 for (ptrdiff_t j = 0; j < n; j++)
                     dh[(r0 + rr) * H + u0 + j] = tile[rr][j];

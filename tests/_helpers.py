@@ -118,3 +118,18 @@ def require(module_name):
         if os.environ.get("FASTLSTM_REQUIRE_ALL") == "1":
             pytest.fail(f"{module_name} is required in CI (FASTLSTM_REQUIRE_ALL=1): {exc}")
         pytest.skip(f"{module_name} not installed: {exc}")
+
+
+def numeric_gradient(f, arr, eps=1e-6):
+    """Central differences of scalar ``f()`` w.r.t. every entry of ``arr`` (perturbed in
+    place and restored)."""
+    grad = np.zeros_like(arr)
+    for idx in np.ndindex(arr.shape):
+        saved = arr[idx]
+        arr[idx] = saved + eps
+        up = f()
+        arr[idx] = saved - eps
+        down = f()
+        arr[idx] = saved
+        grad[idx] = (up - down) / (2 * eps)
+    return grad

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from fastlstm.network import SequenceNetwork
+from _helpers import numeric_gradient
 
 EPS = 1e-6
 
@@ -34,15 +35,7 @@ def test_network_gradients_match_central_differences(cell, layers, bidirectional
     grads = net.backward(cache, R)
     assert set(grads) == set(net.params)
     for name, arr in net.params.items():
-        numeric = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            saved = arr[idx]
-            arr[idx] = saved + EPS
-            up = loss()
-            arr[idx] = saved - EPS
-            down = loss()
-            arr[idx] = saved
-            numeric[idx] = (up - down) / (2 * EPS)
+        numeric = numeric_gradient(loss, arr, EPS)
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8, err_msg=name)
 
 

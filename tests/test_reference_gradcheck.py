@@ -4,25 +4,8 @@ import numpy as np
 import pytest
 
 import fastlstm as fl
-from _helpers import (CELLS, flat_grads, loss_weights, make_case, make_cell, projected_loss,
-                      run_forward_backward)
-
-EPS = 1e-6
-
-
-def numeric_gradient(f, arr):
-    """Central differences of scalar f() w.r.t. every entry of ``arr`` (perturbed in place)."""
-    grad = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        saved = arr[idx]
-        arr[idx] = saved + EPS
-        up = f()
-        arr[idx] = saved - EPS
-        down = f()
-        arr[idx] = saved
-        grad[idx] = (up - down) / (2 * EPS)
-    return grad
-
+from _helpers import (CELLS, flat_grads, loss_weights, make_case, make_cell, numeric_gradient,
+                      projected_loss, run_forward_backward)
 
 @pytest.mark.parametrize("time_major", [False, True])
 @pytest.mark.parametrize("cell_name", sorted(CELLS))
