@@ -124,8 +124,8 @@ def main(argv=None):
           f"threads {args.threads}; torch {torch.__version__} "
           f"(mkldnn={torch.backends.mkldnn.is_available()}); numpy {np.__version__}")
     print(f"BLAS: {'; '.join(sorted(set(blas)))}; OpenBLAS env: {env}")
-    print(f"kernel path: per-step products in SciPy's BLAS (single-threaded inside the "
-          f"kernels' parallel region), fused gate math compiled by Cython / Numba")
+    print("kernel path: per-step products in SciPy's BLAS (single-threaded inside the "
+          "kernels' parallel region), fused gate math compiled by Cython / Numba")
     print(f"sgemm 2048^3 rate: {rate:.0f} GFLOP/s\n")
 
     cases = [(c, None) for c in configs]

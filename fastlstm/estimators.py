@@ -206,12 +206,13 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                     if not incremental and epochs == self.max_iter:
                         warnings.warn(f"{type(self).__name__}: the maximum number of epochs "
                                       f"({self.max_iter}) was reached before convergence; "
-                                      f"raise max_iter", ConvergenceWarning)
+                                      f"raise max_iter", ConvergenceWarning, stacklevel=3)
         except KeyboardInterrupt:
             if n_iter == 0:
                 raise
             warnings.warn(f"{type(self).__name__}.fit interrupted after {n_iter} epoch(s): "
-                          f"the model keeps the best weights so far", RuntimeWarning)
+                          f"the model keeps the best weights so far", RuntimeWarning,
+                          stacklevel=3)
         if best["params"] is not None:
             network.set_params(best["params"])    # early stopping: restore the best
         # All good: the fitted state, at once.
@@ -549,7 +550,7 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         y = _check_y_given(self, y)
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected: "
-                          "using y.ravel()", DataConversionWarning)
+                          "using y.ravel()", DataConversionWarning, stacklevel=4)
             y = y.ravel()
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D (one label per sequence), got shape {y.shape}")
@@ -704,7 +705,8 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
             try:
                 y = y.astype(np.float64)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"Unknown label type: y must hold real numbers ({exc})")
+                raise ValueError(f"Unknown label type: y must hold real numbers ({exc})") \
+                    from exc
         if y.dtype.kind not in "biuf":
             raise ValueError(f"y must hold real numbers, got dtype {y.dtype}")
         if y.ndim not in (1, 2):

@@ -7,7 +7,6 @@ over all steps afterwards. Knows nothing about scikit-learn.
 """
 
 from dataclasses import dataclass
-import numbers
 
 import numpy as np
 

@@ -42,7 +42,6 @@ cdef extern from "fused_step.h":
 
 cdef extern from "openmp_shim.h":
     int fastlstm_openmp_enabled() noexcept nogil
-    int fastlstm_max_threads() noexcept nogil
     int fastlstm_num_threads() noexcept nogil
     void fastlstm_barrier() noexcept nogil
 
