@@ -13,7 +13,8 @@ Shapes, stated once (all arrays time-major, C-contiguous, one float dtype)::
     peepholes     (3, H)        w_i_diag, w_f_diag, w_o_diag (zeros when unused)
     seq_len       (B,)          int64, 0 <= L_b <= T
     hs, cs        (T+1, B, H)   hs[0], cs[0]: initial state; hs[t+1], cs[t+1]: after step t
-    acts          (T, B, 4H)    LSTM activations [sigmoid(i), tanh(j), sigmoid(f), sigmoid(o)]
+    acts          (T, B, 4H)    LSTM activations [sigmoid(i), tanh(j), sigmoid(f), sigmoid(o)],
+                                or (0, 0, 0) in inference: then not written
     c_unclipped   (T, B, H)     LSTM cell before cell_clip (written only when clipping)
     d_outputs     (T, B, H)     dLoss/d outputs
     dh, dc        (B, H)        in: dLoss/d final state; out: dLoss/d initial state
@@ -90,7 +91,8 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
             z_o = z_o + w_o * c_new         # the output gate sees the new, clipped cell
         o = sigmoid(z_o)
         h_new = o * np.tanh(c_new)
-        acts[t, rows] = np.concatenate([i, j, f, o], axis=1)[rows]
+        if acts.size:
+            acts[t, rows] = np.concatenate([i, j, f, o], axis=1)[rows]
         hs[t + 1, rows] = h_new[rows]
         cs[t + 1, rows] = c_new[rows]
         h = np.where(rows[:, None], h_new, h)

@@ -193,31 +193,33 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
 
     # The history goes to the cache (recycled buffers) or, without a cache, is scratch;
     # see _workspace: fresh buffers cost page faults. The kernels write only existing
-    # steps, so what is read past a sequence's end is zeroed: hs (outputs, dW_h) and cs
-    # (peephole gradients) always, everything for the reference, whose backward reads
-    # every row and masks.
+    # steps, so what is read past a sequence's end is zeroed (_zero_tails): hs (outputs,
+    # dW_h) and cs (peephole gradients: 0 * a stale NaN would poison the sum); everything
+    # for the reference, whose backward reads every row and masks.
     zero_all = be.NAME == "numpy"
+    tails = _missing_steps(seq_len, T)
 
-    def buffer(name, shape, zero):
-        zero = zero or zero_all
+    def buffer(name, shape, history=False):
         if return_cache:
-            return recycled(shape, cell.dtype, zero=zero)
-        return scratch(name, shape, cell.dtype, zero=zero)
+            arr = recycled(shape, cell.dtype, zero=zero_all)
+        else:
+            arr = scratch(name, shape, cell.dtype, zero=zero_all)
+        if history and not zero_all:
+            _zero_tails(arr[1:], tails)
+        return arr
 
-    hs = buffer("hs", (T + 1, B, H), zero=True)
+    hs = buffer("hs", (T + 1, B, H), history=True)
     hs[0] = h0
     cache = RNNCache(be.NAME, bool(time_major), _signature(cell), x, seq_len, hs)
     if cell.kind == "rnn":
         be.rnn_forward(xproj, p["recurrent_kernel"], seq_len, hs, n_threads)
     else:
-        # zeroed: the peephole gradients sum dz * cs over all steps, dz being zero past a
-        # sequence's end, and 0 * (stale NaN) would poison the sum
-        cache.cs = buffer("cs", (T + 1, B, H), zero=True)
+        cache.cs = buffer("cs", (T + 1, B, H), history=True)
         cache.cs[0] = c0
-        cache.acts = buffer("acts", (T, B, GH), zero=False)
+        # inference keeps no activations: the kernels skip a quarter of their stores
+        cache.acts = buffer("acts", (T, B, GH) if return_cache else (0, 0, 0))
         clip = cell.cell_clip or 0.0
-        cache.c_unclipped = buffer("c_unclipped", (T, B, H) if clip > 0 else (0, 0, 0),
-                                   zero=False)
+        cache.c_unclipped = buffer("c_unclipped", (T, B, H) if clip > 0 else (0, 0, 0))
         be.lstm_forward(xproj, p["recurrent_kernel"], _peepholes(cell), cell.use_peepholes,
                         cell.forget_bias, clip, seq_len, hs, cache.cs, cache.acts,
                         cache.c_unclipped, n_threads)
@@ -231,6 +233,21 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
     if return_cache:
         return outputs, state, cache
     return outputs, state
+
+
+def _missing_steps(seq_len, n_steps):
+    """Boolean (T, B) mask of the steps past each sequence's end, or None when there are
+    none (every sequence has all ``n_steps``)."""
+    if np.all(seq_len == n_steps):
+        return None
+    return np.arange(n_steps)[:, None] >= seq_len[None, :]
+
+
+def _zero_tails(arr, tails):
+    """Zero ``arr`` (T, B, ...) at the steps ``tails`` marks (see :func:`_missing_steps`):
+    only those rows, not the whole multi-megabyte array."""
+    if tails is not None:
+        arr[tails] = 0
 
 
 def _peepholes(cell):
@@ -290,7 +307,8 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None):
 
     p = cell.params
     n_threads = get_num_threads()
-    dz = scratch("dz", (T, B, GH), cell.dtype, zero=True)      # zero at missing steps
+    dz = scratch("dz", (T, B, GH), cell.dtype, zero=be.NAME == "numpy")
+    _zero_tails(dz, _missing_steps(seq_len, T))        # zero at missing steps
     if cell.kind == "rnn":
         be.rnn_backward(p["recurrent_kernel"], seq_len, hs, d_out, dh, dz, n_threads)
     else:

@@ -33,7 +33,8 @@ cdef extern from "fused_step.h":
                                const float* Wp, const int64_t* rows, Py_ssize_t B,
                                Py_ssize_t t, const float* xproj, const float* peep,
                                int use_peep, float forget_bias, float clip, float* c_loc,
-                               float* h_new, float* acts, float* cs, float* hs,
+                               float* h_new, float* acts, float* act_tmp, float* cs,
+                               float* hs,
                                float* c_unclipped) noexcept nogil
 
 cdef extern from "fused_step.h":
@@ -231,10 +232,15 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                               const int64_t* rows, Py_ssize_t n_rows, Py_ssize_t B,
                               Py_ssize_t H, floating* hs, floating* cs, floating* acts,
                               floating* c_unclipped, floating* h_loc, floating* h_alt,
-                              floating* c_loc, floating* z_loc) noexcept nogil:
+                              floating* c_loc, floating* z_loc,
+                              floating* act_tmp) noexcept nogil:
+    # acts == NULL (inference): the activations go to act_tmp (4H, in L1), overwritten
+    # every row. Not a separate no-store code path: that one rounded differently (GCC
+    # contracts to FMA per code shape), and inference must equal the training forward.
     cdef Py_ssize_t r, u, t, b, n_active = n_rows, n_steps = seq_len[rows[0]], G = 4 * H
     cdef Py_ssize_t xo, so
     cdef floating* cun
+    cdef floating* act
     cdef floating* swap
     for r in range(n_rows):
         for u in range(H):
@@ -246,8 +252,8 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                 while seq_len[rows[n_active - 1]] <= t:
                     n_active -= 1
                 fl_lstm_fwd_fused_f32(n_active, H, h_loc, W_fused, rows, B, t, xproj, peep,
-                                      use_peep, forget_bias, clip, c_loc, h_alt, acts, cs,
-                                      hs, c_unclipped)
+                                      use_peep, forget_bias, clip, c_loc, h_alt, acts,
+                                      act_tmp, cs, hs, c_unclipped)
                 swap = h_loc                   # h_alt holds step t's h: read it next step
                 h_loc = h_alt
                 h_alt = swap
@@ -261,14 +267,15 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
             xo = (t * B + b) * G            # offset of (t, b) in xproj / acts
             so = ((t + 1) * B + b) * H      # offset of (t + 1, b) in hs / cs
             cun = &c_unclipped[(t * B + b) * H] if clip > 0 else NULL
+            act = &acts[xo] if acts != NULL else act_tmp
             if floating is float:
                 fl_lstm_fwd_row_f32(H, H, H, &xproj[xo], &z_loc[r * G], peep, use_peep,
                                     forget_bias, clip, &c_loc[r * H], &h_loc[r * H],
-                                    &acts[xo], &cs[so], &hs[so], cun)
+                                    act, &cs[so], &hs[so], cun)
             else:
                 fl_lstm_fwd_row_f64(H, H, H, &xproj[xo], &z_loc[r * G], peep, use_peep,
                                     forget_bias, clip, &c_loc[r * H], &h_loc[r * H],
-                                    &acts[xo], &cs[so], &hs[so], cun)
+                                    act, &cs[so], &hs[so], cun)
 
 
 cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
@@ -333,7 +340,9 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     cdef floating[:, ::1] h_alt = np.empty((B, H), dtype)
     cdef floating[:, ::1] c_loc = np.empty((B, H), dtype)
     cdef floating[:, ::1] z_loc = np.empty((B, 4 * H), dtype)
+    cdef floating[:, ::1] act_tmp = np.empty((n_chunks, 4 * H), dtype)
     cdef floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
+    cdef floating* ac = &acts[0, 0, 0] if acts.shape[0] > 0 else NULL    # empty: inference
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
     cdef const floating* wf = NULL
     if W_fused is not None and floating is float:
@@ -344,9 +353,9 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
         start = k * chunk_rows
         _lstm_forward_chunk(&xproj[0, 0, 0], &W[0, 0], wf, &peepholes[0, 0], use_peepholes,
                             fb, clip, &seq_len[0], &order[start], min(chunk_rows, B - start),
-                            B, H, &hs[0, 0, 0], &cs[0, 0, 0], &acts[0, 0, 0], cu,
+                            B, H, &hs[0, 0, 0], &cs[0, 0, 0], ac, cu,
                             &h_loc[start, 0], &h_alt[start, 0], &c_loc[start, 0],
-                            &z_loc[start, 0])
+                            &z_loc[start, 0], &act_tmp[k, 0])
 
 
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
@@ -455,13 +464,15 @@ cdef void _lstm_forward_units_thread(
         floating forget_bias, floating clip, const int64_t* seq_len, const int64_t* rows,
         Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_slices, Py_ssize_t width, floating* hs,
         floating* cs, floating* acts, floating* c_unclipped, floating* h_buf,
-        floating* c_loc, floating* z_buf) noexcept nogil:
+        floating* c_loc, floating* z_buf, floating* act_tmp) noexcept nogil:
+    # acts == NULL: as in _lstm_forward_chunk (slices write disjoint units of act_tmp)
     cdef int tid = threadid(), n_threads = fastlstm_num_threads()
     cdef Py_ssize_t s, r, t, b, u0, n, n_active = B, n_steps = seq_len[rows[0]], G = 4 * H
     cdef floating* h_old
     cdef floating* h_new
     cdef floating* z
     cdef floating* cun
+    cdef floating* act
     for t in range(n_steps):
         while seq_len[rows[n_active - 1]] <= t:
             n_active -= 1
@@ -476,18 +487,17 @@ cdef void _lstm_forward_units_thread(
             for r in range(n_active):
                 b = rows[r]
                 cun = &c_unclipped[(t * B + b) * H + u0] if clip > 0 else NULL
+                act = &acts[(t * B + b) * G + u0] if acts != NULL else &act_tmp[u0]
                 if floating is float:
                     fl_lstm_fwd_row_f32(n, H, n, &xproj[(t * B + b) * G + u0], &z[r * 4 * n],
                                         &peep[u0], use_peep, forget_bias, clip,
-                                        &c_loc[r * H + u0], &h_new[r * H + u0],
-                                        &acts[(t * B + b) * G + u0],
+                                        &c_loc[r * H + u0], &h_new[r * H + u0], act,
                                         &cs[((t + 1) * B + b) * H + u0],
                                         &hs[((t + 1) * B + b) * H + u0], cun)
                 else:
                     fl_lstm_fwd_row_f64(n, H, n, &xproj[(t * B + b) * G + u0], &z[r * 4 * n],
                                         &peep[u0], use_peep, forget_bias, clip,
-                                        &c_loc[r * H + u0], &h_new[r * H + u0],
-                                        &acts[(t * B + b) * G + u0],
+                                        &c_loc[r * H + u0], &h_new[r * H + u0], act,
                                         &cs[((t + 1) * B + b) * H + u0],
                                         &hs[((t + 1) * B + b) * H + u0], cun)
             s = s + n_threads
@@ -514,18 +524,20 @@ def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W
     cdef floating[:, :, ::1] h_buf = np.empty((2, B, H), dtype)
     cdef floating[:, ::1] c_loc = np.empty((B, H), dtype)
     cdef floating[:, ::1] z_buf = np.empty((n_slices, B * 4 * width), dtype)
+    cdef floating[::1] act_tmp = np.empty(4 * H, dtype)
     for r in range(B):
         for u in range(H):
             h_buf[0, r, u] = hs[0, order[r], u]
             c_loc[r, u] = cs[0, order[r], u]
     cdef floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
+    cdef floating* ac = &acts[0, 0, 0] if acts.shape[0] > 0 else NULL    # empty: inference
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
     with nogil, parallel(num_threads=n_threads):
         _lstm_forward_units_thread(&xproj[0, 0, 0], &W_packed[0, 0], &peepholes[0, 0],
                                    use_peepholes, fb, clip, &seq_len[0], &order[0], B, H,
                                    n_slices, width, &hs[0, 0, 0], &cs[0, 0, 0],
-                                   &acts[0, 0, 0], cu, &h_buf[0, 0, 0], &c_loc[0, 0],
-                                   &z_buf[0, 0])
+                                   ac, cu, &h_buf[0, 0, 0], &c_loc[0, 0],
+                                   &z_buf[0, 0], &act_tmp[0])
 
 
 cdef void _lstm_backward_units_thread(

@@ -80,8 +80,8 @@ static void fl_lstm_fwd_fused_f32(
         const float* restrict Wp, const int64_t* restrict rows, ptrdiff_t B, ptrdiff_t t,
         const float* restrict xproj, const float* restrict peep, int use_peep,
         float forget_bias, float clip, float* restrict c_loc, float* restrict h_new,
-        float* restrict acts, float* restrict cs, float* restrict hs,
-        float* restrict c_unclipped) {
+        float* restrict acts, float* restrict act_tmp, float* restrict cs,
+        float* restrict hs, float* restrict c_unclipped) {
     float ztile[4][64] __attribute__((aligned(64)));
     const ptrdiff_t G = 4 * H, groups = (H + 15) / 16;
     for (ptrdiff_t g = 0; g < groups; g++) {
@@ -97,7 +97,7 @@ static void fl_lstm_fwd_fused_f32(
                 const ptrdiff_t xo = (t * B + b) * G + u0, so = ((t + 1) * B + b) * H + u0;
                 fl_lstm_fwd_row_f32(n, H, 16, xproj + xo, ztile[rr], peep + u0, use_peep,
                                     forget_bias, clip, c_loc + r * H + u0, h_new + r * H + u0,
-                                    acts + xo, cs + so, hs + so,
+                                    acts ? acts + xo : act_tmp + u0, cs + so, hs + so,
                                     clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
             }
         }
@@ -134,7 +134,7 @@ static void fl_lstm_fwd_fused_f32(
         ptrdiff_t n_rows, ptrdiff_t H, const float* h_old, const float* Wp,
         const int64_t* rows, ptrdiff_t B, ptrdiff_t t, const float* xproj, const float* peep,
         int use_peep, float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
-        float* cs, float* hs, float* c_unclipped) {}
+        float* act_tmp, float* cs, float* hs, float* c_unclipped) {}
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
                               const float* WTp, float* dh) {}
 #endif

@@ -55,6 +55,38 @@ def test_backend_matches_reference(backend, cell_name, dtype, time_major, shape)
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))
+@pytest.mark.parametrize("backend", COMPILED + ["numpy"])
+def test_reused_buffers_leave_nothing_stale(backend, cell_name):
+    """The kernels write only existing steps into reused buffers (scratch, recycled
+    caches), and only the steps past each end are zeroed: after full-length calls have
+    filled those buffers, a variable-length batch still gets zero outputs past its ends
+    and the reference's gradients; inference (no cache, no activations stored) gives the
+    training forward's outputs bit for bit."""
+    cell = make_cell(cell_name, 6, 4, dtype=np.float32, seed=3)
+    B, T = 9, 7
+    for seed in range(2):                       # fill scratch and the recycled pool
+        x_full, _, state = make_case(cell, B, T, seed=seed, lengths=[T] * B, scale=3.0)
+        R, S = loss_weights(cell, B, T, seed=seed)
+        run_forward_backward(cell, x_full, [T] * B, state, R, S, backend=backend)
+        fl.dynamic_rnn(cell, x_full, initial_state=state, backend=backend)
+    x, lengths, state = make_case(cell, B, T, seed=5)
+    assert lengths.min() < T
+    R, S = loss_weights(cell, B, T, seed=5)
+    got = run_forward_backward(cell, x, lengths, state, R, S, backend=backend)
+    fresh = run_forward_backward(cell, x, lengths, state, R, S, backend="numpy")
+    past_end = np.arange(T)[None, :] >= lengths[:, None]
+    assert np.all(got[0][past_end] == 0)
+    assert_close(got[0], fresh[0], cell.dtype, "outputs")
+    for name, arr in flat_grads(got[2]).items():
+        assert np.all(np.isfinite(arr)), name
+        assert_close(arr, flat_grads(fresh[2])[name], cell.dtype, f"gradient {name}")
+    out, st = fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend=backend)
+    np.testing.assert_array_equal(out, got[0])
+    for a, b in zip(fl_state_parts(st), fl_state_parts(got[1])):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
 @pytest.mark.parametrize("backend", COMPILED)
 def test_all_zero_inputs_and_default_state(backend, cell_name):
     cell = make_cell(cell_name, 5, 3, dtype=np.float32, seed=4)
@@ -185,6 +217,9 @@ def test_unit_split_is_bit_identical_across_thread_counts():
         with fl.threads(n):
             out, st, grads = run_forward_backward(cell, x, lengths, state, R, S, False,
                                                   "cython")
+            inferred, _ = fl.dynamic_rnn(cell, x, lengths, initial_state=state,
+                                         backend="cython")
+        np.testing.assert_array_equal(inferred, out)     # no activations stored: same bits
         runs.append([out] + fl_state_parts(st) + list(flat_grads(grads).values()))
     for a, b, c in zip(*runs):
         assert np.all(np.isfinite(a))

@@ -147,10 +147,11 @@ def _lstm_forward_kernel(xproj, W, peep, use_peep, forget_bias, clip, seq_len, o
                 z_o = z_o + peep[2, u] * c              # the output gate sees the new cell
             o = _sigmoid(z_o, one)
             h = o * math.tanh(c)
-            acts[t, b, u] = i
-            acts[t, b, H + u] = j
-            acts[t, b, 2 * H + u] = f
-            acts[t, b, 3 * H + u] = o
+            if acts.shape[0] > 0:                     # empty: inference
+                acts[t, b, u] = i
+                acts[t, b, H + u] = j
+                acts[t, b, 2 * H + u] = f
+                acts[t, b, 3 * H + u] = o
             hs[t + 1, b, u] = h
             cs[t + 1, b, u] = c
             h_buf[dst, start + r, u] = h

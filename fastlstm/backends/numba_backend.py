@@ -81,6 +81,7 @@ def _lstm_forward_chunk(xproj, W, peep, use_peep, forget_bias, clip, seq_len, ro
                         acts, c_unclipped, h_loc, c_loc, z_loc, one):
     n_rows, H = rows.shape[0], hs.shape[2]
     n_active = n_rows
+    store_acts = acts.shape[0] > 0          # empty: inference
     for r in range(n_rows):
         h_loc[r] = hs[0, rows[r]]
         c_loc[r] = cs[0, rows[r]]
@@ -111,10 +112,11 @@ def _lstm_forward_chunk(xproj, W, peep, use_peep, forget_bias, clip, seq_len, ro
                     z_o = z_o + peep[2, u] * c        # output gate sees the new cell
                 o = _sigmoid(z_o, one)
                 h = o * np.tanh(c)
-                acts[t, b, u] = i
-                acts[t, b, H + u] = j
-                acts[t, b, 2 * H + u] = f
-                acts[t, b, 3 * H + u] = o
+                if store_acts:
+                    acts[t, b, u] = i
+                    acts[t, b, H + u] = j
+                    acts[t, b, 2 * H + u] = f
+                    acts[t, b, 3 * H + u] = o
                 hs[t + 1, b, u] = h
                 cs[t + 1, b, u] = c
                 h_loc[r, u] = h
