@@ -15,7 +15,7 @@ COMPILED = ["cython", "numba"]
 DTYPES = [np.float32, np.float64]
 # (B, T, I, H): T=1, B=1, H=1, odd sizes, batches not divisible by 2 or by the chunk (16).
 SHAPES = [(1, 1, 1, 1), (1, 7, 3, 5), (3, 1, 2, 1), (2, 6, 5, 3), (17, 5, 4, 7),
-          (33, 9, 3, 6), (16, 4, 2, 9)]
+          (33, 9, 3, 6), (16, 4, 2, 9), (7, 5, 3, 20)]     # 7: fused chunks of 4 and 3
 
 
 def compare(cell, backend, B, T, time_major=False, seed=0, lengths=None, zero_inputs=False,
@@ -197,21 +197,25 @@ def test_unknown_and_missing_backends_say_what_to_do():
 
 
 # ------------------------------------------------- small batches: hidden units over threads
-@pytest.mark.parametrize("shape", [(1, 4, 3, 256), (5, 3, 4, 263), (8, 2, 2, 300)],
+@pytest.mark.parametrize("shape", [(1, 4, 3, 256), (3, 3, 4, 263), (4, 2, 2, 300)],
                          ids=lambda s: "B{}T{}I{}H{}".format(*s))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip", "lstm_clip"])
 def test_unit_split_matches_reference(cell_name, dtype, shape):
     from fastlstm.backends._chunking import unit_slices
+    from fastlstm.backends.cython_backend import FUSED_STEP
     B, T, I, H = shape
-    assert unit_slices(B, H) is not None, "this shape should take the unit-split path"
+    fused = FUSED_STEP and dtype == np.float32
+    assert unit_slices(B, H, fused) is not None, "this shape should take the unit split"
     compare(make_cell(cell_name, H, I, dtype=dtype, seed=B), "cython", B, T, seed=T)
 
 
 def test_unit_split_is_bit_identical_across_thread_counts():
+    from fastlstm.backends._chunking import unit_slices
     cell = make_cell("peephole_clip", 270, 4, dtype=np.float32, seed=5)
-    x, lengths, state = make_case(cell, 6, 9, seed=2)
-    R, S = loss_weights(cell, 6, 9, seed=2)
+    assert unit_slices(4, 270, fused=True) is not None
+    x, lengths, state = make_case(cell, 4, 9, seed=2)
+    R, S = loss_weights(cell, 4, 9, seed=2)
     runs = []
     for n in (1, 2, 2):
         with fl.threads(n):

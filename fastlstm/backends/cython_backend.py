@@ -37,13 +37,14 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
 
     Batches of one chunk split the hidden units over the cores instead of the batch.
     """
-    plan = unit_slices(hs.shape[1], hs.shape[2])
+    fused = FUSED_STEP and W.dtype == np.float32
+    plan = unit_slices(hs.shape[1], hs.shape[2], fused)
     if plan is None:
-        fused = pack_fused(W) if FUSED_STEP and W.dtype == np.float32 else None
         with blas_threads(1):
             _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias,
                                     cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
-                                    chunk_rows(hs.shape[1]), fused)
+                                    chunk_rows(hs.shape[1], fused),
+                                    pack_fused(W) if fused else None)
         return
     n_slices, width = plan
     with blas_threads(1):
@@ -55,13 +56,14 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
                   d_outputs, dh, dc, dz, n_threads=1):
     """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
-    plan = unit_slices(dh.shape[0], dh.shape[1])
+    fused = FUSED_STEP and W.dtype == np.float32
+    plan = unit_slices(dh.shape[0], dh.shape[1], fused)
     if plan is None:
-        packed = pack_fused_t(W) if FUSED_STEP and W.dtype == np.float32 else None
         with blas_threads(1):
             _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
                                      c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                     chunk_rows(dh.shape[0]), packed)
+                                     chunk_rows(dh.shape[0], fused),
+                                     pack_fused_t(W) if fused else None)
         return
     n_slices, width = plan
     with blas_threads(1):
