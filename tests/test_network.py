@@ -15,6 +15,7 @@ EPS = 1e-6
     ("peephole", 2, False, None, "mean"),
     ("rnn", 1, True, 3, "max"),
     ("lstm", 1, True, None, "mean"),
+    ("peephole", 1, True, 1, "last"),     # projection to 1 < 3 features: not folded
 ])
 def test_network_gradients_match_central_differences(cell, layers, bidirectional, projection,
                                                      readout):
@@ -57,3 +58,31 @@ def test_dropout_gradients_use_the_same_mask():
                                              rng=np.random.RandomState(5))[0] * R)))
     arr[0, 0] = saved
     np.testing.assert_allclose(grads[name][0, 0], (vals[0] - vals[1]) / (2 * EPS), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_folded_input_projection_equals_projecting_first(bidirectional, monkeypatch):
+    """The projection folded into the first layer (W_in W_x) gives the outputs and every
+    gradient of projecting first, to float64 rounding; the folding is taken where it
+    saves work (here F=3, P=4, G=16: 48 <= 12 + 64)."""
+    rng = np.random.RandomState(3)
+    net = SequenceNetwork(3, 2, 4, 2, "lstm", bidirectional, 1.0, None, 4, "last",
+                          np.float64, rng)
+    for arr in net.params.values():
+        arr += 0.3 * rng.standard_normal(arr.shape)
+    X = rng.standard_normal((5, 6, 3))
+    lengths = np.array([6, 2, 5, 1, 6])
+    R = rng.standard_normal((5, 2))
+    assert net._folds_projection()
+    out, cache = net.forward(X, lengths, backend="cython")
+    assert cache["folded"]
+    grads = net.backward(cache, R)
+    monkeypatch.setattr(SequenceNetwork, "_folds_projection", lambda self: False)
+    out2, cache2 = net.forward(X, lengths, backend="cython")
+    assert not cache2["folded"]
+    grads2 = net.backward(cache2, R)
+    np.testing.assert_allclose(out, out2, rtol=1e-12, atol=1e-13)
+    assert set(grads) == set(grads2) == set(net.params)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], grads2[name], rtol=1e-11, atol=1e-13,
+                                   err_msg=name)
