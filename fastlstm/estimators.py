@@ -297,7 +297,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         for start in range(0, len(idx), _PREDICT_BATCH):
             b = idx[start:start + _PREDICT_BATCH]
             L = seq.lengths[b]
-            out, _ = network.forward(seq.values[b, :L.max()], L, backend)
+            out, _ = network.forward(seq.values[b, :L.max()], L, backend, keep_cache=False)
             outs.append(out)
         return np.concatenate(outs)
 
@@ -326,7 +326,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
             for start in range(0, len(seq), _PREDICT_BATCH):
                 b = np.arange(start, min(start + _PREDICT_BATCH, len(seq)))
                 L = seq.lengths[b]
-                _, cache = self.network_.forward(seq.values[b, :L.max()], L, self.backend_)
+                _, cache = self.network_.forward(seq.values[b, :L.max()], L, self.backend_,
+                                                 keep_cache=False)
                 feats.append(cache["features"])
         return np.concatenate(feats)
 

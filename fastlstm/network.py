@@ -191,7 +191,7 @@ class SequenceNetwork:
         return [n for n in self.params if n.endswith("kernel")]
 
     # --------------------------------------------------------------------- forward
-    def forward(self, X, lengths, backend="auto", dropout=0.0, rng=None):
+    def forward(self, X, lengths, backend="auto", dropout=0.0, rng=None, keep_cache=True):
         """Outputs (N, n_outputs) and the cache for :meth:`backward`.
 
         Parameters
@@ -200,6 +200,9 @@ class SequenceNetwork:
         lengths : ndarray (N,) int64, all >= 1
         dropout : float
             Inverted dropout between recurrent layers (training only; needs ``rng``).
+        keep_cache : bool, default True
+            Keep what :meth:`backward` needs. Without it (prediction) the layers store no
+            history beyond their outputs, and the cache holds only ``"features"``.
         """
         n_threads = get_num_threads()
         N, T, F = X.shape
@@ -224,11 +227,11 @@ class SequenceNetwork:
             outs, finals, caches = [], [], []
             for d in self.directions:
                 inp = h if d == "fw" else _take_steps(h, rev)
-                out, state, c = dynamic_rnn(row[d], inp, lengths, time_major=True,
-                                            backend=backend, return_cache=True)
+                out, state, *c = dynamic_rnn(row[d], inp, lengths, time_major=True,
+                                             backend=backend, return_cache=keep_cache)
                 outs.append(out if d == "fw" else _take_steps(out, rev))
                 finals.append(state.h if isinstance(state, tuple) else state)
-                caches.append(c)
+                caches.extend(c)
             cache["layers"].append(caches)
             h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
         features = self._readout(h, finals, lengths, cache)
