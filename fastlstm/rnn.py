@@ -186,10 +186,14 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
 
     p = cell.params
     n_threads = get_num_threads()
-    xproj = _gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads,
-                         out=scratch("xproj", (T * B, GH), cell.dtype))
-    xproj += p["bias"]
-    xproj = xproj.reshape(T, B, GH)
+    # A backend may compute x W_x + b inside its recurrence (see fastlstm.backends)
+    fuse_input = cell.kind != "rnn" and getattr(be, "fuses_input", None) is not None \
+        and be.fuses_input(cell.dtype, B, I, H)
+    if not fuse_input:
+        xproj = _gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads,
+                             out=scratch("xproj", (T * B, GH), cell.dtype))
+        xproj += p["bias"]
+        xproj = xproj.reshape(T, B, GH)
 
     # The history goes to the cache (recycled buffers) or, without a cache, is scratch;
     # see _workspace: fresh buffers cost page faults. The kernels write only existing
@@ -220,9 +224,13 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
         cache.acts = buffer("acts", (T, B, GH) if return_cache else (0, 0, 0))
         clip = cell.cell_clip or 0.0
         cache.c_unclipped = buffer("c_unclipped", (T, B, H) if clip > 0 else (0, 0, 0))
-        be.lstm_forward(xproj, p["recurrent_kernel"], _peepholes(cell), cell.use_peepholes,
-                        cell.forget_bias, clip, seq_len, hs, cache.cs, cache.acts,
-                        cache.c_unclipped, n_threads)
+        args = (p["recurrent_kernel"], _peepholes(cell), cell.use_peepholes,
+                cell.forget_bias, clip, seq_len, hs, cache.cs, cache.acts, cache.c_unclipped,
+                n_threads)
+        if fuse_input:
+            be.lstm_forward_input(x, p["kernel"], p["bias"], *args)
+        else:
+            be.lstm_forward(xproj, *args)
 
     outputs = hs[1:] if time_major else hs[1:].transpose(1, 0, 2)
     outputs = np.ascontiguousarray(outputs) if not time_major else outputs.copy()

@@ -31,7 +31,8 @@ cdef extern from "fused_step.h":
     int fl_have_avx512() noexcept nogil
     void fl_lstm_fwd_fused_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* h_old,
                                const float* Wp, const int64_t* rows, Py_ssize_t B,
-                               Py_ssize_t t, const float* xproj, const float* peep,
+                               Py_ssize_t t, const float* xproj, Py_ssize_t I,
+                               const float* x, const float* bias, const float* peep,
                                int use_peep, float forget_bias, float clip, float* c_loc,
                                float* h_new, float* acts, float* act_tmp, float* cs,
                                float* hs,
@@ -232,8 +233,10 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                               const int64_t* rows, Py_ssize_t n_rows, Py_ssize_t B,
                               Py_ssize_t H, floating* hs, floating* cs, floating* acts,
                               floating* c_unclipped, floating* h_loc, floating* h_alt,
-                              floating* c_loc, floating* z_loc,
-                              floating* act_tmp) noexcept nogil:
+                              floating* c_loc, floating* z_loc, floating* act_tmp,
+                              Py_ssize_t I, const floating* x,
+                              const floating* bias) noexcept nogil:
+    # x != NULL (fused path only): z = [x_t, h] [W_x; W_h] + bias, xproj unused.
     # acts == NULL (inference): the activations go to act_tmp (4H, in L1), overwritten
     # every row. Not a separate no-store code path: that one rounded differently (GCC
     # contracts to FMA per code shape), and inference must equal the training forward.
@@ -251,8 +254,8 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
             for t in range(n_steps):
                 while seq_len[rows[n_active - 1]] <= t:
                     n_active -= 1
-                fl_lstm_fwd_fused_f32(n_active, H, h_loc, W_fused, rows, B, t, xproj, peep,
-                                      use_peep, forget_bias, clip, c_loc, h_alt, acts,
+                fl_lstm_fwd_fused_f32(n_active, H, h_loc, W_fused, rows, B, t, xproj, I, x,
+                                      bias, peep, use_peep, forget_bias, clip, c_loc, h_alt, acts,
                                       act_tmp, cs, hs, c_unclipped)
                 swap = h_loc                   # h_alt holds step t's h: read it next step
                 h_loc = h_alt
@@ -324,15 +327,33 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                  double cell_clip, const int64_t[::1] seq_len, floating[:, :, ::1] hs,
                  floating[:, :, ::1] cs, floating[:, :, ::1] acts,
                  floating[:, :, ::1] c_unclipped, int n_threads, Py_ssize_t chunk_rows,
-                 const floating[:, ::1] W_fused=None):
+                 const floating[:, ::1] W_fused=None, const floating[:, :, ::1] x=None,
+                 const floating[::1] bias=None):
     """LSTM recurrence; see ``fastlstm.reference.lstm_forward``.
 
     ``W_fused``: ``W`` packed by ``fastlstm.backends._chunking.pack_fused`` to run the
     fused AVX-512 step (float32 only, where :func:`have_fused_step`); None: BLAS.
+    ``x`` (T, B, I) and ``bias`` (4H) with ``W_fused`` packed from ``[W_x; W_h]``: the
+    fused step computes ``z = [x_t, h] [W_x; W_h] + bias`` itself and ``xproj`` is not
+    read (it may be empty).
     """
-    cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_chunks, k, start
-    if B == 0 or xproj.shape[0] == 0:
+    cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], T = hs.shape[0] - 1, n_chunks, k, start
+    cdef Py_ssize_t I = 0
+    cdef const floating* xp = NULL
+    cdef const floating* xx = NULL
+    cdef const floating* bb = NULL
+    if B == 0 or T == 0:
         return
+    if x is not None:
+        if W_fused is None or floating is not float or bias is None:
+            raise ValueError("x needs W_fused (float32, AVX-512) and bias")
+        I = x.shape[2]
+        if x.shape[0] != T or x.shape[1] != B or bias.shape[0] != 4 * H:
+            raise ValueError("x must be (T, B, I) and bias (4H,)")
+        xx = &x[0, 0, 0] if I > 0 else NULL
+        bb = &bias[0]
+    else:
+        xp = &xproj[0, 0, 0]
     cdef int64_t[::1] order = _chunk_order(seq_len)
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     dtype = np.float32 if floating is float else np.float64
@@ -346,16 +367,16 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
     cdef const floating* wf = NULL
     if W_fused is not None and floating is float:
-        if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != H * 64:
-            raise ValueError("W_fused is not W packed by pack_fused")
+        if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != (I + H) * 64:
+            raise ValueError("W_fused is not W (or [W_x; W_h] with x) packed by pack_fused")
         wf = &W_fused[0, 0]
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = k * chunk_rows
-        _lstm_forward_chunk(&xproj[0, 0, 0], &W[0, 0], wf, &peepholes[0, 0], use_peepholes,
+        _lstm_forward_chunk(xp, &W[0, 0], wf, &peepholes[0, 0], use_peepholes,
                             fb, clip, &seq_len[0], &order[start], min(chunk_rows, B - start),
                             B, H, &hs[0, 0, 0], &cs[0, 0, 0], ac, cu,
                             &h_loc[start, 0], &h_alt[start, 0], &c_loc[start, 0],
-                            &z_loc[start, 0], &act_tmp[k, 0])
+                            &z_loc[start, 0], &act_tmp[k, 0], I, xx, bb)
 
 
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,

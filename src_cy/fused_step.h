@@ -30,33 +30,43 @@ static int fl_have_avx512(void) {
 
 /* The register tile both kernels use: tile[i][0:64] = sum_k a_i[k] * W[k][0:64] for the
  * four rows a_0 .. a_3, accumulated in 16 zmm registers over k = 0 .. K-1 in order (so
- * a row's result does not depend on the other rows). W holds K rows of 64 floats. */
+ * a row's result does not depend on the other rows), then, when K2 > 0, on over the
+ * rows b_0 .. b_3 with the next K2 rows of W: the forward's [x_t, h_{t-1}] [W_x; W_h]
+ * as one sum, TensorFlow 1.x's own order. W holds K + K2 rows of 64 floats. */
+#define FL_TILE_STEP(A0, A1, A2, A3, w)                                                   \
+    {                                                                                     \
+        __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);                     \
+        __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);               \
+        __m512 b = _mm512_set1_ps(A0);                                                    \
+        a00 = _mm512_fmadd_ps(b, w0, a00); a01 = _mm512_fmadd_ps(b, w1, a01);             \
+        a02 = _mm512_fmadd_ps(b, w2, a02); a03 = _mm512_fmadd_ps(b, w3, a03);             \
+        b = _mm512_set1_ps(A1);                                                           \
+        a10 = _mm512_fmadd_ps(b, w0, a10); a11 = _mm512_fmadd_ps(b, w1, a11);             \
+        a12 = _mm512_fmadd_ps(b, w2, a12); a13 = _mm512_fmadd_ps(b, w3, a13);             \
+        b = _mm512_set1_ps(A2);                                                           \
+        a20 = _mm512_fmadd_ps(b, w0, a20); a21 = _mm512_fmadd_ps(b, w1, a21);             \
+        a22 = _mm512_fmadd_ps(b, w2, a22); a23 = _mm512_fmadd_ps(b, w3, a23);             \
+        b = _mm512_set1_ps(A3);                                                           \
+        a30 = _mm512_fmadd_ps(b, w0, a30); a31 = _mm512_fmadd_ps(b, w1, a31);             \
+        a32 = _mm512_fmadd_ps(b, w2, a32); a33 = _mm512_fmadd_ps(b, w3, a33);             \
+    }
+
 __attribute__((target("avx512f,fma"), always_inline))
 static inline void fl_tile_4x64(ptrdiff_t K, const float* restrict a0,
                                 const float* restrict a1, const float* restrict a2,
-                                const float* restrict a3, const float* restrict W,
-                                float tile[4][64]) {
+                                const float* restrict a3, ptrdiff_t K2,
+                                const float* restrict b0, const float* restrict b1,
+                                const float* restrict b2, const float* restrict b3,
+                                const float* restrict W, float tile[4][64]) {
     __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
     __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
     __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
     __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-    for (ptrdiff_t k = 0; k < K; k++) {
-        const float* w = W + k * 64;
-        __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
-        __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
-        __m512 b = _mm512_set1_ps(a0[k]);
-        a00 = _mm512_fmadd_ps(b, w0, a00); a01 = _mm512_fmadd_ps(b, w1, a01);
-        a02 = _mm512_fmadd_ps(b, w2, a02); a03 = _mm512_fmadd_ps(b, w3, a03);
-        b = _mm512_set1_ps(a1[k]);
-        a10 = _mm512_fmadd_ps(b, w0, a10); a11 = _mm512_fmadd_ps(b, w1, a11);
-        a12 = _mm512_fmadd_ps(b, w2, a12); a13 = _mm512_fmadd_ps(b, w3, a13);
-        b = _mm512_set1_ps(a2[k]);
-        a20 = _mm512_fmadd_ps(b, w0, a20); a21 = _mm512_fmadd_ps(b, w1, a21);
-        a22 = _mm512_fmadd_ps(b, w2, a22); a23 = _mm512_fmadd_ps(b, w3, a23);
-        b = _mm512_set1_ps(a3[k]);
-        a30 = _mm512_fmadd_ps(b, w0, a30); a31 = _mm512_fmadd_ps(b, w1, a31);
-        a32 = _mm512_fmadd_ps(b, w2, a32); a33 = _mm512_fmadd_ps(b, w3, a33);
-    }
+    for (ptrdiff_t k = 0; k < K; k++)
+        FL_TILE_STEP(a0[k], a1[k], a2[k], a3[k], W + k * 64)
+    W += K * 64;
+    for (ptrdiff_t k = 0; k < K2; k++)
+        FL_TILE_STEP(b0[k], b1[k], b2[k], b3[k], W + k * 64)
     _mm512_store_ps(tile[0], a00); _mm512_store_ps(tile[0] + 16, a01);
     _mm512_store_ps(tile[0] + 32, a02); _mm512_store_ps(tile[0] + 48, a03);
     _mm512_store_ps(tile[1], a10); _mm512_store_ps(tile[1] + 16, a11);
@@ -66,6 +76,7 @@ static inline void fl_tile_4x64(ptrdiff_t K, const float* restrict a0,
     _mm512_store_ps(tile[3], a30); _mm512_store_ps(tile[3] + 16, a31);
     _mm512_store_ps(tile[3] + 32, a32); _mm512_store_ps(tile[3] + 48, a33);
 }
+#undef FL_TILE_STEP
 
 /* Row i of a 4-row block starting at r0 with nr valid rows; rows past nr repeat the last
  * valid one (computed, never stored). */
@@ -74,29 +85,39 @@ static inline const float* fl_tile_row(const float* base, ptrdiff_t ld, ptrdiff_
     return base + (r0 + (i < nr ? i : nr - 1)) * ld;
 }
 
+/* x == NULL: z = xproj[t, b] + h W_h (xproj = x W_x + b from a GEMM before the loop).
+ * x != NULL: z = [x_t, h] [W_x; W_h] + b in one sum, W_x packed above W_h in Wp (group g:
+ * I + H rows), and xproj is not read (the input projection needs no pass of its own). */
 __attribute__((target("avx512f,fma")))
 static void fl_lstm_fwd_fused_f32(
         ptrdiff_t n_rows, ptrdiff_t H, const float* restrict h_old,
         const float* restrict Wp, const int64_t* restrict rows, ptrdiff_t B, ptrdiff_t t,
-        const float* restrict xproj, const float* restrict peep, int use_peep,
+        const float* restrict xproj, ptrdiff_t I, const float* restrict x,
+        const float* restrict bias, const float* restrict peep, int use_peep,
         float forget_bias, float clip, float* restrict c_loc, float* restrict h_new,
         float* restrict acts, float* restrict act_tmp, float* restrict cs,
         float* restrict hs, float* restrict c_unclipped) {
     float ztile[4][64] __attribute__((aligned(64)));
-    const ptrdiff_t G = 4 * H, groups = (H + 15) / 16;
+    const ptrdiff_t G = 4 * H, groups = (H + 15) / 16, KX = x ? I : 0;
     for (ptrdiff_t g = 0; g < groups; g++) {
-        const float* Wg = Wp + g * H * 64;
+        const float* Wg = Wp + g * (KX + H) * 64;
         const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
             const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
-            fl_tile_4x64(H, fl_tile_row(h_old, H, r0, nr, 0), fl_tile_row(h_old, H, r0, nr, 1),
+            const float* xr[4] = {NULL, NULL, NULL, NULL};
+            if (x)
+                for (int i = 0; i < 4; i++)
+                    xr[i] = x + (t * B + rows[r0 + (i < nr ? i : nr - 1)]) * I;
+            fl_tile_4x64(KX, xr[0], xr[1], xr[2], xr[3],
+                         H, fl_tile_row(h_old, H, r0, nr, 0), fl_tile_row(h_old, H, r0, nr, 1),
                          fl_tile_row(h_old, H, r0, nr, 2), fl_tile_row(h_old, H, r0, nr, 3),
                          Wg, ztile);
             for (ptrdiff_t rr = 0; rr < nr; rr++) {
                 const ptrdiff_t r = r0 + rr, b = rows[r];
                 const ptrdiff_t xo = (t * B + b) * G + u0, so = ((t + 1) * B + b) * H + u0;
-                fl_lstm_fwd_row_f32(n, H, 16, xproj + xo, ztile[rr], peep + u0, use_peep,
-                                    forget_bias, clip, c_loc + r * H + u0, h_new + r * H + u0,
+                fl_lstm_fwd_row_f32(n, H, 16, x ? bias + u0 : xproj + xo, ztile[rr],
+                                    peep + u0, use_peep, forget_bias, clip,
+                                    c_loc + r * H + u0, h_new + r * H + u0,
                                     acts ? acts + xo : act_tmp + u0, cs + so, hs + so,
                                     clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
             }
@@ -119,8 +140,8 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
             const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
             fl_tile_4x64(K, fl_tile_row(dz, K, r0, nr, 0), fl_tile_row(dz, K, r0, nr, 1),
-                         fl_tile_row(dz, K, r0, nr, 2), fl_tile_row(dz, K, r0, nr, 3), Wc,
-                         tile);
+                         fl_tile_row(dz, K, r0, nr, 2), fl_tile_row(dz, K, r0, nr, 3),
+                         0, NULL, NULL, NULL, NULL, Wc, tile);
             for (ptrdiff_t rr = 0; rr < nr; rr++)
                 for (ptrdiff_t j = 0; j < n; j++)
                     dh[(r0 + rr) * H + u0 + j] = tile[rr][j];
@@ -132,8 +153,9 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
 static int fl_have_avx512(void) { return 0; }
 static void fl_lstm_fwd_fused_f32(
         ptrdiff_t n_rows, ptrdiff_t H, const float* h_old, const float* Wp,
-        const int64_t* rows, ptrdiff_t B, ptrdiff_t t, const float* xproj, const float* peep,
-        int use_peep, float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
+        const int64_t* rows, ptrdiff_t B, ptrdiff_t t, const float* xproj, ptrdiff_t I,
+        const float* x, const float* bias, const float* peep, int use_peep,
+        float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
         float* act_tmp, float* cs, float* hs, float* c_unclipped) {}
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
                               const float* WTp, float* dh) {}

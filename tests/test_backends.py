@@ -55,6 +55,19 @@ def test_backend_matches_reference(backend, cell_name, dtype, time_major, shape)
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))
+def test_input_projection_inside_the_step_or_before_it(cell_name, monkeypatch):
+    """Cython float32 on the fused AVX-512 path computes x W_x + b inside the step (for
+    these sizes) or, for wide inputs, as a GEMM before the loop: both equal the reference."""
+    from fastlstm.backends import cython_backend as cb
+    cell = make_cell(cell_name, 20, 5, dtype=np.float32, seed=2)
+    assert cb.fuses_input(np.float32, 7, 5, 20) == cb.FUSED_STEP
+    assert not cb.fuses_input(np.float32, 7, 1000, 100)
+    compare(cell, "cython", 7, 6)
+    monkeypatch.setattr(cb, "fuses_input", lambda *args: False)
+    compare(cell, "cython", 7, 6)
+
+
+@pytest.mark.parametrize("cell_name", sorted(CELLS))
 @pytest.mark.parametrize("backend", COMPILED + ["numpy"])
 def test_reused_buffers_leave_nothing_stale(backend, cell_name):
     """The kernels write only existing steps into reused buffers (scratch, recycled

@@ -3,6 +3,12 @@
 Each backend module exposes ``NAME`` and the four functions ``rnn_forward``,
 ``rnn_backward``, ``lstm_forward`` and ``lstm_backward`` with the reference's signatures.
 Backends are imported lazily: ``import fastlstm`` compiles and loads nothing.
+
+Optionally, a backend that can compute the input projection inside its LSTM recurrence
+exposes ``fuses_input(dtype, batch_size, input_size, num_units)`` and
+``lstm_forward_input(x, W_x, bias, W, ...)`` (the rest as ``lstm_forward``);
+:func:`fastlstm.dynamic_rnn` then skips its own ``x W_x + b`` GEMM where ``fuses_input``
+says so (the Cython backend's fused AVX-512 path).
 """
 
 import importlib

@@ -71,17 +71,18 @@ def pack_unit_slices(W, n_slices, width):
 
 
 def pack_fused(W):
-    """``W`` (H, 4H) float32 -> (ceil(H/16), H * 64) for the fused AVX-512 step.
+    """``W`` (K, 4H) float32 -> (ceil(H/16), K * 64) for the fused AVX-512 step.
 
-    Group g holds H rows of 64 floats: the i, j, f, o columns of units 16g .. 16g + 15
-    (zero columns past H).
+    Group g holds K rows of 64 floats: the i, j, f, o columns of units 16g .. 16g + 15
+    (zero columns past H). ``W`` is ``W_h`` (K = H), or ``[W_x; W_h]`` (K = I + H) when
+    the step computes the input projection itself.
     """
-    H = W.shape[0]
+    K, H = W.shape[0], W.shape[1] // 4
     groups = -(-H // 16)
-    gates = np.zeros((H, 4, groups * 16), W.dtype)
-    gates[:, :, :H] = W.reshape(H, 4, H)
+    gates = np.zeros((K, 4, groups * 16), W.dtype)
+    gates[:, :, :H] = W.reshape(K, 4, H)
     return np.ascontiguousarray(
-        gates.reshape(H, 4, groups, 16).transpose(2, 0, 1, 3).reshape(groups, H * 64))
+        gates.reshape(K, 4, groups, 16).transpose(2, 0, 1, 3).reshape(groups, K * 64))
 
 
 def pack_fused_t(W):

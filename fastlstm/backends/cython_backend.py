@@ -53,6 +53,42 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
                                       acts, c_unclipped, n_threads, width)
 
 
+#: Largest I + H for which the step computes the input projection itself: a group of
+#: packed [W_x; W_h] is (I + H) x 64 floats and must stay in L2 while the chunk's rows go
+#: by. Measured (2 threads, min of 4 runs, ms, in-step / GEMM first): (64, 25, 512, 512)
+#: 18.8 / 19.4, but (64, 25, 1024, 1024) 88.5 / 72.1.
+MAX_FUSED_INPUT_WIDTH = 1024
+
+
+def fuses_input(dtype, batch_size, input_size, num_units):
+    """True when :func:`lstm_forward_input` runs these sizes: float32 on the fused AVX-512
+    path (not the hidden-unit split) with ``input_size + num_units`` at most
+    ``MAX_FUSED_INPUT_WIDTH``."""
+    return (FUSED_STEP and np.dtype(dtype) == np.float32
+            and input_size + num_units <= MAX_FUSED_INPUT_WIDTH
+            and unit_slices(batch_size, num_units, True) is None)
+
+
+def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
+                       seq_len, hs, cs, acts, c_unclipped, n_threads=1):
+    """:func:`lstm_forward` with the input projection inside the fused step.
+
+    The step computes ``z = [x_t, h] [W_x; W_h] + bias`` (TensorFlow 1.x's own order of
+    the sum) instead of reading ``xproj = x W_x + bias`` from a GEMM before the loop:
+    measured at the seed's size, that GEMM (K = I = 28, far below the machine's rate) and
+    the 7 MB round trip of xproj were ~20% of an inference. Only where
+    :func:`fuses_input`; x (T, B, I), W_x (I, 4H), bias (4H,).
+    """
+    with blas_threads(1):
+        _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias,
+                                cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
+                                chunk_rows(hs.shape[1], True),
+                                pack_fused(np.concatenate([W_x, W])), x, bias)
+
+
+_NO_XPROJ = np.empty((0, 0, 0), np.float32)
+
+
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
                   d_outputs, dh, dc, dz, n_threads=1):
     """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
