@@ -41,6 +41,9 @@ cdef extern from "fused_step.h":
                                float* c_unclipped) noexcept nogil
 
 cdef extern from "fused_step.h":
+    void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
+                           float* out) noexcept nogil
+    void fl_pack_fused_t_f32(Py_ssize_t H, const float* W, float* out) noexcept nogil
     void fl_gemm_dz_wt_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* dz,
                            const float* WTp, float* dh) noexcept nogil
 
@@ -85,6 +88,32 @@ cdef extern from "gate_math.h":
 def have_fused_step():
     """True when this CPU runs the fused AVX-512 float32 forward step (fused_step.h)."""
     return bool(fl_have_avx512())
+
+
+def pack_fused(const float[:, ::1] W_h, const float[:, ::1] W_x=None):
+    """``[W_x; W_h]`` (or ``W_h``) packed for the fused step: see
+    ``fastlstm.backends._chunking.pack_fused`` (the same layout, in NumPy)."""
+    cdef Py_ssize_t H = W_h.shape[0], I = 0 if W_x is None else W_x.shape[0]
+    if W_h.shape[1] != 4 * H or (W_x is not None and W_x.shape[1] != 4 * H):
+        raise ValueError("W_h must be (H, 4H) and W_x (I, 4H)")
+    out = np.empty(((H + 15) // 16, (I + H) * 64), np.float32)
+    cdef float[:, ::1] o = out
+    if H > 0:
+        fl_pack_fused_f32(I, &W_x[0, 0] if I > 0 else NULL, H, &W_h[0, 0], &o[0, 0])
+    return out
+
+
+def pack_fused_t(const float[:, ::1] W_h):
+    """``W_h.T`` packed for the backward's product: see
+    ``fastlstm.backends._chunking.pack_fused_t`` (the same layout, in NumPy)."""
+    cdef Py_ssize_t H = W_h.shape[0]
+    if W_h.shape[1] != 4 * H:
+        raise ValueError("W_h must be (H, 4H)")
+    out = np.empty(((H + 63) // 64, 4 * H, 64), np.float32)
+    cdef float[:, :, ::1] o = out
+    if H > 0:
+        fl_pack_fused_t_f32(H, &W_h[0, 0], &o[0, 0, 0])
+    return out
 
 
 def openmp_enabled():
@@ -215,6 +244,7 @@ def rnn_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     dtype = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] h_loc = np.empty((B, H), dtype)
     cdef floating[:, ::1] z_loc = np.empty((B, H), dtype)
+    n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
         _rnn_forward_chunk(&xproj[0, 0, 0], &W[0, 0], &seq_len[0], &order[start],
@@ -235,6 +265,7 @@ def rnn_backward(const floating[:, ::1] W, const int64_t[::1] seq_len,
     dtype = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] dh_loc = np.empty((B, H), dtype)
     cdef floating[:, ::1] dz_loc = np.empty((B, H), dtype)
+    n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
         _rnn_backward_chunk(&W[0, 0], &seq_len[0], &order[start], _chunk_start(k + 1, B, n_chunks) - start,
@@ -386,6 +417,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
         if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != (I + H) * 64:
             raise ValueError("W_fused is not W (or [W_x; W_h] with x) packed by pack_fused")
         wf = &W_fused[0, 0]
+    n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
         _lstm_forward_chunk(xp, &W[0, 0], wf, &peepholes[0, 0], use_peepholes,
@@ -424,6 +456,7 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
                 or WT_fused.shape[2] != 64:
             raise ValueError("WT_fused is not W.T packed by pack_fused_t")
         wt = &WT_fused[0, 0, 0]
+    n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
         _lstm_backward_chunk(&W[0, 0], wt, &peepholes[0, 0], use_peepholes, clip, &seq_len[0],

@@ -20,6 +20,40 @@
 #include <stdint.h>
 #include "gate_math.h"
 
+/* The packed layouts, in C because packing per call in NumPy cost ~20 us, more than a
+ * whole B=1 step sequence's arithmetic (fastlstm/backends/_chunking.py holds the same
+ * layouts in NumPy, the reference the tests compare these with).
+ *
+ * fl_pack_fused_f32: [W_x; W_h] (I + H rows of 4H; I = 0: W_h alone) -> groups of 16
+ * units, group g = I + H rows of 64 floats: [i, j, f, o] x units 16g .. 16g + 15, zero
+ * past H. */
+static void fl_pack_fused_f32(ptrdiff_t I, const float* Wx, ptrdiff_t H, const float* Wh,
+                              float* out) {
+    const ptrdiff_t K = I + H, G = 4 * H, groups = (H + 15) / 16;
+    for (ptrdiff_t g = 0; g < groups; g++)
+        for (ptrdiff_t k = 0; k < K; k++) {
+            const float* row = k < I ? Wx + k * G : Wh + (k - I) * G;
+            float* dst = out + (g * K + k) * 64;
+            for (ptrdiff_t gate = 0; gate < 4; gate++)
+                for (ptrdiff_t j = 0; j < 16; j++) {
+                    const ptrdiff_t u = 16 * g + j;
+                    dst[gate * 16 + j] = u < H ? row[gate * H + u] : 0.0f;
+                }
+        }
+}
+
+/* fl_pack_fused_t_f32: W_h (H, 4H) -> W_h^T in blocks of 64 units: block c = 4H rows of
+ * 64 floats, W_h[64c + j, k] at row k, column j (zero past H). */
+static void fl_pack_fused_t_f32(ptrdiff_t H, const float* W, float* out) {
+    const ptrdiff_t G = 4 * H, blocks = (H + 63) / 64;
+    for (ptrdiff_t c = 0; c < blocks; c++)
+        for (ptrdiff_t j = 0; j < 64; j++) {
+            const ptrdiff_t u = 64 * c + j;
+            for (ptrdiff_t k = 0; k < G; k++)
+                out[(c * G + k) * 64 + j] = u < H ? W[u * G + k] : 0.0f;
+        }
+}
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #include <immintrin.h>
 #define FL_HAVE_FUSED 1
@@ -78,6 +112,59 @@ static inline void fl_tile_4x64(ptrdiff_t K, const float* restrict a0,
 }
 #undef FL_TILE_STEP
 
+/* One row against four 64-column blocks of W at once (block j at W + j * stride; blocks
+ * j >= nb repeat the last one, computed, never used): out[j] = the row's product with
+ * block j, over a[0:K] then b[0:K2] as in fl_tile_4x64. Each output element is the same
+ * sequential FMA chain as there, so the bits are the same; but the 4-row tile spent 3/4
+ * of its FMAs on copies of a lone row, and its 4 chains per block waited on FMA latency.
+ * Here 16 independent chains keep both FMA pipes busy (a batch of 1, or the last
+ * sequence of a chunk). */
+__attribute__((target("avx512f,fma"), always_inline))
+static inline void fl_row_4blocks(ptrdiff_t K, const float* restrict a, ptrdiff_t K2,
+                                  const float* restrict b, const float* restrict W,
+                                  ptrdiff_t stride, ptrdiff_t nb, float out[4][64]) {
+    const float* W0 = W;
+    const float* W1 = W + (nb > 1 ? 1 : 0) * stride;
+    const float* W2 = W + (nb > 2 ? 2 : nb - 1) * stride;
+    const float* W3 = W + (nb > 3 ? 3 : nb - 1) * stride;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+    __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+    __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+#define FL_ROW_STEP(v, k)                                                                 \
+    {                                                                                     \
+        const __m512 s = _mm512_set1_ps(v);                                               \
+        const ptrdiff_t o = (k) * 64;                                                     \
+        c00 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W0 + o), c00);                           \
+        c01 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W0 + o + 16), c01);                      \
+        c02 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W0 + o + 32), c02);                      \
+        c03 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W0 + o + 48), c03);                      \
+        c10 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W1 + o), c10);                           \
+        c11 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W1 + o + 16), c11);                      \
+        c12 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W1 + o + 32), c12);                      \
+        c13 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W1 + o + 48), c13);                      \
+        c20 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W2 + o), c20);                           \
+        c21 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W2 + o + 16), c21);                      \
+        c22 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W2 + o + 32), c22);                      \
+        c23 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W2 + o + 48), c23);                      \
+        c30 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W3 + o), c30);                           \
+        c31 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W3 + o + 16), c31);                      \
+        c32 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W3 + o + 32), c32);                      \
+        c33 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W3 + o + 48), c33);                      \
+    }
+    for (ptrdiff_t k = 0; k < K; k++) FL_ROW_STEP(a[k], k)
+    for (ptrdiff_t k = 0; k < K2; k++) FL_ROW_STEP(b[k], K + k)
+#undef FL_ROW_STEP
+    _mm512_store_ps(out[0], c00); _mm512_store_ps(out[0] + 16, c01);
+    _mm512_store_ps(out[0] + 32, c02); _mm512_store_ps(out[0] + 48, c03);
+    _mm512_store_ps(out[1], c10); _mm512_store_ps(out[1] + 16, c11);
+    _mm512_store_ps(out[1] + 32, c12); _mm512_store_ps(out[1] + 48, c13);
+    _mm512_store_ps(out[2], c20); _mm512_store_ps(out[2] + 16, c21);
+    _mm512_store_ps(out[2] + 32, c22); _mm512_store_ps(out[2] + 48, c23);
+    _mm512_store_ps(out[3], c30); _mm512_store_ps(out[3] + 16, c31);
+    _mm512_store_ps(out[3] + 32, c32); _mm512_store_ps(out[3] + 48, c33);
+}
+
 /* Row i of a 4-row block starting at r0 with nr valid rows; rows past nr repeat the last
  * valid one (computed, never stored). */
 static inline const float* fl_tile_row(const float* base, ptrdiff_t ld, ptrdiff_t r0,
@@ -99,6 +186,24 @@ static void fl_lstm_fwd_fused_f32(
         float* restrict hs, float* restrict c_unclipped) {
     float ztile[4][64] __attribute__((aligned(64)));
     const ptrdiff_t G = 4 * H, groups = (H + 15) / 16, KX = x ? I : 0;
+    if (n_rows == 1) {                           /* four groups at once: fl_row_4blocks */
+        const ptrdiff_t b = rows[0];
+        for (ptrdiff_t g0 = 0; g0 < groups; g0 += 4) {
+            const ptrdiff_t nb = groups - g0 < 4 ? groups - g0 : 4;
+            fl_row_4blocks(KX, x ? x + (t * B + b) * I : NULL, H, h_old,
+                           Wp + g0 * (KX + H) * 64, (KX + H) * 64, nb, ztile);
+            for (ptrdiff_t j = 0; j < nb; j++) {
+                const ptrdiff_t u0 = 16 * (g0 + j), n = H - u0 < 16 ? H - u0 : 16;
+                const ptrdiff_t xo = (t * B + b) * G + u0, so = ((t + 1) * B + b) * H + u0;
+                fl_lstm_fwd_row_f32(n, H, 16, x ? bias + u0 : xproj + xo, ztile[j],
+                                    peep + u0, use_peep, forget_bias, clip, c_loc + u0,
+                                    h_new + u0, acts ? acts + xo : act_tmp + u0, cs + so,
+                                    hs + so,
+                                    clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
+            }
+        }
+        return;
+    }
     for (ptrdiff_t g = 0; g < groups; g++) {
         const float* Wg = Wp + g * (KX + H) * 64;
         const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
@@ -134,6 +239,17 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
                               const float* restrict WTp, float* restrict dh) {
     float tile[4][64] __attribute__((aligned(64)));
     const ptrdiff_t K = 4 * H, blocks = (H + 63) / 64;
+    if (n_rows == 1) {                           /* four blocks at once: fl_row_4blocks */
+        for (ptrdiff_t c0 = 0; c0 < blocks; c0 += 4) {
+            const ptrdiff_t nb = blocks - c0 < 4 ? blocks - c0 : 4;
+            fl_row_4blocks(K, dz, 0, NULL, WTp + c0 * K * 64, K * 64, nb, tile);
+            for (ptrdiff_t j = 0; j < nb; j++) {
+                const ptrdiff_t u0 = 64 * (c0 + j), n = H - u0 < 64 ? H - u0 : 64;
+                for (ptrdiff_t u = 0; u < n; u++) dh[u0 + u] = tile[j][u];
+            }
+        }
+        return;
+    }
     for (ptrdiff_t c = 0; c < blocks; c++) {
         const float* Wc = WTp + c * K * 64;
         const ptrdiff_t u0 = 64 * c, n = H - u0 < 64 ? H - u0 : 64;

@@ -254,3 +254,38 @@ def test_import_loads_no_backend_and_no_scikit_learn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]", out
+
+
+def test_compiled_packing_matches_the_numpy_layouts():
+    """The fused kernels' weight packing, done in C per call, equals the layouts that
+    fastlstm.backends._chunking states in NumPy (zero columns past H included)."""
+    from fastlstm import _recurrent
+    from fastlstm.backends import _chunking
+    rng = np.random.default_rng(0)
+    for I, H in [(0, 1), (3, 5), (28, 128), (7, 70)]:
+        W_h = rng.standard_normal((H, 4 * H)).astype(np.float32)
+        W_x = rng.standard_normal((I, 4 * H)).astype(np.float32) if I else None
+        stacked = W_h if W_x is None else np.concatenate([W_x, W_h])
+        np.testing.assert_array_equal(_recurrent.pack_fused(W_h, W_x),
+                                      _chunking.pack_fused(stacked))
+        np.testing.assert_array_equal(_recurrent.pack_fused_t(W_h),
+                                      _chunking.pack_fused_t(W_h))
+
+
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
+def test_a_sequence_alone_gets_the_bits_it_gets_in_a_batch(cell_name):
+    """The fused AVX-512 float32 step runs a lone row (a batch of one, or the last
+    sequence left in a chunk) with its one-row kernel, rows in 4-row tiles otherwise: the
+    same sequential sums, so the same bits."""
+    from fastlstm.backends.cython_backend import FUSED_STEP
+    if not FUSED_STEP:
+        pytest.skip("this CPU has no AVX-512: BLAS path, whose rounding may follow M")
+    cell = make_cell(cell_name, 70, 5, dtype=np.float32, seed=1)
+    x, lengths, state = make_case(cell, 9, 6, seed=3)
+    out, st = fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend="cython")
+    for b in range(9):
+        alone = fl.LSTMStateTuple(state.c[b:b + 1], state.h[b:b + 1])
+        one, one_st = fl.dynamic_rnn(cell, x[b:b + 1], lengths[b:b + 1], initial_state=alone,
+                                     backend="cython")
+        np.testing.assert_array_equal(one[0], out[b])
+        np.testing.assert_array_equal(one_st.c[0], st.c[b])

@@ -8,7 +8,7 @@ from .. import _recurrent
 from .._threads import blas_threads
 import numpy as np
 
-from ._chunking import chunk_rows, pack_fused, pack_fused_t, pack_unit_slices, unit_slices
+from ._chunking import chunk_rows, pack_unit_slices, unit_slices
 
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
@@ -44,7 +44,7 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
             _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias,
                                     cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
                                     chunk_rows(hs.shape[1], fused),
-                                    pack_fused(W) if fused else None)
+                                    _recurrent.pack_fused(W) if fused else None)
         return
     n_slices, width = plan
     with blas_threads(1):
@@ -79,11 +79,11 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
     the 7 MB round trip of xproj were ~20% of an inference. Only where
     :func:`fuses_input`; x (T, B, I), W_x (I, 4H), bias (4H,).
     """
-    with blas_threads(1):
-        _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias,
-                                cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
-                                chunk_rows(hs.shape[1], True),
-                                pack_fused(np.concatenate([W_x, W])), x, bias)
+    # no BLAS runs in the fused step: no thread limit to set (threadpoolctl costs ~10 us)
+    _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias, cell_clip,
+                            seq_len, hs, cs, acts, c_unclipped, n_threads,
+                            chunk_rows(hs.shape[1], True), _recurrent.pack_fused(W, W_x),
+                            x, bias)
 
 
 _NO_XPROJ = np.empty((0, 0, 0), np.float32)
@@ -95,11 +95,15 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
     fused = FUSED_STEP and W.dtype == np.float32
     plan = unit_slices(dh.shape[0], dh.shape[1], fused)
     if plan is None:
+        if fused:                              # no BLAS in the fused backward either
+            _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
+                                     c_unclipped, d_outputs, dh, dc, dz, n_threads,
+                                     chunk_rows(dh.shape[0], True), _recurrent.pack_fused_t(W))
+            return
         with blas_threads(1):
             _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
                                      c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                     chunk_rows(dh.shape[0], fused),
-                                     pack_fused_t(W) if fused else None)
+                                     chunk_rows(dh.shape[0], False))
         return
     n_slices, width = plan
     with blas_threads(1):
