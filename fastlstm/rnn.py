@@ -189,6 +189,8 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
     # A backend may compute x W_x + b inside its recurrence (see fastlstm.backends)
     fuse_input = cell.kind != "rnn" and getattr(be, "fuses_input", None) is not None \
         and be.fuses_input(cell.dtype, B, I, H)
+    if fuse_input and not return_cache:
+        return _infer_fused(be, cell, x, seq_len, h0, c0, bool(time_major), n_threads)
     if not fuse_input:
         xproj = _gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads,
                              out=scratch("xproj", (T * B, GH), cell.dtype))
@@ -241,6 +243,31 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
     if return_cache:
         return outputs, state, cache
     return outputs, state
+
+
+def _infer_fused(be, cell, x, seq_len, h0, c0, time_major, n_threads):
+    """:func:`dynamic_rnn` without a cache on a backend whose LSTM step computes the input
+    projection and can write the outputs in the caller's layout (``lstm_infer_input``)."""
+    T, B, _ = x.shape
+    H, p = cell.num_units, cell.params
+    out = np.empty((T, B, H) if time_major else (B, T, H), cell.dtype)
+    clip = cell.cell_clip or 0.0
+    c_unclipped = scratch("c_unclipped", (T, B, H) if clip > 0 else (0, 0, 0), cell.dtype)
+    c_state = c0                           # a fresh array: becomes the final cell state
+    be.lstm_infer_input(x, p["kernel"], p["bias"], p["recurrent_kernel"], _peepholes(cell),
+                        cell.use_peepholes, cell.forget_bias, clip, seq_len, h0, c_state,
+                        out, not time_major, c_unclipped, n_threads)
+    tails = _missing_steps(seq_len, T)     # (T, B): outputs past each end are zero
+    if tails is not None:
+        if time_major:
+            out[tails] = 0
+        else:
+            out[tails.T] = 0
+    batch = np.arange(B)
+    last = np.maximum(seq_len - 1, 0)
+    h_final = out[last, batch] if time_major else out[batch, last]
+    h_final = np.where((seq_len > 0)[:, None], h_final, h0)
+    return out, LSTMStateTuple(c_state, h_final)
 
 
 def _missing_steps(seq_len, n_steps):

@@ -31,14 +31,18 @@ import numpy as np
 
 cdef extern from "fused_step.h":
     int fl_have_avx512() noexcept nogil
+    ctypedef struct fl_out_f32:
+        float* h
+        Py_ssize_t h_t, h_b
+        float* c
+        Py_ssize_t c_t, c_b
     void fl_lstm_fwd_fused_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* h_old,
                                const float* Wp, const int64_t* rows, Py_ssize_t B,
                                Py_ssize_t t, const float* xproj, Py_ssize_t I,
                                const float* x, const float* bias, const float* peep,
                                int use_peep, float forget_bias, float clip, float* c_loc,
-                               float* h_new, float* acts, float* act_tmp, float* cs,
-                               float* hs,
-                               float* c_unclipped) noexcept nogil
+                               float* h_new, float* acts, float* act_tmp,
+                               const fl_out_f32* out, float* c_unclipped) noexcept nogil
 
 cdef extern from "fused_step.h":
     void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
@@ -281,9 +285,11 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                               Py_ssize_t H, floating* hs, floating* cs, floating* acts,
                               floating* c_unclipped, floating* h_loc, floating* h_alt,
                               floating* c_loc, floating* z_loc, floating* act_tmp,
-                              Py_ssize_t I, const floating* x,
-                              const floating* bias) noexcept nogil:
+                              Py_ssize_t I, const floating* x, const floating* bias,
+                              const void* out_layout) noexcept nogil:
     # x != NULL (fused path only): z = [x_t, h] [W_x; W_h] + bias, xproj unused.
+    # out_layout (fused path only): where h and c of each step go (fl_out_f32); hs and cs
+    # are only read at row 0, the initial state.
     # acts == NULL (inference): the activations go to act_tmp (4H, in L1), overwritten
     # every row. Not a separate no-store code path: that one rounded differently (GCC
     # contracts to FMA per code shape), and inference must equal the training forward.
@@ -302,8 +308,9 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                 while seq_len[rows[n_active - 1]] <= t:
                     n_active -= 1
                 fl_lstm_fwd_fused_f32(n_active, H, h_loc, W_fused, rows, B, t, xproj, I, x,
-                                      bias, peep, use_peep, forget_bias, clip, c_loc, h_alt, acts,
-                                      act_tmp, cs, hs, c_unclipped)
+                                      bias, peep, use_peep, forget_bias, clip, c_loc, h_alt,
+                                      acts, act_tmp, <const fl_out_f32*>out_layout,
+                                      c_unclipped)
                 swap = h_loc                   # h_alt holds step t's h: read it next step
                 h_loc = h_alt
                 h_alt = swap
@@ -375,7 +382,8 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                  floating[:, :, ::1] cs, floating[:, :, ::1] acts,
                  floating[:, :, ::1] c_unclipped, int n_threads, Py_ssize_t chunk_rows,
                  const floating[:, ::1] W_fused=None, const floating[:, :, ::1] x=None,
-                 const floating[::1] bias=None):
+                 const floating[::1] bias=None, floating[:, :, ::1] out=None,
+                 bint out_batch_major=False, floating[:, ::1] c_final=None):
     """LSTM recurrence; see ``fastlstm.reference.lstm_forward``.
 
     ``W_fused``: ``W`` packed by ``fastlstm.backends._chunking.pack_fused`` to run the
@@ -383,9 +391,16 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     ``x`` (T, B, I) and ``bias`` (4H) with ``W_fused`` packed from ``[W_x; W_h]``: the
     fused step computes ``z = [x_t, h] [W_x; W_h] + bias`` itself and ``xproj`` is not
     read (it may be empty).
+    ``out`` ((B, T, H) with ``out_batch_major``, else (T, B, H)) and ``c_final`` (B, H,
+    holding the initial cell state on entry), fused path only: inference without a
+    history. Outputs go straight to ``out`` (written at existing steps only), the last
+    cell state of each sequence to ``c_final``; ``hs`` and ``cs`` are only read at row 0
+    (the initial state) and ``acts`` must be empty.
     """
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], T = hs.shape[0] - 1, n_chunks, k, start
     cdef Py_ssize_t I = 0
+    if out is not None:
+        T = out.shape[1] if out_batch_major else out.shape[0]
     cdef const floating* xp = NULL
     cdef const floating* xx = NULL
     cdef const floating* bb = NULL
@@ -413,6 +428,23 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     cdef floating* ac = &acts[0, 0, 0] if acts.shape[0] > 0 else NULL    # empty: inference
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
     cdef const floating* wf = NULL
+    cdef fl_out_f32 layout
+    if floating is float:
+        if out is None:                    # the cache rows hs[t + 1, b], cs[t + 1, b]
+            layout.h, layout.h_t, layout.h_b = &hs[1, 0, 0], B * H, H
+            layout.c, layout.c_t, layout.c_b = &cs[1, 0, 0], B * H, H
+        else:
+            if W_fused is None or x is None or c_final is None or ac != NULL:
+                raise ValueError("out needs the fused path with x, c_final and no acts")
+            if (out.shape[0], out.shape[1]) != ((B, T) if out_batch_major else (T, B)) \
+                    or out.shape[2] != H or c_final.shape[0] != B or c_final.shape[1] != H:
+                raise ValueError("out must be (B, T, H) or (T, B, H), c_final (B, H)")
+            layout.h, layout.h_t, layout.h_b = &out[0, 0, 0], H, T * H
+            if not out_batch_major:
+                layout.h_t, layout.h_b = B * H, H
+            layout.c, layout.c_t, layout.c_b = &c_final[0, 0], 0, H
+    elif out is not None:
+        raise ValueError("out is for the fused float32 path")
     if W_fused is not None and floating is float:
         if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != (I + H) * 64:
             raise ValueError("W_fused is not W (or [W_x; W_h] with x) packed by pack_fused")
@@ -424,7 +456,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                             fb, clip, &seq_len[0], &order[start], _chunk_start(k + 1, B, n_chunks) - start,
                             B, H, &hs[0, 0, 0], &cs[0, 0, 0], ac, cu,
                             &h_loc[start, 0], &h_alt[start, 0], &c_loc[start, 0],
-                            &z_loc[start, 0], &act_tmp[k, 0], I, xx, bb)
+                            &z_loc[start, 0], &act_tmp[k, 0], I, xx, bb, &layout)
 
 
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,

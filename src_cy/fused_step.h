@@ -20,6 +20,17 @@
 #include <stdint.h>
 #include "gate_math.h"
 
+/* Where the fused forward writes step t of sequence b: h_t at h + t * h_t + b * h_b, c_t
+ * at c + t * c_t + b * c_b. Training: the cache rows hs[t + 1, b], cs[t + 1, b]. Inference:
+ * h into the caller's outputs in their own layout (batch- or time-major: no transposing
+ * copy), c with c_t = 0 into one row per sequence, which ends as its final cell state. */
+typedef struct {
+    float* h;
+    ptrdiff_t h_t, h_b;
+    float* c;
+    ptrdiff_t c_t, c_b;
+} fl_out_f32;
+
 /* The packed layouts, in C because packing per call in NumPy cost ~20 us, more than a
  * whole B=1 step sequence's arithmetic (fastlstm/backends/_chunking.py holds the same
  * layouts in NumPy, the reference the tests compare these with).
@@ -182,8 +193,8 @@ static void fl_lstm_fwd_fused_f32(
         const float* restrict xproj, ptrdiff_t I, const float* restrict x,
         const float* restrict bias, const float* restrict peep, int use_peep,
         float forget_bias, float clip, float* restrict c_loc, float* restrict h_new,
-        float* restrict acts, float* restrict act_tmp, float* restrict cs,
-        float* restrict hs, float* restrict c_unclipped) {
+        float* restrict acts, float* restrict act_tmp, const fl_out_f32* out,
+        float* restrict c_unclipped) {
     float ztile[4][64] __attribute__((aligned(64)));
     const ptrdiff_t G = 4 * H, groups = (H + 15) / 16, KX = x ? I : 0;
     if (n_rows == 1) {                           /* four groups at once: fl_row_4blocks */
@@ -194,11 +205,12 @@ static void fl_lstm_fwd_fused_f32(
                            Wp + g0 * (KX + H) * 64, (KX + H) * 64, nb, ztile);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 const ptrdiff_t u0 = 16 * (g0 + j), n = H - u0 < 16 ? H - u0 : 16;
-                const ptrdiff_t xo = (t * B + b) * G + u0, so = ((t + 1) * B + b) * H + u0;
+                const ptrdiff_t xo = (t * B + b) * G + u0;
                 fl_lstm_fwd_row_f32(n, H, 16, x ? bias + u0 : xproj + xo, ztile[j],
                                     peep + u0, use_peep, forget_bias, clip, c_loc + u0,
-                                    h_new + u0, acts ? acts + xo : act_tmp + u0, cs + so,
-                                    hs + so,
+                                    h_new + u0, acts ? acts + xo : act_tmp + u0,
+                                    out->c + t * out->c_t + b * out->c_b + u0,
+                                    out->h + t * out->h_t + b * out->h_b + u0,
                                     clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
             }
         }
@@ -219,11 +231,13 @@ static void fl_lstm_fwd_fused_f32(
                          Wg, ztile);
             for (ptrdiff_t rr = 0; rr < nr; rr++) {
                 const ptrdiff_t r = r0 + rr, b = rows[r];
-                const ptrdiff_t xo = (t * B + b) * G + u0, so = ((t + 1) * B + b) * H + u0;
+                const ptrdiff_t xo = (t * B + b) * G + u0;
                 fl_lstm_fwd_row_f32(n, H, 16, x ? bias + u0 : xproj + xo, ztile[rr],
                                     peep + u0, use_peep, forget_bias, clip,
                                     c_loc + r * H + u0, h_new + r * H + u0,
-                                    acts ? acts + xo : act_tmp + u0, cs + so, hs + so,
+                                    acts ? acts + xo : act_tmp + u0,
+                                    out->c + t * out->c_t + b * out->c_b + u0,
+                                    out->h + t * out->h_t + b * out->h_b + u0,
                                     clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
             }
         }
@@ -272,7 +286,7 @@ static void fl_lstm_fwd_fused_f32(
         const int64_t* rows, ptrdiff_t B, ptrdiff_t t, const float* xproj, ptrdiff_t I,
         const float* x, const float* bias, const float* peep, int use_peep,
         float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
-        float* act_tmp, float* cs, float* hs, float* c_unclipped) {}
+        float* act_tmp, const fl_out_f32* out, float* c_unclipped) {}
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
                               const float* WTp, float* dh) {}
 #endif

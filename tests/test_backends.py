@@ -97,6 +97,11 @@ def test_reused_buffers_leave_nothing_stale(backend, cell_name):
     np.testing.assert_array_equal(out, got[0])
     for a, b in zip(fl_state_parts(st), fl_state_parts(got[1])):
         np.testing.assert_array_equal(a, b)
+    out_tm, st_tm = fl.dynamic_rnn(cell, x.transpose(1, 0, 2), lengths, initial_state=state,
+                                   time_major=True, backend=backend)
+    np.testing.assert_array_equal(out_tm.transpose(1, 0, 2), got[0])
+    for a, b in zip(fl_state_parts(st_tm), fl_state_parts(got[1])):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))

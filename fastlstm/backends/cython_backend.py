@@ -86,6 +86,24 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
                             x, bias)
 
 
+def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
+                     seq_len, h0, c_state, out, out_batch_major, c_unclipped, n_threads=1):
+    """Inference without a history, where :func:`fuses_input`: as
+    :func:`lstm_forward_input`, but the outputs go straight to ``out`` ((B, T, H) with
+    ``out_batch_major``, else (T, B, H); written at existing steps only) and no hs / cs /
+    acts are kept. ``c_state`` (B, H) holds the initial cell state on entry and each
+    sequence's final one on return; ``h0`` (B, H) is the initial output.
+
+    Measured at the seed's size: the history (hs and cs, 3.7 MB) and the transposing
+    copy of the outputs were ~15% of an inference.
+    """
+    _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias, cell_clip,
+                            seq_len, h0[None], c_state[None], _NO_XPROJ, c_unclipped,
+                            n_threads, chunk_rows(h0.shape[0], True),
+                            _recurrent.pack_fused(W, W_x), x, bias, out, out_batch_major,
+                            c_state)
+
+
 _NO_XPROJ = np.empty((0, 0, 0), np.float32)
 
 
