@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._sequences import Sequences, from_sequences, to_sequences
-from ._threads import threads
+from ._threads import blas_threads, threads
 from .backends import get_backend
 from .network import CELL_KINDS, READOUTS, SequenceNetwork
 from .optimizers import OPTIMIZERS
@@ -171,7 +171,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         epochs = 1 if incremental else self.max_iter
         n_iter = 0
         try:
-            with threads(self._n_threads()):
+            with threads(self._n_threads()), blas_threads(1):
                 self._print_header(val_idx is not None)
                 for epoch in range(epochs):
                     t0 = time.perf_counter()
@@ -309,7 +309,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
     def _decision(self, X):
         check_is_fitted(self, "network_")
         seq, _ = self._sequences(X, reset=False)
-        with threads(self._n_threads()):
+        with threads(self._n_threads()), blas_threads(1):
             return self._forward_all(self.network_, seq, np.arange(len(seq)), self.backend_)
 
     def transform(self, X):
@@ -322,7 +322,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "network_")
         seq, _ = self._sequences(X, reset=False)
         feats = []
-        with threads(self._n_threads()):
+        with threads(self._n_threads()), blas_threads(1):
             for start in range(0, len(seq), _PREDICT_BATCH):
                 b = np.arange(start, min(start + _PREDICT_BATCH, len(seq)))
                 L = seq.lengths[b]

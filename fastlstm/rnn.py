@@ -7,12 +7,13 @@ over all steps afterwards. Knows nothing about scikit-learn.
 """
 
 from dataclasses import dataclass
+import functools
 
 import numpy as np
 
 from . import _gemm, _layout
 from ._workspace import recycled, scratch
-from ._threads import get_num_threads
+from ._threads import blas_threads, get_num_threads
 from .backends import get_backend
 from .cells import LSTMStateTuple, _Cell
 
@@ -136,6 +137,17 @@ def _check_state(cell, state, batch_size, name):
     return None, one(state, name)
 
 
+def _under_one_blas_limit(fn):
+    """Run ``fn`` with BLAS at one thread throughout: the kernels' and GEMMs' own limits
+    nest in it for free (see :func:`fastlstm._threads.blas_threads`)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with blas_threads(1):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_under_one_blas_limit
 def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_major=False,
                 backend="auto", return_cache=False):
     """Run ``cell`` over batches of sequences, as TensorFlow 1.x's ``tf.nn.dynamic_rnn``.
@@ -292,6 +304,7 @@ def _peepholes(cell):
     return np.zeros((3, cell.num_units), cell.dtype)
 
 
+@_under_one_blas_limit
 def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient=True):
     """Gradients of a loss through :func:`dynamic_rnn` (backpropagation through time).
 

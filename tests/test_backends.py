@@ -294,3 +294,23 @@ def test_a_sequence_alone_gets_the_bits_it_gets_in_a_batch(cell_name):
                                      backend="cython")
         np.testing.assert_array_equal(one[0], out[b])
         np.testing.assert_array_equal(one_st.c[0], st.c[b])
+
+
+def test_blas_thread_limit_is_restored_after_calls_and_errors():
+    """fastlstm holds BLAS at one thread only while it runs (one limit per call, nested
+    limits free); the caller's BLAS threads come back, also after a ValueError."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    cell = make_cell("lstm", 4, 3, dtype=np.float32)
+    x, lengths, state = make_case(cell, 5, 3)
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        out, st, cache = fl.dynamic_rnn(cell, x, lengths, state, return_cache=True)
+        fl.dynamic_rnn_backward(cell, cache, np.ones_like(out))
+        assert blas_threads() == before
+        with pytest.raises(ValueError):
+            fl.dynamic_rnn(cell, x[:, :, :2], lengths, state)
+        assert blas_threads() == before
