@@ -74,7 +74,10 @@ def extensions():
         extra_compile_args=["-O3"] + compile_args,
         extra_link_args=link_args,
     )
-    return cythonize([ext], compiler_directives={"language_level": "3"},
+    # -fno-math-errno: sqrt may then be vectorized (errno is never read here)
+    update = Extension("fastlstm._update", ["src_cy/_update.pyx"],
+                       extra_compile_args=["-O3", "-fno-math-errno"])
+    return cythonize([ext, update], compiler_directives={"language_level": "3"},
                      build_dir=os.environ.get("FASTLSTM_CYTHON_BUILD_DIR"))
 
 

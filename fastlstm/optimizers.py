@@ -7,6 +7,16 @@ saved, restored and continued (``warm_start``, ``partial_fit``).
 
 import numpy as np
 
+try:                                   # one compiled pass per array (src_cy/_update.pyx)
+    from . import _update
+except ImportError:                    # a build without the extension: NumPy below
+    _update = None
+
+
+def _flat(arr):
+    """1-D view of a C-contiguous array (None when it is not one)."""
+    return arr.reshape(-1) if arr.flags.c_contiguous else None
+
 
 class Adam:
     """Adam with bias correction. ``params`` and ``grads`` are dicts of same-shape arrays.
@@ -35,6 +45,13 @@ class Adam:
             g = grads[name]
             m = self.m.setdefault(name, np.zeros_like(p))
             v = self.v.setdefault(name, np.zeros_like(p))
+            flat = [_flat(a) for a in (p, m, v)]
+            if _update is not None and all(f is not None for f in flat) \
+                    and m.dtype == v.dtype == p.dtype:
+                g_flat = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
+                _update.adam_update(flat[0], g_flat, flat[1], flat[2], self.beta_1,
+                                    self.beta_2, lr, self.epsilon)
+                continue
             m *= self.beta_1
             m += (1 - self.beta_1) * g
             v *= self.beta_2
@@ -60,6 +77,12 @@ class SGD:
         """One update of every array in ``params`` (in place) from ``grads``."""
         for name, p in params.items():
             v = self.velocity.setdefault(name, np.zeros_like(p))
+            flat = [_flat(a) for a in (p, v)]
+            if _update is not None and all(f is not None for f in flat) and v.dtype == p.dtype:
+                g_flat = np.ascontiguousarray(grads[name], dtype=p.dtype).reshape(-1)
+                _update.momentum_update(flat[0], g_flat, flat[1], self.momentum,
+                                        self.learning_rate)
+                continue
             v *= self.momentum
             v -= self.learning_rate * grads[name]
             p += v.astype(p.dtype, copy=False)
