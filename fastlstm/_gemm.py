@@ -88,8 +88,19 @@ def _compiled():
     return _recurrent
 
 
+#: Products below this many multiply-adds run as one single-threaded BLAS call: the
+#: parallel region and the blocks cost more than they save (measured in a seed-model fit:
+#: the network's 2-4 MFLOP products took 50-70 us each as blocks, ~5-20 us as one call).
+MIN_BLOCKED_MACS = 1 << 22
+
+
 def _gemm(a, b, trans_a, trans_b, n_threads, out):
-    """``op(a) @ op(b)`` into ``out`` (M, N), columns in per-core blocks."""
+    """``op(a) @ op(b)`` into ``out`` (M, N), in per-core blocks unless small."""
+    K = a.shape[0] if trans_a else a.shape[1]
+    if out.shape[0] * out.shape[1] * K < MIN_BLOCKED_MACS:
+        with blas_threads(1):           # one call: the same bits for any thread count
+            np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        return out
     blocks = column_blocks(out.shape[1])
     kernels = _compiled()
     if kernels is not None and a.dtype == b.dtype == out.dtype and a.flags.c_contiguous \
