@@ -42,7 +42,8 @@ cdef extern from "fused_step.h":
                                const float* x, const float* bias, const float* peep,
                                int use_peep, float forget_bias, float clip, float* c_loc,
                                float* h_new, float* acts, float* act_tmp,
-                               const fl_out_f32* out, float* c_unclipped) noexcept nogil
+                               const fl_out_f32* out, float* c_unclipped, Py_ssize_t g_lo,
+                               Py_ssize_t g_hi) noexcept nogil
 
 cdef extern from "fused_step.h":
     void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
@@ -310,7 +311,7 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                 fl_lstm_fwd_fused_f32(n_active, H, h_loc, W_fused, rows, B, t, xproj, I, x,
                                       bias, peep, use_peep, forget_bias, clip, c_loc, h_alt,
                                       acts, act_tmp, <const fl_out_f32*>out_layout,
-                                      c_unclipped)
+                                      c_unclipped, 0, (H + 15) // 16)
                 swap = h_loc                   # h_alt holds step t's h: read it next step
                 h_loc = h_alt
                 h_alt = swap
@@ -376,6 +377,35 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
             dc[rows[r] * H + u] = dc_loc[r * H + u]
 
 
+cdef void _lstm_forward_fused_units_thread(
+        const float* W_fused, const float* xproj, Py_ssize_t I, const float* x,
+        const float* bias, const float* peep, bint use_peep, float forget_bias, float clip,
+        const int64_t* seq_len, const int64_t* rows, Py_ssize_t B, Py_ssize_t H,
+        Py_ssize_t n_slices, Py_ssize_t slice_groups, float* acts, float* act_tmp,
+        const fl_out_f32* out, float* c_unclipped, float* h_buf,
+        float* c_loc) noexcept nogil:
+    # The fused step with the hidden units split over threads: slice s = groups
+    # s * slice_groups ..., all rows; thread k runs slices k, k + n_threads, ...; one
+    # barrier per step lets every slice see the whole new h (double-buffered in h_buf).
+    # Each row's sums are the chunked path's, so are its bits.
+    cdef int tid = threadid(), n_threads = fastlstm_num_threads()
+    cdef Py_ssize_t s, t, g_lo, g_hi, n_active = B, n_steps = seq_len[rows[0]]
+    cdef Py_ssize_t groups = (H + 15) // 16
+    for t in range(n_steps):
+        while seq_len[rows[n_active - 1]] <= t:
+            n_active -= 1
+        s = tid
+        while s < n_slices:
+            g_lo = s * slice_groups
+            g_hi = min(groups, g_lo + slice_groups)
+            fl_lstm_fwd_fused_f32(n_active, H, &h_buf[(t % 2) * B * H], W_fused, rows, B, t,
+                                  xproj, I, x, bias, peep, use_peep, forget_bias, clip,
+                                  c_loc, &h_buf[((t + 1) % 2) * B * H], acts, act_tmp, out,
+                                  c_unclipped, g_lo, g_hi)
+            s = s + n_threads
+        fastlstm_barrier()
+
+
 def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                  const floating[:, ::1] peepholes, bint use_peepholes, double forget_bias,
                  double cell_clip, const int64_t[::1] seq_len, floating[:, :, ::1] hs,
@@ -383,7 +413,8 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                  floating[:, :, ::1] c_unclipped, int n_threads, Py_ssize_t chunk_rows,
                  const floating[:, ::1] W_fused=None, const floating[:, :, ::1] x=None,
                  const floating[::1] bias=None, floating[:, :, ::1] out=None,
-                 bint out_batch_major=False, floating[:, ::1] c_final=None):
+                 bint out_batch_major=False, floating[:, ::1] c_final=None,
+                 Py_ssize_t unit_slices=0):
     """LSTM recurrence; see ``fastlstm.reference.lstm_forward``.
 
     ``W_fused``: ``W`` packed by ``fastlstm.backends._chunking.pack_fused`` to run the
@@ -396,6 +427,9 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     history. Outputs go straight to ``out`` (written at existing steps only), the last
     cell state of each sequence to ``c_final``; ``hs`` and ``cs`` are only read at row 0
     (the initial state) and ``acts`` must be empty.
+    ``unit_slices`` > 0 (fused path only): the whole batch in one loop with the hidden
+    units split into that many slices of 16-unit groups, one barrier per step, instead
+    of batch chunks (``chunk_rows`` unused).
     """
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], T = hs.shape[0] - 1, n_chunks, k, start
     cdef Py_ssize_t I = 0
@@ -449,6 +483,29 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
         if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != (I + H) * 64:
             raise ValueError("W_fused is not W (or [W_x; W_h] with x) packed by pack_fused")
         wf = &W_fused[0, 0]
+    cdef Py_ssize_t slice_groups, r, u
+    cdef float[:, :, ::1] h_buf
+    cdef float[:, ::1] c_units
+    if unit_slices > 0:
+        if floating is not float:
+            raise ValueError("unit_slices needs the fused float32 path")
+        else:
+            if wf == NULL:
+                raise ValueError("unit_slices needs the fused float32 path")
+            slice_groups = ((H + 15) // 16 + unit_slices - 1) // unit_slices
+            h_buf = np.empty((2, B, H), np.float32)
+            c_units = np.empty((B, H), np.float32)
+            order = _chunk_order(seq_len)
+            for r in range(B):
+                for u in range(H):
+                    h_buf[0, r, u] = hs[0, order[r], u]
+                    c_units[r, u] = cs[0, order[r], u]
+            with nogil, parallel(num_threads=min(n_threads, unit_slices)):
+                _lstm_forward_fused_units_thread(
+                    wf, xp, I, xx, bb, &peepholes[0, 0], use_peepholes, fb, clip,
+                    &seq_len[0], &order[0], B, H, unit_slices, slice_groups, ac,
+                    &act_tmp[0, 0], &layout, cu, &h_buf[0, 0, 0], &c_units[0, 0])
+            return
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)

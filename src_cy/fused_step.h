@@ -226,13 +226,15 @@ static void fl_lstm_fwd_fused_f32(
         const float* restrict bias, const float* restrict peep, int use_peep,
         float forget_bias, float clip, float* restrict c_loc, float* restrict h_new,
         float* restrict acts, float* restrict act_tmp, const fl_out_f32* out,
-        float* restrict c_unclipped) {
+        float* restrict c_unclipped, ptrdiff_t g_lo, ptrdiff_t g_hi) {
+    /* groups g_lo .. g_hi - 1 only (units 16 g_lo .. 16 g_hi - 1): the whole step is
+     * 0 .. ceil(H / 16); the hidden-unit split gives each thread its own range */
     float ztile[4][64] __attribute__((aligned(64)));
-    const ptrdiff_t G = 4 * H, groups = (H + 15) / 16, KX = x ? I : 0;
+    const ptrdiff_t G = 4 * H, KX = x ? I : 0;
     if (n_rows == 1) {                           /* four groups at once: fl_row_4blocks */
         const ptrdiff_t b = rows[0];
-        for (ptrdiff_t g0 = 0; g0 < groups; g0 += 4) {
-            const ptrdiff_t nb = groups - g0 < 4 ? groups - g0 : 4;
+        for (ptrdiff_t g0 = g_lo; g0 < g_hi; g0 += 4) {
+            const ptrdiff_t nb = g_hi - g0 < 4 ? g_hi - g0 : 4;
             fl_row_4blocks(KX, x ? x + (t * B + b) * I : NULL, H, h_old,
                            Wp + g0 * (KX + H) * 64, (KX + H) * 64, nb, ztile);
             for (ptrdiff_t j = 0; j < nb; j++) {
@@ -248,7 +250,7 @@ static void fl_lstm_fwd_fused_f32(
         }
         return;
     }
-    for (ptrdiff_t g = 0; g < groups; g++) {
+    for (ptrdiff_t g = g_lo; g < g_hi; g++) {
         const float* Wg = Wp + g * (KX + H) * 64;
         const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
@@ -318,7 +320,8 @@ static void fl_lstm_fwd_fused_f32(
         const int64_t* rows, ptrdiff_t B, ptrdiff_t t, const float* xproj, ptrdiff_t I,
         const float* x, const float* bias, const float* peep, int use_peep,
         float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
-        float* act_tmp, const fl_out_f32* out, float* c_unclipped) {}
+        float* act_tmp, const fl_out_f32* out, float* c_unclipped, ptrdiff_t g_lo,
+        ptrdiff_t g_hi) {}
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
                               const float* WTp, float* dh) {}
 #endif

@@ -277,15 +277,19 @@ def test_compiled_packing_matches_the_numpy_layouts():
                                       _chunking.pack_fused_t(W_h))
 
 
+@pytest.mark.parametrize("H", [70, 130])
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
-def test_a_sequence_alone_gets_the_bits_it_gets_in_a_batch(cell_name):
+def test_a_sequence_alone_gets_the_bits_it_gets_in_a_batch(cell_name, H):
     """The fused AVX-512 float32 step runs a lone row (a batch of one, or the last
-    sequence left in a chunk) with its one-row kernel, rows in 4-row tiles otherwise: the
-    same sequential sums, so the same bits."""
-    from fastlstm.backends.cython_backend import FUSED_STEP
-    if not FUSED_STEP:
+    sequence left in a chunk) with its one-row kernel, rows in 4-row tiles otherwise, and
+    a batch of one with H = 130 with the hidden units split over the cores: the same
+    sequential sums, so the same bits."""
+    from fastlstm.backends import cython_backend as cb
+    if not cb.FUSED_STEP:
         pytest.skip("this CPU has no AVX-512: BLAS path, whose rounding may follow M")
-    cell = make_cell(cell_name, 70, 5, dtype=np.float32, seed=1)
+    if H == 130 and cb.default_num_threads() > 1:
+        assert cb.fused_unit_slices(1, H) > 0 and cb.fused_unit_slices(9, H) == 0
+    cell = make_cell(cell_name, H, 5, dtype=np.float32, seed=1)
     x, lengths, state = make_case(cell, 9, 6, seed=3)
     out, st = fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend="cython")
     for b in range(9):

@@ -8,7 +8,8 @@ from .. import _recurrent
 from .._threads import blas_threads
 import numpy as np
 
-from ._chunking import chunk_rows, pack_unit_slices, unit_slices
+from .._threads import default_num_threads
+from ._chunking import chunk_rows, n_chunks, pack_unit_slices, unit_slices
 
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
@@ -31,20 +32,43 @@ rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
 rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
 
 
+#: The fused step splits the hidden units of a one-chunk batch (B <= 4 on 2 cores) over
+#: the cores when each core gets at least this many 16-unit groups. Measured (2 threads,
+#: min of 4 runs, inference ms, one chunk / unit split): (4, 100, 64, 128) 0.54 / 0.34;
+#: (1, 100, 32, 128) 0.26 / 0.18, but with 2 groups per core (1, 100, 32, 64) 0.105 /
+#: 0.121: the per-step barrier costs more than half the step saves.
+MIN_GROUPS_PER_SLICE = 4
+
+
+def fused_unit_slices(batch_size, num_units):
+    """Slices for the fused step's hidden-unit split (one per core), or 0: batch chunks."""
+    cores = default_num_threads()
+    groups = -(-num_units // 16)
+    if cores < 2 or n_chunks(batch_size, True) > 1 or groups < cores * MIN_GROUPS_PER_SLICE:
+        return 0
+    return cores
+
+
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
                  acts, c_unclipped, n_threads=1):
     """LSTM recurrence; see :func:`fastlstm.reference.lstm_forward`.
 
     Batches of one chunk split the hidden units over the cores instead of the batch.
     """
-    fused = FUSED_STEP and W.dtype == np.float32
-    plan = unit_slices(hs.shape[1], hs.shape[2], fused)
+    B, H = hs.shape[1], hs.shape[2]
+    if FUSED_STEP and W.dtype == np.float32:
+        # no BLAS runs in the fused step: no thread limit to set (threadpoolctl ~10 us)
+        _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip,
+                                seq_len, hs, cs, acts, c_unclipped, n_threads,
+                                chunk_rows(B, True), _recurrent.pack_fused(W),
+                                unit_slices=fused_unit_slices(B, H))
+        return
+    plan = unit_slices(B, H)
     if plan is None:
         with blas_threads(1):
             _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias,
                                     cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
-                                    chunk_rows(hs.shape[1], fused),
-                                    _recurrent.pack_fused(W) if fused else None)
+                                    chunk_rows(B))
         return
     n_slices, width = plan
     with blas_threads(1):
@@ -62,11 +86,9 @@ MAX_FUSED_INPUT_WIDTH = 1024
 
 def fuses_input(dtype, batch_size, input_size, num_units):
     """True when :func:`lstm_forward_input` runs these sizes: float32 on the fused AVX-512
-    path (not the hidden-unit split) with ``input_size + num_units`` at most
-    ``MAX_FUSED_INPUT_WIDTH``."""
+    path with ``input_size + num_units`` at most ``MAX_FUSED_INPUT_WIDTH``."""
     return (FUSED_STEP and np.dtype(dtype) == np.float32
-            and input_size + num_units <= MAX_FUSED_INPUT_WIDTH
-            and unit_slices(batch_size, num_units, True) is None)
+            and input_size + num_units <= MAX_FUSED_INPUT_WIDTH)
 
 
 def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
@@ -83,7 +105,7 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
     _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias, cell_clip,
                             seq_len, hs, cs, acts, c_unclipped, n_threads,
                             chunk_rows(hs.shape[1], True), _recurrent.pack_fused(W, W_x),
-                            x, bias)
+                            x, bias, unit_slices=fused_unit_slices(hs.shape[1], hs.shape[2]))
 
 
 def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
@@ -101,7 +123,7 @@ def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cel
                             seq_len, h0[None], c_state[None], _NO_XPROJ, c_unclipped,
                             n_threads, chunk_rows(h0.shape[0], True),
                             _recurrent.pack_fused(W, W_x), x, bias, out, out_batch_major,
-                            c_state)
+                            c_state, fused_unit_slices(h0.shape[0], h0.shape[1]))
 
 
 _NO_XPROJ = np.empty((0, 0, 0), np.float32)
