@@ -84,11 +84,21 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
 MAX_FUSED_INPUT_WIDTH = 1024
 
 
+#: Below this batch size the input projection stays inside the step only for narrow
+#: inputs (I <= H / 2): a tiny batch's step is a chain of latencies that x W_x would
+#: lengthen, while the GEMM before the loop runs all steps at once. Measured (ms, in-step /
+#: GEMM first): (1, 150, 256, 256) 1.41 / 0.88, (2, 150, 256, 256) 1.73 / 1.36,
+#: (8, 150, 256, 256) 3.90 / 3.83; but (1, 100, 32, 128) 0.18 / 0.21.
+MIN_BATCH_FUSED_WIDE_INPUT = 8
+
+
 def fuses_input(dtype, batch_size, input_size, num_units):
     """True when :func:`lstm_forward_input` runs these sizes: float32 on the fused AVX-512
-    path with ``input_size + num_units`` at most ``MAX_FUSED_INPUT_WIDTH``."""
+    path with ``input_size + num_units`` at most ``MAX_FUSED_INPUT_WIDTH`` and, for a
+    batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2``."""
     return (FUSED_STEP and np.dtype(dtype) == np.float32
-            and input_size + num_units <= MAX_FUSED_INPUT_WIDTH)
+            and input_size + num_units <= MAX_FUSED_INPUT_WIDTH
+            and (batch_size >= MIN_BATCH_FUSED_WIDE_INPUT or 2 * input_size <= num_units))
 
 
 def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
