@@ -215,7 +215,6 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
     # dW_h) and cs (peephole gradients: 0 * a stale NaN would poison the sum); everything
     # for the reference, whose backward reads every row and masks.
     zero_all = be.NAME == "numpy"
-    tails = _missing_steps(seq_len, T)
 
     def buffer(name, shape, history=False):
         if return_cache:
@@ -223,7 +222,7 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
         else:
             arr = scratch(name, shape, cell.dtype, zero=zero_all)
         if history and not zero_all:
-            _zero_tails(arr[1:], tails)
+            _zero_tails(arr[1:], seq_len)
         return arr
 
     hs = buffer("hs", (T + 1, B, H), history=True)
@@ -269,12 +268,7 @@ def _infer_fused(be, cell, x, seq_len, h0, c0, time_major, n_threads):
     be.lstm_infer_input(x, p["kernel"], p["bias"], p["recurrent_kernel"], _peepholes(cell),
                         cell.use_peepholes, cell.forget_bias, clip, seq_len, h0, c_state,
                         out, not time_major, c_unclipped, n_threads)
-    tails = _missing_steps(seq_len, T)     # (T, B): outputs past each end are zero
-    if tails is not None:
-        if time_major:
-            out[tails] = 0
-        else:
-            out[tails.T] = 0
+    _zero_tails(out, seq_len, time_major)  # outputs past each end are zero
     batch = np.arange(B)
     last = np.maximum(seq_len - 1, 0)
     h_final = out[last, batch] if time_major else out[batch, last]
@@ -298,19 +292,19 @@ def _zeros(size, dtype):
     return buf[:size]
 
 
-def _missing_steps(seq_len, n_steps):
-    """Boolean (T, B) mask of the steps past each sequence's end, or None when there are
-    none (every sequence has all ``n_steps``)."""
-    if np.all(seq_len == n_steps):
-        return None
-    return np.arange(n_steps)[:, None] >= seq_len[None, :]
+def _short_sequences(seq_len, n_steps):
+    """Indices of the sequences shorter than ``n_steps`` (those with steps to zero)."""
+    return np.flatnonzero(seq_len < n_steps)
 
 
-def _zero_tails(arr, tails):
-    """Zero ``arr`` (T, B, ...) at the steps ``tails`` marks (see :func:`_missing_steps`):
-    only those rows, not the whole multi-megabyte array."""
-    if tails is not None:
-        arr[tails] = 0
+def _zero_tails(arr, seq_len, time_major=True):
+    """Zero ``arr`` (T, B, ...) or, with ``time_major=False``, (B, T, ...) at the steps
+    past each sequence's end: one slice per short sequence, only those rows."""
+    for b in _short_sequences(seq_len, arr.shape[0] if time_major else arr.shape[1]):
+        if time_major:
+            arr[seq_len[b]:, b] = 0
+        else:
+            arr[b, seq_len[b]:] = 0
 
 
 def _peepholes(cell):
@@ -376,7 +370,7 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
     p = cell.params
     n_threads = get_num_threads()
     dz = scratch("dz", (T, B, GH), cell.dtype, zero=be.NAME == "numpy")
-    _zero_tails(dz, _missing_steps(seq_len, T))        # zero at missing steps
+    _zero_tails(dz, seq_len)                           # zero at missing steps
     if cell.kind == "rnn":
         be.rnn_backward(p["recurrent_kernel"], seq_len, hs, d_out, dh, dz, n_threads)
     else:
