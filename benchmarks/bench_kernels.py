@@ -124,8 +124,14 @@ def main(argv=None):
           f"threads {args.threads}; torch {torch.__version__} "
           f"(mkldnn={torch.backends.mkldnn.is_available()}); numpy {np.__version__}")
     print(f"BLAS: {'; '.join(sorted(set(blas)))}; OpenBLAS env: {env}")
-    print("kernel path: per-step products in SciPy's BLAS (single-threaded inside the "
-          "kernels' parallel region), fused gate math compiled by Cython / Numba")
+    from fastlstm.backends.cython_backend import FUSED_STEP
+    if FUSED_STEP:
+        print("kernel path (cython, float32): fused AVX-512 step (packed [W_x; W_h], 4-row "
+              "register tiles, gate math in L1; src_cy/fused_step.h); numba: BLAS per step")
+    else:
+        print("kernel path: no AVX-512 on this CPU: per-step products in SciPy's BLAS "
+              "(single-threaded inside the kernels' parallel region), gate math compiled "
+              "for AVX2 / baseline x86-64")
     print(f"sgemm 2048^3 rate: {rate:.0f} GFLOP/s\n")
 
     cases = [(c, None) for c in configs]
