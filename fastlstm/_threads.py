@@ -80,21 +80,30 @@ def _blas_controller():
 
 @contextlib.contextmanager
 def blas_threads(n):
-    """Context manager limiting every loaded BLAS to ``n`` threads (threadpoolctl).
+    """Context manager limiting every loaded BLAS to ``n`` threads.
 
     Nested uses with the same ``n`` cost nothing: the outermost one holds the limit. Why:
-    each limit and restore costs ~8 us, and restoring OpenBLAS to several threads wakes
-    its worker threads, which then spin on the cores the kernels use (measured: in a
-    seed-model fit, GEMMs of 4 MFLOP took 130-200 us with a limit per GEMM, 50-70 us
-    under one limit around the whole fit).
+    restoring OpenBLAS to several threads wakes its worker threads, which then spin on
+    the cores the kernels use (measured: in a seed-model fit, GEMMs of 4 MFLOP took
+    130-200 us with a limit per GEMM, 50-70 us under one limit around the whole fit).
+    The libraries' own get/set calls are used directly (threadpoolctl's ``limit()`` cost
+    ~30 us per use, a quarter of a B=1 forward), and a library already at ``n`` is left
+    alone.
     """
     held = getattr(_state, "blas_limit", None)
     if held == n:
         yield
         return
-    with _blas_controller().limit(limits=n, user_api="blas"):
-        _state.blas_limit = n
-        try:
-            yield
-        finally:
-            _state.blas_limit = held
+    libs = [lib for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
+    previous = [lib.num_threads for lib in libs]
+    for lib, p in zip(libs, previous):
+        if p != n:
+            lib.set_num_threads(n)
+    _state.blas_limit = n
+    try:
+        yield
+    finally:
+        _state.blas_limit = held
+        for lib, p in zip(libs, previous):
+            if p != n:
+                lib.set_num_threads(p)

@@ -139,7 +139,9 @@ def _check_state(cell, state, batch_size, name):
 
 def _under_one_blas_limit(fn):
     """Run ``fn`` with BLAS at one thread throughout: the kernels' and GEMMs' own limits
-    nest in it for free (see :func:`fastlstm._threads.blas_threads`)."""
+    nest in it for free (see :func:`fastlstm._threads.blas_threads`). For the backward,
+    whose GEMMs follow each other; the forward limits only where it calls BLAS (its
+    fused AVX-512 path calls none)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with blas_threads(1):
@@ -147,7 +149,6 @@ def _under_one_blas_limit(fn):
     return wrapper
 
 
-@_under_one_blas_limit
 def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_major=False,
                 backend="auto", return_cache=False):
     """Run ``cell`` over batches of sequences, as TensorFlow 1.x's ``tf.nn.dynamic_rnn``.
