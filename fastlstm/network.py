@@ -21,8 +21,9 @@ map, ``x_t W_x + b``, so where it saves work the two are folded into one:
 activations (T N x P x G), G being the cell's gate width. The gradients are unfolded by
 the chain rule (:meth:`SequenceNetwork._unfold_gradients`). Exact in real arithmetic; in
 floating point it rounds differently from projecting first. Measured for the seed's MNIST
-model (F = 28, P = H = 128, batches of 128): a training step (forward and backward)
-13.7 ms before, see README for after.
+model (F = 28, P = H = 128, batches of 128): a training step (forward and backward) took
+13.7 ms projecting first, 8.75 ms folded (the first layer's input gradient, which only
+the projection needed, is skipped too).
 """
 
 import copy
