@@ -298,6 +298,24 @@ def _short_sequences(seq_len, n_steps):
     return np.flatnonzero(seq_len < n_steps)
 
 
+#: The products after the backward loop skip the rows of missing steps when at most this
+#: share of the T*B rows exists (the rows are gathered first; their dz is zero, so the
+#: result is the same up to the summation order). Measured on 64 sequences of 25-100
+#: steps (I = 64, H = 128; 62% of the rows exist): a training step 12.1 ms over all rows,
+#: 11.0 ms gathered (min of 4 runs each).
+MAX_SHARE_FOR_GATHER = 0.85
+
+
+def _existing_rows(seq_len, n_steps):
+    """Time-major row indices (t * B + b) of the steps that exist, or None when (almost)
+    all do."""
+    B = seq_len.shape[0]
+    n_existing = int(seq_len.sum())
+    if n_existing > MAX_SHARE_FOR_GATHER * n_steps * B:
+        return None
+    return np.flatnonzero((np.arange(n_steps)[:, None] < seq_len[None, :]).ravel())
+
+
 def _zero_tails(arr, seq_len, time_major=True):
     """Zero ``arr`` (T, B, ...) or, with ``time_major=False``, (B, T, ...) at the steps
     past each sequence's end: one slice per short sequence, only those rows."""
@@ -381,22 +399,27 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
 
     # Everything below sums over all steps at once: large GEMMs, not per-step work.
     dz2 = dz.reshape(T * B, GH)
+    x2, h2 = x.reshape(T * B, I), hs[:-1].reshape(T * B, H)
+    rows = _existing_rows(seq_len, T)
+    if rows is not None:                   # only the steps that exist: see _existing_rows
+        dz2, x2, h2 = dz2[rows], x2[rows], h2[rows]
+    n_rows = dz2.shape[0]
     grads = {}
     if I < H:
         # One GEMM over [x, h_prev, 1]: x^T dz alone, with few rows (I) and a long sum
         # (T*B), runs far below the machine's rate, and the column of ones gives the
         # bias gradient in the same pass. Measured at the seed's size (I = 28, H = 128):
         # 1.91 ms for the two products, 1.72 ms with the copy.
-        xh = scratch("xh", (T * B, I + H + 1), cell.dtype)
-        xh[:, :I] = x.reshape(T * B, I)
-        xh[:, I:I + H] = hs[:-1].reshape(T * B, H)
+        xh = scratch("xh", (n_rows, I + H + 1), cell.dtype)
+        xh[:, :I] = x2
+        xh[:, I:I + H] = h2
         xh[:, I + H] = 1
         d_w = _gemm.matmul_tn(xh, dz2, n_threads)
         grads["kernel"], grads["recurrent_kernel"] = d_w[:I], d_w[I:I + H]
         grads["bias"] = d_w[I + H]
     else:
-        grads["kernel"] = _gemm.matmul_tn(x.reshape(T * B, I), dz2, n_threads)
-        grads["recurrent_kernel"] = _gemm.matmul_tn(hs[:-1].reshape(T * B, H), dz2,
+        grads["kernel"] = _gemm.matmul_tn(np.ascontiguousarray(x2), dz2, n_threads)
+        grads["recurrent_kernel"] = _gemm.matmul_tn(np.ascontiguousarray(h2), dz2,
                                                     n_threads)
         grads["bias"] = dz2.sum(axis=0)
     if cell.use_peepholes:
@@ -409,7 +432,12 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
         grads["w_f_diag"] = (d_f * cs[:-1]).sum(axis=(0, 1))
         grads["w_o_diag"] = (d_o * cs[1:]).sum(axis=(0, 1))
     if input_gradient:
-        d_x = _gemm.matmul_nt(dz2, p["kernel"], n_threads).reshape(T, B, I)
+        d_x = _gemm.matmul_nt(dz2, p["kernel"], n_threads)
+        if rows is not None:
+            d_full = np.zeros((T * B, I), cell.dtype)
+            d_full[rows] = d_x
+            d_x = d_full
+        d_x = d_x.reshape(T, B, I)
         grads["inputs"] = (d_x if cache.time_major
                            else np.ascontiguousarray(d_x.transpose(1, 0, 2)))
     grads["initial_state"] = LSTMStateTuple(dc, dh) if cell.state_is_tuple else dh
