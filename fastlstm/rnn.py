@@ -232,7 +232,8 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
     if cell.kind == "rnn":
         be.rnn_forward(xproj, p["recurrent_kernel"], seq_len, hs, n_threads)
     else:
-        cache.cs = buffer("cs", (T + 1, B, H), history=True)
+        # cs past the ends is read only by the peephole gradients' sums over all steps
+        cache.cs = buffer("cs", (T + 1, B, H), history=cell.use_peepholes)
         cache.cs[0] = c0
         # inference keeps no activations: the kernels skip a quarter of their stores
         cache.acts = buffer("acts", (T, B, GH) if return_cache else (0, 0, 0))
@@ -389,7 +390,9 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
     p = cell.params
     n_threads = get_num_threads()
     dz = scratch("dz", (T, B, GH), cell.dtype, zero=be.NAME == "numpy")
-    _zero_tails(dz, seq_len)                           # zero at missing steps
+    rows = _existing_rows(seq_len, T)
+    if rows is None or cell.use_peepholes:     # else nothing reads dz past the ends
+        _zero_tails(dz, seq_len)
     if cell.kind == "rnn":
         be.rnn_backward(p["recurrent_kernel"], seq_len, hs, d_out, dh, dz, n_threads)
     else:
@@ -400,7 +403,6 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
     # Everything below sums over all steps at once: large GEMMs, not per-step work.
     dz2 = dz.reshape(T * B, GH)
     x2, h2 = x.reshape(T * B, I), hs[:-1].reshape(T * B, H)
-    rows = _existing_rows(seq_len, T)
     if rows is not None:                   # only the steps that exist: see _existing_rows
         dz2, x2, h2 = dz2[rows], x2[rows], h2[rows]
     n_rows = dz2.shape[0]
