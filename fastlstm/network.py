@@ -33,7 +33,7 @@ import numpy as np
 from . import _gemm, _layout
 from ._threads import get_num_threads
 from .cells import BasicRNNCell, LSTMCell
-from .rnn import dynamic_rnn, dynamic_rnn_backward
+from .rnn import _dynamic_rnn, dynamic_rnn_backward
 
 CELL_KINDS = ("lstm", "peephole", "rnn")
 READOUTS = ("last", "mean", "max")
@@ -226,15 +226,21 @@ class SequenceNetwork:
                 h = h * mask
                 cache["masks"].append(mask)
             outs, finals, caches = [], [], []
+            # the last layer's outputs are read out only for "mean" and "max"
+            keep_outputs = layer < len(self.cells) - 1 or self.readout != "last"
             for d in self.directions:
                 inp = h if d == "fw" else _take_steps(h, rev)
-                out, state, *c = dynamic_rnn(row[d], inp, lengths, time_major=True,
-                                             backend=backend, return_cache=keep_cache)
-                outs.append(out if d == "fw" else _take_steps(out, rev))
+                out, state, *c = _dynamic_rnn(row[d], inp, lengths, initial_state=None,
+                                              time_major=True, backend=backend,
+                                              return_cache=keep_cache,
+                                              keep_outputs=keep_outputs)
+                if keep_outputs:
+                    outs.append(out if d == "fw" else _take_steps(out, rev))
                 finals.append(state.h if isinstance(state, tuple) else state)
                 caches.extend(c)
             cache["layers"].append(caches)
-            h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
+            if keep_outputs:
+                h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
         features = self._readout(h, finals, lengths, cache)
         cache["features"] = features
         logits = _gemm.matmul(features, self.params["output/kernel"], n_threads)

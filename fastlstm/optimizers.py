@@ -43,8 +43,9 @@ class Adam:
               / (1 - self.beta_1 ** self.t))
         for name, p in params.items():
             g = grads[name]
-            m = self.m.setdefault(name, np.zeros_like(p))
-            v = self.v.setdefault(name, np.zeros_like(p))
+            if name not in self.m:         # (setdefault would allocate zeros every step)
+                self.m[name], self.v[name] = np.zeros_like(p), np.zeros_like(p)
+            m, v = self.m[name], self.v[name]
             flat = [_flat(a) for a in (p, m, v)]
             if _update is not None and all(f is not None for f in flat) \
                     and m.dtype == v.dtype == p.dtype:
@@ -76,7 +77,9 @@ class SGD:
     def step(self, params, grads):
         """One update of every array in ``params`` (in place) from ``grads``."""
         for name, p in params.items():
-            v = self.velocity.setdefault(name, np.zeros_like(p))
+            if name not in self.velocity:
+                self.velocity[name] = np.zeros_like(p)
+            v = self.velocity[name]
             flat = [_flat(a) for a in (p, v)]
             if _update is not None and all(f is not None for f in flat) and v.dtype == p.dtype:
                 g_flat = np.ascontiguousarray(grads[name], dtype=p.dtype).reshape(-1)

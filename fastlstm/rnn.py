@@ -185,6 +185,15 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
     ValueError
         On any malformed argument, naming it; nothing is computed then.
     """
+    return _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backend,
+                        return_cache)
+
+
+def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backend,
+                 return_cache, keep_outputs=True):
+    """:func:`dynamic_rnn`; ``keep_outputs=False`` returns ``None`` for the outputs of a
+    training forward (a network's last layer read out at its final state does not need
+    them: their copy was 1.8 MB per batch of the seed's model)."""
     _check_cell(cell)
     be = get_backend(backend)
     x = _check_inputs(cell, inputs, bool(time_major))
@@ -247,8 +256,10 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
         else:
             be.lstm_forward(xproj, *args)
 
-    outputs = hs[1:] if time_major else hs[1:].transpose(1, 0, 2)
-    outputs = np.ascontiguousarray(outputs) if not time_major else outputs.copy()
+    outputs = None
+    if keep_outputs or not return_cache:
+        outputs = hs[1:] if time_major else hs[1:].transpose(1, 0, 2)
+        outputs = np.ascontiguousarray(outputs) if not time_major else outputs.copy()
     batch = np.arange(B)
     h_final = hs[seq_len, batch]           # fancy indexing copies: the state at step L_b
     state = (LSTMStateTuple(cache.cs[seq_len, batch], h_final) if cell.state_is_tuple
