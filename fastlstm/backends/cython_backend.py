@@ -1,19 +1,23 @@
 """The ``"cython"`` backend: OpenMP kernels compiled from ``src_cy/_recurrent.pyx``.
 
-The kernels call SciPy's BLAS for the per-step product from inside their own parallel
-region, so every call here limits BLAS to one thread for its duration.
+Two paths. On CPUs with AVX-512, float32 LSTMs run the fused step of
+``src_cy/fused_step.h`` (packed weights, register tiles, gate math in L1; no BLAS), which
+can also compute the input projection itself (``fuses_input``, ``lstm_forward_input``)
+and write inference outputs straight into the caller's layout (``lstm_infer_input``).
+Everything else (float64, the basic RNN, CPUs without AVX-512) calls SciPy's BLAS for
+the per-step product from inside the kernels' parallel region, so those calls limit
+BLAS to one thread for their duration.
 """
 
-from .. import _recurrent
-from .._threads import blas_threads
 import numpy as np
 
-from .._threads import default_num_threads
+from .. import _recurrent
+from .._threads import blas_threads, default_num_threads
 from ._chunking import chunk_rows, n_chunks, pack_unit_slices, unit_slices
 
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
-#: The fused AVX-512 float32 forward step runs on this CPU (src_cy/fused_step.h).
+#: The fused AVX-512 float32 LSTM step runs on this CPU (src_cy/fused_step.h).
 FUSED_STEP = _recurrent.have_fused_step()
 
 
@@ -57,7 +61,7 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
     """
     B, H = hs.shape[1], hs.shape[2]
     if FUSED_STEP and W.dtype == np.float32:
-        # no BLAS runs in the fused step: no thread limit to set (threadpoolctl ~10 us)
+        # no BLAS runs in the fused step: no thread limit to set
         _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip,
                                 seq_len, hs, cs, acts, c_unclipped, n_threads,
                                 chunk_rows(B, True), _recurrent.pack_fused(W),
@@ -111,7 +115,7 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
     the 7 MB round trip of xproj were ~20% of an inference. Only where
     :func:`fuses_input`; x (T, B, I), W_x (I, 4H), bias (4H,).
     """
-    # no BLAS runs in the fused step: no thread limit to set (threadpoolctl costs ~10 us)
+    # no BLAS runs in the fused step: no thread limit to set
     _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias, cell_clip,
                             seq_len, hs, cs, acts, c_unclipped, n_threads,
                             chunk_rows(hs.shape[1], True), _recurrent.pack_fused(W, W_x),
