@@ -50,7 +50,8 @@ cdef extern from "fused_step.h":
                            float* out) noexcept nogil
     void fl_pack_fused_t_f32(Py_ssize_t H, const float* W, float* out) noexcept nogil
     void fl_gemm_dz_wt_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* dz,
-                           const float* WTp, float* dh) noexcept nogil
+                           const float* WTp, float* dh, Py_ssize_t c_lo,
+                           Py_ssize_t c_hi) noexcept nogil
 
 cdef extern from "openmp_shim.h":
     int fastlstm_openmp_enabled() noexcept nogil
@@ -368,7 +369,7 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
                                     &dc_loc[r * H], &dz_loc[r * G], &dz[xo])
         if floating is float:
             if WT_fused != NULL:           # packed AVX-512 product (fused_step.h)
-                fl_gemm_dz_wt_f32(n_active, H, dz_loc, WT_fused, dh_loc)
+                fl_gemm_dz_wt_f32(n_active, H, dz_loc, WT_fused, dh_loc, 0, (H + 63) // 64)
                 continue
         _gemm_rowmajor(True, n_active, H, G, dz_loc, G, W, G, dh_loc, H)
     for r in range(n_active):          # rows of length 0 keep dh, dc as they came
@@ -704,7 +705,10 @@ cdef void _lstm_backward_units_thread(
         const int64_t* seq_len, const int64_t* rows, Py_ssize_t B, Py_ssize_t H,
         Py_ssize_t n_slices, Py_ssize_t width, const floating* cs, const floating* acts,
         const floating* c_unclipped, const floating* d_out, floating* dh, floating* dc,
-        floating* dz, floating* dh_loc, floating* dc_loc, floating* dz_buf) noexcept nogil:
+        floating* dz, floating* dh_loc, floating* dc_loc, floating* dz_buf,
+        const floating* WT_fused) noexcept nogil:
+    # WT_fused != NULL (float32, AVX-512): the slice's dz W_h^T by the packed tiles of
+    # fused_step.h (slices are whole 64-unit blocks then), else one BLAS call per slice.
     cdef int tid = threadid(), n_threads = fastlstm_num_threads()
     cdef Py_ssize_t s, r, t, b, u, u0, n, xo, so, G = 4 * H
     cdef Py_ssize_t n_active = 0, n_steps = seq_len[rows[0]], n_before
@@ -743,6 +747,12 @@ cdef void _lstm_backward_units_thread(
         while s < n_slices:
             _slice_bounds(s, width, H, &u0, &n)
             # dh[:, slice] = dz (n_active, 4H) @ W[slice rows, :].T: whole 4H sum per call
+            if floating is float:
+                if WT_fused != NULL:
+                    fl_gemm_dz_wt_f32(n_active, H, dzl, WT_fused, dh_loc, u0 // 64,
+                                      (u0 + n + 63) // 64)
+                    s = s + n_threads
+                    continue
             _gemm_rowmajor(True, n_active, n, G, dzl, G, &W[u0 * G], G, &dh_loc[u0], H)
             s = s + n_threads
     s = tid
@@ -761,11 +771,24 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
                         const floating[:, :, ::1] c_unclipped,
                         const floating[:, :, ::1] d_outputs, floating[:, ::1] dh,
                         floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
-                        Py_ssize_t n_slices, Py_ssize_t width):
-    """Backward of :func:`lstm_forward_units`; as ``fastlstm.reference.lstm_backward``."""
+                        Py_ssize_t n_slices, Py_ssize_t width,
+                        const floating[:, :, ::1] WT_fused=None):
+    """Backward with the hidden units split over threads; as
+    ``fastlstm.reference.lstm_backward``.
+
+    ``WT_fused`` (float32, AVX-512): ``W.T`` packed by ``pack_fused_t`` for the products;
+    ``width`` must then be a multiple of 64 (whole packed blocks per slice).
+    """
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1]
+    cdef const floating* wt = NULL
     if B == 0 or d_outputs.shape[0] == 0:
         return
+    if WT_fused is not None:
+        if floating is not float or width % 64 != 0 or WT_fused.shape[0] != (H + 63) // 64 \
+                or WT_fused.shape[1] != 4 * H:
+            raise ValueError("WT_fused needs float32, W.T packed by pack_fused_t and "
+                             "slices of whole 64-unit blocks")
+        wt = &WT_fused[0, 0, 0]
     cdef int64_t[::1] order = _chunk_order(seq_len)
     dtype = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] dh_loc = np.empty((B, H), dtype)
@@ -778,4 +801,4 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
                                     &seq_len[0], &order[0], B, H, n_slices, width,
                                     &cs[0, 0, 0], &acts[0, 0, 0], cu, &d_outputs[0, 0, 0],
                                     &dh[0, 0], &dc[0, 0], &dz[0, 0, 0], &dh_loc[0, 0],
-                                    &dc_loc[0, 0], &dz_buf[0, 0])
+                                    &dc_loc[0, 0], &dz_buf[0, 0], wt)

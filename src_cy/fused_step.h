@@ -284,12 +284,15 @@ static void fl_lstm_fwd_fused_f32(
  * A 4 x 64 tile of dh accumulates over k = 0 .. 4H-1 in order, as in the forward. */
 __attribute__((target("avx512f,fma")))
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restrict dz,
-                              const float* restrict WTp, float* restrict dh) {
+                              const float* restrict WTp, float* restrict dh, ptrdiff_t c_lo,
+                              ptrdiff_t c_hi) {
+    /* blocks c_lo .. c_hi - 1 only (units 64 c_lo .. 64 c_hi - 1): the whole product is
+     * 0 .. ceil(H / 64); the hidden-unit split gives each thread its own range */
     float tile[4][64] __attribute__((aligned(64)));
-    const ptrdiff_t K = 4 * H, blocks = (H + 63) / 64;
+    const ptrdiff_t K = 4 * H;
     if (n_rows == 1) {                           /* four blocks at once: fl_row_4blocks */
-        for (ptrdiff_t c0 = 0; c0 < blocks; c0 += 4) {
-            const ptrdiff_t nb = blocks - c0 < 4 ? blocks - c0 : 4;
+        for (ptrdiff_t c0 = c_lo; c0 < c_hi; c0 += 4) {
+            const ptrdiff_t nb = c_hi - c0 < 4 ? c_hi - c0 : 4;
             fl_row_4blocks(K, dz, 0, NULL, WTp + c0 * K * 64, K * 64, nb, tile);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 const ptrdiff_t u0 = 64 * (c0 + j), n = H - u0 < 64 ? H - u0 : 64;
@@ -298,7 +301,7 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
         }
         return;
     }
-    for (ptrdiff_t c = 0; c < blocks; c++) {
+    for (ptrdiff_t c = c_lo; c < c_hi; c++) {
         const float* Wc = WTp + c * K * 64;
         const ptrdiff_t u0 = 64 * c, n = H - u0 < 64 ? H - u0 : 64;
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
@@ -323,7 +326,7 @@ static void fl_lstm_fwd_fused_f32(
         float* act_tmp, const fl_out_f32* out, float* c_unclipped, ptrdiff_t g_lo,
         ptrdiff_t g_hi) {}
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
-                              const float* WTp, float* dh) {}
+                              const float* WTp, float* dh, ptrdiff_t c_lo, ptrdiff_t c_hi) {}
 #endif
 
 #endif

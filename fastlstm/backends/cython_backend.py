@@ -160,6 +160,14 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
                                      chunk_rows(dh.shape[0], False))
         return
     n_slices, width = plan
+    if fused:
+        # whole 64-unit blocks of the packed W_h^T per slice: the fused product, no BLAS
+        width = -(-width // 64) * 64
+        _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
+                                       acts, c_unclipped, d_outputs, dh, dc, dz, n_threads,
+                                       -(-dh.shape[1] // width), width,
+                                       _recurrent.pack_fused_t(W))
+        return
     with blas_threads(1):
         _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
                                        acts, c_unclipped, d_outputs, dh, dc, dz, n_threads,
