@@ -96,27 +96,36 @@ def have_fused_step():
     return bool(fl_have_avx512())
 
 
-def pack_fused(const float[:, ::1] W_h, const float[:, ::1] W_x=None):
+def pack_fused(const float[:, ::1] W_h, const float[:, ::1] W_x=None, out=None):
     """``[W_x; W_h]`` (or ``W_h``) packed for the fused step: see
-    ``fastlstm.backends._chunking.pack_fused`` (the same layout, in NumPy)."""
+    ``fastlstm.backends._chunking.pack_fused`` (the same layout, in NumPy). ``out``: a
+    float32 array of that shape to pack into (a reused one spares the page faults of a
+    fresh one: a few ms for multi-megabyte weights)."""
     cdef Py_ssize_t H = W_h.shape[0], I = 0 if W_x is None else W_x.shape[0]
     if W_h.shape[1] != 4 * H or (W_x is not None and W_x.shape[1] != 4 * H):
         raise ValueError("W_h must be (H, 4H) and W_x (I, 4H)")
-    out = np.empty(((H + 15) // 16, (I + H) * 64), np.float32)
+    if out is None:
+        out = np.empty(((H + 15) // 16, (I + H) * 64), np.float32)
     cdef float[:, ::1] o = out
+    if o.shape[0] != (H + 15) // 16 or o.shape[1] != (I + H) * 64:
+        raise ValueError("out has the wrong shape")
     if H > 0:
         fl_pack_fused_f32(I, &W_x[0, 0] if I > 0 else NULL, H, &W_h[0, 0], &o[0, 0])
     return out
 
 
-def pack_fused_t(const float[:, ::1] W_h):
+def pack_fused_t(const float[:, ::1] W_h, out=None):
     """``W_h.T`` packed for the backward's product: see
-    ``fastlstm.backends._chunking.pack_fused_t`` (the same layout, in NumPy)."""
+    ``fastlstm.backends._chunking.pack_fused_t`` (the same layout, in NumPy). ``out`` as
+    in :func:`pack_fused`."""
     cdef Py_ssize_t H = W_h.shape[0]
     if W_h.shape[1] != 4 * H:
         raise ValueError("W_h must be (H, 4H)")
-    out = np.empty(((H + 63) // 64, 4 * H, 64), np.float32)
+    if out is None:
+        out = np.empty(((H + 63) // 64, 4 * H, 64), np.float32)
     cdef float[:, :, ::1] o = out
+    if o.shape[0] != (H + 63) // 64 or o.shape[1] != 4 * H or o.shape[2] != 64:
+        raise ValueError("out has the wrong shape")
     if H > 0:
         fl_pack_fused_t_f32(H, &W_h[0, 0], &o[0, 0, 0])
     return out

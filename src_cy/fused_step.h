@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "gate_math.h"
 
 /* Where the fused forward writes step t of sequence b: h_t at h + t * h_t + b * h_b, c_t
@@ -40,17 +41,24 @@ typedef struct {
  * past H. */
 static void fl_pack_fused_f32(ptrdiff_t I, const float* Wx, ptrdiff_t H, const float* Wh,
                               float* out) {
-    const ptrdiff_t K = I + H, G = 4 * H, groups = (H + 15) / 16;
-    for (ptrdiff_t g = 0; g < groups; g++)
-        for (ptrdiff_t k = 0; k < K; k++) {
-            const float* row = k < I ? Wx + k * G : Wh + (k - I) * G;
+    /* row by row of W (read in order), each row's 16-unit pieces (fixed-size copies) to
+     * their groups: 7.1 ms for I = H = 1024 group by group with variable-length loops */
+    const ptrdiff_t K = I + H, G = 4 * H, full = H / 16, groups = (H + 15) / 16;
+    for (ptrdiff_t k = 0; k < K; k++) {
+        const float* row = k < I ? Wx + k * G : Wh + (k - I) * G;
+        for (ptrdiff_t g = 0; g < full; g++) {
             float* dst = out + (g * K + k) * 64;
             for (ptrdiff_t gate = 0; gate < 4; gate++)
-                for (ptrdiff_t j = 0; j < 16; j++) {
-                    const ptrdiff_t u = 16 * g + j;
-                    dst[gate * 16 + j] = u < H ? row[gate * H + u] : 0.0f;
-                }
+                memcpy(dst + gate * 16, row + gate * H + 16 * g, 16 * sizeof(float));
         }
+        for (ptrdiff_t g = full; g < groups; g++) {      /* the partial last group */
+            float* dst = out + (g * K + k) * 64;
+            const ptrdiff_t u0 = 16 * g, n = H - u0;
+            for (ptrdiff_t gate = 0; gate < 4; gate++)
+                for (ptrdiff_t j = 0; j < 16; j++)
+                    dst[gate * 16 + j] = j < n ? row[gate * H + u0 + j] : 0.0f;
+        }
+    }
 }
 
 /* fl_pack_fused_t_f32: W_h (H, 4H) -> W_h^T in blocks of 64 units: block c = 4H rows of
