@@ -33,14 +33,31 @@ CONFIGS = [  # (B, T, I, H)
 VARLEN = (64, 100, 64, 128)          # lengths uniform in 25..100
 
 
-def median_time(fn, repeats, min_time=0.0):
+def sample_times(fn, repeats, min_time=0.0):
+    """Times of ``repeats`` calls (more until ``min_time`` seconds), after a warm-up."""
     fn()                                                  # warm-up / JIT
     times = []
     while len(times) < repeats or sum(times) < min_time:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn, repeats, min_time=0.0):
+    return statistics.median(sample_times(fn, repeats, min_time))
+
+
+def interleaved_medians(fns, repeats, min_time, rounds):
+    """Median time of each of ``fns`` (name -> callable), measured in ``rounds`` rounds that
+    take turns, so that a noisy stretch of the shared machine hits every implementation
+    alike instead of whichever ran then."""
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name] += sample_times(fn, max(1, -(-repeats // rounds)),
+                                          min_time / rounds)
+    return {name: statistics.median(t) for name, t in samples.items()}
 
 
 def sgemm_rate(threads, n=2048, repeats=5):
@@ -101,6 +118,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--min-time", type=float, default=0.3,
                    help="keep repeating until this many seconds were measured")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="torch and fastlstm take turns this many times per configuration")
     p.add_argument("--backends", default="cython,numba")
     p.add_argument("--configs", default="all",
                    help="'all', or ';'-separated B,T,I,H tuples")
@@ -138,24 +157,29 @@ def main(argv=None):
     if not args.no_varlen:
         lengths = np.random.default_rng(1).integers(25, 101, size=VARLEN[0])
         cases.append((VARLEN, lengths))
-    # Phases: every configuration for torch first, then for each backend. Interleaving
-    # them let Numba's worker threads (a second threading runtime) slow torch's packed
-    # LSTM from 9 ms to 2.9 s; torch measured first runs in a clean process.
+    # Torch and the OpenMP backends take turns within each configuration (--rounds), so
+    # that the shared machine's noisy stretches hit them alike. Numba runs in a phase of
+    # its own afterwards: interleaved, its worker threads (a second threading runtime)
+    # slowed torch's packed LSTM from 9 ms to 2.9 s.
     times = {}
-    impls = ["torch", "torch packed"] + backends
+    turns = ["torch", "torch packed"] + [b for b in backends if b != "numba"]
+    late = [b for b in backends if b == "numba"]
+
+    def make(impl, B, T, I, H, lengths):
+        if impl.startswith("torch"):
+            return torch_fns(B, T, I, H, lengths if lengths is not None else [T] * B,
+                             impl == "torch packed")
+        return fastlstm_fns(impl, B, T, I, H, lengths)
+
     with fl.threads(args.threads), threadpool_limits(args.threads, user_api="blas"):
-        for impl in impls:
+        for group in ([turns] + [[b] for b in late]):
             for k, ((B, T, I, H), lengths) in enumerate(cases):
-                if impl == "torch packed" and lengths is None:
-                    continue
+                impls = [i for i in group if i != "torch packed" or lengths is not None]
                 for mode in ("infer", "train"):
-                    if impl.startswith("torch"):
-                        fns = torch_fns(B, T, I, H, lengths if lengths is not None else [T] * B,
-                                        impl == "torch packed")
-                    else:
-                        fns = fastlstm_fns(impl, B, T, I, H, lengths)
-                    times[k, mode, impl] = median_time(fns[mode == "train"], args.repeats,
-                                                       args.min_time)
+                    fns = {i: make(i, B, T, I, H, lengths)[mode == "train"] for i in impls}
+                    for impl, t in interleaved_medians(fns, args.repeats, args.min_time,
+                                                       args.rounds).items():
+                        times[k, mode, impl] = t
 
     rows = []
     print(f"{'config (B,T,I,H)':>22} {'mode':>6} {'impl':>14} {'ms':>9} {'GFLOP/s':>8} "
