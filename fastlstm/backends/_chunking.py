@@ -76,6 +76,9 @@ def pack_fused(W):
     Group g holds K rows of 64 floats: the i, j, f, o columns of units 16g .. 16g + 15
     (zero columns past H). ``W`` is ``W_h`` (K = H), or ``[W_x; W_h]`` (K = I + H) when
     the step computes the input projection itself.
+
+    The layout's statement in NumPy: the kernels pack with the same layout in C
+    (``fastlstm._recurrent.pack_fused``), and the tests compare the two.
     """
     K, H = W.shape[0], W.shape[1] // 4
     groups = -(-H // 16)
@@ -88,7 +91,7 @@ def pack_fused(W):
 def pack_fused_t(W):
     """``W`` (H, 4H) float32 -> (ceil(H/64), 4H, 64): ``W.T`` in blocks of 64 units
     (block c, row k, column j holds ``W[64c + j, k]``; zero past H), for the backward's
-    packed product."""
+    packed product. As :func:`pack_fused`, the NumPy statement of the C packing."""
     H, K = W.shape
     blocks = -(-H // 64)
     padded = np.zeros((blocks * 64, K), W.dtype)
