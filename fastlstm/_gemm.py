@@ -101,7 +101,6 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out):
         with blas_threads(1):           # one call: the same bits for any thread count
             np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
         return out
-    blocks = column_blocks(out.shape[1])
     kernels = _compiled()
     if kernels is not None and a.dtype == b.dtype == out.dtype and a.flags.c_contiguous \
             and b.flags.c_contiguous and out.flags.c_contiguous:
@@ -111,6 +110,7 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out):
             kernels.gemm_blocks(a, b, out, trans_a, trans_b, rows, cols,
                                 max(1, min(n_threads, n_blocks)))
         return out
+    blocks = column_blocks(out.shape[1])
     op_a = a.T if trans_a else a
 
     def work(cols):

@@ -305,11 +305,6 @@ def _zeros(size, dtype):
     return buf[:size]
 
 
-def _short_sequences(seq_len, n_steps):
-    """Indices of the sequences shorter than ``n_steps`` (those with steps to zero)."""
-    return np.flatnonzero(seq_len < n_steps)
-
-
 #: The products after the backward loop skip the rows of missing steps when at most this
 #: share of the T*B rows exists (the rows are gathered first; their dz is zero, so the
 #: result is the same up to the summation order). Measured on 64 sequences of 25-100
@@ -331,7 +326,8 @@ def _existing_rows(seq_len, n_steps):
 def _zero_tails(arr, seq_len, time_major=True):
     """Zero ``arr`` (T, B, ...) or, with ``time_major=False``, (B, T, ...) at the steps
     past each sequence's end: one slice per short sequence, only those rows."""
-    for b in _short_sequences(seq_len, arr.shape[0] if time_major else arr.shape[1]):
+    n_steps = arr.shape[0] if time_major else arr.shape[1]
+    for b in np.flatnonzero(seq_len < n_steps):           # the short sequences
         if time_major:
             arr[seq_len[b]:, b] = 0
         else:

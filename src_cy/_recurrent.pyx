@@ -83,8 +83,8 @@ cdef extern from "gate_math.h":
                             float* hs_row) noexcept nogil
     void fl_rnn_fwd_row_f64(Py_ssize_t H, const double* xp, const double* z, double* h_loc,
                             double* hs_row) noexcept nogil
-    void fl_rnn_bwd_row_f32(Py_ssize_t H, const float* h_new, const float* d_out, const float* dh,
-                            float* dz_loc, float* dz_row) noexcept nogil
+    void fl_rnn_bwd_row_f32(Py_ssize_t H, const float* h_new, const float* d_out,
+                            const float* dh, float* dz_loc, float* dz_row) noexcept nogil
     void fl_rnn_bwd_row_f64(Py_ssize_t H, const double* h_new, const double* d_out,
                             const double* dh, double* dz_loc, double* dz_row) noexcept nogil
     void fl_expf_array(Py_ssize_t n, const float* x, float* y) noexcept nogil
@@ -178,6 +178,18 @@ def _chunk_order(const int64_t[::1] seq_len, Py_ssize_t n_chunks=1):
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     """First row (in the dealt order) of chunk k of n over B rows: sizes B // n or + 1."""
     return k * (B // n) + min(k, B % n)
+
+
+cdef void _load_sorted_state(const floating* h0, const floating* c0, const int64_t* order,
+                             Py_ssize_t B, Py_ssize_t H, floating* h_dst,
+                             floating* c_dst) noexcept nogil:
+    """Rows ``order[r]`` of the initial state (B, H) into row r of ``h_dst`` and ``c_dst``:
+    the sorted, contiguous state of the hidden-unit split."""
+    cdef Py_ssize_t r, u
+    for r in range(B):
+        for u in range(H):
+            h_dst[r * H + u] = h0[order[r] * H + u]
+            c_dst[r * H + u] = c0[order[r] * H + u]
 
 
 def expf_array(const float[::1] x):
@@ -283,7 +295,8 @@ def rnn_backward(const floating[:, ::1] W, const int64_t[::1] seq_len,
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
-        _rnn_backward_chunk(&W[0, 0], &seq_len[0], &order[start], _chunk_start(k + 1, B, n_chunks) - start,
+        _rnn_backward_chunk(&W[0, 0], &seq_len[0], &order[start],
+                            _chunk_start(k + 1, B, n_chunks) - start,
                             B, H, &hs[0, 0, 0], &d_outputs[0, 0, 0], &dh[0, 0],
                             &dz[0, 0, 0], &dh_loc[start, 0], &dz_loc[start, 0])
 
@@ -460,14 +473,9 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
         bb = &bias[0]
     else:
         xp = &xproj[0, 0, 0]
-    n_chunks = (B + chunk_rows - 1) // chunk_rows
-    cdef int64_t[::1] order = _chunk_order(seq_len, n_chunks)
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] h_loc = np.empty((B, H), dtype)
-    cdef floating[:, ::1] h_alt = np.empty((B, H), dtype)
-    cdef floating[:, ::1] c_loc = np.empty((B, H), dtype)
-    cdef floating[:, ::1] z_loc = np.empty((B, 4 * H), dtype)
-    cdef floating[:, ::1] act_tmp = np.empty((n_chunks, 4 * H), dtype)
+    cdef int64_t[::1] order
+    cdef floating[:, ::1] h_loc, h_alt, c_loc, z_loc, act_tmp
     cdef floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating* ac = &acts[0, 0, 0] if acts.shape[0] > 0 else NULL    # empty: inference
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
@@ -493,9 +501,9 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
         if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != (I + H) * 64:
             raise ValueError("W_fused is not W (or [W_x; W_h] with x) packed by pack_fused")
         wf = &W_fused[0, 0]
-    cdef Py_ssize_t slice_groups, r, u
+    cdef Py_ssize_t slice_groups
     cdef float[:, :, ::1] h_buf
-    cdef float[:, ::1] c_units
+    cdef float[:, ::1] c_units, act_units
     if unit_slices > 0:
         if floating is not float:
             raise ValueError("unit_slices needs the fused float32 path")
@@ -503,27 +511,34 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
             if wf == NULL:
                 raise ValueError("unit_slices needs the fused float32 path")
             slice_groups = ((H + 15) // 16 + unit_slices - 1) // unit_slices
+            order = _chunk_order(seq_len)
             h_buf = np.empty((2, B, H), np.float32)
             c_units = np.empty((B, H), np.float32)
-            order = _chunk_order(seq_len)
-            for r in range(B):
-                for u in range(H):
-                    h_buf[0, r, u] = hs[0, order[r], u]
-                    c_units[r, u] = cs[0, order[r], u]
+            act_units = np.empty((1, 4 * H), np.float32)
+            _load_sorted_state(&hs[0, 0, 0], &cs[0, 0, 0], &order[0], B, H,
+                               &h_buf[0, 0, 0], &c_units[0, 0])
             with nogil, parallel(num_threads=min(n_threads, unit_slices)):
                 _lstm_forward_fused_units_thread(
                     wf, xp, I, xx, bb, &peepholes[0, 0], use_peepholes, fb, clip,
                     &seq_len[0], &order[0], B, H, unit_slices, slice_groups, ac,
-                    &act_tmp[0, 0], &layout, cu, &h_buf[0, 0, 0], &c_units[0, 0])
+                    &act_units[0, 0], &layout, cu, &h_buf[0, 0, 0], &c_units[0, 0])
             return
+    n_chunks = (B + chunk_rows - 1) // chunk_rows
+    order = _chunk_order(seq_len, n_chunks)
+    h_loc = np.empty((B, H), dtype)
+    h_alt = np.empty((B, H), dtype)
+    c_loc = np.empty((B, H), dtype)
+    z_loc = np.empty((B, 4 * H), dtype)
+    act_tmp = np.empty((n_chunks, 4 * H), dtype)
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
-        _lstm_forward_chunk(xp, &W[0, 0], wf, &peepholes[0, 0], use_peepholes,
-                            fb, clip, &seq_len[0], &order[start], _chunk_start(k + 1, B, n_chunks) - start,
-                            B, H, &hs[0, 0, 0], &cs[0, 0, 0], ac, cu,
-                            &h_loc[start, 0], &h_alt[start, 0], &c_loc[start, 0],
-                            &z_loc[start, 0], &act_tmp[k, 0], I, xx, bb, &layout)
+        _lstm_forward_chunk(xp, &W[0, 0], wf, &peepholes[0, 0], use_peepholes, fb, clip,
+                            &seq_len[0], &order[start],
+                            _chunk_start(k + 1, B, n_chunks) - start, B, H, &hs[0, 0, 0],
+                            &cs[0, 0, 0], ac, cu, &h_loc[start, 0], &h_alt[start, 0],
+                            &c_loc[start, 0], &z_loc[start, 0], &act_tmp[k, 0], I, xx, bb,
+                            &layout)
 
 
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
@@ -559,7 +574,8 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
         _lstm_backward_chunk(&W[0, 0], wt, &peepholes[0, 0], use_peepholes, clip, &seq_len[0],
-                             &order[start], _chunk_start(k + 1, B, n_chunks) - start, B, H, &cs[0, 0, 0],
+                             &order[start], _chunk_start(k + 1, B, n_chunks) - start, B, H,
+                             &cs[0, 0, 0],
                              &acts[0, 0, 0], cu, &d_outputs[0, 0, 0], &dh[0, 0], &dc[0, 0],
                              &dz[0, 0, 0], &dh_loc[start, 0], &dc_loc[start, 0],
                              &dz_loc[start, 0])
@@ -685,7 +701,7 @@ def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W
     row-major block at the start of row s, gates side by side (n_s = its units).
     Otherwise as ``fastlstm.reference.lstm_forward``.
     """
-    cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_slices = W_packed.shape[0], r, u
+    cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_slices = W_packed.shape[0]
     if B == 0 or xproj.shape[0] == 0:
         return
     cdef int64_t[::1] order = _chunk_order(seq_len)
@@ -694,10 +710,8 @@ def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W
     cdef floating[:, ::1] c_loc = np.empty((B, H), dtype)
     cdef floating[:, ::1] z_buf = np.empty((n_slices, B * 4 * width), dtype)
     cdef floating[::1] act_tmp = np.empty(4 * H, dtype)
-    for r in range(B):
-        for u in range(H):
-            h_buf[0, r, u] = hs[0, order[r], u]
-            c_loc[r, u] = cs[0, order[r], u]
+    _load_sorted_state(&hs[0, 0, 0], &cs[0, 0, 0], &order[0], B, H, &h_buf[0, 0, 0],
+                       &c_loc[0, 0])
     cdef floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating* ac = &acts[0, 0, 0] if acts.shape[0] > 0 else NULL    # empty: inference
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip

@@ -86,6 +86,18 @@ static int fl_have_avx512(void) {
  * a row's result does not depend on the other rows), then, when K2 > 0, on over the
  * rows b_0 .. b_3 with the next K2 rows of W: the forward's [x_t, h_{t-1}] [W_x; W_h]
  * as one sum, TensorFlow 1.x's own order. W holds K + K2 rows of 64 floats. */
+/* Sixteen accumulators P00 .. P33 (row i, 16-column vector v: P##iv) into a 4 x 64
+ * float array T (64-byte aligned). */
+#define FL_STORE_4X64(T, P)                                                               \
+    _mm512_store_ps(T[0], P##00); _mm512_store_ps(T[0] + 16, P##01);                      \
+    _mm512_store_ps(T[0] + 32, P##02); _mm512_store_ps(T[0] + 48, P##03);                 \
+    _mm512_store_ps(T[1], P##10); _mm512_store_ps(T[1] + 16, P##11);                      \
+    _mm512_store_ps(T[1] + 32, P##12); _mm512_store_ps(T[1] + 48, P##13);                 \
+    _mm512_store_ps(T[2], P##20); _mm512_store_ps(T[2] + 16, P##21);                      \
+    _mm512_store_ps(T[2] + 32, P##22); _mm512_store_ps(T[2] + 48, P##23);                 \
+    _mm512_store_ps(T[3], P##30); _mm512_store_ps(T[3] + 16, P##31);                      \
+    _mm512_store_ps(T[3] + 32, P##32); _mm512_store_ps(T[3] + 48, P##33);
+
 #define FL_TILE_STEP(A0, A1, A2, A3, w)                                                   \
     {                                                                                     \
         __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);                     \
@@ -120,14 +132,7 @@ static inline void fl_tile_4x64(ptrdiff_t K, const float* restrict a0,
     W += K * 64;
     for (ptrdiff_t k = 0; k < K2; k++)
         FL_TILE_STEP(b0[k], b1[k], b2[k], b3[k], W + k * 64)
-    _mm512_store_ps(tile[0], a00); _mm512_store_ps(tile[0] + 16, a01);
-    _mm512_store_ps(tile[0] + 32, a02); _mm512_store_ps(tile[0] + 48, a03);
-    _mm512_store_ps(tile[1], a10); _mm512_store_ps(tile[1] + 16, a11);
-    _mm512_store_ps(tile[1] + 32, a12); _mm512_store_ps(tile[1] + 48, a13);
-    _mm512_store_ps(tile[2], a20); _mm512_store_ps(tile[2] + 16, a21);
-    _mm512_store_ps(tile[2] + 32, a22); _mm512_store_ps(tile[2] + 48, a23);
-    _mm512_store_ps(tile[3], a30); _mm512_store_ps(tile[3] + 16, a31);
-    _mm512_store_ps(tile[3] + 32, a32); _mm512_store_ps(tile[3] + 48, a33);
+    FL_STORE_4X64(tile, a)
 }
 #undef FL_TILE_STEP
 
@@ -174,14 +179,7 @@ static inline void fl_row_4blocks(ptrdiff_t K, const float* restrict a, ptrdiff_
     for (ptrdiff_t k = 0; k < K; k++) FL_ROW_STEP(a[k], k)
     for (ptrdiff_t k = 0; k < K2; k++) FL_ROW_STEP(b[k], K + k)
 #undef FL_ROW_STEP
-    _mm512_store_ps(out[0], c00); _mm512_store_ps(out[0] + 16, c01);
-    _mm512_store_ps(out[0] + 32, c02); _mm512_store_ps(out[0] + 48, c03);
-    _mm512_store_ps(out[1], c10); _mm512_store_ps(out[1] + 16, c11);
-    _mm512_store_ps(out[1] + 32, c12); _mm512_store_ps(out[1] + 48, c13);
-    _mm512_store_ps(out[2], c20); _mm512_store_ps(out[2] + 16, c21);
-    _mm512_store_ps(out[2] + 32, c22); _mm512_store_ps(out[2] + 48, c23);
-    _mm512_store_ps(out[3], c30); _mm512_store_ps(out[3] + 16, c31);
-    _mm512_store_ps(out[3] + 32, c32); _mm512_store_ps(out[3] + 48, c33);
+    FL_STORE_4X64(out, c)
 }
 
 /* Row i of a 4-row block starting at r0 with nr valid rows; rows past nr repeat the last
