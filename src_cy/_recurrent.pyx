@@ -49,6 +49,8 @@ cdef extern from "fused_step.h":
     void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
                            float* out) noexcept nogil
     void fl_pack_fused_t_f32(Py_ssize_t H, const float* W, float* out) noexcept nogil
+    void fl_avx512_math_array(int which, Py_ssize_t n, const float* x,
+                              float* y) noexcept nogil
     void fl_gemm_dz_wt_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* dz,
                            const float* WTp, float* dh, Py_ssize_t c_lo,
                            Py_ssize_t c_hi) noexcept nogil
@@ -198,6 +200,20 @@ def expf_array(const float[::1] x):
     cdef float[::1] y = out
     if x.shape[0]:
         fl_expf_array(x.shape[0], &x[0], &y[0])
+    return out
+
+
+def avx512_math_array(str name, const float[::1] x):
+    """The fused step's AVX-512 float32 ``"exp"``, ``"tanh"`` or ``"sigmoid"``
+    (gate_math_avx512.h), elementwise (for the accuracy test); this CPU must have
+    AVX-512 (:func:`have_fused_step`)."""
+    cdef int which = ("exp", "tanh", "sigmoid").index(name)
+    if not fl_have_avx512():
+        raise RuntimeError("this CPU has no AVX-512: the fused step's math does not run")
+    out = np.empty(x.shape[0], np.float32)
+    cdef float[::1] y = out
+    if x.shape[0]:
+        fl_avx512_math_array(which, x.shape[0], &x[0], &y[0])
     return out
 
 
