@@ -37,7 +37,7 @@ rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
 rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
 
 
-#: The fused step splits the hidden units of a one-chunk batch (B <= 4 on 2 cores) over
+#: The fused step splits the hidden units of a small batch (see fused_unit_slices) over
 #: the cores when each core gets at least this many 16-unit groups. Measured (2 threads,
 #: min of 4 runs, inference ms, one chunk / unit split): (4, 100, 64, 128) 0.54 / 0.34;
 #: (1, 100, 32, 128) 0.26 / 0.18, but with 2 groups per core (1, 100, 32, 64) 0.105 /
@@ -45,13 +45,31 @@ rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
 MIN_GROUPS_PER_SLICE = 4
 
 
+#: Batches in chunks of fewer rows than this split the hidden units instead (at exactly
+#: this many, only with at least UNIT_SPLIT_GROUPS_AT_FULL_TILES groups). A chunk of a row
+#: or a few uses each 16-unit group's weights for one, partly empty, 4-row tile per step
+#: and streams all of them from L2 every step; with the units split, each core streams
+#: half of them and runs them against every row of the batch. Measured on 2 cores
+#: (inference ms, batch chunks / unit split, alternating runs, medians of 16-20):
+#: (8, 100, 64, 128) 0.53 / 0.49, (12, 100, 32, 256) 2.39 / 1.79, (16, 150, 256, 256) 6.68 /
+#: 6.39, but (16, 100, 128, 128) 1.15 / 1.22: at two full tiles per chunk and 8 groups
+#: the per-step barrier costs more than the weight traffic saves. Training: within 2%.
+MAX_CHUNK_ROWS_FOR_UNIT_SPLIT = 8
+UNIT_SPLIT_GROUPS_AT_FULL_TILES = 16
+
+
 def fused_unit_slices(batch_size, num_units):
     """Slices for the fused step's hidden-unit split (one per core), or 0: batch chunks."""
     cores = default_num_threads()
     groups = -(-num_units // 16)
-    if cores < 2 or n_chunks(batch_size, True) > 1 or groups < cores * MIN_GROUPS_PER_SLICE:
+    rows = chunk_rows(batch_size, True)
+    if cores < 2 or groups < cores * MIN_GROUPS_PER_SLICE:
         return 0
-    return cores
+    if n_chunks(batch_size, True) == 1 or rows < MAX_CHUNK_ROWS_FOR_UNIT_SPLIT or (
+            rows == MAX_CHUNK_ROWS_FOR_UNIT_SPLIT
+            and groups >= UNIT_SPLIT_GROUPS_AT_FULL_TILES):
+        return cores
+    return 0
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
