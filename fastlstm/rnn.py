@@ -62,15 +62,18 @@ def _check_cell(cell):
                          f"LSTMCell), got {type(cell).__name__}")
 
 
-def _as_float_array(value, name, dtype):
-    """``value`` as a C-contiguous array of ``dtype``, refusing non-numeric and non-finite."""
+def _as_float_array(value, name, dtype, contiguous=True):
+    """``value`` as a C-contiguous array of ``dtype`` (``contiguous=False``: only its last
+    axis contiguous, a view where it already is), refusing non-numeric and non-finite."""
     arr = np.asarray(value)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
                                    or arr.dtype == np.bool_):
         raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise ValueError(f"{name} must hold real numbers, got complex dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if contiguous or arr.dtype != dtype or (arr.shape[-1] > 1
+                                            and arr.strides[-1] != arr.itemsize):
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     return arr
@@ -387,7 +390,8 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
                              f"got {d_out.shape}")
         if not cache.time_major:
             d_out = d_out.transpose(1, 0, 2)
-        d_out = _as_float_array(d_out, "d_outputs", cell.dtype)
+        strided = cell.kind != "rnn" and getattr(be, "LSTM_BACKWARD_STRIDED_D_OUTPUTS", False)
+        d_out = _as_float_array(d_out, "d_outputs", cell.dtype, contiguous=not strided)
     if d_state is None:
         dc = np.zeros((B, H), cell.dtype) if cell.state_is_tuple else None
         dh = np.zeros((B, H), cell.dtype)

@@ -381,10 +381,12 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
                                Py_ssize_t n_rows, Py_ssize_t B, Py_ssize_t H,
                                const floating* cs, const floating* acts,
                                const floating* c_unclipped, const floating* d_out,
+                               Py_ssize_t d_t, Py_ssize_t d_b,
                                floating* dh, floating* dc, floating* dz, floating* dh_loc,
                                floating* dc_loc, floating* dz_loc) noexcept nogil:
+    # d_out row (t, b) at t * d_t + b * d_b: time- or batch-major, no transposing copy
     cdef Py_ssize_t r, u, t, b, n_active = 0, n_steps = seq_len[rows[0]], G = 4 * H
-    cdef Py_ssize_t xo, so
+    cdef Py_ssize_t xo, so, do
     cdef const floating* cun
     for t in range(n_steps - 1, -1, -1):
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
@@ -395,15 +397,16 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
         for r in range(n_active):
             b = rows[r]
             xo = (t * B + b) * G
-            so = (t * B + b) * H           # offset of (t, b) in cs (c_prev) / d_out
+            so = (t * B + b) * H           # offset of (t, b) in cs (c_prev)
+            do = t * d_t + b * d_b
             cun = &c_unclipped[so] if clip > 0 else NULL
             if floating is float:
                 fl_lstm_bwd_row_f32(H, H, &acts[xo], &cs[so], &cs[so + B * H], cun, peep,
-                                    use_peep, clip, &d_out[so], &dh_loc[r * H],
+                                    use_peep, clip, &d_out[do], &dh_loc[r * H],
                                     &dc_loc[r * H], &dz_loc[r * G], &dz[xo])
             else:
                 fl_lstm_bwd_row_f64(H, H, &acts[xo], &cs[so], &cs[so + B * H], cun, peep,
-                                    use_peep, clip, &d_out[so], &dh_loc[r * H],
+                                    use_peep, clip, &d_out[do], &dh_loc[r * H],
                                     &dc_loc[r * H], &dz_loc[r * G], &dz[xo])
         if floating is float:
             if WT_fused != NULL:           # packed AVX-512 product (fused_step.h)
@@ -557,21 +560,34 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                             &layout)
 
 
+cdef void _row_strides(const floating[:, :, :] rows, Py_ssize_t* along_0,
+                       Py_ssize_t* along_1) except *:
+    """Strides in elements of the first two axes of ``rows``, whose last is contiguous."""
+    if rows.shape[2] > 1 and rows.strides[2] != sizeof(floating):
+        raise ValueError("the last axis must be contiguous")
+    along_0[0] = rows.strides[0] // <Py_ssize_t>sizeof(floating)
+    along_1[0] = rows.strides[1] // <Py_ssize_t>sizeof(floating)
+
+
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
                   bint use_peepholes, double cell_clip, const int64_t[::1] seq_len,
                   const floating[:, :, ::1] cs, const floating[:, :, ::1] acts,
                   const floating[:, :, ::1] c_unclipped,
-                  const floating[:, :, ::1] d_outputs, floating[:, ::1] dh,
+                  const floating[:, :, :] d_outputs, floating[:, ::1] dh,
                   floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
                   Py_ssize_t chunk_rows, const floating[:, :, ::1] WT_fused=None):
     """Backward of the LSTM; see ``fastlstm.reference.lstm_backward``.
 
-    ``WT_fused``: ``W.T`` packed by ``fastlstm.backends._chunking.pack_fused_t`` for the
-    AVX-512 float32 product (where :func:`have_fused_step`); None: BLAS.
+    ``d_outputs`` (T, B, H) may be strided in T and B (a transposed view of batch-major
+    gradients), not in H. ``WT_fused``: ``W.T`` packed by
+    ``fastlstm.backends._chunking.pack_fused_t`` for the AVX-512 float32 product (where
+    :func:`have_fused_step`); None: BLAS.
     """
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], n_chunks, k, start
     if B == 0 or d_outputs.shape[0] == 0:
         return
+    cdef Py_ssize_t d_t, d_b
+    _row_strides(d_outputs, &d_t, &d_b)
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     cdef int64_t[::1] order = _chunk_order(seq_len, n_chunks)
     dtype = np.float32 if floating is float else np.float64
@@ -592,8 +608,8 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
         _lstm_backward_chunk(&W[0, 0], wt, &peepholes[0, 0], use_peepholes, clip, &seq_len[0],
                              &order[start], _chunk_start(k + 1, B, n_chunks) - start, B, H,
                              &cs[0, 0, 0],
-                             &acts[0, 0, 0], cu, &d_outputs[0, 0, 0], &dh[0, 0], &dc[0, 0],
-                             &dz[0, 0, 0], &dh_loc[start, 0], &dc_loc[start, 0],
+                             &acts[0, 0, 0], cu, &d_outputs[0, 0, 0], d_t, d_b, &dh[0, 0],
+                             &dc[0, 0], &dz[0, 0, 0], &dh_loc[start, 0], &dc_loc[start, 0],
                              &dz_loc[start, 0])
 
 
@@ -743,13 +759,13 @@ cdef void _lstm_backward_units_thread(
         const floating* W, const floating* peep, bint use_peep, floating clip,
         const int64_t* seq_len, const int64_t* rows, Py_ssize_t B, Py_ssize_t H,
         Py_ssize_t n_slices, Py_ssize_t width, const floating* cs, const floating* acts,
-        const floating* c_unclipped, const floating* d_out, floating* dh, floating* dc,
-        floating* dz, floating* dh_loc, floating* dc_loc, floating* dz_buf,
-        const floating* WT_fused) noexcept nogil:
+        const floating* c_unclipped, const floating* d_out, Py_ssize_t d_t, Py_ssize_t d_b,
+        floating* dh, floating* dc, floating* dz, floating* dh_loc, floating* dc_loc,
+        floating* dz_buf, const floating* WT_fused) noexcept nogil:
     # WT_fused != NULL (float32, AVX-512): the slice's dz W_h^T by the packed tiles of
     # fused_step.h (slices are whole 64-unit blocks then), else one BLAS call per slice.
     cdef int tid = threadid(), n_threads = fastlstm_num_threads()
-    cdef Py_ssize_t s, r, t, b, u, u0, n, xo, so, G = 4 * H
+    cdef Py_ssize_t s, r, t, b, u, u0, n, xo, so, do, G = 4 * H
     cdef Py_ssize_t n_active = 0, n_steps = seq_len[rows[0]], n_before
     cdef floating* dzl
     cdef const floating* cun
@@ -769,15 +785,16 @@ cdef void _lstm_backward_units_thread(
                 b = rows[r]
                 xo = (t * B + b) * G + u0
                 so = (t * B + b) * H + u0
+                do = t * d_t + b * d_b + u0
                 cun = &c_unclipped[so] if clip > 0 else NULL
                 if floating is float:
                     fl_lstm_bwd_row_f32(n, H, &acts[xo], &cs[so], &cs[so + B * H], cun,
-                                        &peep[u0], use_peep, clip, &d_out[so],
+                                        &peep[u0], use_peep, clip, &d_out[do],
                                         &dh_loc[r * H + u0], &dc_loc[r * H + u0],
                                         &dzl[r * G + u0], &dz[xo])
                 else:
                     fl_lstm_bwd_row_f64(n, H, &acts[xo], &cs[so], &cs[so + B * H], cun,
-                                        &peep[u0], use_peep, clip, &d_out[so],
+                                        &peep[u0], use_peep, clip, &d_out[do],
                                         &dh_loc[r * H + u0], &dc_loc[r * H + u0],
                                         &dzl[r * G + u0], &dz[xo])
             s = s + n_threads
@@ -808,20 +825,23 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
                         bint use_peepholes, double cell_clip, const int64_t[::1] seq_len,
                         const floating[:, :, ::1] cs, const floating[:, :, ::1] acts,
                         const floating[:, :, ::1] c_unclipped,
-                        const floating[:, :, ::1] d_outputs, floating[:, ::1] dh,
+                        const floating[:, :, :] d_outputs, floating[:, ::1] dh,
                         floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
                         Py_ssize_t n_slices, Py_ssize_t width,
                         const floating[:, :, ::1] WT_fused=None):
     """Backward with the hidden units split over threads; as
     ``fastlstm.reference.lstm_backward``.
 
-    ``WT_fused`` (float32, AVX-512): ``W.T`` packed by ``pack_fused_t`` for the products;
-    ``width`` must then be a multiple of 64 (whole packed blocks per slice).
+    ``d_outputs`` as in :func:`lstm_backward`. ``WT_fused`` (float32, AVX-512): ``W.T``
+    packed by ``pack_fused_t`` for the products; ``width`` must then be a multiple of 64
+    (whole packed blocks per slice).
     """
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1]
     cdef const floating* wt = NULL
     if B == 0 or d_outputs.shape[0] == 0:
         return
+    cdef Py_ssize_t d_t, d_b
+    _row_strides(d_outputs, &d_t, &d_b)
     if WT_fused is not None:
         if floating is not float or width % 64 != 0 or WT_fused.shape[0] != (H + 63) // 64 \
                 or WT_fused.shape[1] != 4 * H:
@@ -839,5 +859,5 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
         _lstm_backward_units_thread(&W[0, 0], &peepholes[0, 0], use_peepholes, clip,
                                     &seq_len[0], &order[0], B, H, n_slices, width,
                                     &cs[0, 0, 0], &acts[0, 0, 0], cu, &d_outputs[0, 0, 0],
-                                    &dh[0, 0], &dc[0, 0], &dz[0, 0, 0], &dh_loc[0, 0],
+                                    d_t, d_b, &dh[0, 0], &dc[0, 0], &dz[0, 0, 0], &dh_loc[0, 0],
                                     &dc_loc[0, 0], &dz_buf[0, 0], wt)

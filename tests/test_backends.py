@@ -335,3 +335,32 @@ def test_float32_blas_path_of_cpus_without_avx512(cell_name, shape, monkeypatch)
     B, T, I, H = shape
     assert not cb.fuses_input(np.float32, B, I, H)
     compare(make_cell(cell_name, H, I, dtype=np.float32, seed=3), "cython", B, T, seed=2)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("B, H", [(6, 20), (2, 130)])     # batch chunks / unit split
+def test_output_gradients_in_any_memory_layout_give_the_same_gradients(backend, B, H):
+    """Batch-major output gradients reach the Cython LSTM backward as a transposed view
+    (read through their strides); every layout and dtype a caller may hold them in gives
+    the bits of the C-contiguous float32 array."""
+    cell = make_cell("peephole_clip", H, 3, dtype=np.float32, seed=4)
+    x, lengths, state = make_case(cell, B, 7, seed=6)
+    _, _, cache = fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend=backend,
+                                 return_cache=True)
+    d_out = np.random.default_rng(7).standard_normal((B, 7, H)).astype(np.float32)
+    layouts = {
+        "fortran": np.asfortranarray(d_out),                    # last axis strided
+        "view of time-major": np.ascontiguousarray(d_out.transpose(1, 0, 2)).transpose(1, 0, 2),
+        "every other of twice as many steps": np.repeat(d_out, 2, axis=1)[:, ::2],
+        "float64": d_out.astype(np.float64),
+        "list": d_out.tolist(),
+    }
+    want = flat_grads(fl.dynamic_rnn_backward(cell, cache, d_out))
+    for name, held in layouts.items():
+        got = flat_grads(fl.dynamic_rnn_backward(cell, cache, held))
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"{name}: {key}")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bad = np.repeat(d_out, 2, axis=1)[:, ::2]
+        bad[0, 3, 1] = np.nan
+        fl.dynamic_rnn_backward(cell, cache, bad)

@@ -9,6 +9,11 @@ exposes ``fuses_input(dtype, batch_size, input_size, num_units)`` and
 ``lstm_forward_input(x, W_x, bias, W, ...)`` (the rest as ``lstm_forward``);
 :func:`fastlstm.dynamic_rnn` then skips its own ``x W_x + b`` GEMM where ``fuses_input``
 says so (the Cython backend's fused AVX-512 path).
+
+A backend whose ``lstm_backward`` reads ``d_outputs`` with any strides along time and
+batch (the last axis contiguous) sets ``LSTM_BACKWARD_STRIDED_D_OUTPUTS = True``:
+:func:`fastlstm.dynamic_rnn_backward` then passes batch-major gradients as a transposed
+view instead of a time-major copy.
 """
 
 import importlib

@@ -20,6 +20,9 @@ NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
 #: The fused AVX-512 float32 LSTM step runs on this CPU (src_cy/fused_step.h).
 FUSED_STEP = _recurrent.have_fused_step()
+#: lstm_backward reads d_outputs through their strides: no transposing copy of batch-major
+#: gradients (1.8 MB read and written per backward at the seed's size).
+LSTM_BACKWARD_STRIDED_D_OUTPUTS = True
 
 
 def _single_threaded_blas(kernel, batch_axis):
