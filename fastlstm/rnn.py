@@ -79,8 +79,10 @@ def _as_float_array(value, name, dtype, contiguous=True):
     return arr
 
 
-def _check_inputs(cell, inputs, time_major):
-    """Inputs as a time-major (T, B, I) C-contiguous array of the cell's dtype."""
+def _check_inputs(cell, inputs, time_major, contiguous=True):
+    """Inputs as a time-major (T, B, I) C-contiguous array of the cell's dtype
+    (``contiguous=False``: a transposed view of batch-major inputs where they are of the
+    dtype and their last axis is contiguous)."""
     arr = np.asarray(inputs)
     if arr.ndim != 3:
         layout = "(T, B, I)" if time_major else "(B, T, I)"
@@ -93,7 +95,7 @@ def _check_inputs(cell, inputs, time_major):
         arr = arr.transpose(1, 0, 2)
     if arr.shape[1] == 0:
         raise ValueError("inputs hold an empty batch (batch size 0)")
-    return _as_float_array(arr, "inputs", cell.dtype)
+    return _as_float_array(arr, "inputs", cell.dtype, contiguous=contiguous)
 
 
 def _check_sequence_length(sequence_length, n_steps, batch_size):
@@ -199,7 +201,9 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
     them: their copy was 1.8 MB per batch of the seed's model)."""
     _check_cell(cell)
     be = get_backend(backend)
-    x = _check_inputs(cell, inputs, bool(time_major))
+    # batch-major inputs stay a transposed view for the fused inference, which reads them
+    # through their strides; everything else gets the time-major copy
+    x = _check_inputs(cell, inputs, bool(time_major), contiguous=False)
     T, B, I = x.shape
     H, GH = cell.num_units, cell.n_gates * cell.num_units
     seq_len = _check_sequence_length(sequence_length, T, B)
@@ -216,6 +220,7 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
         and be.fuses_input(cell.dtype, B, I, H)
     if fuse_input and not return_cache:
         return _infer_fused(be, cell, x, seq_len, h0, c0, bool(time_major), n_threads)
+    x = np.ascontiguousarray(x)
     if not fuse_input:
         xproj = _gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads,
                              out=scratch("xproj", (T * B, GH), cell.dtype))

@@ -31,7 +31,8 @@ import numpy as np
 
 cdef extern from "fused_step.h":
     int fl_have_avx512() noexcept nogil
-    ctypedef struct fl_out_f32:
+    ctypedef struct fl_layout_f32:
+        Py_ssize_t x_t, x_b
         float* h
         Py_ssize_t h_t, h_b
         float* c
@@ -42,7 +43,7 @@ cdef extern from "fused_step.h":
                                const float* x, const float* bias, const float* peep,
                                int use_peep, float forget_bias, float clip, float* c_loc,
                                float* h_new, float* acts, float* act_tmp,
-                               const fl_out_f32* out, float* c_unclipped, Py_ssize_t g_lo,
+                               const fl_layout_f32* out, float* c_unclipped, Py_ssize_t g_lo,
                                Py_ssize_t g_hi) noexcept nogil
 
 cdef extern from "fused_step.h":
@@ -180,6 +181,15 @@ def _chunk_order(const int64_t[::1] seq_len, Py_ssize_t n_chunks=1):
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     """First row (in the dealt order) of chunk k of n over B rows: sizes B // n or + 1."""
     return k * (B // n) + min(k, B % n)
+
+
+cdef void _row_strides(const floating[:, :, :] rows, Py_ssize_t* along_0,
+                       Py_ssize_t* along_1) except *:
+    """Strides in elements of the first two axes of ``rows``, whose last is contiguous."""
+    if rows.shape[2] > 1 and rows.strides[2] != sizeof(floating):
+        raise ValueError("the last axis must be contiguous")
+    along_0[0] = rows.strides[0] // <Py_ssize_t>sizeof(floating)
+    along_1[0] = rows.strides[1] // <Py_ssize_t>sizeof(floating)
 
 
 cdef void _load_sorted_state(const floating* h0, const floating* c0, const int64_t* order,
@@ -328,7 +338,7 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                               Py_ssize_t I, const floating* x, const floating* bias,
                               const void* out_layout) noexcept nogil:
     # x != NULL (fused path only): z = [x_t, h] [W_x; W_h] + bias, xproj unused.
-    # out_layout (fused path only): where h and c of each step go (fl_out_f32); hs and cs
+    # out_layout (fused path only): where h and c of each step go (fl_layout_f32); hs and cs
     # are only read at row 0, the initial state.
     # acts == NULL (inference): the activations go to act_tmp (4H, in L1), overwritten
     # every row. Not a separate no-store code path: that one rounded differently (GCC
@@ -349,7 +359,7 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                     n_active -= 1
                 fl_lstm_fwd_fused_f32(n_active, H, h_loc, W_fused, rows, B, t, xproj, I, x,
                                       bias, peep, use_peep, forget_bias, clip, c_loc, h_alt,
-                                      acts, act_tmp, <const fl_out_f32*>out_layout,
+                                      acts, act_tmp, <const fl_layout_f32*>out_layout,
                                       c_unclipped, 0, (H + 15) // 16)
                 swap = h_loc                   # h_alt holds step t's h: read it next step
                 h_loc = h_alt
@@ -424,7 +434,7 @@ cdef void _lstm_forward_fused_units_thread(
         const float* bias, const float* peep, bint use_peep, float forget_bias, float clip,
         const int64_t* seq_len, const int64_t* rows, Py_ssize_t B, Py_ssize_t H,
         Py_ssize_t n_slices, Py_ssize_t slice_groups, float* acts, float* act_tmp,
-        const fl_out_f32* out, float* c_unclipped, float* h_buf,
+        const fl_layout_f32* out, float* c_unclipped, float* h_buf,
         float* c_loc) noexcept nogil:
     # The fused step with the hidden units split over threads: slice s = groups
     # s * slice_groups ..., all rows; thread k runs slices k, k + n_threads, ...; one
@@ -453,7 +463,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                  double cell_clip, const int64_t[::1] seq_len, floating[:, :, ::1] hs,
                  floating[:, :, ::1] cs, floating[:, :, ::1] acts,
                  floating[:, :, ::1] c_unclipped, int n_threads, Py_ssize_t chunk_rows,
-                 const floating[:, ::1] W_fused=None, const floating[:, :, ::1] x=None,
+                 const floating[:, ::1] W_fused=None, const floating[:, :, :] x=None,
                  const floating[::1] bias=None, floating[:, :, ::1] out=None,
                  bint out_batch_major=False, floating[:, ::1] c_final=None,
                  Py_ssize_t unit_slices=0):
@@ -463,7 +473,8 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     fused AVX-512 step (float32 only, where :func:`have_fused_step`); None: BLAS.
     ``x`` (T, B, I) and ``bias`` (4H) with ``W_fused`` packed from ``[W_x; W_h]``: the
     fused step computes ``z = [x_t, h] [W_x; W_h] + bias`` itself and ``xproj`` is not
-    read (it may be empty).
+    read (it may be empty); ``x`` may be strided in T and B (a transposed view of
+    batch-major inputs), not in I.
     ``out`` ((B, T, H) with ``out_batch_major``, else (T, B, H)) and ``c_final`` (B, H,
     holding the initial cell state on entry), fused path only: inference without a
     history. Outputs go straight to ``out`` (written at existing steps only), the last
@@ -474,7 +485,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     of batch chunks (``chunk_rows`` unused).
     """
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], T = hs.shape[0] - 1, n_chunks, k, start
-    cdef Py_ssize_t I = 0
+    cdef Py_ssize_t I = 0, x_t = 0, x_b = 0
     if out is not None:
         T = out.shape[1] if out_batch_major else out.shape[0]
     cdef const floating* xp = NULL
@@ -489,6 +500,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
         if x.shape[0] != T or x.shape[1] != B or bias.shape[0] != 4 * H:
             raise ValueError("x must be (T, B, I) and bias (4H,)")
         xx = &x[0, 0, 0] if I > 0 else NULL
+        _row_strides(x, &x_t, &x_b)
         bb = &bias[0]
     else:
         xp = &xproj[0, 0, 0]
@@ -499,8 +511,9 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     cdef floating* ac = &acts[0, 0, 0] if acts.shape[0] > 0 else NULL    # empty: inference
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
     cdef const floating* wf = NULL
-    cdef fl_out_f32 layout
+    cdef fl_layout_f32 layout
     if floating is float:
+        layout.x_t, layout.x_b = x_t, x_b
         if out is None:                    # the cache rows hs[t + 1, b], cs[t + 1, b]
             layout.h, layout.h_t, layout.h_b = &hs[1, 0, 0], B * H, H
             layout.c, layout.c_t, layout.c_b = &cs[1, 0, 0], B * H, H
@@ -558,15 +571,6 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                             &cs[0, 0, 0], ac, cu, &h_loc[start, 0], &h_alt[start, 0],
                             &c_loc[start, 0], &z_loc[start, 0], &act_tmp[k, 0], I, xx, bb,
                             &layout)
-
-
-cdef void _row_strides(const floating[:, :, :] rows, Py_ssize_t* along_0,
-                       Py_ssize_t* along_1) except *:
-    """Strides in elements of the first two axes of ``rows``, whose last is contiguous."""
-    if rows.shape[2] > 1 and rows.strides[2] != sizeof(floating):
-        raise ValueError("the last axis must be contiguous")
-    along_0[0] = rows.strides[0] // <Py_ssize_t>sizeof(floating)
-    along_1[0] = rows.strides[1] // <Py_ssize_t>sizeof(floating)
 
 
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,

@@ -21,16 +21,19 @@
 #include <string.h>
 #include "gate_math.h"
 
-/* Where the fused forward writes step t of sequence b: h_t at h + t * h_t + b * h_b, c_t
- * at c + t * c_t + b * c_b. Training: the cache rows hs[t + 1, b], cs[t + 1, b]. Inference:
- * h into the caller's outputs in their own layout (batch- or time-major: no transposing
- * copy), c with c_t = 0 into one row per sequence, which ends as its final cell state. */
+/* Where the fused forward reads x_t of sequence b and writes its step t: x_t at
+ * x + t * x_t + b * x_b (the fused input projection; time- or batch-major), h_t at
+ * h + t * h_t + b * h_b, c_t at c + t * c_t + b * c_b. Training: the cache rows
+ * hs[t + 1, b], cs[t + 1, b]. Inference: h into the caller's outputs in their own layout
+ * (batch- or time-major: no transposing copy), c with c_t = 0 into one row per
+ * sequence, which ends as its final cell state. */
 typedef struct {
+    ptrdiff_t x_t, x_b;
     float* h;
     ptrdiff_t h_t, h_b;
     float* c;
     ptrdiff_t c_t, c_b;
-} fl_out_f32;
+} fl_layout_f32;
 
 /* The packed layouts, in C because packing per call in NumPy cost ~20 us, more than a
  * whole B=1 step sequence's arithmetic (fastlstm/backends/_chunking.py holds the same
@@ -236,7 +239,7 @@ static void fl_lstm_fwd_fused_f32(
         const float* restrict xproj, ptrdiff_t I, const float* restrict x,
         const float* restrict bias, const float* restrict peep, int use_peep,
         float forget_bias, float clip, float* restrict c_loc, float* restrict h_new,
-        float* restrict acts, float* restrict act_tmp, const fl_out_f32* out,
+        float* restrict acts, float* restrict act_tmp, const fl_layout_f32* out,
         float* restrict c_unclipped, ptrdiff_t g_lo, ptrdiff_t g_hi) {
     /* groups g_lo .. g_hi - 1 only (units 16 g_lo .. 16 g_hi - 1): the whole step is
      * 0 .. ceil(H / 16); the hidden-unit split gives each thread its own range */
@@ -246,7 +249,7 @@ static void fl_lstm_fwd_fused_f32(
         const ptrdiff_t b = rows[0];
         for (ptrdiff_t g0 = g_lo; g0 < g_hi; g0 += 4) {
             const ptrdiff_t nb = g_hi - g0 < 4 ? g_hi - g0 : 4;
-            fl_row_4blocks(KX, x ? x + (t * B + b) * I : NULL, H, h_old,
+            fl_row_4blocks(KX, x ? x + t * out->x_t + b * out->x_b : NULL, H, h_old,
                            Wp + g0 * (KX + H) * 64, (KX + H) * 64, nb, ztile);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 const ptrdiff_t u0 = 16 * (g0 + j), n = H - u0 < 16 ? H - u0 : 16;
@@ -269,7 +272,7 @@ static void fl_lstm_fwd_fused_f32(
             const float* xr[4] = {NULL, NULL, NULL, NULL};
             if (x)
                 for (int i = 0; i < 4; i++)
-                    xr[i] = x + (t * B + rows[r0 + (i < nr ? i : nr - 1)]) * I;
+                    xr[i] = x + t * out->x_t + rows[r0 + (i < nr ? i : nr - 1)] * out->x_b;
             fl_tile_4x64(KX, xr[0], xr[1], xr[2], xr[3],
                          H, fl_tile_row(h_old, H, r0, nr, 0), fl_tile_row(h_old, H, r0, nr, 1),
                          fl_tile_row(h_old, H, r0, nr, 2), fl_tile_row(h_old, H, r0, nr, 3),
@@ -334,7 +337,7 @@ static void fl_lstm_fwd_fused_f32(
         const int64_t* rows, ptrdiff_t B, ptrdiff_t t, const float* xproj, ptrdiff_t I,
         const float* x, const float* bias, const float* peep, int use_peep,
         float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
-        float* act_tmp, const fl_out_f32* out, float* c_unclipped, ptrdiff_t g_lo,
+        float* act_tmp, const fl_layout_f32* out, float* c_unclipped, ptrdiff_t g_lo,
         ptrdiff_t g_hi) {}
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
                               const float* WTp, float* dh, ptrdiff_t c_lo, ptrdiff_t c_hi) {}

@@ -364,3 +364,31 @@ def test_output_gradients_in_any_memory_layout_give_the_same_gradients(backend, 
         bad = np.repeat(d_out, 2, axis=1)[:, ::2]
         bad[0, 3, 1] = np.nan
         fl.dynamic_rnn_backward(cell, cache, bad)
+
+
+@pytest.mark.parametrize("B, H", [(6, 20), (2, 130), (40, 70)])  # chunks / units / chunks
+def test_inputs_in_any_memory_layout_give_the_same_outputs(B, H):
+    """The fused inference reads batch-major inputs through their strides (no transposing
+    copy); every layout and dtype a caller may hold them in gives the bits of the
+    C-contiguous float32 array, and the bits of the training forward."""
+    cell = make_cell("peephole_clip", H, 3, dtype=np.float32, seed=8)
+    x, lengths, state = make_case(cell, B, 7, seed=9)
+    want, want_st = fl.dynamic_rnn(cell, x, lengths, initial_state=state)
+    trained, _, _ = fl.dynamic_rnn(cell, x, lengths, initial_state=state, return_cache=True)
+    np.testing.assert_array_equal(trained, want)
+    layouts = {
+        "fortran": np.asfortranarray(x),
+        "view of time-major": np.ascontiguousarray(x.transpose(1, 0, 2)).transpose(1, 0, 2),
+        "every other of twice as many steps": np.repeat(x, 2, axis=1)[:, ::2],
+        "float64": x.astype(np.float64),
+        "list": x.tolist(),
+    }
+    for name, held in layouts.items():
+        got, got_st = fl.dynamic_rnn(cell, held, lengths, initial_state=state)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        np.testing.assert_array_equal(got_st.c, want_st.c, err_msg=name)
+        np.testing.assert_array_equal(got_st.h, want_st.h, err_msg=name)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bad = np.repeat(x, 2, axis=1)[:, ::2]
+        bad[1, 2, 0] = np.inf
+        fl.dynamic_rnn(cell, bad, lengths, initial_state=state)
