@@ -11,6 +11,7 @@ Only for arrays that are dead when the call returns: nothing handed to the calle
 states, caches, gradients) may come from here.
 """
 
+import math
 import threading
 
 import numpy as np
@@ -22,7 +23,7 @@ def scratch(name, shape, dtype, zero=False):
     """A C-contiguous array of ``shape`` and ``dtype`` that the caller may use until it
     asks for ``name`` again in this thread. Contents are undefined unless ``zero``."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
+    size = math.prod(shape) * dtype.itemsize      # math.prod: 0.1 us, np.prod 2 us
     buffers = getattr(_local, "buffers", None)
     if buffers is None:
         buffers = _local.buffers = {}
@@ -53,7 +54,7 @@ def recycled(shape, dtype, zero=False):
     every array made from it has been garbage-collected."""
     import sys
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     buf = None
     with _pool_lock:
         buffers = _pool.pop(nbytes, [])
