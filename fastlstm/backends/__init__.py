@@ -24,7 +24,7 @@ AUTO_ORDER = ("cython", "numba", "numpy")
 AUTO_ORDER_MEASUREMENT = (
     "benchmarks/bench_kernels.py, 2026-11-27, 2-core AMD EPYC (AVX-512), 2 threads, float32: "
     "Cython was faster than Numba in all 20 rows (seed size 128x28x28x128: inference "
-    "1.78 ms vs 13.4 ms, training 6.7 vs 22.2 ms; 64x25x1024x1024 training 223 vs 323 ms); "
+    "1.79 ms vs 13.9 ms, training 8.2 vs 22.8 ms; 64x25x1024x1024 training 220 vs 348 ms); "
     "the NumPy reference is the fallback")
 
 #: Every backend fastlstm knows, with the module that holds it and how to get it.
