@@ -52,6 +52,9 @@ cdef extern from "fused_step.h":
     void fl_pack_fused_t_f32(Py_ssize_t H, const float* W, float* out) noexcept nogil
     void fl_avx512_math_array(int which, Py_ssize_t n, const float* x,
                               float* y) noexcept nogil
+    void fl_gemm_tn_f32(Py_ssize_t K, Py_ssize_t M, const float* A, Py_ssize_t lda,
+                        const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc,
+                        Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
     void fl_gemm_dz_wt_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* dz,
                            const float* WTp, float* dh, Py_ssize_t c_lo,
                            Py_ssize_t c_hi) noexcept nogil
@@ -618,6 +621,35 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
 
 
 # --------------------------------------------------------------- the GEMMs outside the loop
+def gemm_tn_tiles(const float[:, :] a, const float[:, :] b, float[:, ::1] out,
+                  int n_threads):
+    """``out (M, N) = a.T @ b`` for ``a`` (K, M) and ``b`` (K, N) with contiguous rows and
+    N a multiple of 64, by the AVX-512 tiles of fused_step.h (where
+    :func:`have_fused_step`): 64-column blocks of ``out`` dealt to the OpenMP threads, each
+    element one in-order sum over K, so any thread count gives the same bits."""
+    cdef Py_ssize_t K = a.shape[0], M = a.shape[1], N = b.shape[1], n_blocks, per, k
+    if not fl_have_avx512():
+        raise RuntimeError("this CPU has no AVX-512: use the BLAS blocks")
+    if b.shape[0] != K or out.shape[0] != M or out.shape[1] != N or N % 64:
+        raise ValueError("gemm_tn_tiles needs a (K, M), b (K, N), out (M, N), N % 64 == 0")
+    if (M > 1 and a.strides[1] != sizeof(float)) or b.strides[1] != sizeof(float):
+        raise ValueError("gemm_tn_tiles needs rows with contiguous elements")
+    if M == 0 or N == 0:
+        return
+    if K == 0:
+        out[...] = 0
+        return
+    cdef Py_ssize_t lda = a.strides[0] // <Py_ssize_t>sizeof(float)
+    cdef Py_ssize_t ldb = b.strides[0] // <Py_ssize_t>sizeof(float)
+    n_blocks = N // 64
+    n_threads = max(1, min(n_threads, n_blocks))
+    per = (n_blocks + n_threads - 1) // n_threads
+    for k in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
+        if k * per < n_blocks:
+            fl_gemm_tn_f32(K, M, &a[0, 0], lda, &b[0, 0], ldb, &out[0, 0], N, k * per,
+                           min(n_blocks, (k + 1) * per))
+
+
 def gemm_blocks(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
                 bint trans_a, bint trans_b, Py_ssize_t row_block, Py_ssize_t col_block,
                 int n_threads):

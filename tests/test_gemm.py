@@ -1,0 +1,75 @@
+"""The GEMMs outside the recurrence (fastlstm/_gemm.py): right, and the same bits for any
+thread count, on BLAS blocks and on the AVX-512 tiles of the weight gradients."""
+
+import numpy as np
+import pytest
+
+from fastlstm import _gemm, _recurrent
+
+needs_avx512 = pytest.mark.skipif(not _recurrent.have_fused_step(),
+                                  reason="this CPU has no AVX-512 (the BLAS blocks run)")
+
+
+def _operands(K, M, N, seed, lda=None):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((K, lda or M)).astype(np.float32)[:, :M]   # rows lda apart
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    return a, b
+
+
+@needs_avx512
+@pytest.mark.parametrize("K, M, N, lda", [
+    (3584, 157, 512, None),     # the seed's [x, h, 1]^T dz
+    (1, 1, 64, None), (127, 2, 128, None), (129, 3, 64, None), (300, 5, 192, None),
+    (256, 28, 512, 157),        # x's columns of [x, h, 1]: a strided view
+])
+def test_weight_gradient_tiles_match_float64_and_any_thread_count(K, M, N, lda):
+    a, b = _operands(K, M, N, seed=K + M, lda=lda)
+    exact = a.astype(np.float64).T @ b.astype(np.float64)
+    runs = []
+    for n_threads in (1, 2, 3):
+        out = np.full((M, N), np.nan, np.float32)
+        _recurrent.gemm_tn_tiles(a, b, out, n_threads)
+        runs.append(out)
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other, runs[0])
+    # float32 sums over K terms: error like a BLAS's (same order of magnitude)
+    blas_err = np.abs(a.T @ b - exact).max()
+    assert np.abs(runs[0] - exact).max() <= 4 * blas_err + 1e-6 * np.sqrt(K)
+
+
+@needs_avx512
+def test_weight_gradient_tiles_are_what_matmul_tn_runs():
+    a, b = _operands(3584, 157, 512, seed=1)
+    want = np.empty((157, 512), np.float32)
+    _recurrent.gemm_tn_tiles(a, b, want, 2)
+    np.testing.assert_array_equal(_gemm.matmul_tn(np.ascontiguousarray(a), b, 2), want)
+    np.testing.assert_array_equal(_gemm.matmul_tn(np.ascontiguousarray(a), b, 1), want)
+
+
+@needs_avx512
+def test_weight_gradient_tiles_refuse_what_they_cannot_do():
+    a, b = _operands(10, 4, 96, seed=2)
+    with pytest.raises(ValueError, match="N % 64"):
+        _recurrent.gemm_tn_tiles(a, b, np.empty((4, 96), np.float32), 2)
+    a, b = _operands(10, 4, 64, seed=2)
+    with pytest.raises(ValueError, match="contiguous"):
+        _recurrent.gemm_tn_tiles(a[:, ::2], b, np.empty((2, 64), np.float32), 2)
+
+
+@pytest.mark.parametrize("K, M, N", [(3584, 157, 512), (3584, 157, 500), (900, 600, 28),
+                                     (20, 30, 40)])
+def test_products_match_float64_and_any_thread_count(K, M, N):
+    """matmul_tn (tiles or BLAS blocks), matmul and matmul_nt, blocked or not."""
+    rng = np.random.default_rng(K)
+    a = rng.standard_normal((K, M)).astype(np.float32)
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    a_t = np.ascontiguousarray(a.T)                                   # (M, K)
+    b_t = np.ascontiguousarray(b.T)                                   # (N, K)
+    exact = a.astype(np.float64).T @ b.astype(np.float64)            # (M, N) every time
+    for fn, args in ((_gemm.matmul_tn, (a, b)), (_gemm.matmul, (a_t, b)),
+                     (_gemm.matmul_nt, (a_t, b_t))):
+        got = [fn(*args, n) for n in (1, 2)]
+        np.testing.assert_array_equal(got[0], got[1], err_msg=fn.__name__)
+        np.testing.assert_allclose(got[0], exact, rtol=0, atol=1e-5 * np.abs(exact).max(),
+                                   err_msg=fn.__name__)
