@@ -54,7 +54,9 @@ cdef extern from "fused_step.h":
                               float* y) noexcept nogil
     void fl_gemm_tn_f32(Py_ssize_t K, Py_ssize_t M, const float* A, Py_ssize_t lda,
                         const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc,
-                        Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
+                        Py_ssize_t c_lo, Py_ssize_t c_hi, float* Bp) noexcept nogil
+    enum: FL_TN_GROUP
+    enum: FL_TN_KS
     void fl_gemm_dz_wt_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* dz,
                            const float* WTp, float* dh, Py_ssize_t c_lo,
                            Py_ssize_t c_hi) noexcept nogil
@@ -644,10 +646,14 @@ def gemm_tn_tiles(const float[:, :] a, const float[:, :] b, float[:, ::1] out,
     n_blocks = N // 64
     n_threads = max(1, min(n_threads, n_blocks))
     per = (n_blocks + n_threads - 1) // n_threads
+    # each thread's copies of B's pieces (128 KB), 64-byte aligned rows
+    cdef float[:, ::1] pieces = np.empty((n_threads, FL_TN_GROUP * FL_TN_KS * 64 + 16),
+                                         np.float32)
+    cdef Py_ssize_t skew = (-(<size_t>&pieces[0, 0]) % 64) // sizeof(float)
     for k in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
         if k * per < n_blocks:
             fl_gemm_tn_f32(K, M, &a[0, 0], lda, &b[0, 0], ldb, &out[0, 0], N, k * per,
-                           min(n_blocks, (k + 1) * per))
+                           min(n_blocks, (k + 1) * per), &pieces[k, skew])
 
 
 def gemm_blocks(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,
