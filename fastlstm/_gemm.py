@@ -139,6 +139,36 @@ def _tiles_take(kernels, a, b, out):
             and a.strides[1] == 4 and b.strides[1] == 4 and kernels.have_fused_step())
 
 
+def matmul_tn_stacked(parts, b, n_threads, merge):
+    """``np.concatenate(parts, axis=1).T @ b`` for ``parts`` (K, M_s) and ``b`` (K, N),
+    without the concatenated copy where the AVX-512 tiles run (they take the parts as
+    they are; a part's rows may even be 0 apart, as ``np.broadcast_to`` gives a column of
+    ones). Elsewhere ``merge`` says whether one BLAS product over a concatenated copy
+    (worth it when the parts are narrow: a few rows and a long sum run far below the
+    machine's rate) or one product per part."""
+    M = sum(p.shape[1] for p in parts)
+    out = np.empty((M, b.shape[1]), np.result_type(b, *parts))
+    kernels = _compiled()
+    if _tiles_take(kernels, parts[0], b, out) and all(p.dtype == np.float32 and (
+            p.shape[1] < 2 or p.strides[1] == 4) for p in parts):
+        kernels.gemm_tn_tiles(list(parts), b, out, n_threads)
+        return out
+    if merge:
+        from ._workspace import scratch
+        stacked = scratch("stacked", (b.shape[0], M), out.dtype)
+        np.concatenate(parts, axis=1, out=stacked)
+        return _gemm(stacked, b, True, False, n_threads, out)
+    r0 = 0
+    for p in parts:
+        if p.strides[0] == 0:                       # a repeated row: b's column sums
+            out[r0:r0 + p.shape[1]] = np.outer(p[0], b.sum(axis=0))
+        else:
+            _gemm(np.ascontiguousarray(p), b, True, False, n_threads,
+                  out[r0:r0 + p.shape[1]])
+        r0 += p.shape[1]
+    return out
+
+
 def matmul(a, b, n_threads, out=None):
     """``a (M, K) @ b (K, N)``, the columns of the result in per-core blocks."""
     if out is None:

@@ -331,7 +331,8 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
 }
 /* C (M x N, row stride ldc) = A^T B for A (K x M) and B (K x N), rows lda and ldb floats
  * apart, float32, AVX-512: the weight gradients [x, h_{t-1}, 1]^T dz, a long sum (K = T B
- * rows) into a short, wide result. Column blocks c_lo .. c_hi - 1 of 64 (N a multiple of
+ * rows) into a short, wide result; A may come in segments (x, h_{t-1} and the ones, with
+ * no copy into one [x, h_{t-1}, 1] array). Column blocks c_lo .. c_hi - 1 of 64 (N a multiple of
  * 64). The sum over k goes in pieces of FL_TN_KS rows: the piece of up to FL_TN_GROUP
  * blocks of B is first copied into contiguous 32 KB buffers, one per block (B's rows are
  * 2^n floats apart, and rows that far apart share a few L1 sets: read in place, a piece
@@ -353,10 +354,13 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
         t##r##2 = _mm512_fmadd_ps(s, w2, t##r##2); t##r##3 = _mm512_fmadd_ps(s, w3, t##r##3); \
     }
 __attribute__((target("avx512f,fma")))
-static void fl_gemm_tn_f32(ptrdiff_t K, ptrdiff_t M, const float* restrict A, ptrdiff_t lda,
+static void fl_gemm_tn_f32(ptrdiff_t K, ptrdiff_t n_seg, const float* const* A,
+                           const ptrdiff_t* lda, const ptrdiff_t* M,
                            const float* restrict B, ptrdiff_t ldb, float* restrict C,
                            ptrdiff_t ldc, ptrdiff_t c_lo, ptrdiff_t c_hi, float* restrict Bp) {
-    /* Bp: FL_TN_GROUP * FL_TN_KS * 64 floats of scratch, 64-byte aligned */
+    /* A in n_seg segments stacked along C's rows: segment s, (K x M[s]) with rows lda[s]
+     * apart (lda 0: one row repeated, e.g. ones for the bias gradient), gives C's next
+     * M[s] rows. Bp: FL_TN_GROUP * FL_TN_KS * 64 floats of scratch, 64-byte aligned. */
     float tile[4][64] __attribute__((aligned(64)));
     for (ptrdiff_t g0 = c_lo; g0 < c_hi; g0 += FL_TN_GROUP)
         for (ptrdiff_t k0 = 0; k0 < K; k0 += FL_TN_KS) {
@@ -366,19 +370,21 @@ static void fl_gemm_tn_f32(ptrdiff_t K, ptrdiff_t M, const float* restrict A, pt
                 for (ptrdiff_t k = 0; k < ks; k++)
                     memcpy(Bp + ((c - g0) * FL_TN_KS + k) * 64, B + (k0 + k) * ldb + 64 * c,
                            64 * sizeof(float));
+            for (ptrdiff_t s = 0, row0 = 0; s < n_seg; row0 += M[s], s++)
             for (ptrdiff_t c = g0; c < g1; c++)
-            for (ptrdiff_t i0 = 0; i0 < M; i0 += 4) {
+            for (ptrdiff_t i0 = 0; i0 < M[s]; i0 += 4) {
                 /* columns of A past M repeat the last one (computed, never stored) */
-                const ptrdiff_t nr = M - i0 < 4 ? M - i0 : 4;
+                const ptrdiff_t nr = M[s] - i0 < 4 ? M[s] - i0 : 4;
                 const ptrdiff_t o1 = nr > 1 ? 1 : 0, o2 = nr > 2 ? 2 : nr - 1;
                 const ptrdiff_t o3 = nr > 3 ? 3 : nr - 1;
-                float* Ct = C + i0 * ldc + 64 * c;
+                float* Ct = C + (row0 + i0) * ldc + 64 * c;
                 __m512 t00, t01, t02, t03, t10, t11, t12, t13;
                 __m512 t20, t21, t22, t23, t30, t31, t32, t33;
                 t00 = t01 = t02 = t03 = t10 = t11 = t12 = t13 = _mm512_setzero_ps();
                 t20 = t21 = t22 = t23 = t30 = t31 = t32 = t33 = t00;
-                const float* ak = A + k0 * lda + i0;
-                for (ptrdiff_t k = 0; k < ks; k++, ak += lda) {
+                const ptrdiff_t ld = lda[s];
+                const float* ak = A[s] + k0 * ld + i0;
+                for (ptrdiff_t k = 0; k < ks; k++, ak += ld) {
                     const float* w = Bp + ((c - g0) * FL_TN_KS + k) * 64;
                     const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
                     const __m512 w2 = _mm512_load_ps(w + 32), w3 = _mm512_load_ps(w + 48);
@@ -414,9 +420,10 @@ static void fl_lstm_fwd_fused_f32(
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
                               const float* WTp, float* dh, ptrdiff_t c_lo, ptrdiff_t c_hi) {}
 static void fl_avx512_math_array(int which, ptrdiff_t n, const float* x, float* y) {}
-static void fl_gemm_tn_f32(ptrdiff_t K, ptrdiff_t M, const float* A, ptrdiff_t lda,
-                           const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc,
-                           ptrdiff_t c_lo, ptrdiff_t c_hi, float* Bp) {}
+static void fl_gemm_tn_f32(ptrdiff_t K, ptrdiff_t n_seg, const float* const* A,
+                           const ptrdiff_t* lda, const ptrdiff_t* M, const float* B,
+                           ptrdiff_t ldb, float* C, ptrdiff_t ldc, ptrdiff_t c_lo,
+                           ptrdiff_t c_hi, float* Bp) {}
 #endif
 
 #endif

@@ -48,6 +48,41 @@ def test_weight_gradient_tiles_are_what_matmul_tn_runs():
 
 
 @needs_avx512
+def test_weight_gradient_tiles_take_the_parts_of_x_h_1_as_they_are():
+    """[x, h, 1]^T dz from the parts (a column of ones as a broadcast view, rows 0 apart)
+    gives the bits of the product over the concatenated copy."""
+    rng = np.random.default_rng(3)
+    K, I, H = 700, 5, 70                  # segments of 5, 70 and 1 rows: partial tiles
+    x = rng.standard_normal((K, I)).astype(np.float32)
+    h = rng.standard_normal((K, H)).astype(np.float32)
+    dz = rng.standard_normal((K, 4 * 64)).astype(np.float32)
+    ones = np.broadcast_to(np.ones(1, np.float32), (K, 1))
+    whole = np.empty((I + H + 1, 256), np.float32)
+    _recurrent.gemm_tn_tiles(np.concatenate([x, h, ones], axis=1), dz, whole, 2)
+    parts = np.empty_like(whole)
+    _recurrent.gemm_tn_tiles([x, h, ones], dz, parts, 2)
+    np.testing.assert_array_equal(parts, whole)
+    np.testing.assert_array_equal(_gemm.matmul_tn_stacked([x, h, ones], dz, 1, merge=True),
+                                  whole)
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_stacked_products_on_blas_match_float64(merge, monkeypatch):
+    """The BLAS fallback of matmul_tn_stacked (CPUs without AVX-512, or N % 64 != 0):
+    one product over a concatenated copy, or one per part and column sums for the ones."""
+    monkeypatch.setattr(_gemm, "_tiles_take", lambda *args: False)
+    rng = np.random.default_rng(4)
+    K = 500
+    x = rng.standard_normal((K, 7)).astype(np.float32)
+    h = rng.standard_normal((K, 40)).astype(np.float32)
+    ones = np.broadcast_to(np.ones(1, np.float32), (K, 1))
+    dz = rng.standard_normal((K, 160)).astype(np.float32)
+    exact = np.concatenate([x, h, ones], axis=1).astype(np.float64).T @ dz
+    got = _gemm.matmul_tn_stacked([x, h, ones], dz, 2, merge=merge)
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
+
+
+@needs_avx512
 def test_weight_gradient_tiles_refuse_what_they_cannot_do():
     a, b = _operands(10, 4, 96, seed=2)
     with pytest.raises(ValueError, match="N % 64"):
