@@ -332,18 +332,20 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
 /* C (M x N, row stride ldc) = A^T B for A (K x M) and B (K x N), rows lda and ldb floats
  * apart, float32, AVX-512: the weight gradients [x, h_{t-1}, 1]^T dz, a long sum (K = T B
  * rows) into a short, wide result; A may come in segments (x, h_{t-1} and the ones, with
- * no copy into one [x, h_{t-1}, 1] array). Column blocks c_lo .. c_hi - 1 of 64 (N a multiple of
- * 64). The sum over k goes in pieces of FL_TN_KS rows: the piece of up to FL_TN_GROUP
- * blocks of B is first copied into contiguous 32 KB buffers, one per block (B's rows are
- * 2^n floats apart, and rows that far apart share a few L1 sets: read in place, a piece
- * did not stay in L1), then every 4 x 64 tile of C sums its block's piece in order in 16
- * registers and adds it to C; the group's blocks share each piece of A, read once from
- * memory instead of once per block (in a fit, where A and B come cold from the
- * backward: 1.37 against 1.59 ms for OpenBLAS's blocks, 1.80 one block at a time). Summing by
- * pieces, as BLAS does, keeps float32's error growing with K / 128 + 128 terms, not K
- * (one running sum was 5x less accurate than OpenBLAS at the seed's size); the pieces
- * and their order do not depend on the threads: same bits for any count. Measured at the
- * seed's size (M = 157, N = 512, K = 3584, 2 threads): 1.26 ms against 1.49 for
+ * no copy into one [x, h_{t-1}, 1] array). Column blocks c_lo .. c_hi - 1 of 64 (N a
+ * multiple of 64).
+ *
+ * The sum over k goes in pieces of FL_TN_KS rows. A piece of up to FL_TN_GROUP blocks of
+ * B is first copied into contiguous 32 KB buffers, one per block: B's rows are 2^n floats
+ * apart, rows that far apart share a few L1 sets, and read in place a piece did not stay
+ * in L1. Then every 4 x 64 tile of C sums its block's piece in order in 16 registers and
+ * adds it to C. The group's blocks share each piece of A, read once from memory instead
+ * of once per block (in a fit, where A and B come cold from the backward: 1.37 ms
+ * against 1.59 for OpenBLAS's blocks, 1.80 one block at a time). Summing by pieces, as
+ * BLAS does, keeps float32's error growing with K / 128 + 128 terms, not K (one running
+ * sum was 5x less accurate than OpenBLAS at the seed's size); the pieces and their order
+ * do not depend on the threads: same bits for any count. Measured alone at the seed's
+ * size (M = 157, N = 512, K = 3584, 2 threads): 1.20-1.26 ms against 1.44-1.49 for
  * OpenBLAS's blocks; (1025, 2048, K = 3200) 30.3 against 30.5. */
 #define FL_TN_KS 128
 #define FL_TN_GROUP 4
