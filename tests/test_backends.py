@@ -291,6 +291,7 @@ def test_a_sequence_alone_gets_the_bits_it_gets_in_a_batch(cell_name, H, B):
     if H == 130 and cb.default_num_threads() == 2:
         assert cb.fused_unit_slices(1, H) > 0 and cb.fused_unit_slices(9, H) > 0
         assert cb.fused_unit_slices(40, H) == 0
+        assert cb.fused_unit_slices(40, 1024, 2048) > 0       # 32 MB of packed weights
     cell = make_cell(cell_name, H, 5, dtype=np.float32, seed=1)
     x, lengths, state = make_case(cell, B, 6, seed=3)
     out, st = fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend="cython")

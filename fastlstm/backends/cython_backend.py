@@ -40,8 +40,9 @@ rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
 rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
 
 
-#: The fused step splits the hidden units of a small batch (see fused_unit_slices) over
-#: the cores when each core gets at least this many 16-unit groups. Measured (2 threads,
+#: The fused step splits the hidden units of a small batch, or of large weights (see
+#: fused_unit_slices), over the cores when each core gets at least this many 16-unit
+#: groups. Measured (2 threads,
 #: min of 4 runs, inference ms, one chunk / unit split): (4, 100, 64, 128) 0.54 / 0.34;
 #: (1, 100, 32, 128) 0.26 / 0.18, but with 2 groups per core (1, 100, 32, 64) 0.105 /
 #: 0.121: the per-step barrier costs more than half the step saves.
@@ -60,9 +61,20 @@ MIN_GROUPS_PER_SLICE = 4
 MAX_CHUNK_ROWS_FOR_UNIT_SPLIT = 8
 UNIT_SPLIT_GROUPS_AT_FULL_TILES = 16
 
+#: Packed weights of at least this many bytes split the hidden units whatever the batch:
+#: with batch chunks every core streams all of them from L3 or memory each step, with the
+#: units split half. Measured on 2 cores (inference ms, batch chunks / unit split,
+#: alternating runs): (64, 25, 1024, 1024), 32 MB, 77.3 / 73.4 and 81.2 / 75.5;
+#: (64, 20, 512, 1024), 24 MB, 51.8 / 48.1; (64, 20, 1024, 768), 22 MB, 42.2 / 40.4; but
+#: (64, 50, 512, 512), 8 MB, 32.3 / 32.1 and (32, 50, 512, 512) 16.7 / 16.7. Training:
+#: 1-4% faster.
+UNIT_SPLIT_MIN_WEIGHT_BYTES = 16 << 20
 
-def fused_unit_slices(batch_size, num_units):
-    """Slices for the fused step's hidden-unit split (one per core), or 0: batch chunks."""
+
+def fused_unit_slices(batch_size, num_units, weight_rows=0):
+    """Slices for the fused step's hidden-unit split (one per core), or 0: batch chunks.
+    ``weight_rows``: rows of the packed weights (``I + H`` with the input projection in
+    the step, ``H`` without)."""
     cores = default_num_threads()
     groups = -(-num_units // 16)
     rows = chunk_rows(batch_size, True)
@@ -71,6 +83,8 @@ def fused_unit_slices(batch_size, num_units):
     if n_chunks(batch_size, True) == 1 or rows < MAX_CHUNK_ROWS_FOR_UNIT_SPLIT or (
             rows == MAX_CHUNK_ROWS_FOR_UNIT_SPLIT
             and groups >= UNIT_SPLIT_GROUPS_AT_FULL_TILES):
+        return cores
+    if weight_rows * groups * 64 * 4 >= UNIT_SPLIT_MIN_WEIGHT_BYTES:
         return cores
     return 0
 
@@ -87,7 +101,7 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
         _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip,
                                 seq_len, hs, cs, acts, c_unclipped, n_threads,
                                 chunk_rows(B, True), _packed(W),
-                                unit_slices=fused_unit_slices(B, H))
+                                unit_slices=fused_unit_slices(B, H, H))
         return
     plan = unit_slices(B, H)
     if plan is None:
@@ -141,7 +155,8 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
     _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias, cell_clip,
                             seq_len, hs, cs, acts, c_unclipped, n_threads,
                             chunk_rows(hs.shape[1], True), _packed(W, W_x),
-                            x, bias, unit_slices=fused_unit_slices(hs.shape[1], hs.shape[2]))
+                            x, bias, unit_slices=fused_unit_slices(
+                                hs.shape[1], hs.shape[2], W_x.shape[0] + W.shape[0]))
 
 
 def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
@@ -159,7 +174,8 @@ def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cel
                             seq_len, h0[None], c_state[None], _NO_XPROJ, c_unclipped,
                             n_threads, chunk_rows(h0.shape[0], True),
                             _packed(W, W_x), x, bias, out, out_batch_major,
-                            c_state, fused_unit_slices(h0.shape[0], h0.shape[1]))
+                            c_state, fused_unit_slices(h0.shape[0], h0.shape[1],
+                                                       W_x.shape[0] + W.shape[0]))
 
 
 _NO_XPROJ = np.empty((0, 0, 0), np.float32)
