@@ -42,10 +42,10 @@ rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
 
 #: The fused step splits the hidden units of a small batch, or of large weights (see
 #: fused_unit_slices), over the cores when each core gets at least this many 16-unit
-#: groups. Measured (2 threads,
-#: min of 4 runs, inference ms, one chunk / unit split): (4, 100, 64, 128) 0.54 / 0.34;
-#: (1, 100, 32, 128) 0.26 / 0.18, but with 2 groups per core (1, 100, 32, 64) 0.105 /
-#: 0.121: the per-step barrier costs more than half the step saves.
+#: groups. Measured (2 threads, min of 4 runs, inference ms, one chunk / unit split):
+#: (4, 100, 64, 128) 0.54 / 0.34; (1, 100, 32, 128) 0.26 / 0.18, but with 2 groups per
+#: core (1, 100, 32, 64) 0.105 / 0.121: the per-step barrier costs more than half the
+#: step saves.
 MIN_GROUPS_PER_SLICE = 4
 
 
