@@ -139,20 +139,25 @@ def _tiles_take(kernels, a, b, out):
             and a.strides[1] == 4 and b.strides[1] == 4 and kernels.have_fused_step())
 
 
-def matmul_tn_stacked(parts, b, n_threads, merge):
+def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
     """``np.concatenate(parts, axis=1).T @ b`` for ``parts`` (K, M_s) and ``b`` (K, N),
-    without the concatenated copy where the AVX-512 tiles run (they take the parts as
-    they are; a part's rows may even be 0 apart, as ``np.broadcast_to`` gives a column of
-    ones). Elsewhere ``merge`` says whether one BLAS product over a concatenated copy
-    (worth it when the parts are narrow: a few rows and a long sum run far below the
+    summed over ``rows`` of them only when given, without the concatenated copy (nor the
+    gathered rows) where the AVX-512 tiles run: they take the parts as they are, a part's
+    rows may even be 0 apart, as ``np.broadcast_to`` gives a column of ones. Elsewhere
+    the rows are gathered, and ``merge`` says whether one BLAS product over a concatenated
+    copy (worth it when the parts are narrow: a few rows and a long sum run far below the
     machine's rate) or one product per part."""
     M = sum(p.shape[1] for p in parts)
     out = np.empty((M, b.shape[1]), np.result_type(b, *parts))
     kernels = _compiled()
     if _tiles_take(kernels, parts[0], b, out) and all(p.dtype == np.float32 and (
             p.shape[1] < 2 or p.strides[1] == 4) for p in parts):
-        kernels.gemm_tn_tiles(list(parts), b, out, n_threads)
+        kernels.gemm_tn_tiles(list(parts), b, out, n_threads,
+                              None if rows is None else np.ascontiguousarray(rows, np.int64))
         return out
+    if rows is not None:                # a repeated row stays one (no gathered copy)
+        parts = [p[:len(rows)] if p.strides[0] == 0 else p[rows] for p in parts]
+        b = b[rows]
     if merge:
         from ._workspace import scratch
         stacked = scratch("stacked", (b.shape[0], M), out.dtype)

@@ -52,10 +52,10 @@ cdef extern from "fused_step.h":
     void fl_pack_fused_t_f32(Py_ssize_t H, const float* W, float* out) noexcept nogil
     void fl_avx512_math_array(int which, Py_ssize_t n, const float* x,
                               float* y) noexcept nogil
-    void fl_gemm_tn_f32(Py_ssize_t K, Py_ssize_t n_seg, const float* const* A,
-                        const Py_ssize_t* lda, const Py_ssize_t* M, const float* B,
-                        Py_ssize_t ldb, float* C, Py_ssize_t ldc, Py_ssize_t c_lo,
-                        Py_ssize_t c_hi, float* Bp) noexcept nogil
+    void fl_gemm_tn_f32(Py_ssize_t K, const int64_t* krows, Py_ssize_t n_seg,
+                        const float* const* A, const Py_ssize_t* lda, const Py_ssize_t* M,
+                        const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc,
+                        Py_ssize_t c_lo, Py_ssize_t c_hi, float* Bp) noexcept nogil
     enum: FL_TN_GROUP
     enum: FL_TN_KS
     void fl_gemm_dz_wt_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* dz,
@@ -624,19 +624,28 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
 
 
 # --------------------------------------------------------------- the GEMMs outside the loop
-def gemm_tn_tiles(segments, const float[:, :] b, float[:, ::1] out, int n_threads):
+def gemm_tn_tiles(segments, const float[:, :] b, float[:, ::1] out, int n_threads,
+                  const int64_t[::1] rows=None):
     """``out (M, N) = a.T @ b`` for ``a`` = the column-wise concatenation of
     ``segments`` (an array or a sequence of arrays, each (K, M_s), with M the sum of the
     M_s) and ``b`` (K, N) with contiguous rows, N a multiple of 64, by the AVX-512 tiles
     of fused_step.h (where :func:`have_fused_step`). A segment's rows may be any distance
     apart, 0 included (``np.broadcast_to(ones, (K, 1))``: the bias gradient's column
-    sums). 64-column blocks of ``out`` are dealt to the OpenMP threads; each element is
-    one sum over K in fixed pieces, so any thread count gives the same bits."""
+    sums). ``rows``: sum over these rows of ``a`` and ``b`` only (no gathered copies).
+    64-column blocks of ``out`` are dealt to the OpenMP threads; each element is one sum
+    in fixed pieces, so any thread count gives the same bits."""
     if not fl_have_avx512():
         raise RuntimeError("this CPU has no AVX-512: use the BLAS blocks")
     if not isinstance(segments, (list, tuple)):
         segments = [segments]
     cdef Py_ssize_t K = b.shape[0], N = b.shape[1], n_seg = len(segments), s, M = 0
+    cdef Py_ssize_t K_sum = K
+    cdef const int64_t* krows = NULL
+    if rows is not None:
+        if rows.shape[0] and (np.min(rows) < 0 or np.max(rows) >= K):
+            raise ValueError("rows must index the K rows of b")
+        K_sum = rows.shape[0]
+        krows = &rows[0] if K_sum else NULL
     if n_seg < 1 or n_seg > 8:
         raise ValueError("gemm_tn_tiles takes 1 to 8 segments")
     cdef const float* seg_ptr[8]
@@ -659,7 +668,7 @@ def gemm_tn_tiles(segments, const float[:, :] b, float[:, ::1] out, int n_thread
         raise ValueError("gemm_tn_tiles needs rows with contiguous elements")
     if M == 0 or N == 0:
         return
-    if K == 0:
+    if K_sum == 0:
         out[...] = 0
         return
     cdef Py_ssize_t ldb = b.strides[0] // <Py_ssize_t>sizeof(float)
@@ -672,8 +681,9 @@ def gemm_tn_tiles(segments, const float[:, :] b, float[:, ::1] out, int n_thread
     cdef Py_ssize_t skew = (-(<size_t>&pieces[0, 0]) % 64) // sizeof(float)
     for k in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
         if k * per < n_blocks:
-            fl_gemm_tn_f32(K, n_seg, seg_ptr, seg_ld, seg_m, &b[0, 0], ldb, &out[0, 0], N,
-                           k * per, min(n_blocks, (k + 1) * per), &pieces[k, skew])
+            fl_gemm_tn_f32(K_sum, krows, n_seg, seg_ptr, seg_ld, seg_m, &b[0, 0], ldb,
+                           &out[0, 0], N, k * per, min(n_blocks, (k + 1) * per),
+                           &pieces[k, skew])
 
 
 def gemm_blocks(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,

@@ -356,13 +356,16 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
         t##r##2 = _mm512_fmadd_ps(s, w2, t##r##2); t##r##3 = _mm512_fmadd_ps(s, w3, t##r##3); \
     }
 __attribute__((target("avx512f,fma")))
-static void fl_gemm_tn_f32(ptrdiff_t K, ptrdiff_t n_seg, const float* const* A,
-                           const ptrdiff_t* lda, const ptrdiff_t* M,
+static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* restrict krows, ptrdiff_t n_seg,
+                           const float* const* A, const ptrdiff_t* lda, const ptrdiff_t* M,
                            const float* restrict B, ptrdiff_t ldb, float* restrict C,
                            ptrdiff_t ldc, ptrdiff_t c_lo, ptrdiff_t c_hi, float* restrict Bp) {
-    /* A in n_seg segments stacked along C's rows: segment s, (K x M[s]) with rows lda[s]
-     * apart (lda 0: one row repeated, e.g. ones for the bias gradient), gives C's next
-     * M[s] rows. Bp: FL_TN_GROUP * FL_TN_KS * 64 floats of scratch, 64-byte aligned. */
+    /* A in n_seg segments stacked along C's rows: segment s, (rows x M[s]) with rows
+     * lda[s] apart (lda 0: one row repeated, e.g. ones for the bias gradient), gives C's
+     * next M[s] rows. The sum runs over K rows of A and B: rows krows[0 .. K-1], or
+     * 0 .. K-1 when krows is NULL (the steps that exist of a variable-length batch, with
+     * no gathered copies). Bp: FL_TN_GROUP * FL_TN_KS * 64 floats of scratch, 64-byte
+     * aligned. */
     float tile[4][64] __attribute__((aligned(64)));
     for (ptrdiff_t g0 = c_lo; g0 < c_hi; g0 += FL_TN_GROUP)
         for (ptrdiff_t k0 = 0; k0 < K; k0 += FL_TN_KS) {
@@ -370,7 +373,8 @@ static void fl_gemm_tn_f32(ptrdiff_t K, ptrdiff_t n_seg, const float* const* A,
             const ptrdiff_t g1 = c_hi - g0 < FL_TN_GROUP ? c_hi : g0 + FL_TN_GROUP;
             for (ptrdiff_t c = g0; c < g1; c++)
                 for (ptrdiff_t k = 0; k < ks; k++)
-                    memcpy(Bp + ((c - g0) * FL_TN_KS + k) * 64, B + (k0 + k) * ldb + 64 * c,
+                    memcpy(Bp + ((c - g0) * FL_TN_KS + k) * 64,
+                           B + (krows ? krows[k0 + k] : k0 + k) * ldb + 64 * c,
                            64 * sizeof(float));
             for (ptrdiff_t s = 0, row0 = 0; s < n_seg; row0 += M[s], s++)
             for (ptrdiff_t c = g0; c < g1; c++)
@@ -385,8 +389,9 @@ static void fl_gemm_tn_f32(ptrdiff_t K, ptrdiff_t n_seg, const float* const* A,
                 t00 = t01 = t02 = t03 = t10 = t11 = t12 = t13 = _mm512_setzero_ps();
                 t20 = t21 = t22 = t23 = t30 = t31 = t32 = t33 = t00;
                 const ptrdiff_t ld = lda[s];
-                const float* ak = A[s] + k0 * ld + i0;
-                for (ptrdiff_t k = 0; k < ks; k++, ak += ld) {
+                const float* a0 = A[s] + i0;
+                for (ptrdiff_t k = 0; k < ks; k++) {
+                    const float* ak = a0 + (krows ? krows[k0 + k] : k0 + k) * ld;
                     const float* w = Bp + ((c - g0) * FL_TN_KS + k) * 64;
                     const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
                     const __m512 w2 = _mm512_load_ps(w + 32), w3 = _mm512_load_ps(w + 48);
@@ -422,10 +427,10 @@ static void fl_lstm_fwd_fused_f32(
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
                               const float* WTp, float* dh, ptrdiff_t c_lo, ptrdiff_t c_hi) {}
 static void fl_avx512_math_array(int which, ptrdiff_t n, const float* x, float* y) {}
-static void fl_gemm_tn_f32(ptrdiff_t K, ptrdiff_t n_seg, const float* const* A,
-                           const ptrdiff_t* lda, const ptrdiff_t* M, const float* B,
-                           ptrdiff_t ldb, float* C, ptrdiff_t ldc, ptrdiff_t c_lo,
-                           ptrdiff_t c_hi, float* Bp) {}
+static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
+                           const float* const* A, const ptrdiff_t* lda, const ptrdiff_t* M,
+                           const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc,
+                           ptrdiff_t c_lo, ptrdiff_t c_hi, float* Bp) {}
 #endif
 
 #endif

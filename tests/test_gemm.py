@@ -66,6 +66,29 @@ def test_weight_gradient_tiles_take_the_parts_of_x_h_1_as_they_are():
                                   whole)
 
 
+@needs_avx512
+def test_weight_gradient_tiles_sum_over_chosen_rows_as_over_gathered_ones():
+    """The steps that exist of a variable-length batch: rows chosen by index give the
+    bits of the product over the gathered copies; out-of-range rows are refused."""
+    rng = np.random.default_rng(5)
+    K = 900
+    x = rng.standard_normal((K, 6)).astype(np.float32)
+    h = rng.standard_normal((K, 64)).astype(np.float32)
+    dz = rng.standard_normal((K, 256)).astype(np.float32)
+    ones = np.broadcast_to(np.ones(1, np.float32), (K, 1))
+    rows = np.flatnonzero(rng.uniform(size=K) < 0.6)
+    want = np.empty((71, 256), np.float32)
+    _recurrent.gemm_tn_tiles([x[rows], h[rows], ones[:len(rows)]], dz[rows], want, 2)
+    got = np.empty_like(want)
+    _recurrent.gemm_tn_tiles([x, h, ones], dz, got, 2, rows)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(
+        _gemm.matmul_tn_stacked([x, h, ones], dz, 1, merge=True, rows=rows), want)
+    with pytest.raises(ValueError, match="rows"):
+        _recurrent.gemm_tn_tiles([x], dz, np.empty((6, 256), np.float32), 2,
+                                 np.array([0, K], np.int64))
+
+
 @pytest.mark.parametrize("merge", [True, False])
 def test_stacked_products_on_blas_match_float64(merge, monkeypatch):
     """The BLAS fallback of matmul_tn_stacked (CPUs without AVX-512, or N % 64 != 0):
@@ -79,6 +102,10 @@ def test_stacked_products_on_blas_match_float64(merge, monkeypatch):
     dz = rng.standard_normal((K, 160)).astype(np.float32)
     exact = np.concatenate([x, h, ones], axis=1).astype(np.float64).T @ dz
     got = _gemm.matmul_tn_stacked([x, h, ones], dz, 2, merge=merge)
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
+    rows = np.arange(0, K, 3)                               # a subset of the rows
+    exact = np.concatenate([x, h, ones], axis=1)[rows].astype(np.float64).T @ dz[rows]
+    got = _gemm.matmul_tn_stacked([x, h, ones], dz, 2, merge=merge, rows=rows)
     np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
 
 
