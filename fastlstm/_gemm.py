@@ -174,6 +174,44 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
     return out
 
 
+#: The input gradient dz W_x^T runs on the AVX-512 tiles for input sizes that fill whole
+#: 64-column blocks up to this many columns (beyond, packing W_x^T per call costs more
+#: than the tiles gain over BLAS, which runs such products at ~450 GFLOP/s).
+MAX_TILED_INPUT_GRADIENT = 256
+
+
+def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
+    """dL/dx = dz W_x^T for the rows (t * B + b) of ``dz2`` (T * B, 4H) that exist
+    (``rows``, or all), in the caller's layout, (T, B, I) or (B, T, I), zero at the steps
+    past each end. On the AVX-512 tiles where I fills whole 64-column blocks (up to
+    MAX_TILED_INPUT_GRADIENT): dz read in place and each row written straight to its
+    place (no gathered copy of dz, no scatter, no transposing copy); elsewhere one BLAS
+    product over the gathered rows."""
+    I = W_x.shape[0]
+    shape = (T, B, I) if time_major else (B, T, I)
+    kernels = _compiled()
+    if (kernels is not None and dz2.dtype == W_x.dtype == np.float32 and I % 64 == 0
+            and I <= MAX_TILED_INPUT_GRADIENT and kernels.have_fused_step()):
+        from ._workspace import scratch
+        k = np.arange(T * B, dtype=np.int64) if rows is None else rows.astype(np.int64)
+        t, b = np.divmod(k, B)
+        offsets = (k if time_major else b * T + t) * I
+        out = np.empty(shape, np.float32) if rows is None else np.zeros(shape, np.float32)
+        packed = kernels.pack_fused_t(W_x, scratch("packed_x_t", (-(-I // 64),
+                                                                  W_x.shape[1], 64),
+                                                   np.float32))
+        kernels.gemm_rows_wt(dz2, packed, I, out.reshape(-1), offsets,
+                             None if rows is None else k, n_threads)
+        return out
+    d_x = matmul_nt(dz2 if rows is None else dz2[rows], W_x, n_threads)
+    if rows is not None:
+        d_full = np.zeros((T * B, I), d_x.dtype)
+        d_full[rows] = d_x
+        d_x = d_full
+    d_x = d_x.reshape(T, B, I)
+    return d_x if time_major else np.ascontiguousarray(d_x.transpose(1, 0, 2))
+
+
 def matmul(a, b, n_threads, out=None):
     """``a (M, K) @ b (K, N)``, the columns of the result in per-core blocks."""
     if out is None:

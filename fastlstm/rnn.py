@@ -440,13 +440,7 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
         grads["w_f_diag"] = (d_f * cs[:-1]).sum(axis=(0, 1))
         grads["w_o_diag"] = (d_o * cs[1:]).sum(axis=(0, 1))
     if input_gradient:
-        d_x = _gemm.matmul_nt(dz2 if rows is None else dz2[rows], p["kernel"], n_threads)
-        if rows is not None:
-            d_full = np.zeros((T * B, I), cell.dtype)
-            d_full[rows] = d_x
-            d_x = d_full
-        d_x = d_x.reshape(T, B, I)
-        grads["inputs"] = (d_x if cache.time_major
-                           else np.ascontiguousarray(d_x.transpose(1, 0, 2)))
+        grads["inputs"] = _gemm.input_gradient(dz2, p["kernel"], rows, T, B,
+                                               cache.time_major, n_threads)
     grads["initial_state"] = LSTMStateTuple(dc, dh) if cell.state_is_tuple else dh
     return grads

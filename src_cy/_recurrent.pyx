@@ -49,7 +49,12 @@ cdef extern from "fused_step.h":
 cdef extern from "fused_step.h":
     void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
                            float* out) noexcept nogil
-    void fl_pack_fused_t_f32(Py_ssize_t H, const float* W, float* out) noexcept nogil
+    void fl_pack_fused_t_f32(Py_ssize_t n, Py_ssize_t K, const float* W,
+                             float* out) noexcept nogil
+    void fl_gemm_rows_wt_f32(Py_ssize_t n_rows, const int64_t* rows, Py_ssize_t K,
+                             const float* A, Py_ssize_t lda, const float* WTp, Py_ssize_t N,
+                             float* C, const int64_t* c_off, Py_ssize_t c_lo,
+                             Py_ssize_t c_hi) noexcept nogil
     void fl_avx512_math_array(int which, Py_ssize_t n, const float* x,
                               float* y) noexcept nogil
     void fl_gemm_tn_f32(Py_ssize_t K, const int64_t* krows, Py_ssize_t n_seg,
@@ -123,21 +128,58 @@ def pack_fused(const float[:, ::1] W_h, const float[:, ::1] W_x=None, out=None):
     return out
 
 
-def pack_fused_t(const float[:, ::1] W_h, out=None):
-    """``W_h.T`` packed for the backward's product: see
-    ``fastlstm.backends._chunking.pack_fused_t`` (the same layout, in NumPy). ``out`` as
-    in :func:`pack_fused`."""
-    cdef Py_ssize_t H = W_h.shape[0]
-    if W_h.shape[1] != 4 * H:
-        raise ValueError("W_h must be (H, 4H)")
+def pack_fused_t(const float[:, ::1] W, out=None):
+    """``W.T`` for ``W`` (n, K) packed in blocks of 64 of its n rows, for the backward's
+    products (``W_h`` (H, 4H): dz W_h^T; ``W_x`` (I, 4H): the input gradient): see
+    ``fastlstm.backends._chunking.pack_fused_t`` (the same layout, in NumPy). ``out`` as in
+    :func:`pack_fused`."""
+    cdef Py_ssize_t n = W.shape[0], K = W.shape[1]
     if out is None:
-        out = np.empty(((H + 63) // 64, 4 * H, 64), np.float32)
+        out = np.empty(((n + 63) // 64, K, 64), np.float32)
     cdef float[:, :, ::1] o = out
-    if o.shape[0] != (H + 63) // 64 or o.shape[1] != 4 * H or o.shape[2] != 64:
+    if o.shape[0] != (n + 63) // 64 or o.shape[1] != K or o.shape[2] != 64:
         raise ValueError("out has the wrong shape")
-    if H > 0:
-        fl_pack_fused_t_f32(H, &W_h[0, 0], &o[0, 0, 0])
+    if n > 0 and K > 0:
+        fl_pack_fused_t_f32(n, K, &W[0, 0], &o[0, 0, 0])
     return out
+
+
+def gemm_rows_wt(const float[:, :] a, const float[:, :, ::1] wt_packed, Py_ssize_t n,
+                 float[::1] out, const int64_t[::1] out_offsets,
+                 const int64_t[::1] rows=None, int n_threads=1):
+    """Rows of ``a @ W.T`` (``W`` (n, K) packed by :func:`pack_fused_t`) written to
+    ``out[out_offsets[m]:][:n]``: row m from ``a``'s row ``rows[m]`` (or m), for m over
+    ``out_offsets``; AVX-512 tiles (where :func:`have_fused_step`), the rows dealt to the
+    OpenMP threads, each element one in-order sum over K: the same bits for any count."""
+    cdef Py_ssize_t m = out_offsets.shape[0], K = a.shape[1], k, per, lo, hi
+    cdef Py_ssize_t n_blocks = (n + 63) // 64
+    if not fl_have_avx512():
+        raise RuntimeError("this CPU has no AVX-512: use the BLAS blocks")
+    if wt_packed.shape[0] != n_blocks or wt_packed.shape[1] != K or wt_packed.shape[2] != 64:
+        raise ValueError("wt_packed must be W (n, K) packed by pack_fused_t")
+    if K > 1 and a.strides[1] != sizeof(float):
+        raise ValueError("gemm_rows_wt needs rows with contiguous elements")
+    if rows is not None and rows.shape[0] != m:
+        raise ValueError("rows and out_offsets must have one entry per output row")
+    if m == 0 or n == 0:
+        return
+    if (rows is not None and (np.min(rows) < 0 or np.max(rows) >= a.shape[0])) or (
+            rows is None and m > a.shape[0]):
+        raise ValueError("rows must index the rows of a")
+    if np.min(out_offsets) < 0 or np.max(out_offsets) + n > out.shape[0]:
+        raise ValueError("out_offsets must leave room for n values in out")
+    cdef Py_ssize_t lda = a.strides[0] // <Py_ssize_t>sizeof(float)
+    cdef const int64_t* rp = &rows[0] if rows is not None else NULL
+    n_threads = max(1, min(n_threads, (m + 3) // 4))
+    per = ((m + n_threads - 1) // n_threads + 3) // 4 * 4      # whole tiles per thread
+    for k in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
+        lo = k * per
+        hi = min(m, lo + per)
+        if lo < hi:
+            fl_gemm_rows_wt_f32(hi - lo, rp + lo if rp != NULL else NULL, K,
+                                &a[0, 0] if rp != NULL else &a[lo, 0], lda,
+                                &wt_packed[0, 0, 0], n, &out[0], &out_offsets[lo], 0,
+                                n_blocks)
 
 
 def openmp_enabled():

@@ -64,15 +64,16 @@ static void fl_pack_fused_f32(ptrdiff_t I, const float* Wx, ptrdiff_t H, const f
     }
 }
 
-/* fl_pack_fused_t_f32: W_h (H, 4H) -> W_h^T in blocks of 64 units: block c = 4H rows of
- * 64 floats, W_h[64c + j, k] at row k, column j (zero past H). */
-static void fl_pack_fused_t_f32(ptrdiff_t H, const float* W, float* out) {
-    const ptrdiff_t G = 4 * H, blocks = (H + 63) / 64;
+/* fl_pack_fused_t_f32: W (n, K) -> W^T in blocks of 64 of its n rows: block c = K rows of
+ * 64 floats, W[64c + j, k] at row k, column j (zero past n). W_h (H, 4H) for the
+ * backward's dz W_h^T, W_x (I, 4H) for the input gradient dz W_x^T. */
+static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float* out) {
+    const ptrdiff_t blocks = (n + 63) / 64;
     for (ptrdiff_t c = 0; c < blocks; c++)
         for (ptrdiff_t j = 0; j < 64; j++) {
             const ptrdiff_t u = 64 * c + j;
-            for (ptrdiff_t k = 0; k < G; k++)
-                out[(c * G + k) * 64 + j] = u < H ? W[u * G + k] : 0.0f;
+            for (ptrdiff_t k = 0; k < K; k++)
+                out[(c * K + k) * 64 + j] = u < n ? W[u * K + k] : 0.0f;
         }
 }
 
@@ -329,6 +330,36 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
         }
     }
 }
+/* The input gradient dX = dz W_x^T over chosen rows: row m of the result, rows[m] of
+ * A (K wide, rows lda apart; rows NULL: row m), goes to C + c_off[m] (time- or batch-major
+ * as the caller lays it out, no transposing copy), columns of blocks c_lo .. c_hi - 1 of
+ * W^T packed by fl_pack_fused_t_f32 (N columns in all). A 4 x 64 tile sums over k in
+ * order (fl_tile_4x64, as dz W_h^T): the same bits for any split of the rows. For a
+ * variable-length batch this reads dz at the steps that exist in place: no gathered
+ * copy of dz, no scatter of the result. */
+__attribute__((target("avx512f,fma")))
+static void fl_gemm_rows_wt_f32(ptrdiff_t n_rows, const int64_t* restrict rows, ptrdiff_t K,
+                                const float* restrict A, ptrdiff_t lda,
+                                const float* restrict WTp, ptrdiff_t N, float* restrict C,
+                                const int64_t* restrict c_off, ptrdiff_t c_lo, ptrdiff_t c_hi) {
+    float tile[4][64] __attribute__((aligned(64)));
+    for (ptrdiff_t c = c_lo; c < c_hi; c++) {
+        const float* Wc = WTp + c * K * 64;
+        const ptrdiff_t u0 = 64 * c, n = N - u0 < 64 ? N - u0 : 64;
+        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
+            const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
+            const float* a[4];
+            for (int i = 0; i < 4; i++) {               /* rows past nr repeat the last */
+                const ptrdiff_t m = r0 + (i < nr ? i : nr - 1);
+                a[i] = A + (rows ? rows[m] : m) * lda;
+            }
+            fl_tile_4x64(K, a[0], a[1], a[2], a[3], 0, NULL, NULL, NULL, NULL, Wc, tile);
+            for (ptrdiff_t rr = 0; rr < nr; rr++)
+                memcpy(C + c_off[r0 + rr] + u0, tile[rr], n * sizeof(float));
+        }
+    }
+}
+
 /* C (M x N, row stride ldc) = A^T B for A (K x M) and B (K x N), rows lda and ldb floats
  * apart, float32, AVX-512: the weight gradients [x, h_{t-1}, 1]^T dz, a long sum (K = T B
  * rows) into a short, wide result; A may come in segments (x, h_{t-1} and the ones, with
@@ -427,6 +458,10 @@ static void fl_lstm_fwd_fused_f32(
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
                               const float* WTp, float* dh, ptrdiff_t c_lo, ptrdiff_t c_hi) {}
 static void fl_avx512_math_array(int which, ptrdiff_t n, const float* x, float* y) {}
+static void fl_gemm_rows_wt_f32(ptrdiff_t n_rows, const int64_t* rows, ptrdiff_t K,
+                                const float* A, ptrdiff_t lda, const float* WTp, ptrdiff_t N,
+                                float* C, const int64_t* c_off, ptrdiff_t c_lo,
+                                ptrdiff_t c_hi) {}
 static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
                            const float* const* A, const ptrdiff_t* lda, const ptrdiff_t* M,
                            const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc,

@@ -275,6 +275,9 @@ def test_compiled_packing_matches_the_numpy_layouts():
                                       _chunking.pack_fused(stacked))
         np.testing.assert_array_equal(_recurrent.pack_fused_t(W_h),
                                       _chunking.pack_fused_t(W_h))
+        if W_x is not None:                                  # (I, 4H): the input gradient
+            np.testing.assert_array_equal(_recurrent.pack_fused_t(W_x),
+                                          _chunking.pack_fused_t(W_x))
 
 
 @pytest.mark.parametrize("B", [9, 40])

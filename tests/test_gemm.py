@@ -135,3 +135,43 @@ def test_products_match_float64_and_any_thread_count(K, M, N):
         np.testing.assert_array_equal(got[0], got[1], err_msg=fn.__name__)
         np.testing.assert_allclose(got[0], exact, rtol=0, atol=1e-5 * np.abs(exact).max(),
                                    err_msg=fn.__name__)
+
+
+@needs_avx512
+@pytest.mark.parametrize("time_major", [False, True])
+@pytest.mark.parametrize("varlen", [False, True])
+def test_input_gradient_tiles_match_blas_and_any_thread_count(time_major, varlen,
+                                                              monkeypatch):
+    """dz W_x^T on the tiles, read in place at the steps that exist and written straight
+    into the caller's layout, against the BLAS path (gather, product, scatter, transpose);
+    the same bits for any thread count; exact zeros at the steps past each end."""
+    rng = np.random.default_rng(6)
+    T, B, I, H = 9, 13, 128, 40
+    dz = rng.standard_normal((T * B, 4 * H)).astype(np.float32)
+    W_x = rng.standard_normal((I, 4 * H)).astype(np.float32)
+    rows = None
+    if varlen:
+        lengths = rng.integers(0, T + 1, size=B)
+        rows = np.flatnonzero((np.arange(T)[:, None] < lengths[None, :]).ravel())
+    got = [_gemm.input_gradient(dz, W_x, rows, T, B, time_major, n) for n in (1, 2, 3)]
+    for other in got[1:]:
+        np.testing.assert_array_equal(other, got[0])
+    monkeypatch.setattr(_gemm, "MAX_TILED_INPUT_GRADIENT", 0)       # the BLAS path
+    want = _gemm.input_gradient(dz, W_x, rows, T, B, time_major, 2)
+    assert got[0].shape == want.shape == ((T, B, I) if time_major else (B, T, I))
+    np.testing.assert_allclose(got[0], want, rtol=0, atol=2e-6 * np.abs(want).max())
+    np.testing.assert_array_equal(got[0] == 0, want == 0)
+
+
+@needs_avx512
+def test_input_gradient_rows_refuse_what_they_cannot_do():
+    a = np.ones((8, 64), np.float32)
+    packed = _recurrent.pack_fused_t(np.ones((64, 64), np.float32))
+    out = np.zeros(8 * 64, np.float32)
+    offsets = np.arange(8, dtype=np.int64) * 64
+    with pytest.raises(ValueError, match="rows must index"):
+        _recurrent.gemm_rows_wt(a, packed, 64, out, offsets, offsets // 64 + 1, 2)
+    with pytest.raises(ValueError, match="room"):
+        _recurrent.gemm_rows_wt(a, packed, 64, out, offsets + 64, None, 2)
+    with pytest.raises(ValueError, match="packed"):
+        _recurrent.gemm_rows_wt(a, packed[:, :32], 64, out, offsets, None, 2)

@@ -89,9 +89,10 @@ def pack_fused(W):
 
 
 def pack_fused_t(W):
-    """``W`` (H, 4H) float32 -> (ceil(H/64), 4H, 64): ``W.T`` in blocks of 64 units
-    (block c, row k, column j holds ``W[64c + j, k]``; zero past H), for the backward's
-    packed product. As :func:`pack_fused`, the NumPy statement of the C packing."""
+    """``W`` (n, K) float32 -> (ceil(n/64), K, 64): ``W.T`` in blocks of 64 of W's rows
+    (block c, row k, column j holds ``W[64c + j, k]``; zero past n), for the backward's
+    packed products (``W_h`` (H, 4H): dz W_h^T; ``W_x`` (I, 4H): the input gradient). As
+    :func:`pack_fused`, the NumPy statement of the C packing."""
     H, K = W.shape
     blocks = -(-H // 64)
     padded = np.zeros((blocks * 64, K), W.dtype)
