@@ -26,6 +26,7 @@ import threading
 import numpy as np
 
 from ._threads import blas_threads, default_num_threads
+from ._workspace import scratch
 
 #: Narrowest column block worth its own BLAS call (a multiple of the AVX-512 width).
 MIN_BLOCK_COLUMNS = 64
@@ -131,12 +132,16 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out):
     return out
 
 
-def _tiles_take(kernels, a, b, out):
-    """Whether ``a.T @ b`` runs on the fused step's AVX-512 tiles: float32, AVX-512,
-    64-column blocks, contiguous rows."""
-    return (kernels is not None and a.dtype == b.dtype == out.dtype == np.float32
-            and out.shape[1] % 64 == 0 and out.flags.c_contiguous
-            and a.strides[1] == 4 and b.strides[1] == 4 and kernels.have_fused_step())
+def _tiles_take(kernels, parts, b, out):
+    """Whether ``a.T @ b``, ``a`` the column-wise concatenation of ``parts`` (an array or a
+    list), runs on the fused step's AVX-512 tiles: float32, AVX-512, 64-column blocks,
+    rows with contiguous elements."""
+    parts = parts if isinstance(parts, list) else [parts]
+    return (kernels is not None and b.dtype == out.dtype == np.float32
+            and out.shape[1] % 64 == 0 and out.flags.c_contiguous and b.strides[1] == 4
+            and all(p.dtype == np.float32 and (p.shape[1] < 2 or p.strides[1] == 4)
+                    for p in parts)
+            and kernels.have_fused_step())
 
 
 def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
@@ -150,8 +155,7 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
     M = sum(p.shape[1] for p in parts)
     out = np.empty((M, b.shape[1]), np.result_type(b, *parts))
     kernels = _compiled()
-    if _tiles_take(kernels, parts[0], b, out) and all(p.dtype == np.float32 and (
-            p.shape[1] < 2 or p.strides[1] == 4) for p in parts):
+    if _tiles_take(kernels, list(parts), b, out):
         kernels.gemm_tn_tiles(list(parts), b, out, n_threads,
                               None if rows is None else np.ascontiguousarray(rows, np.int64))
         return out
@@ -159,7 +163,6 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
         parts = [p[:len(rows)] if p.strides[0] == 0 else p[rows] for p in parts]
         b = b[rows]
     if merge:
-        from ._workspace import scratch
         stacked = scratch("stacked", (b.shape[0], M), out.dtype)
         np.concatenate(parts, axis=1, out=stacked)
         return _gemm(stacked, b, True, False, n_threads, out)
@@ -194,7 +197,6 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
     kernels = _compiled()
     if (kernels is not None and dz2.dtype == W_x.dtype == np.float32 and I % 64 == 0
             and I <= MAX_TILED_INPUT_GRADIENT and kernels.have_fused_step()):
-        from ._workspace import scratch
         k = np.arange(T * B, dtype=np.int64) if rows is None else rows.astype(np.int64)
         t, b = np.divmod(k, B)
         offsets = (k if time_major else b * T + t) * I

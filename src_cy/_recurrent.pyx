@@ -53,8 +53,8 @@ cdef extern from "fused_step.h":
                              float* out) noexcept nogil
     void fl_gemm_rows_wt_f32(Py_ssize_t n_rows, const int64_t* rows, Py_ssize_t K,
                              const float* A, Py_ssize_t lda, const float* WTp, Py_ssize_t N,
-                             float* C, const int64_t* c_off, Py_ssize_t c_lo,
-                             Py_ssize_t c_hi) noexcept nogil
+                             float* C, const int64_t* c_off, Py_ssize_t ldc,
+                             Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
     void fl_avx512_math_array(int which, Py_ssize_t n, const float* x,
                               float* y) noexcept nogil
     void fl_gemm_tn_f32(Py_ssize_t K, const int64_t* krows, Py_ssize_t n_seg,
@@ -178,7 +178,7 @@ def gemm_rows_wt(const float[:, :] a, const float[:, :, ::1] wt_packed, Py_ssize
         if lo < hi:
             fl_gemm_rows_wt_f32(hi - lo, rp + lo if rp != NULL else NULL, K,
                                 &a[0, 0] if rp != NULL else &a[lo, 0], lda,
-                                &wt_packed[0, 0, 0], n, &out[0], &out_offsets[lo], 0,
+                                &wt_packed[0, 0, 0], n, &out[0], &out_offsets[lo], 0, 0,
                                 n_blocks)
 
 

@@ -293,6 +293,39 @@ static void fl_lstm_fwd_fused_f32(
     }
 }
 
+/* Rows of A W^T, for W (N x K) packed by fl_pack_fused_t_f32: row m of the result, from
+ * row rows[m] of A (K wide, rows lda apart; rows NULL: row m), goes to C + c_off[m]
+ * (c_off NULL: C + m * ldc), columns of blocks c_lo .. c_hi - 1 (N in all). A 4 x 64 tile
+ * sums over k in order (fl_tile_4x64): the same bits for any split of the rows. The
+ * backward's dz W_h^T (below), and the input gradient dz W_x^T: there, for a
+ * variable-length batch, dz is read in place at the steps that exist and each row
+ * written straight into the caller's layout (no gathered copy, no scatter, no
+ * transposing copy). */
+__attribute__((target("avx512f,fma")))
+static void fl_gemm_rows_wt_f32(ptrdiff_t n_rows, const int64_t* restrict rows, ptrdiff_t K,
+                                const float* restrict A, ptrdiff_t lda,
+                                const float* restrict WTp, ptrdiff_t N, float* restrict C,
+                                const int64_t* restrict c_off, ptrdiff_t ldc, ptrdiff_t c_lo,
+                                ptrdiff_t c_hi) {
+    float tile[4][64] __attribute__((aligned(64)));
+    for (ptrdiff_t c = c_lo; c < c_hi; c++) {
+        const float* Wc = WTp + c * K * 64;
+        const ptrdiff_t u0 = 64 * c, n = N - u0 < 64 ? N - u0 : 64;
+        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
+            const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
+            const float* a[4];
+            for (int i = 0; i < 4; i++) {               /* rows past nr repeat the last */
+                const ptrdiff_t m = r0 + (i < nr ? i : nr - 1);
+                a[i] = A + (rows ? rows[m] : m) * lda;
+            }
+            fl_tile_4x64(K, a[0], a[1], a[2], a[3], 0, NULL, NULL, NULL, NULL, Wc, tile);
+            for (ptrdiff_t rr = 0; rr < nr; rr++)
+                memcpy(C + (c_off ? c_off[r0 + rr] : (r0 + rr) * ldc) + u0, tile[rr],
+                       n * sizeof(float));
+        }
+    }
+}
+
 /* The backward's per-step product dh (rows x H) = dz (rows x 4H) @ W_h^T, float32,
  * AVX-512, with W_h^T packed once per call (fl: pack_fused_t) into blocks of 64 units:
  * block c holds 4H rows of 64 floats, W_h[64c + j, k] at row k, column j (zero past H).
@@ -316,48 +349,7 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
         }
         return;
     }
-    for (ptrdiff_t c = c_lo; c < c_hi; c++) {
-        const float* Wc = WTp + c * K * 64;
-        const ptrdiff_t u0 = 64 * c, n = H - u0 < 64 ? H - u0 : 64;
-        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
-            const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
-            fl_tile_4x64(K, fl_tile_row(dz, K, r0, nr, 0), fl_tile_row(dz, K, r0, nr, 1),
-                         fl_tile_row(dz, K, r0, nr, 2), fl_tile_row(dz, K, r0, nr, 3),
-                         0, NULL, NULL, NULL, NULL, Wc, tile);
-            for (ptrdiff_t rr = 0; rr < nr; rr++)
-                for (ptrdiff_t j = 0; j < n; j++)
-                    dh[(r0 + rr) * H + u0 + j] = tile[rr][j];
-        }
-    }
-}
-/* The input gradient dX = dz W_x^T over chosen rows: row m of the result, rows[m] of
- * A (K wide, rows lda apart; rows NULL: row m), goes to C + c_off[m] (time- or batch-major
- * as the caller lays it out, no transposing copy), columns of blocks c_lo .. c_hi - 1 of
- * W^T packed by fl_pack_fused_t_f32 (N columns in all). A 4 x 64 tile sums over k in
- * order (fl_tile_4x64, as dz W_h^T): the same bits for any split of the rows. For a
- * variable-length batch this reads dz at the steps that exist in place: no gathered
- * copy of dz, no scatter of the result. */
-__attribute__((target("avx512f,fma")))
-static void fl_gemm_rows_wt_f32(ptrdiff_t n_rows, const int64_t* restrict rows, ptrdiff_t K,
-                                const float* restrict A, ptrdiff_t lda,
-                                const float* restrict WTp, ptrdiff_t N, float* restrict C,
-                                const int64_t* restrict c_off, ptrdiff_t c_lo, ptrdiff_t c_hi) {
-    float tile[4][64] __attribute__((aligned(64)));
-    for (ptrdiff_t c = c_lo; c < c_hi; c++) {
-        const float* Wc = WTp + c * K * 64;
-        const ptrdiff_t u0 = 64 * c, n = N - u0 < 64 ? N - u0 : 64;
-        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
-            const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
-            const float* a[4];
-            for (int i = 0; i < 4; i++) {               /* rows past nr repeat the last */
-                const ptrdiff_t m = r0 + (i < nr ? i : nr - 1);
-                a[i] = A + (rows ? rows[m] : m) * lda;
-            }
-            fl_tile_4x64(K, a[0], a[1], a[2], a[3], 0, NULL, NULL, NULL, NULL, Wc, tile);
-            for (ptrdiff_t rr = 0; rr < nr; rr++)
-                memcpy(C + c_off[r0 + rr] + u0, tile[rr], n * sizeof(float));
-        }
-    }
+    fl_gemm_rows_wt_f32(n_rows, NULL, K, dz, K, WTp, H, dh, NULL, H, c_lo, c_hi);
 }
 
 /* C (M x N, row stride ldc) = A^T B for A (K x M) and B (K x N), rows lda and ldb floats
@@ -460,7 +452,7 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
 static void fl_avx512_math_array(int which, ptrdiff_t n, const float* x, float* y) {}
 static void fl_gemm_rows_wt_f32(ptrdiff_t n_rows, const int64_t* rows, ptrdiff_t K,
                                 const float* A, ptrdiff_t lda, const float* WTp, ptrdiff_t N,
-                                float* C, const int64_t* c_off, ptrdiff_t c_lo,
+                                float* C, const int64_t* c_off, ptrdiff_t ldc, ptrdiff_t c_lo,
                                 ptrdiff_t c_hi) {}
 static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
                            const float* const* A, const ptrdiff_t* lda, const ptrdiff_t* M,
