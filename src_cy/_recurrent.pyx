@@ -29,6 +29,8 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
 
+from fastlstm._workspace import scratch
+
 cdef extern from "fused_step.h":
     int fl_have_avx512() noexcept nogil
     ctypedef struct fl_layout_f32:
@@ -70,7 +72,10 @@ cdef extern from "fused_step.h":
 cdef extern from "openmp_shim.h":
     int fastlstm_openmp_enabled() noexcept nogil
     int fastlstm_num_threads() noexcept nogil
-    void fastlstm_barrier() noexcept nogil
+    ctypedef struct fastlstm_spin_barrier:
+        pass
+    void fastlstm_spin_barrier_init(fastlstm_spin_barrier* b) noexcept nogil
+    void fastlstm_spin_barrier_wait(fastlstm_spin_barrier* b, int n_threads) noexcept nogil
 
 cdef extern from "gate_math.h":
     void fl_lstm_fwd_row_f32(Py_ssize_t n, Py_ssize_t S, Py_ssize_t Z, const float* xp,
@@ -252,6 +257,19 @@ cdef void _load_sorted_state(const floating* h0, const floating* c0, const int64
             c_dst[r * H + u] = c0[order[r] * H + u]
 
 
+cdef object _work_arrays(str name, dtype, Py_ssize_t n, const Py_ssize_t* sizes,
+                        Py_ssize_t* offsets):
+    """One scratch array (fastlstm._workspace: cache-line aligned, reused between calls)
+    for ``n`` arrays of ``sizes[i]`` items, array i at item ``offsets[i]``, each on a cache
+    line of its own: the per-call buffers whose rows or slices the threads write side by
+    side, in one allocation (five scratch calls cost ~4 us of a ~80 us B=1 inference)."""
+    cdef Py_ssize_t per_line = 64 // np.dtype(dtype).itemsize, total = 0, i
+    for i in range(n):
+        offsets[i] = total
+        total += (sizes[i] + per_line - 1) // per_line * per_line
+    return scratch(name, (max(total, 1),), dtype)
+
+
 def expf_array(const float[::1] x):
     """The kernels' float32 exp, elementwise (for the accuracy test)."""
     out = np.empty(x.shape[0], np.float32)
@@ -343,8 +361,9 @@ def rnn_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     cdef int64_t[::1] order = _chunk_order(seq_len, n_chunks)
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] h_loc = np.empty((B, H), dtype)
-    cdef floating[:, ::1] z_loc = np.empty((B, H), dtype)
+    # each chunk's rows written by one thread: cache-line aligned (_workspace)
+    cdef floating[:, ::1] h_loc = scratch("rnn_forward_h", (B, H), dtype)
+    cdef floating[:, ::1] z_loc = scratch("rnn_forward_z", (B, H), dtype)
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
@@ -364,8 +383,9 @@ def rnn_backward(const floating[:, ::1] W, const int64_t[::1] seq_len,
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     cdef int64_t[::1] order = _chunk_order(seq_len, n_chunks)
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] dh_loc = np.empty((B, H), dtype)
-    cdef floating[:, ::1] dz_loc = np.empty((B, H), dtype)
+    # each chunk's rows written by one thread: cache-line aligned (_workspace)
+    cdef floating[:, ::1] dh_loc = scratch("rnn_backward_dh", (B, H), dtype)
+    cdef floating[:, ::1] dz_loc = scratch("rnn_backward_dz", (B, H), dtype)
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
@@ -483,7 +503,7 @@ cdef void _lstm_forward_fused_units_thread(
         const int64_t* seq_len, const int64_t* rows, Py_ssize_t B, Py_ssize_t H,
         Py_ssize_t n_slices, Py_ssize_t slice_groups, float* acts, float* act_tmp,
         const fl_layout_f32* out, float* c_unclipped, float* h_buf,
-        float* c_loc) noexcept nogil:
+        float* c_loc, fastlstm_spin_barrier* barrier) noexcept nogil:
     # The fused step with the hidden units split over threads: slice s = groups
     # s * slice_groups ..., all rows; thread k runs slices k, k + n_threads, ...; one
     # barrier per step lets every slice see the whole new h (double-buffered in h_buf).
@@ -503,7 +523,7 @@ cdef void _lstm_forward_fused_units_thread(
                                   c_loc, &h_buf[((t + 1) % 2) * B * H], acts, act_tmp, out,
                                   c_unclipped, g_lo, g_hi)
             s = s + n_threads
-        fastlstm_barrier()
+        fastlstm_spin_barrier_wait(barrier, n_threads)
 
 
 def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
@@ -554,7 +574,9 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
         xp = &xproj[0, 0, 0]
     dtype = np.float32 if floating is float else np.float64
     cdef int64_t[::1] order
-    cdef floating[:, ::1] h_loc, h_alt, c_loc, z_loc, act_tmp
+    cdef Py_ssize_t sizes[5]
+    cdef Py_ssize_t offs[5]
+    cdef floating[::1] work
     cdef floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating* ac = &acts[0, 0, 0] if acts.shape[0] > 0 else NULL    # empty: inference
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
@@ -582,8 +604,8 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
             raise ValueError("W_fused is not W (or [W_x; W_h] with x) packed by pack_fused")
         wf = &W_fused[0, 0]
     cdef Py_ssize_t slice_groups
-    cdef float[:, :, ::1] h_buf
-    cdef float[:, ::1] c_units, act_units
+    cdef fastlstm_spin_barrier barrier
+    cdef float[::1] units_work
     if unit_slices > 0:
         if floating is not float:
             raise ValueError("unit_slices needs the fused float32 path")
@@ -592,33 +614,35 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                 raise ValueError("unit_slices needs the fused float32 path")
             slice_groups = ((H + 15) // 16 + unit_slices - 1) // unit_slices
             order = _chunk_order(seq_len)
-            h_buf = np.empty((2, B, H), np.float32)
-            c_units = np.empty((B, H), np.float32)
-            act_units = np.empty((1, 4 * H), np.float32)
+            # h (double-buffered), c and act written side by side by the threads
+            sizes[0], sizes[1], sizes[2] = 2 * B * H, B * H, 4 * H
+            units_work = _work_arrays("lstm_forward_units", np.float32, 3, sizes, offs)
             _load_sorted_state(&hs[0, 0, 0], &cs[0, 0, 0], &order[0], B, H,
-                               &h_buf[0, 0, 0], &c_units[0, 0])
+                               &units_work[offs[0]], &units_work[offs[1]])
+            fastlstm_spin_barrier_init(&barrier)
             with nogil, parallel(num_threads=min(n_threads, unit_slices)):
                 _lstm_forward_fused_units_thread(
                     wf, xp, I, xx, bb, &peepholes[0, 0], use_peepholes, fb, clip,
                     &seq_len[0], &order[0], B, H, unit_slices, slice_groups, ac,
-                    &act_units[0, 0], &layout, cu, &h_buf[0, 0, 0], &c_units[0, 0])
+                    &units_work[offs[2]], &layout, cu, &units_work[offs[0]],
+                    &units_work[offs[1]], &barrier)
             return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     order = _chunk_order(seq_len, n_chunks)
-    h_loc = np.empty((B, H), dtype)
-    h_alt = np.empty((B, H), dtype)
-    c_loc = np.empty((B, H), dtype)
-    z_loc = np.empty((B, 4 * H), dtype)
-    act_tmp = np.empty((n_chunks, 4 * H), dtype)
+    # h, h_alt, c, z and act: each chunk's rows written by one thread
+    sizes[0], sizes[1], sizes[2], sizes[3] = B * H, B * H, B * H, B * 4 * H
+    sizes[4] = n_chunks * 4 * H
+    work = _work_arrays("lstm_forward", dtype, 5, sizes, offs)
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
         _lstm_forward_chunk(xp, &W[0, 0], wf, &peepholes[0, 0], use_peepholes, fb, clip,
                             &seq_len[0], &order[start],
                             _chunk_start(k + 1, B, n_chunks) - start, B, H, &hs[0, 0, 0],
-                            &cs[0, 0, 0], ac, cu, &h_loc[start, 0], &h_alt[start, 0],
-                            &c_loc[start, 0], &z_loc[start, 0], &act_tmp[k, 0], I, xx, bb,
-                            &layout)
+                            &cs[0, 0, 0], ac, cu, &work[offs[0] + start * H],
+                            &work[offs[1] + start * H], &work[offs[2] + start * H],
+                            &work[offs[3] + start * 4 * H], &work[offs[4] + k * 4 * H], I,
+                            xx, bb, &layout)
 
 
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
@@ -643,9 +667,11 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     cdef int64_t[::1] order = _chunk_order(seq_len, n_chunks)
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] dh_loc = np.empty((B, H), dtype)
-    cdef floating[:, ::1] dc_loc = np.empty((B, H), dtype)
-    cdef floating[:, ::1] dz_loc = np.empty((B, 4 * H), dtype)
+    # dh, dc and dz: each chunk's rows written by one thread
+    cdef Py_ssize_t sizes[3]
+    cdef Py_ssize_t offs[3]
+    sizes[0], sizes[1], sizes[2] = B * H, B * H, B * 4 * H
+    cdef floating[::1] work = _work_arrays("lstm_backward", dtype, 3, sizes, offs)
     cdef const floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating clip = <floating>cell_clip
     cdef const floating* wt = NULL
@@ -661,8 +687,8 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
                              &order[start], _chunk_start(k + 1, B, n_chunks) - start, B, H,
                              &cs[0, 0, 0],
                              &acts[0, 0, 0], cu, &d_outputs[0, 0, 0], d_t, d_b, &dh[0, 0],
-                             &dc[0, 0], &dz[0, 0, 0], &dh_loc[start, 0], &dc_loc[start, 0],
-                             &dz_loc[start, 0])
+                             &dc[0, 0], &dz[0, 0, 0], &work[offs[0] + start * H],
+                             &work[offs[1] + start * H], &work[offs[2] + start * 4 * H])
 
 
 # --------------------------------------------------------------- the GEMMs outside the loop
@@ -795,7 +821,8 @@ cdef void _lstm_forward_units_thread(
         floating forget_bias, floating clip, const int64_t* seq_len, const int64_t* rows,
         Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_slices, Py_ssize_t width, floating* hs,
         floating* cs, floating* acts, floating* c_unclipped, floating* h_buf,
-        floating* c_loc, floating* z_buf, floating* act_tmp) noexcept nogil:
+        floating* c_loc, floating* z_buf, floating* act_tmp,
+        fastlstm_spin_barrier* barrier) noexcept nogil:
     # acts == NULL: as in _lstm_forward_chunk (slices write disjoint units of act_tmp)
     cdef int tid = threadid(), n_threads = fastlstm_num_threads()
     cdef Py_ssize_t s, r, t, b, u0, n, n_active = B, n_steps = seq_len[rows[0]], G = 4 * H
@@ -832,7 +859,7 @@ cdef void _lstm_forward_units_thread(
                                         &cs[((t + 1) * B + b) * H + u0],
                                         &hs[((t + 1) * B + b) * H + u0], cun)
             s = s + n_threads
-        fastlstm_barrier()
+        fastlstm_spin_barrier_wait(barrier, n_threads)
 
 
 def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W_packed,
@@ -852,21 +879,24 @@ def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W
         return
     cdef int64_t[::1] order = _chunk_order(seq_len)
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, :, ::1] h_buf = np.empty((2, B, H), dtype)
-    cdef floating[:, ::1] c_loc = np.empty((B, H), dtype)
-    cdef floating[:, ::1] z_buf = np.empty((n_slices, B * 4 * width), dtype)
-    cdef floating[::1] act_tmp = np.empty(4 * H, dtype)
+    # written side by side by the threads: cache-line aligned (_workspace)
+    cdef floating[:, :, ::1] h_buf = scratch("units_forward_h", (2, B, H), dtype)
+    cdef floating[:, ::1] c_loc = scratch("units_forward_c", (B, H), dtype)
+    cdef floating[:, ::1] z_buf = scratch("units_forward_z", (n_slices, B * 4 * width), dtype)
+    cdef floating[::1] act_tmp = scratch("units_forward_act", (4 * H,), dtype)
     _load_sorted_state(&hs[0, 0, 0], &cs[0, 0, 0], &order[0], B, H, &h_buf[0, 0, 0],
                        &c_loc[0, 0])
     cdef floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating* ac = &acts[0, 0, 0] if acts.shape[0] > 0 else NULL    # empty: inference
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
+    cdef fastlstm_spin_barrier barrier
+    fastlstm_spin_barrier_init(&barrier)
     with nogil, parallel(num_threads=n_threads):
         _lstm_forward_units_thread(&xproj[0, 0, 0], &W_packed[0, 0], &peepholes[0, 0],
                                    use_peepholes, fb, clip, &seq_len[0], &order[0], B, H,
                                    n_slices, width, &hs[0, 0, 0], &cs[0, 0, 0],
                                    ac, cu, &h_buf[0, 0, 0], &c_loc[0, 0],
-                                   &z_buf[0, 0], &act_tmp[0])
+                                   &z_buf[0, 0], &act_tmp[0], &barrier)
 
 
 cdef void _lstm_backward_units_thread(
@@ -875,7 +905,8 @@ cdef void _lstm_backward_units_thread(
         Py_ssize_t n_slices, Py_ssize_t width, const floating* cs, const floating* acts,
         const floating* c_unclipped, const floating* d_out, Py_ssize_t d_t, Py_ssize_t d_b,
         floating* dh, floating* dc, floating* dz, floating* dh_loc, floating* dc_loc,
-        floating* dz_buf, const floating* WT_fused) noexcept nogil:
+        floating* dz_buf, const floating* WT_fused,
+        fastlstm_spin_barrier* barrier) noexcept nogil:
     # WT_fused != NULL (float32, AVX-512): the slice's dz W_h^T by the packed tiles of
     # fused_step.h (slices are whole 64-unit blocks then), else one BLAS call per slice.
     cdef int tid = threadid(), n_threads = fastlstm_num_threads()
@@ -912,7 +943,7 @@ cdef void _lstm_backward_units_thread(
                                         &dh_loc[r * H + u0], &dc_loc[r * H + u0],
                                         &dzl[r * G + u0], &dz[xo])
             s = s + n_threads
-        fastlstm_barrier()                 # every slice's dz of step t is written
+        fastlstm_spin_barrier_wait(barrier, n_threads)   # every slice's dz of step t is written
         s = tid
         while s < n_slices:
             _slice_bounds(s, width, H, &u0, &n)
@@ -964,14 +995,17 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
         wt = &WT_fused[0, 0, 0]
     cdef int64_t[::1] order = _chunk_order(seq_len)
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] dh_loc = np.empty((B, H), dtype)
-    cdef floating[:, ::1] dc_loc = np.empty((B, H), dtype)
-    cdef floating[:, ::1] dz_buf = np.empty((2, B * 4 * H), dtype)
+    # written side by side by the threads: cache-line aligned (_workspace)
+    cdef floating[:, ::1] dh_loc = scratch("units_backward_dh", (B, H), dtype)
+    cdef floating[:, ::1] dc_loc = scratch("units_backward_dc", (B, H), dtype)
+    cdef floating[:, ::1] dz_buf = scratch("units_backward_dz", (2, B * 4 * H), dtype)
     cdef const floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating clip = <floating>cell_clip
+    cdef fastlstm_spin_barrier barrier
+    fastlstm_spin_barrier_init(&barrier)
     with nogil, parallel(num_threads=n_threads):
         _lstm_backward_units_thread(&W[0, 0], &peepholes[0, 0], use_peepholes, clip,
                                     &seq_len[0], &order[0], B, H, n_slices, width,
                                     &cs[0, 0, 0], &acts[0, 0, 0], cu, &d_outputs[0, 0, 0],
                                     d_t, d_b, &dh[0, 0], &dc[0, 0], &dz[0, 0, 0], &dh_loc[0, 0],
-                                    &dc_loc[0, 0], &dz_buf[0, 0], wt)
+                                    &dc_loc[0, 0], &dz_buf[0, 0], wt, &barrier)

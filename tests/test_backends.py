@@ -235,7 +235,7 @@ def test_unit_split_is_bit_identical_across_thread_counts():
     x, lengths, state = make_case(cell, 4, 9, seed=2)
     R, S = loss_weights(cell, 4, 9, seed=2)
     runs = []
-    for n in (1, 2, 2):
+    for n in (1, 2, 2, 5):        # 5: more threads than slices and (here) than cores
         with fl.threads(n):
             out, st, grads = run_forward_backward(cell, x, lengths, state, R, S, False,
                                                   "cython")
@@ -243,10 +243,29 @@ def test_unit_split_is_bit_identical_across_thread_counts():
                                          backend="cython")
         np.testing.assert_array_equal(inferred, out)     # no activations stored: same bits
         runs.append([out] + fl_state_parts(st) + list(flat_grads(grads).values()))
-    for a, b, c in zip(*runs):
-        assert np.all(np.isfinite(a))
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(b, c)
+    for first, *others in zip(*runs):
+        assert np.all(np.isfinite(first))
+        for other in others:
+            np.testing.assert_array_equal(first, other)
+
+
+def test_work_arrays_start_on_a_cache_line():
+    # the threads of a unit split write neighbouring slices of these arrays: a slice of
+    # whole 16-float groups must be whole cache lines (no false sharing)
+    from fastlstm._workspace import CACHE_LINE, aligned_empty, recycled, scratch
+    arrays = [scratch("test_alignment", (3, 5), np.float32),
+              scratch("test_alignment", (1000, 7), np.float64),      # grown
+              recycled((4, 3), np.float32), recycled((4, 3), np.float32),
+              aligned_empty((2, 3, 5), np.float32)]
+    cell = make_cell("lstm", 32, 3, dtype=np.float32, seed=0)
+    x, _, _ = make_case(cell, 2, 4, seed=0)
+    out, state = fl.dynamic_rnn(cell, x, backend="cython")
+    out_tm, state_tm = fl.dynamic_rnn(cell, x.transpose(1, 0, 2), time_major=True,
+                                      backend="cython")
+    arrays += [out, state.c, out_tm, state_tm.c]
+    for arr in arrays:
+        assert arr.ctypes.data % CACHE_LINE == 0
+    assert arrays[2].shape == (4, 3) and not np.shares_memory(arrays[2], arrays[3])
 
 
 def test_import_loads_no_backend_and_no_scikit_learn():

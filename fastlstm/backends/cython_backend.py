@@ -40,13 +40,23 @@ rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
 rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
 
 
-#: The fused step splits the hidden units of a small batch, or of large weights (see
-#: fused_unit_slices), over the cores when each core gets at least this many 16-unit
-#: groups. Measured (2 threads, min of 4 runs, inference ms, one chunk / unit split):
-#: (4, 100, 64, 128) 0.54 / 0.34; (1, 100, 32, 128) 0.26 / 0.18, but with 2 groups per
-#: core (1, 100, 32, 64) 0.105 / 0.121: the per-step barrier costs more than half the
-#: step saves.
+#: The fused step splits the hidden units of a batch of several chunks (small chunks, or
+#: large weights: see fused_unit_slices) over the cores when each core gets at least
+#: this many 16-unit groups. Measured (2 threads, inference us, 2 chunks / unit split,
+#: cache-aligned buffers, spin barrier): (8, 100, 32, 64) 163 / 168, (8, 100, 32, 96)
+#: 273 / 271, (6, 100, 64, 64) 233 / 248: with fewer groups the per-step barrier costs
+#: what the split saves.
 MIN_GROUPS_PER_SLICE = 4
+
+#: A batch of one chunk (the alternative is one thread) splits the hidden units as soon
+#: as each core gets a group, except a single sequence, which needs this many per core:
+#: its step is one row against four groups at a time (fl_row_4blocks, 16 independent FMA
+#: chains), which two groups per core would leave at half the chains. Measured (2
+#: threads, inference us, one thread / unit split, min of 3): (1, 100, 32, 64) 85 / 93,
+#: (1, 100, 64, 64) 110 / 113, (1, 100, 32, 48) 76 / 87, but (1, 100, 32, 96) 163 / 109;
+#: (2, 100, 32, 64) 133 / 97, (2, 100, 16, 32) 57 / 55, (4, 100, 64, 64) 206 / 179,
+#: (4, 100, 32, 48) 145 / 136.
+MIN_GROUPS_PER_SLICE_ONE_ROW = 3
 
 
 #: Batches in chunks of fewer rows than this split the hidden units instead (at exactly
@@ -78,9 +88,14 @@ def fused_unit_slices(batch_size, num_units, weight_rows=0):
     cores = default_num_threads()
     groups = -(-num_units // 16)
     rows = chunk_rows(batch_size, True)
-    if cores < 2 or groups < cores * MIN_GROUPS_PER_SLICE:
+    if cores < 2:
         return 0
-    if n_chunks(batch_size, True) == 1 or rows < MAX_CHUNK_ROWS_FOR_UNIT_SPLIT or (
+    if rows >= batch_size:                           # one chunk
+        per_core = MIN_GROUPS_PER_SLICE_ONE_ROW if batch_size == 1 else 1
+        return cores if groups >= cores * per_core else 0
+    if groups < cores * MIN_GROUPS_PER_SLICE:
+        return 0
+    if rows < MAX_CHUNK_ROWS_FOR_UNIT_SPLIT or (
             rows == MAX_CHUNK_ROWS_FOR_UNIT_SPLIT
             and groups >= UNIT_SPLIT_GROUPS_AT_FULL_TILES):
         return cores
