@@ -43,6 +43,13 @@ def n_chunks(batch_size, fused=False):
 #: than narrow slices save.
 MIN_UNITS_PER_SLICE = 128
 
+#: The fused backward (AVX-512, slices of whole 64-unit blocks) splits from one block per
+#: core when the batch has several sequences, and from more than 128 units when it has
+#: one. Measured with the spin barrier (2 threads, backward ms, one thread / split, medians
+#: of 3): (2, 100, 32, 128) 0.43 / 0.35, (4, 100, 64, 128) 0.60 / 0.52, (1, 100, 64, 192)
+#: 0.55 / 0.49, but (1, 100, 32, 128) 0.28 / 0.29.
+MIN_UNITS_PER_SLICE_FUSED = 64
+
 
 def unit_slices(batch_size, num_units, fused=False):
     """``(n_slices, width)`` to split the hidden units over the cores, or None.
@@ -52,7 +59,13 @@ def unit_slices(batch_size, num_units, fused=False):
     slices depend on the machine and the sizes, never on the requested thread count.
     """
     cores = default_num_threads()
-    if n_chunks(batch_size, fused) > 1 or cores < 2 or num_units < 2 * MIN_UNITS_PER_SLICE:
+    if n_chunks(batch_size, fused) > 1 or cores < 2:
+        return None
+    if fused:
+        if num_units < 2 * MIN_UNITS_PER_SLICE_FUSED or (
+                batch_size == 1 and num_units <= 2 * MIN_UNITS_PER_SLICE_FUSED):
+            return None
+    elif num_units < 2 * MIN_UNITS_PER_SLICE:
         return None
     width = -(-num_units // cores)
     width = -(-width // 16) * 16
