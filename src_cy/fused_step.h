@@ -43,11 +43,12 @@ typedef struct {
  * units, group g = I + H rows of 64 floats: [i, j, f, o] x units 16g .. 16g + 15, zero
  * past H. */
 static void fl_pack_fused_f32(ptrdiff_t I, const float* Wx, ptrdiff_t H, const float* Wh,
-                              float* out) {
-    /* row by row of W (read in order), each row's 16-unit pieces (fixed-size copies) to
-     * their groups: 7.1 ms for I = H = 1024 group by group with variable-length loops */
+                              float* out, ptrdiff_t k_lo, ptrdiff_t k_hi) {
+    /* rows k_lo .. k_hi - 1 of [W_x; W_h] only (threads pack disjoint row ranges): row by
+     * row of W (read in order), each row's 16-unit pieces (fixed-size copies) to their
+     * groups: 7.1 ms for I = H = 1024 group by group with variable-length loops */
     const ptrdiff_t K = I + H, G = 4 * H, full = H / 16, groups = (H + 15) / 16;
-    for (ptrdiff_t k = 0; k < K; k++) {
+    for (ptrdiff_t k = k_lo; k < k_hi; k++) {
         const float* row = k < I ? Wx + k * G : Wh + (k - I) * G;
         for (ptrdiff_t g = 0; g < full; g++) {
             float* dst = out + (g * K + k) * 64;

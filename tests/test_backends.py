@@ -297,6 +297,15 @@ def test_compiled_packing_matches_the_numpy_layouts():
         if W_x is not None:                                  # (I, 4H): the input gradient
             np.testing.assert_array_equal(_recurrent.pack_fused_t(W_x),
                                           _chunking.pack_fused_t(W_x))
+    # weights of PARALLEL_PACK_MIN_BYTES or more: packed in row ranges by the threads
+    I, H = 401, 130
+    W_h = rng.standard_normal((H, 4 * H)).astype(np.float32)
+    W_x = rng.standard_normal((I, 4 * H)).astype(np.float32)
+    assert W_h.nbytes + W_x.nbytes >= _recurrent.PARALLEL_PACK_MIN_BYTES
+    expected = _chunking.pack_fused(np.concatenate([W_x, W_h]))
+    for n_threads in (1, 2, 3):
+        np.testing.assert_array_equal(_recurrent.pack_fused(W_h, W_x, None, n_threads),
+                                      expected)
 
 
 @pytest.mark.parametrize("B", [9, 40])
