@@ -51,12 +51,14 @@ MIN_GROUPS_PER_SLICE = 4
 #: A batch of one chunk (the alternative is one thread) splits the hidden units as soon
 #: as each core gets a group, except a single sequence, which needs this many per core:
 #: its step is one row against four groups at a time (fl_row_4blocks, 16 independent FMA
-#: chains), which two groups per core would leave at half the chains. Measured (2
-#: threads, inference us, one thread / unit split, min of 3): (1, 100, 32, 64) 85 / 93,
-#: (1, 100, 64, 64) 110 / 113, (1, 100, 32, 48) 76 / 87, but (1, 100, 32, 96) 163 / 109;
-#: (2, 100, 32, 64) 133 / 97, (2, 100, 16, 32) 57 / 55, (4, 100, 64, 64) 206 / 179,
-#: (4, 100, 32, 48) 145 / 136.
-MIN_GROUPS_PER_SLICE_ONE_ROW = 3
+#: chains), which one group per core would leave at a quarter of the chains. Measured (2
+#: threads, inference us, one thread / unit split, 4 runs): (1, 100, 32, 64) 85-88 /
+#: 68-72, (1, 100, 64, 64) 106-109 / 100-104, (1, 100, 32, 96) 141-145 / 100-103, but
+#: (1, 100, 16, 32) 38 / 45-47, (1, 100, 32, 48) 70 / 79; (2, 100, 32, 64) 133 / 97,
+#: (2, 100, 16, 32) 57 / 55, (4, 100, 64, 64) 206 / 179, (4, 100, 32, 48) 145 / 136.
+#: (One earlier run, before the split's work arrays shared one allocation, had
+#: (1, 100, 32, 64) at 85 / 93.)
+MIN_GROUPS_PER_SLICE_ONE_ROW = 2
 
 
 #: Batches in chunks of fewer rows than this split the hidden units instead (at exactly
