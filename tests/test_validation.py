@@ -78,12 +78,32 @@ def test_bad_backend_and_cell(lstm, x):
         fl.dynamic_rnn("lstm", x)
 
 
+def test_output_gradients_past_a_sequence_end_are_not_read(lstm, x):
+    lengths = np.array([T, 2, 0])
+    out, _, cache = fl.dynamic_rnn(lstm, x, lengths, return_cache=True)
+    d_out = np.ones_like(out)
+    d_out[1, 2:] = 0
+    d_out[2] = 0
+    expected = fl.dynamic_rnn_backward(lstm, cache, d_out)
+    d_out[1, 2:] = np.nan
+    d_out[2] = np.inf
+    got = fl.dynamic_rnn_backward(lstm, cache, d_out)
+    for key, value in expected.items():
+        if key != "initial_state":
+            np.testing.assert_array_equal(got[key], value)
+
+
 def test_bad_backward_arguments(lstm, x):
     out, state, cache = fl.dynamic_rnn(lstm, x, return_cache=True)
     with pytest.raises(ValueError, match="outputs' shape"):
         fl.dynamic_rnn_backward(lstm, cache, np.zeros((T, B, H)))
     with pytest.raises(ValueError, match="d_outputs contains NaN"):
         fl.dynamic_rnn_backward(lstm, cache, np.full_like(out, np.nan))
+    for bad in (np.nan, np.inf):                 # one value at a step that exists
+        d_out = np.zeros_like(out)
+        d_out[1, T - 1, 2] = bad
+        with pytest.raises(ValueError, match="d_outputs contains NaN or inf"):
+            fl.dynamic_rnn_backward(lstm, cache, d_out)
     with pytest.raises(ValueError, match="d_state.h must have shape"):
         fl.dynamic_rnn_backward(lstm, cache, out, fl.LSTMStateTuple(state.c, state.h[:1]))
     with pytest.raises(ValueError, match="cache must come from dynamic_rnn"):

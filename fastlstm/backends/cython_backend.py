@@ -18,6 +18,7 @@ from ._chunking import chunk_rows, n_chunks, pack_unit_slices, unit_slices
 
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
+swap_leading_axes = _recurrent.swap_leading_axes
 #: The fused AVX-512 float32 LSTM step runs on this CPU (src_cy/fused_step.h).
 FUSED_STEP = _recurrent.have_fused_step()
 #: lstm_backward reads d_outputs through their strides: no transposing copy of batch-major
