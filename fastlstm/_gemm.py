@@ -203,7 +203,7 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
         out = np.empty(shape, np.float32) if rows is None else np.zeros(shape, np.float32)
         packed = kernels.pack_fused_t(W_x, scratch("packed_x_t", (-(-I // 64),
                                                                   W_x.shape[1], 64),
-                                                   np.float32))
+                                                   np.float32), n_threads)
         kernels.gemm_rows_wt(dz2, packed, I, out.reshape(-1), offsets,
                              None if rows is None else k, n_threads)
         return out

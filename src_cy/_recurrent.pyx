@@ -52,8 +52,8 @@ cdef extern from "fused_step.h":
 cdef extern from "fused_step.h":
     void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
                            float* out, Py_ssize_t k_lo, Py_ssize_t k_hi) noexcept nogil
-    void fl_pack_fused_t_f32(Py_ssize_t n, Py_ssize_t K, const float* W,
-                             float* out) noexcept nogil
+    void fl_pack_fused_t_f32(Py_ssize_t n, Py_ssize_t K, const float* W, float* out,
+                             Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
     void fl_gemm_rows_wt_f32(Py_ssize_t n_rows, const int64_t* rows, Py_ssize_t K,
                              const float* A, Py_ssize_t lda, const float* WTp, Py_ssize_t N,
                              float* C, const int64_t* c_off, Py_ssize_t ldc,
@@ -148,19 +148,25 @@ def pack_fused(const float[:, ::1] W_h, const float[:, ::1] W_x=None, out=None,
     return out
 
 
-def pack_fused_t(const float[:, ::1] W, out=None):
+def pack_fused_t(const float[:, ::1] W, out=None, int n_threads=1):
     """``W.T`` for ``W`` (n, K) packed in blocks of 64 of its n rows, for the backward's
     products (``W_h`` (H, 4H): dz W_h^T; ``W_x`` (I, 4H): the input gradient): see
-    ``fastlstm.backends._chunking.pack_fused_t`` (the same layout, in NumPy). ``out`` as in
-    :func:`pack_fused`."""
-    cdef Py_ssize_t n = W.shape[0], K = W.shape[1]
+    ``fastlstm.backends._chunking.pack_fused_t`` (the same layout, in NumPy). ``out`` and
+    ``n_threads`` as in :func:`pack_fused` (here the threads take whole blocks)."""
+    cdef Py_ssize_t n = W.shape[0], K = W.shape[1], blocks = (n + 63) // 64, n_parts = 1
+    cdef Py_ssize_t part
     if out is None:
         out = np.empty(((n + 63) // 64, K, 64), np.float32)
     cdef float[:, :, ::1] o = out
     if o.shape[0] != (n + 63) // 64 or o.shape[1] != K or o.shape[2] != 64:
         raise ValueError("out has the wrong shape")
-    if n > 0 and K > 0:
-        fl_pack_fused_t_f32(n, K, &W[0, 0], &o[0, 0, 0])
+    if n == 0 or K == 0:
+        return out
+    if n * K * 4 >= PARALLEL_PACK_MIN_BYTES:
+        n_parts = max(1, min(n_threads, blocks))
+    for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
+        fl_pack_fused_t_f32(n, K, &W[0, 0], &o[0, 0, 0], part * blocks // n_parts,
+                            (part + 1) * blocks // n_parts)
     return out
 
 

@@ -68,14 +68,25 @@ static void fl_pack_fused_f32(ptrdiff_t I, const float* Wx, ptrdiff_t H, const f
 /* fl_pack_fused_t_f32: W (n, K) -> W^T in blocks of 64 of its n rows: block c = K rows of
  * 64 floats, W[64c + j, k] at row k, column j (zero past n). W_h (H, 4H) for the
  * backward's dz W_h^T, W_x (I, 4H) for the input gradient dz W_x^T. */
-static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float* out) {
-    const ptrdiff_t blocks = (n + 63) / 64;
-    for (ptrdiff_t c = 0; c < blocks; c++)
-        for (ptrdiff_t j = 0; j < 64; j++) {
-            const ptrdiff_t u = 64 * c + j;
-            for (ptrdiff_t k = 0; k < K; k++)
-                out[(c * K + k) * 64 + j] = u < n ? W[u * K + k] : 0.0f;
+static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float* out,
+                                ptrdiff_t c_lo, ptrdiff_t c_hi) {
+    /* blocks c_lo .. c_hi - 1 only (threads pack disjoint blocks), in tiles of 16 k: a
+     * tile reads one line of each of the block's 64 rows of W and writes 16 output rows,
+     * 4 KB each way, all in L1 (row by row of W, each store 256 bytes from the last, it
+     * took 32 us for W_h at H = 128) */
+    for (ptrdiff_t c = c_lo; c < c_hi; c++) {
+        const ptrdiff_t n_c = n - 64 * c < 64 ? n - 64 * c : 64;
+        float* block = out + c * K * 64;
+        for (ptrdiff_t k0 = 0; k0 < K; k0 += 16) {
+            const ptrdiff_t k1 = K - k0 < 16 ? K : k0 + 16;
+            for (ptrdiff_t j = 0; j < n_c; j++) {
+                const float* src = W + (64 * c + j) * K;
+                for (ptrdiff_t k = k0; k < k1; k++) block[k * 64 + j] = src[k];
+            }
+            for (ptrdiff_t j = n_c; j < 64; j++)             /* zero past n */
+                for (ptrdiff_t k = k0; k < k1; k++) block[k * 64 + j] = 0.0f;
         }
+    }
 }
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)

@@ -303,9 +303,14 @@ def test_compiled_packing_matches_the_numpy_layouts():
     W_x = rng.standard_normal((I, 4 * H)).astype(np.float32)
     assert W_h.nbytes + W_x.nbytes >= _recurrent.PARALLEL_PACK_MIN_BYTES
     expected = _chunking.pack_fused(np.concatenate([W_x, W_h]))
+    W_t = rng.standard_normal((200, 1400)).astype(np.float32)   # 4 blocks of 64 rows
+    assert W_t.nbytes >= _recurrent.PARALLEL_PACK_MIN_BYTES
+    expected_t = _chunking.pack_fused_t(W_t)
     for n_threads in (1, 2, 3):
         np.testing.assert_array_equal(_recurrent.pack_fused(W_h, W_x, None, n_threads),
                                       expected)
+        np.testing.assert_array_equal(_recurrent.pack_fused_t(W_t, None, n_threads),
+                                      expected_t)
 
 
 @pytest.mark.parametrize("B", [9, 40])

@@ -208,11 +208,11 @@ def _packed(W, W_x=None, n_threads=1):
     return _recurrent.pack_fused(W, W_x, out, n_threads)
 
 
-def _packed_t(W):
+def _packed_t(W, n_threads=1):
     """``W_h^T`` packed for the fused backward, in this thread's scratch buffer."""
     H = W.shape[0]
     return _recurrent.pack_fused_t(W, scratch("packed_t", (-(-H // 64), 4 * H, 64),
-                                                np.float32))
+                                                np.float32), n_threads)
 
 
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
@@ -224,7 +224,7 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
         if fused:                              # no BLAS in the fused backward either
             _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
                                      c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                     chunk_rows(dh.shape[0], True), _packed_t(W))
+                                     chunk_rows(dh.shape[0], True), _packed_t(W, n_threads))
             return
         with blas_threads(1):
             _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
@@ -238,7 +238,7 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
         _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
                                        acts, c_unclipped, d_outputs, dh, dc, dz, n_threads,
                                        -(-dh.shape[1] // width), width,
-                                       _packed_t(W))
+                                       _packed_t(W, n_threads))
         return
     with blas_threads(1):
         _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
