@@ -249,6 +249,25 @@ def test_unit_split_is_bit_identical_across_thread_counts():
             np.testing.assert_array_equal(first, other)
 
 
+def test_large_weights_split_the_backward_with_the_same_bits(monkeypatch):
+    # W_h^T of 16 MB (H = 1024) splits the hidden units of a batch of two chunks too
+    from fastlstm.backends import cython_backend as cb
+    from fastlstm.backends._chunking import n_chunks, unit_slices
+    if not cb.FUSED_STEP or cb.default_num_threads() < 2:
+        pytest.skip("the fused backward's split needs AVX-512 and 2 cores")
+    cell = make_cell("lstm", 1024, 3, dtype=np.float32, seed=4)
+    assert cell.params["recurrent_kernel"].nbytes >= cb.UNIT_SPLIT_MIN_WEIGHT_BYTES
+    assert n_chunks(9, True) > 1 and unit_slices(9, 1024, True) is None
+    assert unit_slices(9, 1024, True, any_batch=True) is not None
+    x, lengths, state = make_case(cell, 9, 3, seed=4)
+    R, S = loss_weights(cell, 9, 3, seed=4)
+    split = run_forward_backward(cell, x, lengths, state, R, S, False, "cython")[2]
+    monkeypatch.setattr(cb, "UNIT_SPLIT_MIN_WEIGHT_BYTES", 1 << 60)
+    chunks = run_forward_backward(cell, x, lengths, state, R, S, False, "cython")[2]
+    for key, value in flat_grads(chunks).items():
+        np.testing.assert_array_equal(flat_grads(split)[key], value)
+
+
 def test_work_arrays_start_on_a_cache_line():
     # the threads of a unit split write neighbouring slices of these arrays: a slice of
     # whole 16-float groups must be whole cache lines (no false sharing)

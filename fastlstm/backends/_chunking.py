@@ -51,15 +51,17 @@ MIN_UNITS_PER_SLICE = 128
 MIN_UNITS_PER_SLICE_FUSED = 64
 
 
-def unit_slices(batch_size, num_units, fused=False):
+def unit_slices(batch_size, num_units, fused=False, any_batch=False):
     """``(n_slices, width)`` to split the hidden units over the cores, or None.
 
     Only for batches that form a single chunk (the batch split would leave all but one core
-    idle). ``width`` is a multiple of 16 (whole AVX-512 vectors); like the chunks, the
-    slices depend on the machine and the sizes, never on the requested thread count.
+    idle), unless ``any_batch`` (weights so large that each core streaming all of them
+    every step costs more than a barrier). ``width`` is a multiple of 16 (whole AVX-512
+    vectors); like the chunks, the slices depend on the machine and the sizes, never on
+    the requested thread count.
     """
     cores = default_num_threads()
-    if n_chunks(batch_size, fused) > 1 or cores < 2:
+    if cores < 2 or (n_chunks(batch_size, fused) > 1 and not any_batch):
         return None
     if fused:
         if num_units < 2 * MIN_UNITS_PER_SLICE_FUSED or (

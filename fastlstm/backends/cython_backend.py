@@ -219,7 +219,11 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
                   d_outputs, dh, dc, dz, n_threads=1):
     """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
     fused = FUSED_STEP and W.dtype == np.float32
-    plan = unit_slices(dh.shape[0], dh.shape[1], fused)
+    # W_h^T of 16 MB or more: split whatever the batch, as in the forward (each core then
+    # streams half of it per step): (64, 25, 1024, 1024) backward 138-141 -> 136-137 ms,
+    # (64, 20, 512, 1024) 82-84 -> 79-80 (alternating, same bits)
+    plan = unit_slices(dh.shape[0], dh.shape[1], fused,
+                       any_batch=fused and W.nbytes >= UNIT_SPLIT_MIN_WEIGHT_BYTES)
     if plan is None:
         if fused:                              # no BLAS in the fused backward either
             _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
