@@ -180,9 +180,11 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
 #: The input gradient dz W_x^T runs on the AVX-512 tiles for input sizes that fill whole
 #: 64-column blocks up to this many columns. Measured (2 threads, batch-major, ms, tiles /
 #: BLAS): (T, B, I, H) = (100, 32, 64, 64) 0.27 / 0.29, (150, 16, 256, 256) 2.78 / 2.90;
-#: but (25, 64, 512, 512) 8.18 / 7.94 and (50, 64, 1024, 512) 30.7 / 29.9: there BLAS runs
-#: at ~450 GFLOP/s and packing W_x^T per call costs more than the tiles gain.
-MAX_TILED_INPUT_GRADIENT = 256
+#: with W_x^T packed in L1-sized tiles by both threads, (25, 64, 512, 512) 7.3 / 7.8 and
+#: (50, 64, 512, 512) 14.3 / 15.2 (8.18 / 7.94 with the earlier packing); but
+#: (25, 64, 1024, 1024) 34.2 / 31.6: there BLAS runs at ~450 GFLOP/s and packing 16 MB of
+#: W_x^T per call costs more than the tiles gain.
+MAX_TILED_INPUT_GRADIENT = 512
 
 
 def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
