@@ -30,7 +30,7 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
 
-from fastlstm._workspace import scratch
+from fastlstm._workspace import CACHE_LINE, scratch
 
 cdef extern from "fused_step.h":
     int fl_have_avx512() noexcept nogil
@@ -284,7 +284,7 @@ cdef object _work_arrays(str name, dtype, Py_ssize_t n, const Py_ssize_t* sizes,
     for ``n`` arrays of ``sizes[i]`` items, array i at item ``offsets[i]``, each on a cache
     line of its own: the per-call buffers whose rows or slices the threads write side by
     side, in one allocation (five scratch calls cost ~4 us of a ~80 us B=1 inference)."""
-    cdef Py_ssize_t per_line = 64 // np.dtype(dtype).itemsize, total = 0, i
+    cdef Py_ssize_t per_line = CACHE_LINE // np.dtype(dtype).itemsize, total = 0, i
     for i in range(n):
         offsets[i] = total
         total += (sizes[i] + per_line - 1) // per_line * per_line
@@ -764,15 +764,14 @@ def gemm_tn_tiles(segments, const float[:, :] b, float[:, ::1] out, int n_thread
     cdef Py_ssize_t n_blocks = N // 64, per, k
     n_threads = max(1, min(n_threads, n_blocks))
     per = (n_blocks + n_threads - 1) // n_threads
-    # each thread's copies of B's pieces (128 KB), 64-byte aligned rows
-    cdef float[:, ::1] pieces = np.empty((n_threads, FL_TN_GROUP * FL_TN_KS * 64 + 16),
-                                         np.float32)
-    cdef Py_ssize_t skew = (-(<size_t>&pieces[0, 0]) % 64) // sizeof(float)
+    # each thread's copies of B's pieces (128 KB rows, on cache lines: _workspace)
+    cdef float[:, ::1] pieces = scratch("gemm_tn_pieces",
+                                        (n_threads, FL_TN_GROUP * FL_TN_KS * 64), np.float32)
     for k in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
         if k * per < n_blocks:
             fl_gemm_tn_f32(K_sum, krows, n_seg, seg_ptr, seg_ld, seg_m, &b[0, 0], ldb,
                            &out[0, 0], N, k * per, min(n_blocks, (k + 1) * per),
-                           &pieces[k, skew])
+                           &pieces[k, 0])
 
 
 def swap_leading_axes(const floating[:, :, :] src, floating[:, :, ::1] out, int n_threads):
@@ -781,11 +780,10 @@ def swap_leading_axes(const floating[:, :, :] src, floating[:, :, ::1] out, int 
     training forward from its time-major history, and the time-major copy of batch-major
     inputs: NumPy's single-threaded copy was ~50 us of a seed-size training step, while
     the other core waited."""
-    cdef Py_ssize_t A = src.shape[0], B = src.shape[1], C = src.shape[2], i, j
+    cdef Py_ssize_t A = src.shape[0], B = src.shape[1], C = src.shape[2], i, j, s_a, s_b
     if out.shape[0] != B or out.shape[1] != A or out.shape[2] != C:
         raise ValueError("out must be (B, A, C) for src (A, B, C)")
-    if C > 1 and src.strides[2] != sizeof(floating):
-        raise ValueError("src's last axis must be contiguous")
+    _row_strides(src, &s_a, &s_b)                # checks the last axis
     if A == 0 or B == 0 or C == 0:
         return
     for j in prange(B, nogil=True, num_threads=max(1, min(n_threads, B)),
@@ -919,13 +917,14 @@ def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W
         return
     cdef int64_t[::1] order = _chunk_order(seq_len)
     dtype = np.float32 if floating is float else np.float64
-    # written side by side by the threads: cache-line aligned (_workspace)
-    cdef floating[:, :, ::1] h_buf = scratch("units_forward_h", (2, B, H), dtype)
-    cdef floating[:, ::1] c_loc = scratch("units_forward_c", (B, H), dtype)
-    cdef floating[:, ::1] z_buf = scratch("units_forward_z", (n_slices, B * 4 * width), dtype)
-    cdef floating[::1] act_tmp = scratch("units_forward_act", (4 * H,), dtype)
-    _load_sorted_state(&hs[0, 0, 0], &cs[0, 0, 0], &order[0], B, H, &h_buf[0, 0, 0],
-                       &c_loc[0, 0])
+    # h (double-buffered), c, z and act, written side by side by the threads
+    cdef Py_ssize_t sizes[4]
+    cdef Py_ssize_t offs[4]
+    sizes[0], sizes[1], sizes[2] = 2 * B * H, B * H, n_slices * B * 4 * width
+    sizes[3] = 4 * H
+    cdef floating[::1] work = _work_arrays("lstm_forward_units_blas", dtype, 4, sizes, offs)
+    _load_sorted_state(&hs[0, 0, 0], &cs[0, 0, 0], &order[0], B, H, &work[offs[0]],
+                       &work[offs[1]])
     cdef floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating* ac = &acts[0, 0, 0] if acts.shape[0] > 0 else NULL    # empty: inference
     cdef floating fb = <floating>forget_bias, clip = <floating>cell_clip
@@ -935,8 +934,8 @@ def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W
         _lstm_forward_units_thread(&xproj[0, 0, 0], &W_packed[0, 0], &peepholes[0, 0],
                                    use_peepholes, fb, clip, &seq_len[0], &order[0], B, H,
                                    n_slices, width, &hs[0, 0, 0], &cs[0, 0, 0],
-                                   ac, cu, &h_buf[0, 0, 0], &c_loc[0, 0],
-                                   &z_buf[0, 0], &act_tmp[0], &barrier)
+                                   ac, cu, &work[offs[0]], &work[offs[1]], &work[offs[2]],
+                                   &work[offs[3]], &barrier)
 
 
 cdef void _lstm_backward_units_thread(
@@ -1035,10 +1034,11 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
         wt = &WT_fused[0, 0, 0]
     cdef int64_t[::1] order = _chunk_order(seq_len)
     dtype = np.float32 if floating is float else np.float64
-    # written side by side by the threads: cache-line aligned (_workspace)
-    cdef floating[:, ::1] dh_loc = scratch("units_backward_dh", (B, H), dtype)
-    cdef floating[:, ::1] dc_loc = scratch("units_backward_dc", (B, H), dtype)
-    cdef floating[:, ::1] dz_buf = scratch("units_backward_dz", (2, B * 4 * H), dtype)
+    # dh, dc and dz (double-buffered), written side by side by the threads
+    cdef Py_ssize_t sizes[3]
+    cdef Py_ssize_t offs[3]
+    sizes[0], sizes[1], sizes[2] = B * H, B * H, 2 * B * 4 * H
+    cdef floating[::1] work = _work_arrays("lstm_backward_units", dtype, 3, sizes, offs)
     cdef const floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating clip = <floating>cell_clip
     cdef fastlstm_spin_barrier barrier
@@ -1047,5 +1047,6 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
         _lstm_backward_units_thread(&W[0, 0], &peepholes[0, 0], use_peepholes, clip,
                                     &seq_len[0], &order[0], B, H, n_slices, width,
                                     &cs[0, 0, 0], &acts[0, 0, 0], cu, &d_outputs[0, 0, 0],
-                                    d_t, d_b, &dh[0, 0], &dc[0, 0], &dz[0, 0, 0], &dh_loc[0, 0],
-                                    &dc_loc[0, 0], &dz_buf[0, 0], wt, &barrier)
+                                    d_t, d_b, &dh[0, 0], &dc[0, 0], &dz[0, 0, 0],
+                                    &work[offs[0]], &work[offs[1]], &work[offs[2]], wt,
+                                    &barrier)

@@ -57,8 +57,8 @@ MIN_GROUPS_PER_SLICE = 4
 #: 68-72, (1, 100, 64, 64) 106-109 / 100-104, (1, 100, 32, 96) 141-145 / 100-103, but
 #: (1, 100, 16, 32) 38 / 45-47, (1, 100, 32, 48) 70 / 79; (2, 100, 32, 64) 133 / 97,
 #: (2, 100, 16, 32) 57 / 55, (4, 100, 64, 64) 206 / 179, (4, 100, 32, 48) 145 / 136.
-#: (One earlier run, before the split's work arrays shared one allocation, had
-#: (1, 100, 32, 64) at 85 / 93.)
+#: (One run, minutes earlier, had (1, 100, 32, 64) at 85 / 93: the cross-core latency
+#: of this machine moves.)
 MIN_GROUPS_PER_SLICE_ONE_ROW = 2
 
 
