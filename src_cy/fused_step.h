@@ -153,50 +153,58 @@ static inline void fl_tile_4x64(ptrdiff_t K, const float* restrict a0,
 }
 #undef FL_TILE_STEP
 
-/* One row against four 64-column blocks of W at once (block j at W + j * stride; blocks
- * j >= nb repeat the last one, computed, never used): out[j] = the row's product with
- * block j, over a[0:K] then b[0:K2] as in fl_tile_4x64. Each output element is the same
- * sequential FMA chain as there, so the bits are the same; but the 4-row tile spent 3/4
- * of its FMAs on copies of a lone row, and its 4 chains per block waited on FMA latency.
- * Here 16 independent chains keep both FMA pipes busy (a batch of 1, or the last
- * sequence of a chunk). */
+/* One row against NB <= 4 64-column blocks of W at once (block j at W + j * stride):
+ * out[j] = the row's product with block j, over a[0:K] then b[0:K2] as in fl_tile_4x64.
+ * Each output element is the same sequential FMA chain as there, so the bits are the
+ * same; but the 4-row tile spent 3/4 of its FMAs on copies of a lone row, and its 4
+ * chains per block waited on FMA latency. Here 4 NB independent chains (16 at NB = 4)
+ * keep both FMA pipes busy (a batch of 1, or the last sequence of a chunk). NB is a
+ * constant at every call (fl_row_blocks): a slice of two groups (B = 1, H = 64 on two
+ * cores) computed two copies of its blocks as padding when this always ran four. */
 __attribute__((target("avx512f,fma"), always_inline))
-static inline void fl_row_4blocks(ptrdiff_t K, const float* restrict a, ptrdiff_t K2,
+static inline void fl_row_nblocks(ptrdiff_t K, const float* restrict a, ptrdiff_t K2,
                                   const float* restrict b, const float* restrict W,
-                                  ptrdiff_t stride, ptrdiff_t nb, float out[4][64]) {
+                                  ptrdiff_t stride, const int NB, float out[4][64]) {
     const float* W0 = W;
-    const float* W1 = W + (nb > 1 ? 1 : 0) * stride;
-    const float* W2 = W + (nb > 2 ? 2 : nb - 1) * stride;
-    const float* W3 = W + (nb > 3 ? 3 : nb - 1) * stride;
+    const float* W1 = W + (NB > 1 ? 1 : 0) * stride;
+    const float* W2 = W + (NB > 2 ? 2 : 0) * stride;
+    const float* W3 = W + (NB > 3 ? 3 : 0) * stride;
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
     __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
     __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
     __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+#define FL_ROW_BLOCK(j, Wj, s, o)                                                         \
+    if (NB > j) {                                                                         \
+        c##j##0 = _mm512_fmadd_ps(s, _mm512_loadu_ps(Wj + o), c##j##0);                   \
+        c##j##1 = _mm512_fmadd_ps(s, _mm512_loadu_ps(Wj + o + 16), c##j##1);              \
+        c##j##2 = _mm512_fmadd_ps(s, _mm512_loadu_ps(Wj + o + 32), c##j##2);              \
+        c##j##3 = _mm512_fmadd_ps(s, _mm512_loadu_ps(Wj + o + 48), c##j##3);              \
+    }
 #define FL_ROW_STEP(v, k)                                                                 \
     {                                                                                     \
         const __m512 s = _mm512_set1_ps(v);                                               \
         const ptrdiff_t o = (k) * 64;                                                     \
-        c00 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W0 + o), c00);                           \
-        c01 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W0 + o + 16), c01);                      \
-        c02 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W0 + o + 32), c02);                      \
-        c03 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W0 + o + 48), c03);                      \
-        c10 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W1 + o), c10);                           \
-        c11 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W1 + o + 16), c11);                      \
-        c12 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W1 + o + 32), c12);                      \
-        c13 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W1 + o + 48), c13);                      \
-        c20 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W2 + o), c20);                           \
-        c21 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W2 + o + 16), c21);                      \
-        c22 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W2 + o + 32), c22);                      \
-        c23 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W2 + o + 48), c23);                      \
-        c30 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W3 + o), c30);                           \
-        c31 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W3 + o + 16), c31);                      \
-        c32 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W3 + o + 32), c32);                      \
-        c33 = _mm512_fmadd_ps(s, _mm512_loadu_ps(W3 + o + 48), c33);                      \
+        FL_ROW_BLOCK(0, W0, s, o) FL_ROW_BLOCK(1, W1, s, o)                               \
+        FL_ROW_BLOCK(2, W2, s, o) FL_ROW_BLOCK(3, W3, s, o)                               \
     }
     for (ptrdiff_t k = 0; k < K; k++) FL_ROW_STEP(a[k], k)
     for (ptrdiff_t k = 0; k < K2; k++) FL_ROW_STEP(b[k], K + k)
 #undef FL_ROW_STEP
-    FL_STORE_4X64(out, c)
+#undef FL_ROW_BLOCK
+    FL_STORE_4X64(out, c)                 /* blocks >= NB: zeros, never read */
+}
+
+/* fl_row_nblocks for a run-time nb (1 .. 4), each count its own specialised loop. */
+__attribute__((target("avx512f,fma"), always_inline))
+static inline void fl_row_blocks(ptrdiff_t K, const float* restrict a, ptrdiff_t K2,
+                                 const float* restrict b, const float* restrict W,
+                                 ptrdiff_t stride, ptrdiff_t nb, float out[4][64]) {
+    switch (nb) {
+    case 1: fl_row_nblocks(K, a, K2, b, W, stride, 1, out); break;
+    case 2: fl_row_nblocks(K, a, K2, b, W, stride, 2, out); break;
+    case 3: fl_row_nblocks(K, a, K2, b, W, stride, 3, out); break;
+    default: fl_row_nblocks(K, a, K2, b, W, stride, 4, out); break;
+    }
 }
 
 /* Row i of a 4-row block starting at r0 with nr valid rows; rows past nr repeat the last
@@ -266,14 +274,14 @@ static void fl_lstm_fwd_fused_f32(
      * 0 .. ceil(H / 16); the hidden-unit split gives each thread its own range */
     float ztile[4][64] __attribute__((aligned(64)));
     const ptrdiff_t G = 4 * H, KX = x ? I : 0;
-    if (n_rows == 1) {                           /* four groups at once: fl_row_4blocks */
+    if (n_rows == 1) {                           /* up to four groups at once: fl_row_blocks */
         const ptrdiff_t b = rows[0];
         for (ptrdiff_t g0 = g_lo; g0 < g_hi; g0 += 4) {
             const ptrdiff_t nb = g_hi - g0 < 4 ? g_hi - g0 : 4;
             if (!x)
                 for (ptrdiff_t j = 0; j < nb; j++)
                     fl_prefetch_gates(xproj + (t * B + b) * G + 16 * (g0 + j), H);
-            fl_row_4blocks(KX, x ? x + t * out->x_t + b * out->x_b : NULL, H, h_old,
+            fl_row_blocks(KX, x ? x + t * out->x_t + b * out->x_b : NULL, H, h_old,
                            Wp + g0 * (KX + H) * 64, (KX + H) * 64, nb, ztile);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 const ptrdiff_t u0 = 16 * (g0 + j), n = H - u0 < 16 ? H - u0 : 16;
@@ -364,10 +372,10 @@ static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* restri
      * 0 .. ceil(H / 64); the hidden-unit split gives each thread its own range */
     float tile[4][64] __attribute__((aligned(64)));
     const ptrdiff_t K = 4 * H;
-    if (n_rows == 1) {                           /* four blocks at once: fl_row_4blocks */
+    if (n_rows == 1) {                           /* up to four blocks at once: fl_row_blocks */
         for (ptrdiff_t c0 = c_lo; c0 < c_hi; c0 += 4) {
             const ptrdiff_t nb = c_hi - c0 < 4 ? c_hi - c0 : 4;
-            fl_row_4blocks(K, dz, 0, NULL, WTp + c0 * K * 64, K * 64, nb, tile);
+            fl_row_blocks(K, dz, 0, NULL, WTp + c0 * K * 64, K * 64, nb, tile);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 const ptrdiff_t u0 = 64 * (c0 + j), n = H - u0 < 64 ? H - u0 : 64;
                 for (ptrdiff_t u = 0; u < n; u++) dh[u0 + u] = tile[j][u];
