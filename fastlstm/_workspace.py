@@ -29,11 +29,32 @@ _local = threading.local()
 CACHE_LINE = 64
 
 
+def _ctypes_address(arr):
+    return arr.ctypes.data
+
+
+_address = None
+
+
+def _data_address(arr):
+    """Address of ``arr``'s first byte: the compiled extension's buffer look-up where it
+    is built (0.1 us; ``arr.ctypes.data`` takes 0.8, and a B=1 inference makes two
+    aligned arrays), else ctypes. Imported on first use: the extension imports this
+    module."""
+    global _address
+    if _address is None:
+        try:
+            from ._recurrent import data_address as _address
+        except ImportError:                 # built without the extension
+            _address = _ctypes_address
+    return _address(arr)
+
+
 def _aligned_owner(nbytes):
     """A fresh uint8 array of ``nbytes + CACHE_LINE`` and the offset of its first cache
     line boundary."""
     owner = np.empty(nbytes + CACHE_LINE, np.uint8)
-    return owner, -owner.ctypes.data % CACHE_LINE
+    return owner, -_data_address(owner) % CACHE_LINE
 
 
 def aligned_empty(shape, dtype):

@@ -109,7 +109,9 @@ def _check_inputs(cell, inputs, time_major, contiguous=True):
 def _check_sequence_length(sequence_length, n_steps, batch_size):
     """Lengths as an int64 (B,) array with 0 <= L <= T; all T when None."""
     if sequence_length is None:
-        return np.full(batch_size, n_steps, dtype=np.int64)
+        lengths = np.empty(batch_size, np.int64)     # 0.25 us; np.full's wrapper 0.6
+        lengths.fill(n_steps)
+        return lengths
     arr = np.asarray(sequence_length)
     if arr.ndim != 1 or arr.shape[0] != batch_size:
         raise ValueError(f"sequence_length must be 1-D with one length per sequence "

@@ -23,6 +23,7 @@ Design (DESIGN.md section 5):
 """
 
 cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
@@ -208,6 +209,17 @@ def gemm_rows_wt(const float[:, :] a, const float[:, :, ::1] wt_packed, Py_ssize
                                 n_blocks)
 
 
+def data_address(obj):
+    """Address of the first byte of ``obj``'s buffer (a contiguous array): for
+    fastlstm._workspace's cache-line alignment, 0.1 us where ``arr.ctypes.data`` takes
+    0.8 (two of them per B=1 inference of ~55 us)."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE)
+    address = <size_t>view.buf
+    PyBuffer_Release(&view)
+    return address
+
+
 def openmp_enabled():
     """True when this module was compiled with OpenMP (threads > 1 possible)."""
     return bool(fastlstm_openmp_enabled())
@@ -246,7 +258,13 @@ def _chunk_order(const int64_t[::1] seq_len, Py_ssize_t n_chunks=1):
     chunk got all the long sequences and its thread ran alone at the end (64 sequences of
     25-100 steps: torch padded / fastlstm inference 0.55 measured with cut chunks).
     """
-    rows = np.argsort(-np.asarray(seq_len), kind="stable").astype(np.int64)
+    cdef Py_ssize_t b, B = seq_len.shape[0]
+    for b in range(1, B):
+        if seq_len[b] > seq_len[b - 1]:
+            rows = np.argsort(-np.asarray(seq_len), kind="stable").astype(np.int64)
+            break
+    else:      # already longest first (equal lengths, a batch of one): 1.7 -> 0.3 us
+        rows = np.arange(B, dtype=np.int64)
     if n_chunks <= 1:
         return rows
     return np.concatenate([rows[k::n_chunks] for k in range(n_chunks)])

@@ -285,6 +285,23 @@ def test_work_arrays_start_on_a_cache_line():
     for arr in arrays:
         assert arr.ctypes.data % CACHE_LINE == 0
     assert arrays[2].shape == (4, 3) and not np.shares_memory(arrays[2], arrays[3])
+    # the compiled address look-up behind the alignment is ctypes' address
+    from fastlstm._workspace import _ctypes_address, _data_address
+    for arr in (np.empty(100, np.uint8), np.empty(7, np.uint8)[3:], arrays[0]):
+        assert _data_address(arr) == _ctypes_address(arr)
+
+
+@pytest.mark.parametrize("lengths", [[5], [7, 7, 7, 7, 7], [9, 8, 8, 3, 0],
+                                     [2, 9, 4, 9, 1, 0, 9], list(range(20))])
+def test_chunk_order_sorts_longest_first_stably(lengths):
+    # the kernels' row order: a stable sort by decreasing length, then dealt to chunks;
+    # lengths already in that order skip the sort (same order)
+    from fastlstm import _recurrent
+    seq_len = np.array(lengths, np.int64)
+    rows = np.argsort(-seq_len, kind="stable")
+    np.testing.assert_array_equal(_recurrent._chunk_order(seq_len), rows)
+    np.testing.assert_array_equal(_recurrent._chunk_order(seq_len, 2),
+                                  np.concatenate([rows[0::2], rows[1::2]]))
 
 
 def test_import_loads_no_backend_and_no_scikit_learn():

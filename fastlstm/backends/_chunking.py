@@ -23,11 +23,13 @@ MIN_CHUNK_ROWS = 8
 MIN_CHUNK_ROWS_FUSED = 4
 
 
-def chunk_rows(batch_size, fused=False):
+def chunk_rows(batch_size, fused=False, cores=None):
     """Rows per chunk for a batch of ``batch_size`` sequences (``fused``: for the fused
-    AVX-512 kernels)."""
+    AVX-512 kernels) on ``cores`` cores (default: :func:`default_num_threads`)."""
     minimum = MIN_CHUNK_ROWS_FUSED if fused else MIN_CHUNK_ROWS
-    return max(minimum, -(-batch_size // default_num_threads()))
+    if cores is None:
+        cores = default_num_threads()
+    return max(minimum, -(-batch_size // cores))
 
 
 def n_chunks(batch_size, fused=False):

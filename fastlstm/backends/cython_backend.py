@@ -88,9 +88,20 @@ def fused_unit_slices(batch_size, num_units, weight_rows=0):
     """Slices for the fused step's hidden-unit split (one per core), or 0: batch chunks.
     ``weight_rows``: rows of the packed weights (``I + H`` with the input projection in
     the step, ``H`` without)."""
+    return fused_schedule(batch_size, num_units, weight_rows)[1]
+
+
+def fused_schedule(batch_size, num_units, weight_rows=0):
+    """``(chunk_rows, unit_slices)`` of the fused forward: the rows per batch chunk
+    (:func:`chunk_rows`) and :func:`fused_unit_slices`, from one look at the cores (each
+    look is a system call, ~0.3 us of a ~55 us B=1 inference)."""
     cores = default_num_threads()
+    rows = chunk_rows(batch_size, True, cores)
+    return rows, _unit_slices_for(batch_size, num_units, weight_rows, cores, rows)
+
+
+def _unit_slices_for(batch_size, num_units, weight_rows, cores, rows):
     groups = -(-num_units // 16)
-    rows = chunk_rows(batch_size, True)
     if cores < 2:
         return 0
     if rows >= batch_size:                           # one chunk
@@ -116,10 +127,10 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
     B, H = hs.shape[1], hs.shape[2]
     if FUSED_STEP and W.dtype == np.float32:
         # no BLAS runs in the fused step: no thread limit to set
+        rows, slices = fused_schedule(B, H, H)
         _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip,
-                                seq_len, hs, cs, acts, c_unclipped, n_threads,
-                                chunk_rows(B, True), _packed(W, None, n_threads),
-                                unit_slices=fused_unit_slices(B, H, H))
+                                seq_len, hs, cs, acts, c_unclipped, n_threads, rows,
+                                _packed(W, None, n_threads), unit_slices=slices)
         return
     plan = unit_slices(B, H)
     if plan is None:
@@ -170,11 +181,10 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
     :func:`fuses_input`; x (T, B, I), W_x (I, 4H), bias (4H,).
     """
     # no BLAS runs in the fused step: no thread limit to set
+    rows, slices = fused_schedule(hs.shape[1], hs.shape[2], W_x.shape[0] + W.shape[0])
     _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias, cell_clip,
-                            seq_len, hs, cs, acts, c_unclipped, n_threads,
-                            chunk_rows(hs.shape[1], True), _packed(W, W_x, n_threads),
-                            x, bias, unit_slices=fused_unit_slices(
-                                hs.shape[1], hs.shape[2], W_x.shape[0] + W.shape[0]))
+                            seq_len, hs, cs, acts, c_unclipped, n_threads, rows,
+                            _packed(W, W_x, n_threads), x, bias, unit_slices=slices)
 
 
 def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
@@ -188,12 +198,11 @@ def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cel
     Measured at the seed's size: the history (hs and cs, 3.7 MB) and the transposing
     copy of the outputs were ~15% of an inference.
     """
+    rows, slices = fused_schedule(h0.shape[0], h0.shape[1], W_x.shape[0] + W.shape[0])
     _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias, cell_clip,
                             seq_len, h0[None], c_state[None], _NO_XPROJ, c_unclipped,
-                            n_threads, chunk_rows(h0.shape[0], True),
-                            _packed(W, W_x, n_threads), x, bias, out, out_batch_major,
-                            c_state, fused_unit_slices(h0.shape[0], h0.shape[1],
-                                                       W_x.shape[0] + W.shape[0]))
+                            n_threads, rows, _packed(W, W_x, n_threads), x, bias, out,
+                            out_batch_major, c_state, slices)
 
 
 _NO_XPROJ = np.empty((0, 0, 0), np.float32)
