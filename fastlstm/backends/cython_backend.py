@@ -51,9 +51,11 @@ MIN_GROUPS_PER_SLICE = 4
 
 #: A batch of one chunk (the alternative is one thread) splits the hidden units as soon
 #: as each core gets a group, except a single sequence, which needs this many per core:
-#: its step is one row against four groups at a time (fl_row_4blocks, 16 independent FMA
-#: chains), which one group per core would leave at a quarter of the chains. Measured (2
-#: threads, inference us, one thread / unit split, 4 runs): (1, 100, 32, 64) 85-88 /
+#: its step is one row against up to four groups at a time (fl_row_blocks, four
+#: independent FMA chains per group), which one group per core would leave at a quarter
+#: of the chains, waiting on FMA latency. Measured before the one-row kernel stopped
+#: padding to four groups (2 threads, inference us, one thread / unit split, 4 runs;
+#: since then (1, 100, 32, 64) split in two-group slices takes 56 us): (1, 100, 32, 64) 85-88 /
 #: 68-72, (1, 100, 64, 64) 106-109 / 100-104, (1, 100, 32, 96) 141-145 / 100-103, but
 #: (1, 100, 16, 32) 38 / 45-47, (1, 100, 32, 48) 70 / 79; (2, 100, 32, 64) 133 / 97,
 #: (2, 100, 16, 32) 57 / 55, (4, 100, 64, 64) 206 / 179, (4, 100, 32, 48) 145 / 136.
