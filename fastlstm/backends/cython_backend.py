@@ -9,12 +9,15 @@ the per-step product from inside the kernels' parallel region, so those calls li
 BLAS to one thread for their duration.
 """
 
+import time
+
 import numpy as np
 
 from .. import _recurrent
 from .._threads import blas_threads, default_num_threads
 from .._workspace import scratch
 from ._chunking import chunk_rows, n_chunks, pack_unit_slices, unit_slices
+from ._split_tuner import SplitTuner
 
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
@@ -49,8 +52,10 @@ rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
 #: what the split saves.
 MIN_GROUPS_PER_SLICE = 4
 
-#: A batch of one chunk (the alternative is one thread) splits the hidden units as soon
-#: as each core gets a group, except a single sequence, which needs this many per core:
+#: The fixed rule for a batch of one chunk (the alternative is one thread), which the
+#: split tuner replaces on two or more threads (TUNE_ONE_CHUNK_SPLIT): split the hidden
+#: units as soon as each core gets a group, except a single sequence, which needs this
+#: many per core:
 #: its step is one row against up to four groups at a time (fl_row_blocks, four
 #: independent FMA chains per group), which one group per core would leave at a quarter
 #: of the chains, waiting on FMA latency. Measured before the one-row kernel stopped
@@ -87,19 +92,13 @@ UNIT_SPLIT_MIN_WEIGHT_BYTES = 16 << 20
 
 
 def fused_unit_slices(batch_size, num_units, weight_rows=0):
-    """Slices for the fused step's hidden-unit split (one per core), or 0: batch chunks.
-    ``weight_rows``: rows of the packed weights (``I + H`` with the input projection in
-    the step, ``H`` without)."""
-    return fused_schedule(batch_size, num_units, weight_rows)[1]
-
-
-def fused_schedule(batch_size, num_units, weight_rows=0):
-    """``(chunk_rows, unit_slices)`` of the fused forward: the rows per batch chunk
-    (:func:`chunk_rows`) and :func:`fused_unit_slices`, from one look at the cores (each
-    look is a system call, ~0.3 us of a ~55 us B=1 inference)."""
+    """Slices for the fused step's hidden-unit split (one per core), or 0: batch chunks,
+    by the fixed rule (a batch of one chunk may take the split tuner's choice instead:
+    :func:`_run_fused`). ``weight_rows``: rows of the packed weights (``I + H`` with the
+    input projection in the step, ``H`` without)."""
     cores = default_num_threads()
-    rows = chunk_rows(batch_size, True, cores)
-    return rows, _unit_slices_for(batch_size, num_units, weight_rows, cores, rows)
+    return _unit_slices_for(batch_size, num_units, weight_rows, cores,
+                            chunk_rows(batch_size, True, cores))
 
 
 def _unit_slices_for(batch_size, num_units, weight_rows, cores, rows):
@@ -120,6 +119,39 @@ def _unit_slices_for(batch_size, num_units, weight_rows, cores, rows):
     return 0
 
 
+#: A batch of one chunk on two or more threads runs its fused forward split over the
+#: cores or on one core, whichever the split tuner (``_split_tuner``) measures faster on
+#: this machine's own calls: the balance is the cross-core latency, which moves on shared
+#: machines (MIN_GROUPS_PER_SLICE_ONE_ROW's measurements and the tuner's docstring). The
+#: two give the same bits. False: the fixed rule (``fused_unit_slices``) instead.
+TUNE_ONE_CHUNK_SPLIT = True
+_split_tuner = SplitTuner()
+
+
+def _run_fused(run, kind, batch_size, num_units, weight_rows, steps, n_threads):
+    """``run(chunk_rows, unit_slices)`` with the fixed rule's schedule, except for a
+    batch of one chunk on two or more threads (with the split possible and the weights
+    under ``UNIT_SPLIT_MIN_WEIGHT_BYTES``), which takes the tuner's choice between the
+    split and one core; a probing call is timed (per step of its ``steps``) for the tuner.
+    ``kind`` tells apart the kernels' entry points, whose cost per step differs."""
+    cores = default_num_threads()     # one look per call: a system call, ~0.3 us
+    rows = chunk_rows(batch_size, True, cores)
+    groups = -(-num_units // 16)
+    if (not TUNE_ONE_CHUNK_SPLIT or rows < batch_size or min(n_threads, cores) < 2
+            or groups < cores or steps < 1
+            or weight_rows * groups * 64 * 4 >= UNIT_SPLIT_MIN_WEIGHT_BYTES):
+        run(rows, _unit_slices_for(batch_size, num_units, weight_rows, cores, rows))
+        return
+    key = (kind, batch_size, num_units, weight_rows, cores, n_threads)
+    slices, probing = _split_tuner.choose(key, (cores, 0))
+    if not probing:
+        run(rows, slices)
+        return
+    t0 = time.perf_counter()
+    run(rows, slices)
+    _split_tuner.record(key, slices, (time.perf_counter() - t0) / steps)
+
+
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
                  acts, c_unclipped, n_threads=1):
     """LSTM recurrence; see :func:`fastlstm.reference.lstm_forward`.
@@ -129,10 +161,11 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
     B, H = hs.shape[1], hs.shape[2]
     if FUSED_STEP and W.dtype == np.float32:
         # no BLAS runs in the fused step: no thread limit to set
-        rows, slices = fused_schedule(B, H, H)
-        _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip,
-                                seq_len, hs, cs, acts, c_unclipped, n_threads, rows,
-                                _packed(W, None, n_threads), unit_slices=slices)
+        def run(rows, slices):
+            _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias,
+                                    cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
+                                    rows, _packed(W, None, n_threads), unit_slices=slices)
+        _run_fused(run, "forward", B, H, H, xproj.shape[0], n_threads)
         return
     plan = unit_slices(B, H)
     if plan is None:
@@ -183,10 +216,12 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
     :func:`fuses_input`; x (T, B, I), W_x (I, 4H), bias (4H,).
     """
     # no BLAS runs in the fused step: no thread limit to set
-    rows, slices = fused_schedule(hs.shape[1], hs.shape[2], W_x.shape[0] + W.shape[0])
-    _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias, cell_clip,
-                            seq_len, hs, cs, acts, c_unclipped, n_threads, rows,
-                            _packed(W, W_x, n_threads), x, bias, unit_slices=slices)
+    def run(rows, slices):
+        _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias,
+                                cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads, rows,
+                                _packed(W, W_x, n_threads), x, bias, unit_slices=slices)
+    _run_fused(run, "forward_input", hs.shape[1], hs.shape[2], W_x.shape[0] + W.shape[0], x.shape[0],
+               n_threads)
 
 
 def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
@@ -200,11 +235,13 @@ def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cel
     Measured at the seed's size: the history (hs and cs, 3.7 MB) and the transposing
     copy of the outputs were ~15% of an inference.
     """
-    rows, slices = fused_schedule(h0.shape[0], h0.shape[1], W_x.shape[0] + W.shape[0])
-    _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias, cell_clip,
-                            seq_len, h0[None], c_state[None], _NO_XPROJ, c_unclipped,
-                            n_threads, rows, _packed(W, W_x, n_threads), x, bias, out,
-                            out_batch_major, c_state, slices)
+    def run(rows, slices):
+        _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias,
+                                cell_clip, seq_len, h0[None], c_state[None], _NO_XPROJ,
+                                c_unclipped, n_threads, rows, _packed(W, W_x, n_threads), x,
+                                bias, out, out_batch_major, c_state, slices)
+    _run_fused(run, "infer_input", h0.shape[0], h0.shape[1], W_x.shape[0] + W.shape[0], x.shape[0],
+               n_threads)
 
 
 _NO_XPROJ = np.empty((0, 0, 0), np.float32)

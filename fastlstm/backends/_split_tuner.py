@@ -1,0 +1,88 @@
+"""Choose between two schedules of the same computation by timing both on live calls.
+
+Why: whether a small batch's fused LSTM step should split its hidden units over the cores
+(each core computes part of every step, then all wait at a barrier) or run on one core
+depends on how long a cache line takes to travel between cores, and on the shared
+machines this project runs on that moves by 2x and more within a day: a thread
+ping-pong measured 360-420 ns a round trip in one session where, in earlier ones, the
+split of (1, 100, 32, 64) had been faster than one core (68-72 against 85-88 us); in
+that session it was slower (122 against 81 us), as were (2, 100, 32, 64) (164 / 114) and
+(4, 100, 64, 64) (275 / 218). No fixed threshold is right on both days.
+
+The two schedules give the same bits (every unit's sums run in the same order either
+way; the tests check it), so the choice may follow the clock: the tuner runs each
+candidate ``PROBES`` times on the caller's own calls, alternating, then keeps the one of
+lower median time per step for the next ``REPROBE_AFTER`` calls of that shape, and then
+probes again, so it follows the machine when that changes. Probing costs a few calls of
+the slower schedule per ``REPROBE_AFTER`` (under 1%).
+"""
+
+import statistics
+import threading
+
+#: Timed calls of each candidate before choosing.
+PROBES = 5
+#: Calls that use the choice before the candidates are timed again.
+REPROBE_AFTER = 500
+
+
+class SplitTuner:
+    """Per shape (any hashable key), the candidate schedule of lowest measured time.
+
+    :meth:`choose` returns ``(candidate, probing)``; when ``probing`` is true the caller
+    times its call and reports the time with :meth:`record`. Thread-safe; timings of calls
+    that overlap in several Python threads are only noisier.
+    """
+
+    def __init__(self, probes=PROBES, reprobe_after=REPROBE_AFTER):
+        if probes < 1 or reprobe_after < 0:
+            raise ValueError("probes must be >= 1 and reprobe_after >= 0")
+        self.probes = probes
+        self.reprobe_after = reprobe_after
+        self._lock = threading.Lock()
+        self._shapes = {}           # key -> _Shape
+
+    def choose(self, key, candidates):
+        """The candidate to run for ``key`` (``candidates``: a tuple, in the same order on
+        every call), and whether this call is a probe to :meth:`record`."""
+        with self._lock:
+            shape = self._shapes.get(key)
+            if shape is None:
+                shape = self._shapes[key] = _Shape(candidates)
+            if shape.choice is not None and shape.calls_left > 0:
+                shape.calls_left -= 1
+                return shape.choice, False
+            # probing: the candidate with the fewest timings so far (ties: the first)
+            return min(candidates, key=lambda c: len(shape.times[c])), True
+
+    def record(self, key, candidate, seconds_per_step):
+        """Report the time per step of a probe call of ``candidate`` for ``key``."""
+        with self._lock:
+            shape = self._shapes.get(key)
+            if shape is None:                  # reset() since the call was chosen
+                return
+            shape.times[candidate].append(seconds_per_step)
+            if all(len(t) >= self.probes for t in shape.times.values()):
+                shape.choice = min(shape.times,
+                                   key=lambda c: statistics.median(shape.times[c]))
+                shape.calls_left = self.reprobe_after
+                shape.times = {c: [] for c in shape.times}
+
+    def choices(self):
+        """``{key: candidate}`` of the shapes decided so far (for inspection and tests)."""
+        with self._lock:
+            return {k: s.choice for k, s in self._shapes.items() if s.choice is not None}
+
+    def reset(self):
+        """Forget every timing and choice."""
+        with self._lock:
+            self._shapes.clear()
+
+
+class _Shape:
+    __slots__ = ("times", "choice", "calls_left")
+
+    def __init__(self, candidates):
+        self.times = {c: [] for c in candidates}
+        self.choice = None
+        self.calls_left = 0

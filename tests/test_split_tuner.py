@@ -1,0 +1,133 @@
+"""The split tuner: which of two schedules a small batch's fused forward runs, chosen by
+timing both on live calls (fastlstm/backends/_split_tuner.py); the choice never changes
+the bits."""
+
+import numpy as np
+import pytest
+
+import fastlstm as fl
+from fastlstm.backends._split_tuner import SplitTuner
+from _helpers import make_case, make_cell
+
+
+def probe_round(tuner, key, candidates, times):
+    """Run calls until the tuner stops probing (the last call, the first to use the
+    choice, included); ``times[c]``: the time each probe of c reports. Returns the
+    candidates probed, in order."""
+    probed = []
+    while True:
+        c, probing = tuner.choose(key, candidates)
+        if not probing:
+            return probed
+        probed.append(c)
+        tuner.record(key, c, times[c])
+
+
+def test_it_alternates_the_candidates_then_keeps_the_faster():
+    tuner = SplitTuner(probes=3, reprobe_after=4)
+    probed = probe_round(tuner, "k", (2, 0), {2: 5e-6, 0: 3e-6})
+    assert probed == [2, 0, 2, 0, 2, 0]
+    assert tuner.choices() == {"k": 0}
+    assert [tuner.choose("k", (2, 0)) for _ in range(3)] == [(0, False)] * 3
+    assert tuner.choose("k", (2, 0)) == (2, True)       # 4 calls used it: probe again
+
+
+def test_it_probes_again_after_reprobe_after_calls_and_follows_a_change():
+    tuner = SplitTuner(probes=2, reprobe_after=3)
+    probe_round(tuner, "k", (2, 0), {2: 1.0, 0: 2.0})
+    assert tuner.choices() == {"k": 2}
+    for _ in range(2):
+        assert tuner.choose("k", (2, 0)) == (2, False)
+    # the machine changed: the next round measures the other one faster
+    assert probe_round(tuner, "k", (2, 0), {2: 3.0, 0: 2.0}) == [2, 0, 2, 0]
+    assert tuner.choices() == {"k": 0}
+
+
+def test_it_chooses_by_the_median_so_one_slow_probe_does_not_decide():
+    tuner = SplitTuner(probes=3, reprobe_after=10)
+    times = iter([9.0, 2.0, 1.0, 2.0, 1.0, 2.0])       # 2: 9, 1, 1; 0: 2, 2, 2
+    for _ in range(6):
+        c, probing = tuner.choose("k", (2, 0))
+        assert probing
+        tuner.record("k", c, next(times))
+    assert tuner.choices() == {"k": 2}
+
+
+def test_shapes_are_tuned_apart_and_reset_forgets():
+    tuner = SplitTuner(probes=1, reprobe_after=10)
+    probe_round(tuner, "a", (2, 0), {2: 1.0, 0: 2.0})
+    probe_round(tuner, "b", (2, 0), {2: 2.0, 0: 1.0})
+    assert tuner.choices() == {"a": 2, "b": 0}
+    c, _ = tuner.choose("a", (2, 0))
+    tuner.reset()
+    assert tuner.choices() == {}
+    tuner.record("a", c, 1.0)          # a probe chosen before the reset: ignored
+    assert tuner.choose("a", (2, 0)) == (2, True)
+
+
+@pytest.mark.parametrize("probes, reprobe_after", [(0, 5), (1, -1)])
+def test_bad_settings_are_refused(probes, reprobe_after):
+    with pytest.raises(ValueError, match="probes"):
+        SplitTuner(probes, reprobe_after)
+
+
+# (B, T, I, H): fused input projection, inference and training forward (I <= H / 2), and
+# the GEMM-first forward (I > H / 2 at B < 8); all one chunk on two cores, 3 groups of 16
+@pytest.mark.parametrize("shape", [(1, 9, 5, 40), (1, 9, 40, 40), (3, 9, 5, 40)])
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
+def test_the_tuned_forward_gives_the_same_bits_whichever_schedule_runs(cell_name, shape,
+                                                                       monkeypatch):
+    """A tuner that probes every other call runs both schedules (split over the cores and
+    one core) on the same inputs: outputs, states and the training cache are equal bit for
+    bit in every call, and equal to the fixed rule's."""
+    from fastlstm.backends import cython_backend as cb
+    if not cb.FUSED_STEP:
+        pytest.skip("this CPU has no AVX-512: the tuner only schedules the fused step")
+    tuner = SplitTuner(probes=2, reprobe_after=1)
+    ran = []
+    record = tuner.record
+    monkeypatch.setattr(tuner, "record", lambda k, c, t: (ran.append((k[0], c)),
+                                                           record(k, c, t)))
+    monkeypatch.setattr(cb, "_split_tuner", tuner)
+    B, T, I, H = shape
+    cell = make_cell(cell_name, H, I, dtype=np.float32, seed=2)
+    x, lengths, state = make_case(cell, B, T, seed=4)
+
+    def run():
+        out, st = fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend="cython")
+        t_out, t_st, cache = fl.dynamic_rnn(cell, x, lengths, initial_state=state,
+                                            backend="cython", return_cache=True)
+        grads = fl.dynamic_rnn_backward(cell, cache, np.ones_like(t_out))
+        return [out, st.c, st.h, t_out, t_st.c, grads["kernel"], grads["recurrent_kernel"]]
+
+    monkeypatch.setattr(cb, "TUNE_ONE_CHUNK_SPLIT", False)
+    fixed = run()
+    monkeypatch.setattr(cb, "TUNE_ONE_CHUNK_SPLIT", True)
+    for _ in range(8):
+        for got, want in zip(run(), fixed):
+            np.testing.assert_array_equal(got, want)
+    cores = cb.default_num_threads()
+    if cores >= 2:
+        kinds = {"forward_input", "infer_input"} if cb.fuses_input(np.float32, B, I, H) \
+            else {"forward"}
+        assert {k for k, _ in ran} == kinds
+        assert {c for _, c in ran} == {cores, 0}, "both schedules must have run"
+    else:
+        assert ran == []                 # one core: nothing to choose
+
+
+def test_one_thread_and_batch_chunks_are_not_tuned(monkeypatch):
+    """With one kernel thread (fastlstm.threads(1)), or a batch of several chunks, the
+    fixed rule schedules the step: the tuner is not asked."""
+    from fastlstm.backends import cython_backend as cb
+    if not cb.FUSED_STEP:
+        pytest.skip("this CPU has no AVX-512: the tuner only schedules the fused step")
+    tuner = SplitTuner()
+    monkeypatch.setattr(cb, "_split_tuner", tuner)
+    cell = make_cell("lstm", 40, 5, dtype=np.float32)
+    x, lengths, state = make_case(cell, 1, 6)
+    with fl.threads(1):
+        fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend="cython")
+    big = make_case(cell, 40, 6)
+    fl.dynamic_rnn(cell, big[0], big[1], initial_state=big[2], backend="cython")
+    assert tuner._shapes == {}
