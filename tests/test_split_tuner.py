@@ -72,14 +72,16 @@ def test_bad_settings_are_refused(probes, reprobe_after):
 
 
 # (B, T, I, H): fused input projection, inference and training forward (I <= H / 2), and
-# the GEMM-first forward (I > H / 2 at B < 8); all one chunk on two cores, 3 groups of 16
-@pytest.mark.parametrize("shape", [(1, 9, 5, 40), (1, 9, 40, 40), (3, 9, 5, 40)])
+# the GEMM-first forward (I > H / 2 at B < 8); all one chunk on two cores, 3 groups of 16;
+# H = 130 also splits the backward (slices of 128 and 2 units: whole 64-unit blocks)
+@pytest.mark.parametrize("shape", [(1, 9, 5, 40), (1, 9, 40, 40), (3, 9, 5, 40),
+                                   (2, 7, 5, 130)])
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
-def test_the_tuned_forward_gives_the_same_bits_whichever_schedule_runs(cell_name, shape,
+def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(cell_name, shape,
                                                                        monkeypatch):
     """A tuner that probes every other call runs both schedules (split over the cores and
-    one core) on the same inputs: outputs, states and the training cache are equal bit for
-    bit in every call, and equal to the fixed rule's."""
+    one core) on the same inputs: outputs, states and gradients are equal bit for bit in
+    every call, and equal to the fixed rules'."""
     from fastlstm.backends import cython_backend as cb
     if not cb.FUSED_STEP:
         pytest.skip("this CPU has no AVX-512: the tuner only schedules the fused step")
@@ -98,7 +100,8 @@ def test_the_tuned_forward_gives_the_same_bits_whichever_schedule_runs(cell_name
         t_out, t_st, cache = fl.dynamic_rnn(cell, x, lengths, initial_state=state,
                                             backend="cython", return_cache=True)
         grads = fl.dynamic_rnn_backward(cell, cache, np.ones_like(t_out))
-        return [out, st.c, st.h, t_out, t_st.c, grads["kernel"], grads["recurrent_kernel"]]
+        return [out, st.c, st.h, t_out, t_st.c, grads["kernel"], grads["recurrent_kernel"],
+                grads["inputs"]]
 
     monkeypatch.setattr(cb, "TUNE_ONE_CHUNK_SPLIT", False)
     fixed = run()
@@ -110,8 +113,13 @@ def test_the_tuned_forward_gives_the_same_bits_whichever_schedule_runs(cell_name
     if cores >= 2:
         kinds = {"forward_input", "infer_input"} if cb.fuses_input(np.float32, B, I, H) \
             else {"forward"}
+        if -(-H // cores) <= H - 64:                  # the backward has two slices or more
+            kinds.add("backward")
+        schedules = {k: {c for kk, c in ran if kk == k} for k in kinds}
         assert {k for k, _ in ran} == kinds
-        assert {c for _, c in ran} == {cores, 0}, "both schedules must have run"
+        for kind, ran_here in schedules.items():
+            # the split (slices for the forward, a slice width for the backward) and 0
+            assert len(ran_here) == 2 and 0 in ran_here, (kind, ran_here)
     else:
         assert ran == []                 # one core: nothing to choose
 

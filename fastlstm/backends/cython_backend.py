@@ -119,37 +119,47 @@ def _unit_slices_for(batch_size, num_units, weight_rows, cores, rows):
     return 0
 
 
-#: A batch of one chunk on two or more threads runs its fused forward split over the
-#: cores or on one core, whichever the split tuner (``_split_tuner``) measures faster on
-#: this machine's own calls: the balance is the cross-core latency, which moves on shared
-#: machines (MIN_GROUPS_PER_SLICE_ONE_ROW's measurements and the tuner's docstring). The
-#: two give the same bits. False: the fixed rule (``fused_unit_slices``) instead.
+#: A batch of one chunk on two or more threads runs its fused forward and backward split
+#: over the cores or on one core, whichever the split tuner (``_split_tuner``) measures
+#: faster on this machine's own calls: the balance is the cross-core latency, which moves
+#: on shared machines (MIN_GROUPS_PER_SLICE_ONE_ROW's measurements and the tuner's
+#: docstring). The two give the same bits. False: the fixed rules (``fused_unit_slices``,
+#: ``unit_slices``) instead.
 TUNE_ONE_CHUNK_SPLIT = True
 _split_tuner = SplitTuner()
 
 
+def _run_tuned(run, fixed, split, key, steps, n_threads, cores):
+    """``run(fixed)``, or, where the split tuner may choose (tuning on, two or more
+    threads, ``split`` not None), ``run`` of its choice between ``split`` and 0 (one core
+    or the batch chunks); a probing call is timed, per step of its ``steps``, for the
+    tuner. ``key``: the shape and the kernel (whose cost per step differs)."""
+    if not TUNE_ONE_CHUNK_SPLIT or split is None or min(n_threads, cores) < 2 or steps < 1:
+        run(fixed)
+        return
+    key = key + (cores, n_threads)
+    choice, probing = _split_tuner.choose(key, (split, 0))
+    if not probing:
+        run(choice)
+        return
+    t0 = time.perf_counter()
+    run(choice)
+    _split_tuner.record(key, choice, (time.perf_counter() - t0) / steps)
+
+
 def _run_fused(run, kind, batch_size, num_units, weight_rows, steps, n_threads):
     """``run(chunk_rows, unit_slices)`` with the fixed rule's schedule, except for a
-    batch of one chunk on two or more threads (with the split possible and the weights
-    under ``UNIT_SPLIT_MIN_WEIGHT_BYTES``), which takes the tuner's choice between the
-    split and one core; a probing call is timed (per step of its ``steps``) for the tuner.
-    ``kind`` tells apart the kernels' entry points, whose cost per step differs."""
+    batch of one chunk (with the split possible and the weights under
+    ``UNIT_SPLIT_MIN_WEIGHT_BYTES``), which may take the tuner's choice between the split
+    and one core (:func:`_run_tuned`). ``kind``: the kernel's entry point."""
     cores = default_num_threads()     # one look per call: a system call, ~0.3 us
     rows = chunk_rows(batch_size, True, cores)
     groups = -(-num_units // 16)
-    if (not TUNE_ONE_CHUNK_SPLIT or rows < batch_size or min(n_threads, cores) < 2
-            or groups < cores or steps < 1
-            or weight_rows * groups * 64 * 4 >= UNIT_SPLIT_MIN_WEIGHT_BYTES):
-        run(rows, _unit_slices_for(batch_size, num_units, weight_rows, cores, rows))
-        return
-    key = (kind, batch_size, num_units, weight_rows, cores, n_threads)
-    slices, probing = _split_tuner.choose(key, (cores, 0))
-    if not probing:
-        run(rows, slices)
-        return
-    t0 = time.perf_counter()
-    run(rows, slices)
-    _split_tuner.record(key, slices, (time.perf_counter() - t0) / steps)
+    fixed = _unit_slices_for(batch_size, num_units, weight_rows, cores, rows)
+    tunable = (rows >= batch_size and cores <= groups
+               and weight_rows * groups * 64 * 4 < UNIT_SPLIT_MIN_WEIGHT_BYTES)
+    _run_tuned(lambda slices: run(rows, slices), fixed, cores if tunable else None,
+               (kind, batch_size, num_units, weight_rows), steps, n_threads, cores)
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
@@ -266,33 +276,53 @@ def _packed_t(W, n_threads=1):
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
                   d_outputs, dh, dc, dz, n_threads=1):
     """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
-    fused = FUSED_STEP and W.dtype == np.float32
-    # W_h^T of 16 MB or more: split whatever the batch, as in the forward (each core then
-    # streams half of it per step): (64, 25, 1024, 1024) backward 138-141 -> 136-137 ms,
-    # (64, 20, 512, 1024) 82-84 -> 79-80 (alternating, same bits)
-    plan = unit_slices(dh.shape[0], dh.shape[1], fused,
-                       any_batch=fused and W.nbytes >= UNIT_SPLIT_MIN_WEIGHT_BYTES)
+    if FUSED_STEP and W.dtype == np.float32:
+        _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
+                        c_unclipped, d_outputs, dh, dc, dz, n_threads)
+        return
+    plan = unit_slices(dh.shape[0], dh.shape[1])
     if plan is None:
-        if fused:                              # no BLAS in the fused backward either
-            _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
-                                     c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                     chunk_rows(dh.shape[0], True), _packed_t(W, n_threads))
-            return
         with blas_threads(1):
             _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
                                      c_unclipped, d_outputs, dh, dc, dz, n_threads,
                                      chunk_rows(dh.shape[0], False))
         return
     n_slices, width = plan
-    if fused:
-        # whole 64-unit blocks of the packed W_h^T per slice: the fused product, no BLAS
-        width = -(-width // 64) * 64
-        _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
-                                       acts, c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                       -(-dh.shape[1] // width), width,
-                                       _packed_t(W, n_threads))
-        return
     with blas_threads(1):
         _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
                                        acts, c_unclipped, d_outputs, dh, dc, dz, n_threads,
                                        n_slices, width)
+
+
+def _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
+                    d_outputs, dh, dc, dz, n_threads):
+    """The AVX-512 float32 backward (no BLAS): batch chunks, or the hidden units split in
+    slices of whole 64-unit blocks of the packed W_h^T; a batch of one chunk with
+    weights under ``UNIT_SPLIT_MIN_WEIGHT_BYTES`` may take the tuner's choice between the
+    two (:func:`_run_tuned`)."""
+    B, H = dh.shape
+    big = W.nbytes >= UNIT_SPLIT_MIN_WEIGHT_BYTES
+    # W_h^T of 16 MB or more: split whatever the batch, as in the forward (each core then
+    # streams half of it per step): (64, 25, 1024, 1024) backward 138-141 -> 136-137 ms,
+    # (64, 20, 512, 1024) 82-84 -> 79-80 (alternating, same bits)
+    plan = unit_slices(B, H, True, any_batch=big)
+    cores = default_num_threads()
+    split = None
+    if not big and n_chunks(B, True) == 1:
+        per_core = -(-H // cores)
+        width = -(-per_core // 64) * 64             # whole 64-unit blocks per slice
+        split = width if width < H else None         # one slice: nothing to choose
+
+    def run(width):
+        if width == 0:
+            _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
+                                     c_unclipped, d_outputs, dh, dc, dz, n_threads,
+                                     chunk_rows(B, True), _packed_t(W, n_threads))
+        else:
+            _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len,
+                                           cs, acts, c_unclipped, d_outputs, dh, dc, dz,
+                                           n_threads, -(-H // width), width,
+                                           _packed_t(W, n_threads))
+
+    fixed = 0 if plan is None else -(-plan[1] // 64) * 64
+    _run_tuned(run, fixed, split, ("backward", B, H), d_outputs.shape[0], n_threads, cores)
