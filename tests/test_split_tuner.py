@@ -72,10 +72,11 @@ def test_bad_settings_are_refused(probes, reprobe_after):
 
 
 # (B, T, I, H): fused input projection, inference and training forward (I <= H / 2), and
-# the GEMM-first forward (I > H / 2 at B < 8); all one chunk on two cores, 3 groups of 16;
-# H = 130 also splits the backward (slices of 128 and 2 units: whole 64-unit blocks)
+# the GEMM-first forward (I > H / 2 at B < 8); one chunk on two cores, 3 groups of 16;
+# H = 130 also splits the backward (slices of 128 and 2 units: whole 64-unit blocks);
+# B = 9: two chunks of 5 rows (forward only)
 @pytest.mark.parametrize("shape", [(1, 9, 5, 40), (1, 9, 40, 40), (3, 9, 5, 40),
-                                   (2, 7, 5, 130)])
+                                   (2, 7, 5, 130), (9, 7, 5, 40)])
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
 def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(cell_name, shape,
                                                                        monkeypatch):
@@ -103,9 +104,9 @@ def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(cell_name, s
         return [out, st.c, st.h, t_out, t_st.c, grads["kernel"], grads["recurrent_kernel"],
                 grads["inputs"]]
 
-    monkeypatch.setattr(cb, "TUNE_ONE_CHUNK_SPLIT", False)
+    monkeypatch.setattr(cb, "TUNE_UNIT_SPLIT", False)
     fixed = run()
-    monkeypatch.setattr(cb, "TUNE_ONE_CHUNK_SPLIT", True)
+    monkeypatch.setattr(cb, "TUNE_UNIT_SPLIT", True)
     for _ in range(8):
         for got, want in zip(run(), fixed):
             np.testing.assert_array_equal(got, want)
@@ -113,7 +114,7 @@ def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(cell_name, s
     if cores >= 2:
         kinds = {"forward_input", "infer_input"} if cb.fuses_input(np.float32, B, I, H) \
             else {"forward"}
-        if -(-H // cores) <= H - 64:                  # the backward has two slices or more
+        if -(-H // cores) <= H - 64 and cb.n_chunks(B, True) == 1:   # 2+ slices
             kinds.add("backward")
         schedules = {k: {c for kk, c in ran if kk == k} for k in kinds}
         assert {k for k, _ in ran} == kinds
@@ -125,8 +126,9 @@ def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(cell_name, s
 
 
 def test_one_thread_and_batch_chunks_are_not_tuned(monkeypatch):
-    """With one kernel thread (fastlstm.threads(1)), or a batch of several chunks, the
-    fixed rule schedules the step: the tuner is not asked."""
+    """With one kernel thread (fastlstm.threads(1)), or chunks of more than
+    MAX_CHUNK_ROWS_FOR_UNIT_SPLIT rows, the fixed rules schedule the step: the tuner is
+    not asked."""
     from fastlstm.backends import cython_backend as cb
     if not cb.FUSED_STEP:
         pytest.skip("this CPU has no AVX-512: the tuner only schedules the fused step")
@@ -136,6 +138,7 @@ def test_one_thread_and_batch_chunks_are_not_tuned(monkeypatch):
     x, lengths, state = make_case(cell, 1, 6)
     with fl.threads(1):
         fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend="cython")
+    assert cb.chunk_rows(40, True) > cb.MAX_CHUNK_ROWS_FOR_UNIT_SPLIT
     big = make_case(cell, 40, 6)
     fl.dynamic_rnn(cell, big[0], big[1], initial_state=big[2], backend="cython")
     assert tuner._shapes == {}

@@ -53,7 +53,7 @@ rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
 MIN_GROUPS_PER_SLICE = 4
 
 #: The fixed rule for a batch of one chunk (the alternative is one thread), which the
-#: split tuner replaces on two or more threads (TUNE_ONE_CHUNK_SPLIT): split the hidden
+#: split tuner replaces on two or more threads (TUNE_UNIT_SPLIT): split the hidden
 #: units as soon as each core gets a group, except a single sequence, which needs this
 #: many per core:
 #: its step is one row against up to four groups at a time (fl_row_blocks, four
@@ -93,7 +93,7 @@ UNIT_SPLIT_MIN_WEIGHT_BYTES = 16 << 20
 
 def fused_unit_slices(batch_size, num_units, weight_rows=0):
     """Slices for the fused step's hidden-unit split (one per core), or 0: batch chunks,
-    by the fixed rule (a batch of one chunk may take the split tuner's choice instead:
+    by the fixed rule (small batches may take the split tuner's choice instead:
     :func:`_run_fused`). ``weight_rows``: rows of the packed weights (``I + H`` with the
     input projection in the step, ``H`` without)."""
     cores = default_num_threads()
@@ -119,13 +119,17 @@ def _unit_slices_for(batch_size, num_units, weight_rows, cores, rows):
     return 0
 
 
-#: A batch of one chunk on two or more threads runs its fused forward and backward split
-#: over the cores or on one core, whichever the split tuner (``_split_tuner``) measures
-#: faster on this machine's own calls: the balance is the cross-core latency, which moves
+#: On two or more threads, small batches take the split tuner's choice
+#: (``_split_tuner``), on this machine's own timed calls, between the hidden units split
+#: over the cores and the batch split (one core for a batch of one chunk): the fused
+#: forward for chunks of up to MAX_CHUNK_ROWS_FOR_UNIT_SPLIT rows, the fused backward for
+#: a batch of one chunk (with more chunks, the chunks were faster in every case measured:
+#: (5..16, 100, 32, 128..256) 10-30%). The balance is the cross-core latency, which moves
 #: on shared machines (MIN_GROUPS_PER_SLICE_ONE_ROW's measurements and the tuner's
-#: docstring). The two give the same bits. False: the fixed rules (``fused_unit_slices``,
-#: ``unit_slices``) instead.
-TUNE_ONE_CHUNK_SPLIT = True
+#: docstring); in one stretch the fixed rules lost 27% at (8, 100, 32, 128) (split 655 us,
+#: chunks 515) and 79% at (12, 100, 32, 64) (chunks 691, split 385). Both schedules give
+#: the same bits. False: the fixed rules (``fused_unit_slices``, ``unit_slices``).
+TUNE_UNIT_SPLIT = True
 _split_tuner = SplitTuner()
 
 
@@ -134,7 +138,7 @@ def _run_tuned(run, fixed, split, key, steps, n_threads, cores):
     threads, ``split`` not None), ``run`` of its choice between ``split`` and 0 (one core
     or the batch chunks); a probing call is timed, per step of its ``steps``, for the
     tuner. ``key``: the shape and the kernel (whose cost per step differs)."""
-    if not TUNE_ONE_CHUNK_SPLIT or split is None or min(n_threads, cores) < 2 or steps < 1:
+    if not TUNE_UNIT_SPLIT or split is None or min(n_threads, cores) < 2 or steps < 1:
         run(fixed)
         return
     key = key + (cores, n_threads)
@@ -148,15 +152,15 @@ def _run_tuned(run, fixed, split, key, steps, n_threads, cores):
 
 
 def _run_fused(run, kind, batch_size, num_units, weight_rows, steps, n_threads):
-    """``run(chunk_rows, unit_slices)`` with the fixed rule's schedule, except for a
-    batch of one chunk (with the split possible and the weights under
-    ``UNIT_SPLIT_MIN_WEIGHT_BYTES``), which may take the tuner's choice between the split
-    and one core (:func:`_run_tuned`). ``kind``: the kernel's entry point."""
+    """``run(chunk_rows, unit_slices)`` with the fixed rule's schedule, except for chunks of
+    up to ``MAX_CHUNK_ROWS_FOR_UNIT_SPLIT`` rows (with the split possible and the weights
+    under ``UNIT_SPLIT_MIN_WEIGHT_BYTES``), which may take the tuner's choice between the
+    split and the batch chunks (:func:`_run_tuned`). ``kind``: the kernel's entry point."""
     cores = default_num_threads()     # one look per call: a system call, ~0.3 us
     rows = chunk_rows(batch_size, True, cores)
     groups = -(-num_units // 16)
     fixed = _unit_slices_for(batch_size, num_units, weight_rows, cores, rows)
-    tunable = (rows >= batch_size and cores <= groups
+    tunable = (rows <= MAX_CHUNK_ROWS_FOR_UNIT_SPLIT and cores <= groups
                and weight_rows * groups * 64 * 4 < UNIT_SPLIT_MIN_WEIGHT_BYTES)
     _run_tuned(lambda slices: run(rows, slices), fixed, cores if tunable else None,
                (kind, batch_size, num_units, weight_rows), steps, n_threads, cores)
