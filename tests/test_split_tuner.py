@@ -142,3 +142,25 @@ def test_one_thread_and_batch_chunks_are_not_tuned(monkeypatch):
     big = make_case(cell, 40, 6)
     fl.dynamic_rnn(cell, big[0], big[1], initial_state=big[2], backend="cython")
     assert tuner._shapes == {}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork (POSIX)")
+def test_a_forked_child_gets_a_free_lock():
+    """A lock another thread holds at a fork stays held in the child for ever; the tuner
+    gives the child a fresh one."""
+    import os
+    import signal
+    tuner = SplitTuner()
+    tuner._lock.acquire()                  # as if another thread were inside choose()
+    try:
+        pid = os.fork()
+        if pid == 0:                       # the child: must not hang
+            try:
+                signal.alarm(10)           # a hang ends in SIGALRM: the test fails
+                tuner.choose("k", (2, 0))
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        tuner._lock.release()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

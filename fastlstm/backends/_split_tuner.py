@@ -17,8 +17,10 @@ probes again, so it follows the machine when that changes. Probing costs a few c
 the slower schedule per ``REPROBE_AFTER`` (under 1%).
 """
 
+import os
 import statistics
 import threading
+import weakref
 
 #: Timed calls of each candidate before choosing.
 PROBES = 5
@@ -41,6 +43,7 @@ class SplitTuner:
         self.reprobe_after = reprobe_after
         self._lock = threading.Lock()
         self._shapes = {}           # key -> _Shape
+        _TUNERS.add(self)
 
     def choose(self, key, candidates):
         """The candidate to run for ``key`` (``candidates``: a tuple, in the same order on
@@ -77,6 +80,20 @@ class SplitTuner:
         """Forget every timing and choice."""
         with self._lock:
             self._shapes.clear()
+
+
+#: Every tuner, so that a forked child gets fresh locks (one held by another thread at
+#: the fork would never be released there).
+_TUNERS = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for tuner in list(_TUNERS):
+        tuner._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Shape:
