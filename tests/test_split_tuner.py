@@ -89,7 +89,7 @@ def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(cell_name, s
     tuner = SplitTuner(probes=2, reprobe_after=1)
     ran = []
     record = tuner.record
-    monkeypatch.setattr(tuner, "record", lambda k, c, t: (ran.append((k[0], c)),
+    monkeypatch.setattr(tuner, "record", lambda k, c, t: (ran.append((k[0][0], c)),
                                                            record(k, c, t)))
     monkeypatch.setattr(cb, "_split_tuner", tuner)
     B, T, I, H = shape

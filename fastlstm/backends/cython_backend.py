@@ -141,7 +141,7 @@ def _run_tuned(run, fixed, split, key, steps, n_threads, cores):
     if not TUNE_UNIT_SPLIT or split is None or min(n_threads, cores) < 2 or steps < 1:
         run(fixed)
         return
-    key = key + (cores, n_threads)
+    key = (key, cores, n_threads)
     choice, probing = _split_tuner.choose(key, (split, 0))
     if not probing:
         run(choice)
