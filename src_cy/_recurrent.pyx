@@ -53,6 +53,10 @@ cdef extern from "fused_step.h":
 cdef extern from "fused_step.h":
     void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
                            float* out, Py_ssize_t k_lo, Py_ssize_t k_hi) noexcept nogil
+    void fl_pack_fused_rect_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H,
+                                const float* Wh, float* out, Py_ssize_t k_lo,
+                                Py_ssize_t k_hi, Py_ssize_t g_lo,
+                                Py_ssize_t g_hi) noexcept nogil
     void fl_pack_fused_t_f32(Py_ssize_t n, Py_ssize_t K, const float* W, float* out,
                              Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
     void fl_gemm_rows_wt_f32(Py_ssize_t n_rows, const int64_t* rows, Py_ssize_t K,
@@ -550,14 +554,23 @@ cdef void _lstm_forward_fused_units_thread(
         const int64_t* seq_len, const int64_t* rows, Py_ssize_t B, Py_ssize_t H,
         Py_ssize_t n_slices, Py_ssize_t slice_groups, float* acts, float* act_tmp,
         const fl_layout_f32* out, float* c_unclipped, float* h_buf,
-        float* c_loc, fastlstm_spin_barrier* barrier) noexcept nogil:
+        float* c_loc, fastlstm_spin_barrier* barrier, const float* pack_wh,
+        const float* pack_wx) noexcept nogil:
     # The fused step with the hidden units split over threads: slice s = groups
     # s * slice_groups ..., all rows; thread k runs slices k, k + n_threads, ...; one
     # barrier per step lets every slice see the whole new h (double-buffered in h_buf).
-    # Each row's sums are the chunked path's, so are its bits.
+    # Each row's sums are the chunked path's, so are its bits. With pack_wh, each thread
+    # first packs the groups of its own slices into W_fused: the only groups it reads.
     cdef int tid = threadid(), n_threads = fastlstm_num_threads()
     cdef Py_ssize_t s, t, g_lo, g_hi, n_active = B, n_steps = seq_len[rows[0]]
     cdef Py_ssize_t groups = (H + 15) // 16
+    if pack_wh != NULL:
+        s = tid
+        while s < n_slices:
+            g_lo = s * slice_groups
+            fl_pack_fused_rect_f32(I, pack_wx, H, pack_wh, <float*>W_fused, 0, I + H, g_lo,
+                                   min(groups, g_lo + slice_groups))
+            s = s + n_threads
     for t in range(n_steps):
         while seq_len[rows[n_active - 1]] <= t:
             n_active -= 1
@@ -581,7 +594,8 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                  const floating[:, ::1] W_fused=None, const floating[:, :, :] x=None,
                  const floating[::1] bias=None, floating[:, :, ::1] out=None,
                  bint out_batch_major=False, floating[:, ::1] c_final=None,
-                 Py_ssize_t unit_slices=0):
+                 Py_ssize_t unit_slices=0, floating[:, ::1] pack_into=None,
+                 const floating[:, ::1] pack_wh=None, const floating[:, ::1] pack_wx=None):
     """LSTM recurrence; see ``fastlstm.reference.lstm_forward``.
 
     ``W_fused``: ``W`` packed by ``fastlstm.backends._chunking.pack_fused`` to run the
@@ -598,6 +612,13 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     ``unit_slices`` > 0 (fused path only): the whole batch in one loop with the hidden
     units split into that many slices of 16-unit groups, one barrier per step, instead
     of batch chunks (``chunk_rows`` unused).
+    ``pack_into`` (instead of ``W_fused``; float32, AVX-512) with ``pack_wh`` (W_h) and,
+    with ``x``, ``pack_wx`` (W_x): the threads pack the weights themselves, each what it
+    reads: with ``unit_slices``, the groups of its slices into ``pack_into`` ((H + 15) //
+    16 rows of (I + H) * 64); in batch chunks, a whole copy of its own (copy k: rows
+    k * groups ...; ``pack_into`` holds one per thread). A copy packed once and read by
+    every core cost the next call's packing a wait on the other core for every line: 50
+    us against 9.5 at (8, 100, 64, 128)'s 393 KB.
     """
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], T = hs.shape[0] - 1, n_chunks, k, start
     cdef Py_ssize_t I = 0, x_t = 0, x_b = 0
@@ -608,8 +629,9 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     cdef const floating* bb = NULL
     if B == 0 or T == 0:
         return
+    cdef bint fused_given = W_fused is not None or pack_into is not None
     if x is not None:
-        if W_fused is None or floating is not float or bias is None:
+        if not fused_given or floating is not float or bias is None:
             raise ValueError("x needs W_fused (float32, AVX-512) and bias")
         I = x.shape[2]
         if x.shape[0] != T or x.shape[1] != B or bias.shape[0] != 4 * H:
@@ -635,7 +657,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
             layout.h, layout.h_t, layout.h_b = &hs[1, 0, 0], B * H, H
             layout.c, layout.c_t, layout.c_b = &cs[1, 0, 0], B * H, H
         else:
-            if W_fused is None or x is None or c_final is None or ac != NULL:
+            if not fused_given or x is None or c_final is None or ac != NULL:
                 raise ValueError("out needs the fused path with x, c_final and no acts")
             if (out.shape[0], out.shape[1]) != ((B, T) if out_batch_major else (T, B)) \
                     or out.shape[2] != H or c_final.shape[0] != B or c_final.shape[1] != H:
@@ -650,6 +672,23 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
         if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != (I + H) * 64:
             raise ValueError("W_fused is not W (or [W_x; W_h] with x) packed by pack_fused")
         wf = &W_fused[0, 0]
+    cdef const floating* pwh = NULL
+    cdef const floating* pwx = NULL
+    cdef Py_ssize_t groups = (H + 15) // 16, copy_stride = groups * (I + H) * 64
+    if pack_into is not None:
+        if floating is not float or W_fused is not None or pack_wh is None:
+            raise ValueError("pack_into needs float32, pack_wh and no W_fused")
+        if pack_wh.shape[0] != H or pack_wh.shape[1] != 4 * H or (I > 0) != (
+                pack_wx is not None) or (pack_wx is not None and (
+                    pack_wx.shape[0] != I or pack_wx.shape[1] != 4 * H)):
+            raise ValueError("pack_wh must be W_h (H, 4H) and pack_wx W_x (I, 4H), with x")
+        if pack_into.shape[1] != (I + H) * 64 or pack_into.shape[0] < groups * (
+                1 if unit_slices > 0 else min(n_threads, (B + chunk_rows - 1) // chunk_rows)):
+            raise ValueError("pack_into must hold (H + 15) // 16 rows of (I + H) * 64 per "
+                             "thread (one copy with unit_slices)")
+        wf = &pack_into[0, 0]
+        pwh = &pack_wh[0, 0]
+        pwx = &pack_wx[0, 0] if I > 0 else NULL
     cdef Py_ssize_t slice_groups
     cdef fastlstm_spin_barrier barrier
     cdef float[::1] units_work
@@ -672,7 +711,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                     wf, xp, I, xx, bb, &peepholes[0, 0], use_peepholes, fb, clip,
                     &seq_len[0], &order[0], B, H, unit_slices, slice_groups, ac,
                     &units_work[offs[2]], &layout, cu, &units_work[offs[0]],
-                    &units_work[offs[1]], &barrier)
+                    &units_work[offs[1]], &barrier, pwh, pwx)
             return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     order = _chunk_order(seq_len, n_chunks)
@@ -681,6 +720,26 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     sizes[4] = n_chunks * 4 * H
     work = _work_arrays("lstm_forward", dtype, 5, sizes, offs)
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
+    cdef int tid
+    cdef const floating* own_wf
+    if pwh != NULL:
+        if floating is float:
+            # each thread packs a copy of its own and reads only that one
+            with nogil, parallel(num_threads=n_threads):
+                tid = threadid()
+                own_wf = wf + tid * copy_stride
+                fl_pack_fused_rect_f32(I, pwx, H, pwh, <float*>own_wf, 0, I + H, 0, groups)
+                for k in prange(n_chunks, schedule="dynamic"):
+                    start = _chunk_start(k, B, n_chunks)
+                    _lstm_forward_chunk(xp, &W[0, 0], own_wf, &peepholes[0, 0], use_peepholes,
+                                        fb, clip, &seq_len[0], &order[start],
+                                        _chunk_start(k + 1, B, n_chunks) - start, B, H,
+                                        &hs[0, 0, 0], &cs[0, 0, 0], ac, cu,
+                                        &work[offs[0] + start * H], &work[offs[1] + start * H],
+                                        &work[offs[2] + start * H],
+                                        &work[offs[3] + start * 4 * H],
+                                        &work[offs[4] + k * 4 * H], I, xx, bb, &layout)
+        return
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
         _lstm_forward_chunk(xp, &W[0, 0], wf, &peepholes[0, 0], use_peepholes, fb, clip,

@@ -42,20 +42,23 @@ typedef struct {
  * fl_pack_fused_f32: [W_x; W_h] (I + H rows of 4H; I = 0: W_h alone) -> groups of 16
  * units, group g = I + H rows of 64 floats: [i, j, f, o] x units 16g .. 16g + 15, zero
  * past H. */
-static void fl_pack_fused_f32(ptrdiff_t I, const float* Wx, ptrdiff_t H, const float* Wh,
-                              float* out, ptrdiff_t k_lo, ptrdiff_t k_hi) {
-    /* rows k_lo .. k_hi - 1 of [W_x; W_h] only (threads pack disjoint row ranges): row by
-     * row of W (read in order), each row's 16-unit pieces (fixed-size copies) to their
-     * groups: 7.1 ms for I = H = 1024 group by group with variable-length loops */
-    const ptrdiff_t K = I + H, G = 4 * H, full = H / 16, groups = (H + 15) / 16;
+static void fl_pack_fused_rect_f32(ptrdiff_t I, const float* Wx, ptrdiff_t H,
+                                   const float* Wh, float* out, ptrdiff_t k_lo,
+                                   ptrdiff_t k_hi, ptrdiff_t g_lo, ptrdiff_t g_hi) {
+    /* rows k_lo .. k_hi - 1 of [W_x; W_h], groups g_lo .. g_hi - 1 only (threads pack
+     * disjoint row ranges, or each the groups it then reads): row by row of W (read in
+     * order), each row's 16-unit pieces (fixed-size copies) to their groups: 7.1 ms for
+     * I = H = 1024 group by group with variable-length loops */
+    const ptrdiff_t K = I + H, G = 4 * H, full = H / 16;
+    const ptrdiff_t g_full = g_hi < full ? g_hi : full;
     for (ptrdiff_t k = k_lo; k < k_hi; k++) {
         const float* row = k < I ? Wx + k * G : Wh + (k - I) * G;
-        for (ptrdiff_t g = 0; g < full; g++) {
+        for (ptrdiff_t g = g_lo; g < g_full; g++) {
             float* dst = out + (g * K + k) * 64;
             for (ptrdiff_t gate = 0; gate < 4; gate++)
                 memcpy(dst + gate * 16, row + gate * H + 16 * g, 16 * sizeof(float));
         }
-        for (ptrdiff_t g = full; g < groups; g++) {      /* the partial last group */
+        for (ptrdiff_t g = g_full > g_lo ? g_full : g_lo; g < g_hi; g++) {  /* partial */
             float* dst = out + (g * K + k) * 64;
             const ptrdiff_t u0 = 16 * g, n = H - u0;
             for (ptrdiff_t gate = 0; gate < 4; gate++)
@@ -63,6 +66,11 @@ static void fl_pack_fused_f32(ptrdiff_t I, const float* Wx, ptrdiff_t H, const f
                     dst[gate * 16 + j] = j < n ? row[gate * H + u0 + j] : 0.0f;
         }
     }
+}
+
+static void fl_pack_fused_f32(ptrdiff_t I, const float* Wx, ptrdiff_t H, const float* Wh,
+                              float* out, ptrdiff_t k_lo, ptrdiff_t k_hi) {
+    fl_pack_fused_rect_f32(I, Wx, H, Wh, out, k_lo, k_hi, 0, (H + 15) / 16);
 }
 
 /* fl_pack_fused_t_f32: W (n, K) -> W^T in blocks of 64 of its n rows: block c = K rows of

@@ -349,6 +349,61 @@ def test_compiled_packing_matches_the_numpy_layouts():
                                       expected_t)
 
 
+@pytest.mark.parametrize("B, unit_slices", [(1, 2), (9, 0), (40, 0), (40, 3)])
+@pytest.mark.parametrize("I", [0, 7])
+def test_weights_packed_by_the_kernels_threads_give_the_bits_of_a_packed_copy(B, unit_slices,
+                                                                               I):
+    """The fused forward's threads may pack the weights themselves (``pack_into``: each
+    thread a copy of its own in batch chunks, the groups of its slices with the units
+    split) instead of reading one copy packed before the call (``W_fused``): the same
+    packed values, so the same bits; and the copy each thread packed is the NumPy layout.
+    A ``pack_into`` too small for one copy per thread, or weights of the wrong shape, are
+    refused before anything runs."""
+    from fastlstm import _recurrent
+    from fastlstm.backends import _chunking, cython_backend as cb
+    if not cb.FUSED_STEP:
+        pytest.skip("this CPU has no AVX-512: no fused step")
+    T, H, n_threads, rows = 5, 70, 2, 4
+    groups = -(-H // 16)
+    rng = np.random.default_rng(1)
+    W_h = (rng.standard_normal((H, 4 * H)) * 0.3).astype(np.float32)
+    W_x = (rng.standard_normal((I, 4 * H)) * 0.3).astype(np.float32) if I else None
+    bias = rng.standard_normal(4 * H).astype(np.float32)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    xproj = (rng.standard_normal((T, B, 4 * H))).astype(np.float32)
+    seq_len = rng.integers(1, T + 1, B).astype(np.int64)
+    peep = np.zeros((3, H), np.float32)
+
+    def run(**weights):
+        hs = np.zeros((T + 1, B, H), np.float32)
+        cs = np.zeros((T + 1, B, H), np.float32)
+        hs[0] = rng.standard_normal((B, H))
+        acts = np.zeros((T, B, 4 * H), np.float32)
+        fused_x = dict(x=x, bias=bias) if I else {}
+        _recurrent.lstm_forward(xproj if not I else cb._NO_XPROJ, W_h, peep, False, 1.0,
+                                0.0, seq_len, hs, cs, acts, cb._NO_XPROJ, n_threads, rows,
+                                unit_slices=unit_slices, **fused_x, **weights)
+        return hs, cs, acts
+
+    state = rng.bit_generator.state
+    want = run(W_fused=_recurrent.pack_fused(W_h, W_x))
+    copies = 1 if unit_slices else min(n_threads, -(-B // rows))
+    into = np.full((copies * groups, (I + H) * 64), np.nan, np.float32)
+    rng.bit_generator.state = state
+    got = run(pack_into=into, pack_wh=W_h, pack_wx=W_x)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    stacked = W_h if W_x is None else np.concatenate([W_x, W_h])
+    expected = _chunking.pack_fused(stacked)
+    np.testing.assert_array_equal(into[:groups], expected)        # every group packed
+    if copies > 1:
+        np.testing.assert_array_equal(into[groups:], expected)
+    with pytest.raises(ValueError, match="pack_into must hold"):
+        run(pack_into=into[:groups * copies - 1], pack_wh=W_h, pack_wx=W_x)
+    with pytest.raises(ValueError, match="pack_wh must be"):
+        run(pack_into=into, pack_wh=np.ascontiguousarray(W_h[:, :-4]), pack_wx=W_x)
+
+
 @pytest.mark.parametrize("B", [9, 40])
 @pytest.mark.parametrize("H", [40, 70, 130])
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])

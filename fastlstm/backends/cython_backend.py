@@ -178,7 +178,8 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
         def run(rows, slices):
             _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias,
                                     cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
-                                    rows, _packed(W, None, n_threads), unit_slices=slices)
+                                    rows, unit_slices=slices,
+                                    **_fused_weights(W, None, B, rows, slices, n_threads))
         _run_fused(run, "forward", B, H, H, xproj.shape[0], n_threads)
         return
     plan = unit_slices(B, H)
@@ -230,11 +231,14 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
     :func:`fuses_input`; x (T, B, I), W_x (I, 4H), bias (4H,).
     """
     # no BLAS runs in the fused step: no thread limit to set
+    B = hs.shape[1]
+
     def run(rows, slices):
         _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias,
                                 cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads, rows,
-                                _packed(W, W_x, n_threads), x, bias, unit_slices=slices)
-    _run_fused(run, "forward_input", hs.shape[1], hs.shape[2], W_x.shape[0] + W.shape[0], x.shape[0],
+                                x=x, bias=bias, unit_slices=slices,
+                                **_fused_weights(W, W_x, B, rows, slices, n_threads))
+    _run_fused(run, "forward_input", B, hs.shape[2], W_x.shape[0] + W.shape[0], x.shape[0],
                n_threads)
 
 
@@ -249,12 +253,16 @@ def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cel
     Measured at the seed's size: the history (hs and cs, 3.7 MB) and the transposing
     copy of the outputs were ~15% of an inference.
     """
+    B = h0.shape[0]
+
     def run(rows, slices):
         _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias,
                                 cell_clip, seq_len, h0[None], c_state[None], _NO_XPROJ,
-                                c_unclipped, n_threads, rows, _packed(W, W_x, n_threads), x,
-                                bias, out, out_batch_major, c_state, slices)
-    _run_fused(run, "infer_input", h0.shape[0], h0.shape[1], W_x.shape[0] + W.shape[0], x.shape[0],
+                                c_unclipped, n_threads, rows, x=x, bias=bias, out=out,
+                                out_batch_major=out_batch_major, c_final=c_state,
+                                unit_slices=slices,
+                                **_fused_weights(W, W_x, B, rows, slices, n_threads))
+    _run_fused(run, "infer_input", B, h0.shape[1], W_x.shape[0] + W.shape[0], x.shape[0],
                n_threads)
 
 
@@ -268,6 +276,23 @@ def _packed(W, W_x=None, n_threads=1):
     H, I = W.shape[0], 0 if W_x is None else W_x.shape[0]
     out = scratch("packed", (-(-H // 16), (I + H) * 64), np.float32)
     return _recurrent.pack_fused(W, W_x, out, n_threads)
+
+
+def _fused_weights(W, W_x, batch_size, rows, slices, n_threads):
+    """The fused forward's weight arguments: the kernel's threads pack ``[W_x; W_h]``
+    themselves, each what it reads (``pack_into``: the groups of its unit slices, or in
+    batch chunks a copy of its own), except weights of ``PARALLEL_PACK_MIN_BYTES`` or more
+    in batch chunks, which are packed here once, by all threads (``W_fused``): a copy per
+    thread would double that work. A copy shared by the cores cost the next call's
+    packing a wait on the other core for every line it had read: (8, 100, 64, 128) 50 us
+    against 9.5 for its 393 KB (see ``_recurrent.lstm_forward``)."""
+    H, I = W.shape[0], 0 if W_x is None else W_x.shape[0]
+    shape = (-(-H // 16), (I + H) * 64)
+    copies = 1 if slices else min(n_threads, -(-batch_size // rows))
+    if not slices and shape[0] * shape[1] * 4 >= _recurrent.PARALLEL_PACK_MIN_BYTES:
+        return {"W_fused": _packed(W, W_x, n_threads)}
+    out = scratch("packed", (copies * shape[0], shape[1]), np.float32)
+    return {"pack_into": out, "pack_wh": W, "pack_wx": W_x}
 
 
 def _packed_t(W, n_threads=1):
