@@ -10,11 +10,17 @@ that session it was slower (122 against 81 us), as were (2, 100, 32, 64) (164 / 
 (4, 100, 64, 64) (275 / 218). No fixed threshold is right on both days.
 
 The two schedules give the same bits (every unit's sums run in the same order either
-way; the tests check it), so the choice may follow the clock: the tuner runs each
-candidate ``PROBES`` times on the caller's own calls, alternating, then keeps the one of
-lower median time per step for the next ``REPROBE_AFTER`` calls of that shape, and then
-probes again, so it follows the machine when that changes. Probing costs a few calls of
-the slower schedule per ``REPROBE_AFTER`` (under 1%).
+way; the tests check it), so the choice may follow the clock: the tuner times each
+candidate ``PROBES`` times on the caller's own calls, then keeps the one of lower median
+time per step for the next ``REPROBE_AFTER`` calls of that shape, and then probes again,
+so it follows the machine when that changes. The candidates take turns in pairs of
+calls and only the second call of a pair is timed: a call pays for the cache lines the
+call before it left in the other core, so a schedule is timed after itself, as it will
+run once chosen (strict alternation charged the split's lines to the one-core call that
+followed it: the T = 1 inference of (1, T, 32, 64) chose the split, 11.4 against 11.6 us
+timed, though back to back the split took 19.6 us a call and one core 17.6). Probing
+costs ``4 * PROBES`` calls, half of them of the slower schedule, per ``REPROBE_AFTER``
+calls (1%).
 """
 
 import os
@@ -25,13 +31,13 @@ import weakref
 #: Timed calls of each candidate before choosing.
 PROBES = 5
 #: Calls that use the choice before the candidates are timed again.
-REPROBE_AFTER = 500
+REPROBE_AFTER = 2000
 
 
 class SplitTuner:
     """Per shape (any hashable key), the candidate schedule of lowest measured time.
 
-    :meth:`choose` returns ``(candidate, probing)``; when ``probing`` is true the caller
+    :meth:`choose` returns ``(candidate, timed)``; when ``timed`` is true the caller
     times its call and reports the time with :meth:`record`. Thread-safe; timings of calls
     that overlap in several Python threads are only noisier.
     """
@@ -47,7 +53,7 @@ class SplitTuner:
 
     def choose(self, key, candidates):
         """The candidate to run for ``key`` (``candidates``: a tuple, in the same order on
-        every call), and whether this call is a probe to :meth:`record`."""
+        every call), and whether this call is to be timed and given to :meth:`record`."""
         shape = self._shapes.get(key)
         if shape is not None and shape.calls_left > 0:
             # the common case, without the lock (0.2 of a B=1 call's ~0.5 us here): a
@@ -61,8 +67,10 @@ class SplitTuner:
             if shape.calls_left > 0:
                 shape.calls_left -= 1
                 return shape.choice, False
-            # probing: the candidate with the fewest timings so far (ties: the first)
-            return min(candidates, key=lambda c: len(shape.times[c])), True
+            # probing: pairs of calls per candidate in turn, the second of a pair timed
+            i = shape.probe_calls
+            shape.probe_calls += 1
+            return candidates[(i // 2) % len(candidates)], i % 2 == 1
 
     def record(self, key, candidate, seconds_per_step):
         """Report the time per step of a probe call of ``candidate`` for ``key``."""
@@ -76,6 +84,7 @@ class SplitTuner:
                                    key=lambda c: statistics.median(shape.times[c]))
                 shape.calls_left = self.reprobe_after
                 shape.times = {c: [] for c in shape.times}
+                shape.probe_calls = 0
 
     def choices(self):
         """``{key: candidate}`` of the shapes decided so far (for inspection and tests)."""
@@ -103,9 +112,10 @@ if hasattr(os, "register_at_fork"):
 
 
 class _Shape:
-    __slots__ = ("times", "choice", "calls_left")
+    __slots__ = ("times", "choice", "calls_left", "probe_calls")
 
     def __init__(self, candidates):
-        self.times = {c: [] for c in candidates}
+        self.times = {c: [] for c in candidates}    # timed calls of this probing round
         self.choice = None
-        self.calls_left = 0
+        self.calls_left = 0                          # calls before the next probing round
+        self.probe_calls = 0                         # calls of this probing round so far
