@@ -722,33 +722,23 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     cdef int tid
     cdef const floating* own_wf
-    if pwh != NULL:
-        if floating is float:
-            # each thread packs a copy of its own and reads only that one
-            with nogil, parallel(num_threads=n_threads):
+    with nogil, parallel(num_threads=n_threads):
+        own_wf = wf
+        if pwh != NULL:
+            if floating is float:
+                # each thread packs a copy of its own and reads only that one
                 tid = threadid()
                 own_wf = wf + tid * copy_stride
                 fl_pack_fused_rect_f32(I, pwx, H, pwh, <float*>own_wf, 0, I + H, 0, groups)
-                for k in prange(n_chunks, schedule="dynamic"):
-                    start = _chunk_start(k, B, n_chunks)
-                    _lstm_forward_chunk(xp, &W[0, 0], own_wf, &peepholes[0, 0], use_peepholes,
-                                        fb, clip, &seq_len[0], &order[start],
-                                        _chunk_start(k + 1, B, n_chunks) - start, B, H,
-                                        &hs[0, 0, 0], &cs[0, 0, 0], ac, cu,
-                                        &work[offs[0] + start * H], &work[offs[1] + start * H],
-                                        &work[offs[2] + start * H],
-                                        &work[offs[3] + start * 4 * H],
-                                        &work[offs[4] + k * 4 * H], I, xx, bb, &layout)
-        return
-    for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
-        start = _chunk_start(k, B, n_chunks)
-        _lstm_forward_chunk(xp, &W[0, 0], wf, &peepholes[0, 0], use_peepholes, fb, clip,
-                            &seq_len[0], &order[start],
-                            _chunk_start(k + 1, B, n_chunks) - start, B, H, &hs[0, 0, 0],
-                            &cs[0, 0, 0], ac, cu, &work[offs[0] + start * H],
-                            &work[offs[1] + start * H], &work[offs[2] + start * H],
-                            &work[offs[3] + start * 4 * H], &work[offs[4] + k * 4 * H], I,
-                            xx, bb, &layout)
+        for k in prange(n_chunks, schedule="dynamic"):
+            start = _chunk_start(k, B, n_chunks)
+            _lstm_forward_chunk(xp, &W[0, 0], own_wf, &peepholes[0, 0], use_peepholes, fb,
+                                clip, &seq_len[0], &order[start],
+                                _chunk_start(k + 1, B, n_chunks) - start, B, H, &hs[0, 0, 0],
+                                &cs[0, 0, 0], ac, cu, &work[offs[0] + start * H],
+                                &work[offs[1] + start * H], &work[offs[2] + start * H],
+                                &work[offs[3] + start * 4 * H], &work[offs[4] + k * 4 * H], I,
+                                xx, bb, &layout)
 
 
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
