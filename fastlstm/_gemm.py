@@ -186,19 +186,38 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
 #: W_x^T per call costs more than the tiles gain.
 MAX_TILED_INPUT_GRADIENT = 512
 
+#: A last, partial 64-column block of W_x^T this many columns wide or fewer runs on the
+#: narrow 8 x 16 / 8 x 32 tiles; a wider one would waste more of a 64-column tile than
+#: BLAS loses. Measured (2 threads, dz (3584, 512) as at the seed's size, us, tiles /
+#: BLAS): I = 12 171 / 285, 16 195 / 226, 28 270 / 409, 32 264 / 342, 96 733 / 822; but
+#: I = 48 488 / 458 and 100 979 / 886 (the 4 x 64 tile, 25-36% padding).
+MAX_TILED_INPUT_GRADIENT_TAIL = 32
+
+
+def tiles_take_input_gradient(n_rows, I, K):
+    """Whether the input gradient of ``n_rows`` rows, ``I`` inputs, a sum over ``K``
+    (the gates) runs on the AVX-512 tiles (given float32 and AVX-512): whole 64-column
+    blocks and a tail of at most ``MAX_TILED_INPUT_GRADIENT_TAIL`` columns, up to
+    ``MAX_TILED_INPUT_GRADIENT``, in products of ``MIN_BLOCKED_MACS`` or more (below,
+    one BLAS call costs less than the packing and the parallel region: (T, B, I, H) =
+    (100, 1, 32, 64) 17 us against 20)."""
+    return (I <= MAX_TILED_INPUT_GRADIENT and I % 64 <= MAX_TILED_INPUT_GRADIENT_TAIL
+            and n_rows * I * K >= MIN_BLOCKED_MACS)
+
 
 def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
     """dL/dx = dz W_x^T for the rows (t * B + b) of ``dz2`` (T * B, 4H) that exist
     (``rows``, or all), in the caller's layout, (T, B, I) or (B, T, I), zero at the steps
-    past each end. On the AVX-512 tiles where I fills whole 64-column blocks (up to
-    MAX_TILED_INPUT_GRADIENT): dz read in place and each row written straight to its
-    place (no gathered copy of dz, no scatter, no transposing copy); elsewhere one BLAS
-    product over the gathered rows."""
+    past each end. On the AVX-512 tiles where :func:`tiles_take_input_gradient`: dz read
+    in place and each row written straight to its place (no gathered copy of dz, no
+    scatter, no transposing copy); elsewhere one BLAS product over the gathered rows."""
     I = W_x.shape[0]
     shape = (T, B, I) if time_major else (B, T, I)
     kernels = _compiled()
-    if (kernels is not None and dz2.dtype == W_x.dtype == np.float32 and I % 64 == 0
-            and I <= MAX_TILED_INPUT_GRADIENT and kernels.have_fused_step()):
+    if (kernels is not None and dz2.dtype == W_x.dtype == np.float32
+            and tiles_take_input_gradient(T * B if rows is None else len(rows), I,
+                                          dz2.shape[1])
+            and kernels.have_fused_step()):
         k = np.arange(T * B, dtype=np.int64) if rows is None else rows.astype(np.int64)
         t, b = np.divmod(k, B)
         offsets = (k if time_major else b * T + t) * I

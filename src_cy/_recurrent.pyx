@@ -210,7 +210,7 @@ def gemm_rows_wt(const float[:, :] a, const float[:, :, ::1] wt_packed, Py_ssize
     cdef Py_ssize_t lda = a.strides[0] // <Py_ssize_t>sizeof(float)
     cdef const int64_t* rp = &rows[0] if rows is not None else NULL
     n_threads = max(1, min(n_threads, (m + 3) // 4))
-    per = ((m + n_threads - 1) // n_threads + 3) // 4 * 4      # whole tiles per thread
+    per = ((m + n_threads - 1) // n_threads + 7) // 8 * 8      # whole tiles per thread
     for k in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
         lo = k * per
         hi = min(m, lo + per)

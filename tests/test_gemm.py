@@ -138,15 +138,19 @@ def test_products_match_float64_and_any_thread_count(K, M, N):
 
 
 @needs_avx512
+@pytest.mark.parametrize("I", [128, 96, 28, 12])
 @pytest.mark.parametrize("time_major", [False, True])
 @pytest.mark.parametrize("varlen", [False, True])
-def test_input_gradient_tiles_match_blas_and_any_thread_count(time_major, varlen,
+def test_input_gradient_tiles_match_blas_and_any_thread_count(I, time_major, varlen,
                                                               monkeypatch):
-    """dz W_x^T on the tiles, read in place at the steps that exist and written straight
-    into the caller's layout, against the BLAS path (gather, product, scatter, transpose);
-    the same bits for any thread count; exact zeros at the steps past each end."""
+    """dz W_x^T on the tiles (whole 64-column blocks, and narrow tails: I = 96 = 64 + 32,
+    28, 12), read in place at the steps that exist and written straight into the caller's
+    layout, against the BLAS path (gather, product, scatter, transpose); the same bits
+    for any thread count; exact zeros at the steps past each end."""
+    monkeypatch.setattr(_gemm, "MIN_BLOCKED_MACS", 0)           # tiles at this small size
     rng = np.random.default_rng(6)
-    T, B, I, H = 9, 13, 128, 40
+    T, B, H = 9, 13, 40
+    assert _gemm.tiles_take_input_gradient(T * B, I, 4 * H)
     dz = rng.standard_normal((T * B, 4 * H)).astype(np.float32)
     W_x = rng.standard_normal((I, 4 * H)).astype(np.float32)
     rows = None
@@ -161,6 +165,32 @@ def test_input_gradient_tiles_match_blas_and_any_thread_count(time_major, varlen
     assert got[0].shape == want.shape == ((T, B, I) if time_major else (B, T, I))
     np.testing.assert_allclose(got[0], want, rtol=0, atol=2e-6 * np.abs(want).max())
     np.testing.assert_array_equal(got[0] == 0, want == 0)
+
+
+@needs_avx512
+@pytest.mark.parametrize("n", [12, 16, 28, 32, 96, 100])
+def test_narrow_tiles_give_the_bits_of_the_wide_tile(n):
+    """A last block of 32 or fewer columns runs on the 8-row narrow tile; each element is
+    the same in-order sum over K as in the 4 x 64 tile, so W padded with zero rows to
+    whole 64-column blocks (the wide tile everywhere) gives the same bits. Row counts
+    that fill no whole tile, rows read through an index, both thread counts."""
+    rng = np.random.default_rng(n)
+    K, m = 200, 29
+    a = rng.standard_normal((40, K)).astype(np.float32)
+    W = rng.standard_normal((n, K)).astype(np.float32)
+    wide = -(-n // 64) * 64
+    W_pad = np.zeros((wide, K), np.float32)
+    W_pad[:n] = W
+    rows = rng.permutation(40)[:m].astype(np.int64)
+    for n_threads in (1, 2):
+        got = np.full(m * n, np.nan, np.float32)
+        want = np.full(m * wide, np.nan, np.float32)
+        _recurrent.gemm_rows_wt(a, _recurrent.pack_fused_t(W), n, got,
+                                np.arange(m, dtype=np.int64) * n, rows, n_threads)
+        _recurrent.gemm_rows_wt(a, _recurrent.pack_fused_t(W_pad), wide, want,
+                                np.arange(m, dtype=np.int64) * wide, rows, n_threads)
+        np.testing.assert_array_equal(got.reshape(m, n), want.reshape(m, wide)[:, :n])
+        np.testing.assert_allclose(got.reshape(m, n), a[rows] @ W.T, rtol=1e-4, atol=1e-4)
 
 
 @needs_avx512
