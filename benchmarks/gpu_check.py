@@ -4,7 +4,9 @@
 2. Checks the "cuda" backend against the NumPy reference (outputs, states, every
    gradient) at float32 tolerances on a few shapes, variable lengths included.
 3. Times the speed issue's configurations (forward, forward + backward) against
-   torch.nn.LSTM on the GPU (cuDNN) when torch with CUDA is installed.
+   torch.nn.LSTM on the GPU (cuDNN) when torch with CUDA is installed, and how much of
+   a call is copying between host and device (the backend's kernel contract works on
+   host arrays: every call copies its inputs in and its outputs back).
 
     python benchmarks/gpu_check.py [--repeats 5] [--quick]
 """
@@ -31,6 +33,31 @@ def median_time(fn, repeats, sync=lambda: None):
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def transfer_time(fn):
+    """Seconds of one ``fn()`` spent in the cuda backend's host <-> device copies."""
+    from numba import cuda
+    from fastlstm.backends import cuda_backend as cb
+    spent = [0.0]
+    originals = cb._to_device, cb._to_host
+
+    def timed(copy):
+        def run(*args):
+            cuda.synchronize()
+            t0 = time.perf_counter()
+            out = copy(*args)
+            cuda.synchronize()
+            spent[0] += time.perf_counter() - t0
+            return out
+        return run
+
+    cb._to_device, cb._to_host = (timed(c) for c in originals)
+    try:
+        fn()
+    finally:
+        cb._to_device, cb._to_host = originals
+    return spent[0]
 
 
 def agreement():
@@ -82,7 +109,8 @@ def main(argv=None):
         have_torch = torch.cuda.is_available()
     except ImportError:
         have_torch = False
-    print(f"{'config':>22} {'mode':>6} {'fastlstm ms':>12} {'torch ms':>9} {'torch/fl':>8}")
+    print(f"{'config':>22} {'mode':>6} {'fastlstm ms':>12} {'copies ms':>10} {'torch ms':>9} "
+          f"{'torch/fl':>8}")
     for B, T, I, H in CONFIGS[:3] if args.quick else CONFIGS:
         cell = fl.BasicLSTMCell(H, I, random_state=0)
         x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
@@ -97,6 +125,7 @@ def main(argv=None):
 
         for mode, fn in (("infer", infer), ("train", train)):
             t_fl = median_time(fn, args.repeats)
+            t_copy = transfer_time(fn)
             t_torch = float("nan")
             if have_torch:
                 lstm = torch.nn.LSTM(I, H, batch_first=True).cuda()
@@ -111,8 +140,8 @@ def main(argv=None):
                         lstm(xg)[0].sum().backward()
 
                 t_torch = median_time(torch_fn, args.repeats, torch.cuda.synchronize)
-            print(f"{str((B, T, I, H)):>22} {mode:>6} {1e3 * t_fl:12.2f} {1e3 * t_torch:9.2f} "
-                  f"{t_torch / t_fl:8.2f}", flush=True)
+            print(f"{str((B, T, I, H)):>22} {mode:>6} {1e3 * t_fl:12.2f} {1e3 * t_copy:10.2f} "
+                  f"{1e3 * t_torch:9.2f} {t_torch / t_fl:8.2f}", flush=True)
     return 0 if ok else 2
 
 

@@ -2,6 +2,8 @@
 timing both on live calls (fastlstm/backends/_split_tuner.py); the choice never changes
 the bits."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,24 @@ def test_bad_settings_are_refused(probes, reprobe_after):
         SplitTuner(probes, reprobe_after)
 
 
+@pytest.fixture
+def two_cores():
+    """This thread limited to two CPUs where it may use more: the shapes below are the
+    tuned ones on two cores (their hidden units split into one slice per core; on a
+    16-core host, 3 groups of 16 units could not, and every call took the fixed rules).
+    fastlstm counts the cores it may use by this affinity (fastlstm._threads)."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    if len(before) > 2:
+        os.sched_setaffinity(0, sorted(before)[:2])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 # (B, T, I, H): fused input projection, inference and training forward (I <= H / 2), and
 # the GEMM-first forward (I > H / 2 at B < 8); one chunk on two cores, 3 groups of 16;
 # H = 130 also splits the backward (slices of 128 and 2 units: whole 64-unit blocks);
@@ -80,8 +100,8 @@ def test_bad_settings_are_refused(probes, reprobe_after):
 @pytest.mark.parametrize("shape", [(1, 9, 5, 40), (1, 9, 40, 40), (3, 9, 5, 40),
                                    (2, 7, 5, 130), (9, 7, 5, 40)])
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
-def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(cell_name, shape,
-                                                                       monkeypatch):
+def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(
+        cell_name, shape, monkeypatch, two_cores):
     """A tuner that probes every other call runs both schedules (split over the cores and
     one core) on the same inputs: outputs, states and gradients are equal bit for bit in
     every call, and equal to the fixed rules'."""
@@ -127,7 +147,7 @@ def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(cell_name, s
         assert ran == []                 # one core: nothing to choose
 
 
-def test_one_thread_and_batch_chunks_are_not_tuned(monkeypatch):
+def test_one_thread_and_batch_chunks_are_not_tuned(monkeypatch, two_cores):
     """With one kernel thread (fastlstm.threads(1)), or chunks of more than
     MAX_CHUNK_ROWS_FOR_UNIT_SPLIT rows, the fixed rules schedule the step: the tuner is
     not asked."""

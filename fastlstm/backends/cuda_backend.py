@@ -31,6 +31,29 @@ if not cuda.is_available():
     raise ImportError("no usable CUDA GPU: numba.cuda.is_available() is False (set "
                       "NUMBA_ENABLE_CUDASIM=1 to run the kernels in Numba's simulator)")
 
+
+def _check_kernels_compile():
+    """Raise ImportError where numba.cuda imports but cannot compile a kernel.
+
+    numba-cuda 0.30 (in maintenance mode) registers an overload of ``np.row_stack`` when
+    it first compiles a kernel, and NumPy 2.5 removed ``row_stack``: every launch then
+    fails with an AttributeError from deep inside numba (NVIDIA/numba-cuda#907; seen on
+    an H100 with numba-cuda 0.30.4 and NumPy 2.5.2). Importing the module that does it
+    here says so at import, where the backend is chosen, instead.
+    """
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":   # the simulator compiles nothing
+        return
+    try:
+        import numba.cuda.cudaimpl  # noqa: F401  (numba-cuda's NumPy overloads)
+    except AttributeError as exc:
+        raise ImportError(
+            f"numba.cuda cannot compile kernels with NumPy {np.__version__} ({exc}; "
+            "NVIDIA/numba-cuda#907): install 'numpy<2.5' (pip install 'fastlstm[cuda]' "
+            "pins it)") from exc
+
+
+_check_kernels_compile()
+
 NAME = "cuda"
 THREADS_PER_BLOCK = int(os.environ.get("FASTLSTM_CUDA_THREADS", "128"))
 ROWS_PER_BLOCK = int(os.environ.get("FASTLSTM_CUDA_ROWS", "8"))
@@ -224,7 +247,14 @@ def _launch(seq_len):
 
 
 def _to_device(*arrays):
+    """Host arrays -> device copies (the kernel contract works on host arrays)."""
     return [cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
+
+
+def _to_host(*pairs):
+    """Copy each ``(device, host)`` pair's device array back into its host array."""
+    for dev, host in pairs:
+        dev.copy_to_host(host)
 
 
 def rnn_forward(xproj, W, seq_len, hs, n_threads=1):
@@ -235,7 +265,7 @@ def rnn_forward(xproj, W, seq_len, hs, n_threads=1):
     d = _to_device(xproj, W, seq_len, order, hs)
     h_buf = cuda.device_array((2,) + hs.shape[1:], hs.dtype)
     _rnn_forward_kernel[grid](*d[:4], ROWS_PER_BLOCK, d[4], h_buf, hs.dtype.type(0))
-    d[4].copy_to_host(hs)
+    _to_host((d[4], hs))
 
 
 def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
@@ -248,8 +278,7 @@ def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
     dt = dh.dtype.type
     _rnn_backward_kernel[grid](dW, dlen, dord, ROWS_PER_BLOCK, dhs, dout, ddh, ddz, dh_buf,
                                dt(0), dt(1))
-    ddh.copy_to_host(dh)
-    ddz.copy_to_host(dz)
+    _to_host((ddh, dh), (ddz, dz))
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
@@ -266,8 +295,7 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
     _lstm_forward_kernel[grid](dxp, dW, dpeep, bool(use_peepholes), dt(forget_bias),
                                dt(cell_clip), dlen, dord, ROWS_PER_BLOCK, dhs, dcs, dacts,
                                dcun, h_buf, c_buf, dt(0), dt(1))
-    for dev, host in ((dhs, hs), (dcs, cs), (dacts, acts), (dcun, c_unclipped)):
-        dev.copy_to_host(host)
+    _to_host((dhs, hs), (dcs, cs), (dacts, acts), (dcun, c_unclipped))
 
 
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
@@ -284,5 +312,4 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
     _lstm_backward_kernel[grid](dW, dpeep, bool(use_peepholes), dt(cell_clip), dlen, dord,
                                 ROWS_PER_BLOCK, dcs, dacts, dcun, dout, ddh, ddc, ddz,
                                 dh_buf, dc_buf, dt(0), dt(1))
-    for dev, host in ((ddh, dh), (ddc, dc), (ddz, dz)):
-        dev.copy_to_host(host)
+    _to_host((ddh, dh), (ddc, dc), (ddz, dz))
