@@ -32,9 +32,10 @@ def chunk_rows(batch_size, fused=False, cores=None):
     return max(minimum, -(-batch_size // cores))
 
 
-def n_chunks(batch_size, fused=False):
-    """Number of chunks of a batch of ``batch_size`` sequences."""
-    return -(-batch_size // chunk_rows(batch_size, fused))
+def n_chunks(batch_size, fused=False, cores=None):
+    """Number of chunks of a batch of ``batch_size`` sequences (``cores`` as in
+    :func:`chunk_rows`)."""
+    return -(-batch_size // chunk_rows(batch_size, fused, cores))
 
 
 #: A batch that fits one chunk is split by hidden units instead when each of the machine's
@@ -53,17 +54,19 @@ MIN_UNITS_PER_SLICE = 128
 MIN_UNITS_PER_SLICE_FUSED = 64
 
 
-def unit_slices(batch_size, num_units, fused=False, any_batch=False):
+def unit_slices(batch_size, num_units, fused=False, any_batch=False, cores=None):
     """``(n_slices, width)`` to split the hidden units over the cores, or None.
 
     Only for batches that form a single chunk (the batch split would leave all but one core
     idle), unless ``any_batch`` (weights so large that each core streaming all of them
     every step costs more than a barrier). ``width`` is a multiple of 16 (whole AVX-512
     vectors); like the chunks, the slices depend on the machine and the sizes, never on
-    the requested thread count.
+    the requested thread count. ``cores``: as in :func:`chunk_rows` (a caller that looks
+    once per call passes what it saw: each look is a system call, ~0.3 us).
     """
-    cores = default_num_threads()
-    if cores < 2 or (n_chunks(batch_size, fused) > 1 and not any_batch):
+    if cores is None:
+        cores = default_num_threads()
+    if cores < 2 or (n_chunks(batch_size, fused, cores) > 1 and not any_batch):
         return None
     if fused:
         if num_units < 2 * MIN_UNITS_PER_SLICE_FUSED or (
