@@ -135,7 +135,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         return get_backend(self.backend).NAME
 
     def _n_threads(self):
-        return None if self.n_jobs in (None, -1) else self.n_jobs
+        return self.n_jobs
 
     # -------------------------------------------------------------------- training
     def _new_network(self, n_features, n_outputs, rng):
@@ -470,7 +470,10 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
     dtype : {"float32", "float64"}, default "float32"
     backend : {"auto", "cython", "numba", "numpy", "cuda"}, default "auto"
     n_jobs : int or None, default None
-        Threads of the kernels; None or -1: all cores.
+        Threads of the kernels. None: the cores this process may run on, capped by
+        OpenMP's limit (``OMP_NUM_THREADS``, threadpoolctl), so that in joblib's workers
+        (GridSearchCV(n_jobs=...), which sets that limit) the fits do not oversubscribe
+        the cores; -1: all cores.
     random_state : int, RandomState or None
         Initial weights, shuffling, dropout and the validation split; a given value
         gives bit-identical models for any ``n_jobs``.

@@ -77,6 +77,7 @@ cdef extern from "fused_step.h":
 
 cdef extern from "openmp_shim.h":
     int fastlstm_openmp_enabled() noexcept nogil
+    int fastlstm_max_threads() noexcept nogil
     int fastlstm_num_threads() noexcept nogil
     ctypedef struct fastlstm_spin_barrier:
         pass
@@ -235,6 +236,14 @@ def data_address(obj):
 def openmp_enabled():
     """True when this module was compiled with OpenMP (threads > 1 possible)."""
     return bool(fastlstm_openmp_enabled())
+
+
+def openmp_max_threads():
+    """``omp_get_max_threads()`` of this module's OpenMP runtime, for the calling thread:
+    the size of its next parallel region without a ``num_threads`` (``OMP_NUM_THREADS``,
+    or a limit that threadpoolctl set through ``omp_set_num_threads``); 0 in a build
+    without OpenMP."""
+    return fastlstm_max_threads() if fastlstm_openmp_enabled() else 0
 
 
 ctypedef fused floating:

@@ -179,6 +179,44 @@ def test_threads_restores_after_an_exception():
     assert fl.get_num_threads() == before
 
 
+def test_the_default_thread_count_follows_openmps_limit():
+    """Unset, the thread count is the cores this process may use, capped by OpenMP's limit
+    (threadpoolctl's here; OMP_NUM_THREADS below), as in scikit-learn's OpenMP
+    estimators; -1 asks for all the cores whatever the limit. The cython build has
+    OpenMP (test above)."""
+    from threadpoolctl import threadpool_limits
+    from fastlstm._threads import default_num_threads
+    cores = default_num_threads()
+    assert fl.get_num_threads() == cores
+    with threadpool_limits(1, user_api="openmp"):
+        assert fl.get_num_threads() == 1
+        with fl.threads(None) as n:
+            assert n == 1
+        with fl.threads(-1) as n:
+            assert n == cores
+        with fl.threads(2) as n:              # an explicit count is taken as asked
+            assert n == 2
+    assert fl.get_num_threads() == cores
+
+
+def _threads_in_a_worker():
+    import fastlstm
+    return fastlstm.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_joblib_workers_do_not_oversubscribe_the_cores():
+    """joblib's process workers start with OMP_NUM_THREADS = cores // n_jobs (what
+    GridSearchCV(n_jobs=2) runs fits in); there each fit takes that many threads."""
+    from joblib import Parallel, delayed
+    from fastlstm._threads import default_num_threads
+    results = Parallel(n_jobs=2, backend="loky")(delayed(_threads_in_a_worker)()
+                                                  for _ in range(2))
+    for n, omp in results:
+        assert omp is not None, "joblib no longer limits its workers' OpenMP threads"
+        assert n == max(1, min(default_num_threads(), int(omp)))
+        assert n <= max(1, default_num_threads() // 2) or default_num_threads() == 1
+
+
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
 def test_threads_rejects_bad_counts(bad):
     with pytest.raises(ValueError, match="positive integer"):
