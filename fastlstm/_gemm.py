@@ -21,6 +21,7 @@ thread count.
 """
 
 from concurrent.futures import ThreadPoolExecutor
+import os
 import threading
 
 import numpy as np
@@ -33,6 +34,17 @@ MIN_BLOCK_COLUMNS = 64
 
 _pool = None
 _pool_lock = threading.Lock()
+
+
+def _after_fork_in_child():
+    # the parent's pool threads do not exist in a child (work sent there would wait for
+    # ever), and another thread may have held the lock at the fork
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _executor():

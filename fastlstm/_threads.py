@@ -8,6 +8,7 @@ import contextlib
 import numbers
 import os
 import threading
+import warnings
 
 _state = threading.local()
 
@@ -51,12 +52,51 @@ def _default_threads():
     return cores if limit is None else max(1, min(cores, limit))
 
 
+# GNU OpenMP cannot start a team in a process forked after its threads started: the
+# child's first parallel region of two or more threads waits for ever on the parent's
+# workers, which do not exist there (seen: a fit in a multiprocessing "fork" worker hung
+# after the parent had fitted; one thread ran). So a child forked after threads ran
+# runs the kernels on one thread.
+_threads_ran = False            # this process asked for more than one thread
+_forked_after_threads = False   # ... and this process is a child forked after that
+_said_forked = False            # the warning about it was given
+
+
+def _after_fork_in_child():
+    global _forked_after_threads, _controller_lock
+    _forked_after_threads = _forked_after_threads or _threads_ran
+    _controller_lock = threading.Lock()       # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _usable(n):
+    """``n`` threads, or 1 in a child forked after threads ran (with one warning)."""
+    global _threads_ran, _said_forked
+    if n > 1:
+        if _forked_after_threads:
+            if not _said_forked:
+                _said_forked = True
+                warnings.warn(
+                    "fastlstm runs its kernels on one thread in this process: it was forked "
+                    "after OpenMP threads ran, and GNU OpenMP cannot start threads again "
+                    "after a fork (they would wait for ever). For threaded fits in worker "
+                    "processes use the 'spawn' or 'forkserver' start method, or joblib",
+                    RuntimeWarning, stacklevel=3)
+            return 1
+        _threads_ran = True
+    return n
+
+
 def get_num_threads():
     """Threads the kernels use now: the innermost :func:`threads` setting, else the cores
     this process may run on, capped by OpenMP's limit (``OMP_NUM_THREADS``,
-    threadpoolctl)."""
+    threadpoolctl); 1 in a process forked after threads ran (GNU OpenMP cannot start
+    threads there)."""
     n = getattr(_state, "n_threads", None)
-    return _default_threads() if n is None else n
+    return _usable(_default_threads() if n is None else n)
 
 
 def check_n_threads(n, name="n"):

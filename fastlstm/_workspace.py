@@ -19,6 +19,7 @@ allocator had put its arrays.
 """
 
 import math
+import os
 import threading
 
 import numpy as np
@@ -95,6 +96,15 @@ _POOL_SIZES = 16
 _pool = {}           # nbytes -> [(uint8 owner, offset of its first cache line)], most
                      # recently used size last
 _pool_lock = threading.Lock()
+
+
+def _after_fork_in_child():
+    global _pool_lock
+    _pool_lock = threading.Lock()       # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def recycled(shape, dtype, zero=False):

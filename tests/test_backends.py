@@ -217,6 +217,67 @@ def test_joblib_workers_do_not_oversubscribe_the_cores():
         assert n <= max(1, default_num_threads() // 2) or default_num_threads() == 1
 
 
+def _fork_and_check(child, timeout=60):
+    """Run ``child()`` in a forked process (it must return True); a hang ends in SIGALRM."""
+    import signal
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            signal.alarm(timeout)
+            ok = child()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+def test_a_child_forked_after_threads_ran_runs_the_kernels_on_one_thread():
+    """GNU OpenMP cannot start threads in a child forked after its threads ran (a fit in a
+    multiprocessing 'fork' worker hung); there the kernels run on one thread, say so
+    once, and give the same bits."""
+    import warnings
+    cell = make_cell("lstm", 64, 28)
+    x, lengths, _ = make_case(cell, 16, 7)
+    with fl.threads(2):
+        want, _ = fl.dynamic_rnn(cell, x, lengths, backend="cython")
+
+    def child():
+        with warnings.catch_warnings(record=True) as caught, fl.threads(2):
+            warnings.simplefilter("always")
+            got, _ = fl.dynamic_rnn(cell, x, lengths, backend="cython")
+            return (fl.get_num_threads() == 1 and np.array_equal(got, want)
+                    and sum("forked" in str(w.message) for w in caught) == 1)
+
+    ok, status = _fork_and_check(child)
+    assert ok, f"the forked child failed or hung (status {status})"
+
+
+def test_a_child_forked_before_threads_ran_keeps_them():
+    """A process forked before any threads ran (here: right after import) may start its
+    own: the cap is only for children of processes whose threads ran."""
+    import subprocess
+    import sys
+    code = (
+        "import os, sys, signal, numpy as np, fastlstm as fl\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    signal.alarm(60)\n"
+        "    cell = fl.BasicLSTMCell(64, 28, random_state=0)\n"
+        "    with fl.threads(2):\n"
+        "        n = fl.get_num_threads()\n"
+        "        fl.dynamic_rnn(cell, np.ones((16, 7, 28), np.float32), backend='cython')\n"
+        "    os._exit(0 if n == 2 else 1)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "sys.exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 1)\n")
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork (POSIX)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
 def test_threads_rejects_bad_counts(bad):
     with pytest.raises(ValueError, match="positive integer"):
