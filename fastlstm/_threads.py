@@ -63,9 +63,11 @@ _said_forked = False            # the warning about it was given
 
 
 def _after_fork_in_child():
-    global _forked_after_threads, _controller_lock
+    global _forked_after_threads, _controller_lock, _blas_lock, _blas_holders, _blas_restore
     _forked_after_threads = _forked_after_threads or _threads_ran
-    _controller_lock = threading.Lock()       # another thread may have held it at the fork
+    # another thread may have held these at the fork; its holds end with it
+    _controller_lock, _blas_lock = threading.Lock(), threading.Lock()
+    _blas_holders, _blas_restore = 0, None
 
 
 if hasattr(os, "register_at_fork"):
@@ -156,32 +158,90 @@ def _blas_controller():
     return _controller
 
 
+# One BLAS limit for the whole process: the libraries' thread count is process-wide, so
+# a limit that each Python thread set and restored on its own was undone by one thread
+# while another still computed (concurrent fits in four threads: 1-3 of 180 weight
+# gradients took other bits, run on two BLAS threads). The first holder sets it, the last
+# one out restores it.
+_blas_lock = threading.Lock()
+_blas_holders = 0
+_blas_restore = None            # what the last holder out puts back
+
+
 @contextlib.contextmanager
 def blas_threads(n):
-    """Context manager limiting every loaded BLAS to ``n`` threads.
+    """Context manager limiting every loaded BLAS to ``n`` threads, process-wide.
 
-    Nested uses with the same ``n`` cost nothing: the outermost one holds the limit. Why:
-    restoring OpenBLAS to several threads wakes its worker threads, which then spin on
-    the cores the kernels use (measured: in a seed-model fit, GEMMs of 4 MFLOP took
+    Nested uses in one thread cost nothing: the outermost one holds the limit. Across
+    threads, the first holder sets the limit and the last one out restores the previous
+    counts (a holder asking for another ``n`` meanwhile gets the one in force). Why hold
+    it: restoring OpenBLAS to several threads wakes its worker threads, which then spin
+    on the cores the kernels use (measured: in a seed-model fit, GEMMs of 4 MFLOP took
     130-200 us with a limit per GEMM, 50-70 us under one limit around the whole fit).
     The libraries' own get/set calls are used directly (threadpoolctl's ``limit()`` cost
     ~30 us per use, a quarter of a B=1 forward), and a library already at ``n`` is left
     alone.
     """
+    global _blas_holders, _blas_restore
     held = getattr(_state, "blas_limit", None)
-    if held == n:
+    if held is not None:
         yield
         return
-    libs = [lib for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
-    previous = [lib.num_threads for lib in libs]
-    for lib, p in zip(libs, previous):
-        if p != n:
-            lib.set_num_threads(n)
+    with _blas_lock:
+        if _blas_holders == 0:
+            _blas_restore = _set_blas_threads(n)
+        _blas_holders += 1
     _state.blas_limit = n
     try:
         yield
     finally:
         _state.blas_limit = held
+        with _blas_lock:
+            if _blas_holders > 0:         # 0: a hold from before a fork, reset there
+                _blas_holders -= 1
+                if _blas_holders == 0:
+                    _blas_restore()
+                    _blas_restore = None
+
+
+def _set_blas_threads(n):
+    """Set every loaded BLAS to ``n`` threads; returns the function that restores them.
+    OpenBLAS (0.3.30) ignores its usual setter when called off the main thread (a product
+    limited to one thread there ran on two, with other bits than on the main thread); its
+    ``openblas_set_num_threads_local`` is obeyed from any thread (and acts process-wide
+    there), so off the main thread it is set alongside."""
+    libs = [lib for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
+    previous = [lib.num_threads for lib in libs]
+    for lib, p in zip(libs, previous):
+        if p != n:
+            lib.set_num_threads(n)
+    local = [] if threading.current_thread() is threading.main_thread() else _local_setters()
+    local_previous = [set_local(n) for set_local in local]
+
+    def restore():
         for lib, p in zip(libs, previous):
             if p != n:
                 lib.set_num_threads(p)
+        for set_local, p in zip(local, local_previous):
+            set_local(p)
+    return restore
+
+
+_local_setters_found = None
+
+
+def _local_setters():
+    """``openblas_set_num_threads_local`` of every loaded OpenBLAS that has it (0.3.26+):
+    sets the calling thread's own limit, returns the previous one."""
+    global _local_setters_found
+    if _local_setters_found is None:
+        import ctypes
+        found = []
+        for lib in _blas_controller().lib_controllers:
+            fn = getattr(getattr(lib, "dynlib", None), "openblas_set_num_threads_local",
+                         None) if lib.user_api == "blas" else None
+            if fn is not None:
+                fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
+                found.append(fn)
+        _local_setters_found = found
+    return _local_setters_found

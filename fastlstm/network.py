@@ -137,33 +137,26 @@ class SequenceNetwork:
         return F * G <= F * P + P * G
 
     def _folded_cells(self):
-        """The first layer's cells with the projection folded in, refreshed from the
-        current parameters: same recurrent weights (shared arrays), input kernel
-        ``W_in W_x`` (F, G) and bias ``b_in W_x + b``."""
-        folded = getattr(self, "_folded", None)
+        """The first layer's cells with the projection folded in, from the current
+        parameters: same recurrent weights (shared arrays), input kernel ``W_in W_x``
+        (F, G) and bias ``b_in W_x + b``, in new arrays on every call. Nothing is kept on
+        the network: a folded copy kept there and refreshed in place by each forward was
+        read half-refreshed by concurrent predictions from other threads (wrong
+        probabilities in 54 of 120 calls, 4 threads)."""
         W_in, b_in = self.params["input/kernel"], self.params["input/bias"]
         n_threads = get_num_threads()
-        if folded is None:
-            folded = {}
-            for d, cell in self.cells[0].items():
-                f = copy.copy(cell)
-                f.input_size = W_in.shape[0]
-                f.params = dict(cell.params)                # shares the recurrent arrays
-                f.params["kernel"] = np.empty((W_in.shape[0], cell.params["kernel"].shape[1]),
-                                              self.dtype)
-                f.params["bias"] = np.empty_like(cell.params["bias"])
-                folded[d] = f
-            self._folded = folded
+        folded = {}
         for d, cell in self.cells[0].items():
-            f = folded[d]
-            for name, arr in cell.params.items():           # set_params may rebind arrays
-                if name not in ("kernel", "bias"):
-                    f.params[name] = arr
+            f = copy.copy(cell)
+            f.input_size = W_in.shape[0]
+            f.params = dict(cell.params)                    # shares the recurrent arrays
             # _gemm, not np.matmul: NumPy's BLAS threads would wake up and fight the
             # kernels' spinning OpenMP workers (measured: a 5-epoch fit 2.2 -> 4.1 s)
-            _gemm.matmul(W_in, cell.params["kernel"], n_threads, out=f.params["kernel"])
-            f.params["bias"][...] = _gemm.matmul(b_in[None], cell.params["kernel"], 1)[0]
-            f.params["bias"] += cell.params["bias"]
+            f.params["kernel"] = _gemm.matmul(W_in, cell.params["kernel"], n_threads)
+            bias = _gemm.matmul(b_in[None], cell.params["kernel"], 1)[0]
+            bias += cell.params["bias"]
+            f.params["bias"] = bias
+            folded[d] = f
         return folded
 
     def _unfold_gradients(self, d, g, grads):
@@ -220,7 +213,7 @@ class SequenceNetwork:
         finals = None
         for layer, row in enumerate(self.cells):
             if layer == 0 and folds:
-                row = self._folded_cells()
+                row = cache["folded_cells"] = self._folded_cells()
             if layer > 0 and dropout > 0:
                 mask = (rng.uniform(size=h.shape) >= dropout).astype(self.dtype) / (1 - dropout)
                 h = h * mask
@@ -289,7 +282,7 @@ class SequenceNetwork:
         for layer in reversed(range(len(self.cells))):
             row, caches = self.cells[layer], cache["layers"][layer]
             if layer == 0 and folded:
-                row = self._folded                 # as the forward left them
+                row = cache["folded_cells"]        # the forward's
             # the first layer's inputs are data (or, unfolded, the projection's outputs)
             need_inputs = layer > 0 or ("input/kernel" in self.params and not folded)
             d_in = None
