@@ -555,12 +555,14 @@ def test_blas_thread_limit_is_restored_after_calls_and_errors():
         assert blas_threads() == before
 
 
-@pytest.mark.parametrize("shape", [(9, 5, 3, 20), (2, 4, 3, 256)],
-                         ids=["chunks", "unit_split"])
+@pytest.mark.parametrize("shape", [(9, 5, 3, 20), (2, 4, 3, 256), (1, 6, 3, 20),
+                                   (1, 4, 3, 256)],
+                         ids=["chunks", "unit_split", "one_row", "one_row_unit_split"])
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
 def test_float32_blas_path_of_cpus_without_avx512(cell_name, shape, monkeypatch):
-    """On a CPU without AVX-512 float32 LSTMs take the BLAS path (per-step sgemm, batch
-    chunks or the BLAS hidden-unit split): forced here, it equals the reference too."""
+    """On a CPU without AVX-512 float32 LSTMs take the BLAS path (per-step sgemm, or sgemv
+    for a single row; batch chunks or the BLAS hidden-unit split): forced here, it equals
+    the reference too."""
     from fastlstm.backends import cython_backend as cb
     monkeypatch.setattr(cb, "FUSED_STEP", False)
     B, T, I, H = shape
