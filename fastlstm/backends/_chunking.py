@@ -14,7 +14,20 @@ import numpy as np
 
 from .._threads import default_num_threads
 
-MIN_CHUNK_ROWS = 8
+#: Rows per chunk at least, on the BLAS path (no AVX-512, or float64): each chunk's step
+#: is one GEMM, which packs all of W_h per call, so more chunks pack it more often. But
+#: 4-row chunks beat one 8-row chunk where the hidden units cannot split instead:
+#: measured (2 threads, OpenBLAS's SkylakeX / Haswell kernels, ms, 8 / 4): (8, 100, 64,
+#: 128) float32 inference 0.98 / 0.64, 3.34 / 2.89, training 2.31 / 1.70, 7.68 / 6.60;
+#: float64 inference 6.71 / 3.65; the basic RNN 1.15-1.34x, the numba backend 1.5-1.9x;
+#: B = 4, 6 and 12 within 6%.
+MIN_CHUNK_ROWS = 4
+
+#: On the BLAS path a batch of up to this many sequences splits the hidden units over the
+#: cores where they are enough (MIN_UNITS_PER_SLICE), rather than into chunks: (8, 100,
+#: 64, 256) inference 4.61 ms split against 7.36 in two 4-row chunks, (8, 50, 256, 512)
+#: 9.5 against 14.7 (SkylakeX kernels; Haswell alike).
+MAX_BATCH_UNIT_SPLIT = 8
 
 #: The fused AVX-512 float32 LSTM kernels (src_cy/fused_step.h) pack W_h once per call and
 #: compute 4-row register tiles, so chunks pay off down to one tile. Measured (2 cores,
@@ -58,15 +71,18 @@ def unit_slices(batch_size, num_units, fused=False, any_batch=False, cores=None)
     """``(n_slices, width)`` to split the hidden units over the cores, or None.
 
     Only for batches that form a single chunk (the batch split would leave all but one core
-    idle), unless ``any_batch`` (weights so large that each core streaming all of them
-    every step costs more than a barrier). ``width`` is a multiple of 16 (whole AVX-512
+    idle; on the BLAS path, batches of up to ``MAX_BATCH_UNIT_SPLIT``), unless
+    ``any_batch`` (weights so large that each core streaming all of them every step costs
+    more than a barrier). ``width`` is a multiple of 16 (whole AVX-512
     vectors); like the chunks, the slices depend on the machine and the sizes, never on
     the requested thread count. ``cores``: as in :func:`chunk_rows` (a caller that looks
     once per call passes what it saw: each look is a system call, ~0.3 us).
     """
     if cores is None:
         cores = default_num_threads()
-    if cores < 2 or (n_chunks(batch_size, fused, cores) > 1 and not any_batch):
+    one_chunk = (n_chunks(batch_size, fused, cores) == 1 if fused
+                 else batch_size <= MAX_BATCH_UNIT_SPLIT)
+    if cores < 2 or (not one_chunk and not any_batch):
         return None
     if fused:
         if num_units < 2 * MIN_UNITS_PER_SLICE_FUSED or (
