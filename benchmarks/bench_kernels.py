@@ -148,7 +148,9 @@ def main(argv=None):
         print("kernel path (cython, float32): fused AVX-512 step (packed [W_x; W_h], 4-row "
               "register tiles, gate math in L1; src_cy/fused_step.h); numba: BLAS per step")
     else:
-        print("kernel path: no AVX-512 on this CPU: per-step products in SciPy's BLAS "
+        why = ("AVX-512 kernels off (FASTLSTM_NO_AVX512=1)"
+               if os.environ.get("FASTLSTM_NO_AVX512") == "1" else "no AVX-512 on this CPU")
+        print(f"kernel path: {why}: per-step products in SciPy's BLAS "
               "(single-threaded inside the kernels' parallel region), gate math compiled "
               "for AVX2 / baseline x86-64")
     print(f"sgemm 2048^3 rate: {rate:.0f} GFLOP/s\n")

@@ -29,6 +29,8 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
+import os
+
 import numpy as np
 
 from fastlstm._workspace import CACHE_LINE, scratch
@@ -117,9 +119,16 @@ cdef extern from "gate_math.h":
     void fl_tanhf_array(Py_ssize_t n, const float* x, float* y) noexcept nogil
 
 
+#: The AVX-512 kernels run where the CPU has AVX-512F, unless FASTLSTM_NO_AVX512=1 in the
+#: environment at import: then every product takes the BLAS path of CPUs without it (to
+#: measure that path or compare the two; the gate math's clone is still the CPU's).
+_FUSED_STEP = bool(fl_have_avx512()) and os.environ.get("FASTLSTM_NO_AVX512", "") != "1"
+
+
 def have_fused_step():
-    """True when this CPU runs the fused AVX-512 float32 forward step (fused_step.h)."""
-    return bool(fl_have_avx512())
+    """True when the fused AVX-512 float32 kernels run here (fused_step.h): the CPU has
+    AVX-512F and FASTLSTM_NO_AVX512=1 was not set at import."""
+    return _FUSED_STEP
 
 
 #: Packed weights of at least this many bytes are packed by all threads (row ranges):

@@ -570,6 +570,27 @@ def test_float32_blas_path_of_cpus_without_avx512(cell_name, shape, monkeypatch)
     compare(make_cell(cell_name, H, I, dtype=np.float32, seed=3), "cython", B, T, seed=2)
 
 
+def test_fastlstm_no_avx512_switches_the_avx512_kernels_off():
+    """FASTLSTM_NO_AVX512=1 at import: every float32 product takes the BLAS path (for
+    measuring CPUs without AVX-512 here), and the results still match the reference."""
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np, fastlstm as fl\n"
+        "from fastlstm import _recurrent\n"
+        "from fastlstm.backends import cython_backend as cb\n"
+        "assert not _recurrent.have_fused_step() and not cb.FUSED_STEP\n"
+        "cell = fl.BasicLSTMCell(40, 28, random_state=0)\n"
+        "x = np.random.default_rng(0).standard_normal((5, 6, 28)).astype(np.float32)\n"
+        "got = fl.dynamic_rnn(cell, x, backend='cython')[0]\n"
+        "want = fl.dynamic_rnn(cell, x, backend='numpy')[0]\n"
+        "np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)\n")
+    env = dict(os.environ, FASTLSTM_NO_AVX512="1")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("B, H", [(6, 20), (2, 130)])     # batch chunks / unit split
 def test_output_gradients_in_any_memory_layout_give_the_same_gradients(backend, B, H):
