@@ -2,6 +2,10 @@
 
 ``fastlstm.threads(n)`` sets how many threads the compiled kernels (and the GEMMs that
 :func:`fastlstm.dynamic_rnn` runs around them) use, restoring the previous value on exit.
+Unset, they use the cores this process may run on, capped by OpenMP's limit (as joblib's
+workers set it), and one thread in a process forked after threads ran (GNU OpenMP hangs
+there otherwise). :func:`blas_threads` holds BLAS at one thread for the whole process
+while any thread computes.
 """
 
 import contextlib
