@@ -35,6 +35,12 @@ import numpy as np
 
 from fastlstm._workspace import CACHE_LINE, scratch
 
+cdef extern from "small_gemm_avx2.h":
+    int fl_have_avx2_fma() noexcept nogil
+    void fl_small_gemm_f32(int m, int n, int k, const float* A, int lda, const float* B,
+                           int ldb, float* C, int ldc) noexcept nogil
+    enum: FL_SMALL_GEMM_MAX_ROWS
+
 cdef extern from "fused_step.h":
     int fl_have_avx512() noexcept nogil
     ctypedef struct fl_layout_f32:
@@ -123,6 +129,25 @@ cdef extern from "gate_math.h":
 #: environment at import: then every product takes the BLAS path of CPUs without it (to
 #: measure that path or compare the two; the gate math's clone is still the CPU's).
 _FUSED_STEP = bool(fl_have_avx512()) and os.environ.get("FASTLSTM_NO_AVX512", "") != "1"
+
+
+#: The BLAS path's per-step products of 2 .. FL_SMALL_GEMM_MAX_ROWS rows run on
+#: small_gemm_avx2.h on CPUs with AVX2 and FMA but without AVX-512 (or with it switched
+#: off by FASTLSTM_NO_AVX512=1), where OpenBLAS's sgemm packs all of W_h for each of them.
+#: Measured (2 threads, ms, BLAS / small GEMM) with OpenBLAS's Haswell kernels: (8, 100,
+#: 64, 128) inference 2.94 / 1.12, training 6.97 / 5.06, (4, ...) 2.68 / 1.08, basic RNN
+#: (8, 100, 64, 128) 0.93 / 0.36, (32, 100, 64, 64) 2.00 / 1.59, larger batches 0.99-1.11x;
+#: but OpenBLAS's SkylakeX kernels beat it (0.75 / 1.37 at (8, 100, 64, 128)): not on
+#: AVX-512 CPUs. FASTLSTM_NO_SMALL_GEMM=1 at import leaves every product to BLAS.
+cdef bint _SMALL_GEMM = (
+    bool(fl_have_avx2_fma())
+    and (not fl_have_avx512() or os.environ.get("FASTLSTM_NO_AVX512", "") == "1")
+    and os.environ.get("FASTLSTM_NO_SMALL_GEMM", "") != "1")
+
+
+def small_gemm_enabled():
+    """True when the BLAS path's few-row float32 products run on the AVX2 kernel."""
+    return bool(_SMALL_GEMM)
 
 
 def have_fused_step():
@@ -269,7 +294,8 @@ cdef inline void _gemm_rowmajor(bint trans_b, int m, int n, int k, const floatin
     for ``C.T = op(B).T @ A.T``: the operands swap and A needs no transpose flag.
 
     A single row (a batch of one, the last sequence left in a chunk) is a matrix-vector
-    product: OpenBLAS's gemm packs all of B for it on every call. Measured per step of
+    product: OpenBLAS's gemm packs all of B for it on every call. A few rows, float32,
+    ``B`` not transposed, on CPUs without AVX-512: small_gemm_avx2.h (``_SMALL_GEMM``). Measured per step of
     (1, 150, 256, 256), one thread, gemm / gemv: 103 / 9 us with OpenBLAS's Haswell
     (AVX2) kernels, 15 / 5 us with its SkylakeX ones.
     """
@@ -297,6 +323,9 @@ cdef inline void _gemm_rowmajor(bint trans_b, int m, int n, int k, const floatin
                       &one)
         return
     if floating is float:
+        if _SMALL_GEMM and not trans_b and m <= FL_SMALL_GEMM_MAX_ROWS and n % 32 == 0:
+            fl_small_gemm_f32(m, n, k, <float*>A, lda, <float*>B, ldb, C, ldc)
+            return
         sgemm(&ta, &tb, &n, &m, &k, &alpha, <float*>B, &ldb, <float*>A, &lda, &beta, C, &ldc)
     else:
         dgemm(&ta, &tb, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
