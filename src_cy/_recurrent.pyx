@@ -574,6 +574,7 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
 
 
 cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
+                               const floating* W_t,
                                const floating* peep, bint use_peep,
                                floating clip, const int64_t* seq_len, const int64_t* rows,
                                Py_ssize_t n_rows, Py_ssize_t B, Py_ssize_t H,
@@ -610,6 +611,9 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
             if WT_fused != NULL:           # packed AVX-512 product (fused_step.h)
                 fl_gemm_dz_wt_f32(n_active, H, dz_loc, WT_fused, dh_loc, 0, (H + 63) // 64)
                 continue
+        if W_t != NULL:                    # dz (rows, 4H) @ W.T held as (4H, H)
+            _gemm_rowmajor(False, n_active, H, G, dz_loc, G, W_t, H, dh_loc, H)
+            continue
         _gemm_rowmajor(True, n_active, H, G, dz_loc, G, W, G, dh_loc, H)
     for r in range(n_active):          # rows of length 0 keep dh, dc as they came
         for u in range(H):
@@ -816,13 +820,16 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
                   const floating[:, :, ::1] c_unclipped,
                   const floating[:, :, :] d_outputs, floating[:, ::1] dh,
                   floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
-                  Py_ssize_t chunk_rows, const floating[:, :, ::1] WT_fused=None):
+                  Py_ssize_t chunk_rows, const floating[:, :, ::1] WT_fused=None,
+                  const floating[:, ::1] W_t=None):
     """Backward of the LSTM; see ``fastlstm.reference.lstm_backward``.
 
     ``d_outputs`` (T, B, H) may be strided in T and B (a transposed view of batch-major
     gradients), not in H. ``WT_fused``: ``W.T`` packed by
     ``fastlstm.backends._chunking.pack_fused_t`` for the AVX-512 float32 product (where
-    :func:`have_fused_step`); None: BLAS.
+    :func:`have_fused_step`); None: BLAS. ``W_t``: ``W.T`` (4H, H), C-contiguous, for the
+    BLAS path: its per-step product then has an untransposed B, which the few-row
+    kernel of small_gemm_avx2.h takes (see :func:`small_gemm_enabled`).
     """
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], n_chunks, k, start
     if B == 0 or d_outputs.shape[0] == 0:
@@ -845,10 +852,16 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
                 or WT_fused.shape[2] != 64:
             raise ValueError("WT_fused is not W.T packed by pack_fused_t")
         wt = &WT_fused[0, 0, 0]
+    cdef const floating* w_t = NULL
+    if W_t is not None:
+        if W_t.shape[0] != 4 * H or W_t.shape[1] != H:
+            raise ValueError("W_t must be W.T, (4H, H)")
+        w_t = &W_t[0, 0]
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
-        _lstm_backward_chunk(&W[0, 0], wt, &peepholes[0, 0], use_peepholes, clip, &seq_len[0],
+        _lstm_backward_chunk(&W[0, 0], wt, w_t, &peepholes[0, 0], use_peepholes, clip,
+                             &seq_len[0],
                              &order[start], _chunk_start(k + 1, B, n_chunks) - start, B, H,
                              &cs[0, 0, 0],
                              &acts[0, 0, 0], cu, &d_outputs[0, 0, 0], d_t, d_b, &dh[0, 0],
@@ -1088,7 +1101,7 @@ cdef void _lstm_backward_units_thread(
         Py_ssize_t n_slices, Py_ssize_t width, const floating* cs, const floating* acts,
         const floating* c_unclipped, const floating* d_out, Py_ssize_t d_t, Py_ssize_t d_b,
         floating* dh, floating* dc, floating* dz, floating* dh_loc, floating* dc_loc,
-        floating* dz_buf, const floating* WT_fused,
+        floating* dz_buf, const floating* WT_fused, const floating* W_t,
         fastlstm_spin_barrier* barrier) noexcept nogil:
     # WT_fused != NULL (float32, AVX-512): the slice's dz W_h^T by the packed tiles of
     # fused_step.h (slices are whole 64-unit blocks then), else one BLAS call per slice.
@@ -1137,7 +1150,10 @@ cdef void _lstm_backward_units_thread(
                                       (u0 + n + 63) // 64)
                     s = s + n_threads
                     continue
-            _gemm_rowmajor(True, n_active, n, G, dzl, G, &W[u0 * G], G, &dh_loc[u0], H)
+            if W_t != NULL:                # the slice's columns of W.T (4H, H)
+                _gemm_rowmajor(False, n_active, n, G, dzl, G, &W_t[u0], H, &dh_loc[u0], H)
+            else:
+                _gemm_rowmajor(True, n_active, n, G, dzl, G, &W[u0 * G], G, &dh_loc[u0], H)
             s = s + n_threads
     s = tid
     while s < n_slices:
@@ -1156,16 +1172,22 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
                         const floating[:, :, :] d_outputs, floating[:, ::1] dh,
                         floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
                         Py_ssize_t n_slices, Py_ssize_t width,
-                        const floating[:, :, ::1] WT_fused=None):
+                        const floating[:, :, ::1] WT_fused=None,
+                        const floating[:, ::1] W_t=None):
     """Backward with the hidden units split over threads; as
     ``fastlstm.reference.lstm_backward``.
 
     ``d_outputs`` as in :func:`lstm_backward`. ``WT_fused`` (float32, AVX-512): ``W.T``
     packed by ``pack_fused_t`` for the products; ``width`` must then be a multiple of 64
-    (whole packed blocks per slice).
+    (whole packed blocks per slice). ``W_t``: as in :func:`lstm_backward`.
     """
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1]
     cdef const floating* wt = NULL
+    cdef const floating* w_t = NULL
+    if W_t is not None:
+        if W_t.shape[0] != 4 * H or W_t.shape[1] != H:
+            raise ValueError("W_t must be W.T, (4H, H)")
+        w_t = &W_t[0, 0]
     if B == 0 or d_outputs.shape[0] == 0:
         return
     cdef Py_ssize_t d_t, d_b
@@ -1193,4 +1215,4 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
                                     &cs[0, 0, 0], &acts[0, 0, 0], cu, &d_outputs[0, 0, 0],
                                     d_t, d_b, &dh[0, 0], &dc[0, 0], &dz[0, 0, 0],
                                     &work[offs[0]], &work[offs[1]], &work[offs[2]], wt,
-                                    &barrier)
+                                    w_t, &barrier)

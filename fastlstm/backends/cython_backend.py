@@ -312,17 +312,21 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
                         c_unclipped, d_outputs, dh, dc, dz, n_threads)
         return
     plan = unit_slices(dh.shape[0], dh.shape[1])
+    # the few-row AVX2 kernel takes the per-step dz W^T with W^T laid out (4H, H): one
+    # transposing copy per call instead of BLAS packing all of W per step and chunk
+    W_t = (np.ascontiguousarray(W.T)
+           if W.dtype == np.float32 and _recurrent.small_gemm_enabled() else None)
     if plan is None:
         with blas_threads(1):
             _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
                                      c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                     chunk_rows(dh.shape[0], False))
+                                     chunk_rows(dh.shape[0], False), W_t=W_t)
         return
     n_slices, width = plan
     with blas_threads(1):
         _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
                                        acts, c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                       n_slices, width)
+                                       n_slices, width, W_t=W_t)
 
 
 def _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
