@@ -24,10 +24,13 @@ from .._threads import default_num_threads
 MIN_CHUNK_ROWS = 4
 
 #: On the BLAS path a batch of up to this many sequences splits the hidden units over the
-#: cores where they are enough (MIN_UNITS_PER_SLICE), rather than into chunks: (8, 100,
-#: 64, 256) inference 4.61 ms split against 7.36 in two 4-row chunks, (8, 50, 256, 512)
-#: 9.5 against 14.7 (SkylakeX kernels; Haswell alike).
-MAX_BATCH_UNIT_SPLIT = 8
+#: cores where they are enough (MIN_UNITS_PER_SLICE), rather than into chunks: each core
+#: then streams half of W_h per step instead of all of it. Measured (2 threads, ms, split
+#: / chunks): (8, 100, 64, 256) inference 4.61 / 7.36, (8, 50, 256, 512) 9.5 / 14.7
+#: (SkylakeX kernels; Haswell alike); with the AVX2 few-row kernel (Haswell kernels),
+#: (16, 150, 256, 256) inference 18.2 / 22.8, training 46 / 51, (32, 50, 256, 512) 32 /
+#: 51 and 87 / 119, but (12, 100, 64, 256) training 19.0 / 18.0; float64 within 4%.
+MAX_BATCH_UNIT_SPLIT = 32
 
 #: The fused AVX-512 float32 LSTM kernels (src_cy/fused_step.h) pack W_h once per call and
 #: compute 4-row register tiles, so chunks pay off down to one tile. Measured (2 cores,
