@@ -139,10 +139,8 @@ _FUSED_STEP = bool(fl_have_avx512()) and os.environ.get("FASTLSTM_NO_AVX512", ""
 #: (8, 100, 64, 128) 0.93 / 0.36, (32, 100, 64, 64) 2.00 / 1.59, larger batches 0.99-1.11x;
 #: but OpenBLAS's SkylakeX kernels beat it (0.75 / 1.37 at (8, 100, 64, 128)): not on
 #: AVX-512 CPUs. FASTLSTM_NO_SMALL_GEMM=1 at import leaves every product to BLAS.
-cdef bint _SMALL_GEMM = (
-    bool(fl_have_avx2_fma())
-    and (not fl_have_avx512() or os.environ.get("FASTLSTM_NO_AVX512", "") == "1")
-    and os.environ.get("FASTLSTM_NO_SMALL_GEMM", "") != "1")
+cdef bint _SMALL_GEMM = (bool(fl_have_avx2_fma()) and not _FUSED_STEP
+                         and os.environ.get("FASTLSTM_NO_SMALL_GEMM", "") != "1")
 
 
 def small_gemm_enabled():
@@ -294,10 +292,10 @@ cdef inline void _gemm_rowmajor(bint trans_b, int m, int n, int k, const floatin
     for ``C.T = op(B).T @ A.T``: the operands swap and A needs no transpose flag.
 
     A single row (a batch of one, the last sequence left in a chunk) is a matrix-vector
-    product: OpenBLAS's gemm packs all of B for it on every call. A few rows, float32,
-    ``B`` not transposed, on CPUs without AVX-512: small_gemm_avx2.h (``_SMALL_GEMM``). Measured per step of
+    product: OpenBLAS's gemm packs all of B for it on every call. Measured per step of
     (1, 150, 256, 256), one thread, gemm / gemv: 103 / 9 us with OpenBLAS's Haswell
-    (AVX2) kernels, 15 / 5 us with its SkylakeX ones.
+    (AVX2) kernels, 15 / 5 us with its SkylakeX ones. A few rows, float32, ``B`` not
+    transposed, on CPUs without AVX-512: small_gemm_avx2.h (``_SMALL_GEMM``).
     """
     cdef char ta = b'T' if trans_b else b'N'
     cdef char tb = b'N'
@@ -814,6 +812,17 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                                 xx, bb, &layout)
 
 
+cdef const floating* _transposed_weights(const floating[:, ::1] W_t,
+                                         Py_ssize_t H) except? NULL:
+    """The address of ``W_t`` (``W.T``, (4H, H), for the BLAS-path backward), or NULL for
+    None."""
+    if W_t is None:
+        return NULL
+    if W_t.shape[0] != 4 * H or W_t.shape[1] != H:
+        raise ValueError("W_t must be W.T, (4H, H)")
+    return &W_t[0, 0]
+
+
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
                   bint use_peepholes, double cell_clip, const int64_t[::1] seq_len,
                   const floating[:, :, ::1] cs, const floating[:, :, ::1] acts,
@@ -852,11 +861,7 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
                 or WT_fused.shape[2] != 64:
             raise ValueError("WT_fused is not W.T packed by pack_fused_t")
         wt = &WT_fused[0, 0, 0]
-    cdef const floating* w_t = NULL
-    if W_t is not None:
-        if W_t.shape[0] != 4 * H or W_t.shape[1] != H:
-            raise ValueError("W_t must be W.T, (4H, H)")
-        w_t = &W_t[0, 0]
+    cdef const floating* w_t = _transposed_weights(W_t, H)
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
@@ -1183,11 +1188,7 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
     """
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1]
     cdef const floating* wt = NULL
-    cdef const floating* w_t = NULL
-    if W_t is not None:
-        if W_t.shape[0] != 4 * H or W_t.shape[1] != H:
-            raise ValueError("W_t must be W.T, (4H, H)")
-        w_t = &W_t[0, 0]
+    cdef const floating* w_t = _transposed_weights(W_t, H)
     if B == 0 or d_outputs.shape[0] == 0:
         return
     cdef Py_ssize_t d_t, d_b

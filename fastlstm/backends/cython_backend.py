@@ -342,11 +342,9 @@ def _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c
     # (64, 20, 512, 1024) 82-84 -> 79-80 (alternating, same bits)
     cores = default_num_threads()     # one look per call: a system call, ~0.3 us
     plan = unit_slices(B, H, True, any_batch=big, cores=cores)
-    split = None
-    if not big and n_chunks(B, True, cores) == 1:
-        per_core = -(-H // cores)
-        width = -(-per_core // 64) * 64             # whole 64-unit blocks per slice
-        split = width if width < H else None         # one slice: nothing to choose
+    width = -(-(-(-H // cores)) // 64) * 64          # whole 64-unit blocks per slice
+    # a batch of one chunk may take the tuner's choice (one slice: nothing to choose)
+    split = width if not big and n_chunks(B, True, cores) == 1 and width < H else None
 
     def run(width):
         if width == 0:
@@ -359,5 +357,5 @@ def _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c
                                            n_threads, -(-H // width), width,
                                            _packed_t(W, n_threads))
 
-    fixed = 0 if plan is None else -(-plan[1] // 64) * 64
+    fixed = 0 if plan is None else width   # plan's width, rounded up to whole blocks
     _run_tuned(run, fixed, split, ("backward", B, H), d_outputs.shape[0], n_threads, cores)
