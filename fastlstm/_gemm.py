@@ -144,22 +144,31 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out):
     return out
 
 
+#: The instruction sets whose tiles take the weight gradients (``a.T @ b``). Not AVX2:
+#: there OpenBLAS's Haswell sgemm beat the 4 x 16 tiles (whole backward, 2 threads, ms,
+#: tiles / BLAS, simulated on this AVX-512 CPU with FASTLSTM_NO_AVX512=1 and
+#: OPENBLAS_CORETYPE=Haswell): seed size 7.0 / 6.9, (64, 100, 64, 128) 16.2 / 14.8,
+#: (16, 150, 256, 256) 27.1 / 25.9, (64, 25, 512, 512) 69.9 / 61.7, (64, 25, 1024, 1024)
+#: 309 / 259.
+WEIGHT_GRADIENT_TILE_ISAS = ("avx512",)
+
+
 def _tiles_take(kernels, parts, b, out):
     """Whether ``a.T @ b``, ``a`` the column-wise concatenation of ``parts`` (an array or a
-    list), runs on the fused step's AVX-512 tiles: float32, AVX-512, 64-column blocks,
-    rows with contiguous elements."""
+    list), runs on the fused step's tiles: float32, an ISA of
+    ``WEIGHT_GRADIENT_TILE_ISAS``, 64-column blocks, rows with contiguous elements."""
     parts = parts if isinstance(parts, list) else [parts]
     return (kernels is not None and b.dtype == out.dtype == np.float32
             and out.shape[1] % 64 == 0 and out.flags.c_contiguous and b.strides[1] == 4
             and all(p.dtype == np.float32 and (p.shape[1] < 2 or p.strides[1] == 4)
                     for p in parts)
-            and kernels.have_fused_step())
+            and kernels.fused_isa() in WEIGHT_GRADIENT_TILE_ISAS)
 
 
 def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
     """``np.concatenate(parts, axis=1).T @ b`` for ``parts`` (K, M_s) and ``b`` (K, N),
     summed over ``rows`` of them only when given, without the concatenated copy (nor the
-    gathered rows) where the AVX-512 tiles run: they take the parts as they are, a part's
+    gathered rows) where the tiles run: they take the parts as they are, a part's
     rows may even be 0 apart, as ``np.broadcast_to`` gives a column of ones. Elsewhere
     the rows are gathered, and ``merge`` says whether one BLAS product over a concatenated
     copy (worth it when the parts are narrow: a few rows and a long sum run far below the
@@ -189,8 +198,9 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
     return out
 
 
-#: The input gradient dz W_x^T runs on the AVX-512 tiles for input sizes that fill whole
-#: 64-column blocks up to this many columns. Measured (2 threads, batch-major, ms, tiles /
+#: The input gradient dz W_x^T runs on the fused kernels' tiles (AVX-512 or AVX2: the
+#: measurements below are AVX-512's; AVX2's were within noise of BLAS) for input sizes
+#: that fill whole 64-column blocks up to this many columns. Measured (2 threads, batch-major, ms, tiles /
 #: BLAS): (T, B, I, H) = (100, 32, 64, 64) 0.27 / 0.29, (150, 16, 256, 256) 2.78 / 2.90;
 #: with W_x^T packed in L1-sized tiles by both threads, (25, 64, 512, 512) 7.3 / 7.8 and
 #: (50, 64, 512, 512) 14.3 / 15.2 (8.18 / 7.94 with the earlier packing); but
@@ -208,9 +218,9 @@ MAX_TILED_INPUT_GRADIENT_TAIL = 32
 
 def tiles_take_input_gradient(n_rows, I, K):
     """Whether the input gradient of ``n_rows`` rows, ``I`` inputs, a sum over ``K``
-    (the gates) runs on the AVX-512 tiles (given float32 and AVX-512): whole 64-column
-    blocks and a tail of at most ``MAX_TILED_INPUT_GRADIENT_TAIL`` columns, up to
-    ``MAX_TILED_INPUT_GRADIENT``, in products of ``MIN_BLOCKED_MACS`` or more (below,
+    (the gates) runs on the fused kernels' tiles (given float32 and the fused kernels):
+    whole 64-column blocks and a tail of at most ``MAX_TILED_INPUT_GRADIENT_TAIL``
+    columns, up to ``MAX_TILED_INPUT_GRADIENT``, in products of ``MIN_BLOCKED_MACS`` or more (below,
     one BLAS call costs less than the packing and the parallel region: (T, B, I, H) =
     (100, 1, 32, 64) 17 us against 20)."""
     return (I <= MAX_TILED_INPUT_GRADIENT and I % 64 <= MAX_TILED_INPUT_GRADIENT_TAIL
@@ -220,7 +230,7 @@ def tiles_take_input_gradient(n_rows, I, K):
 def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
     """dL/dx = dz W_x^T for the rows (t * B + b) of ``dz2`` (T * B, 4H) that exist
     (``rows``, or all), in the caller's layout, (T, B, I) or (B, T, I), zero at the steps
-    past each end. On the AVX-512 tiles where :func:`tiles_take_input_gradient`: dz read
+    past each end. On the tiles where :func:`tiles_take_input_gradient`: dz read
     in place and each row written straight to its place (no gathered copy of dz, no
     scatter, no transposing copy); elsewhere one BLAS product over the gathered rows."""
     I = W_x.shape[0]

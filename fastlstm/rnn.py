@@ -178,7 +178,7 @@ def _under_one_blas_limit(fn):
     """Run ``fn`` with BLAS at one thread throughout: the kernels' and GEMMs' own limits
     nest in it for free (see :func:`fastlstm._threads.blas_threads`). For the backward,
     whose GEMMs follow each other; the forward limits only where it calls BLAS (its
-    fused AVX-512 path calls none)."""
+    fused path calls none)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with blas_threads(1):

@@ -11,7 +11,7 @@ Design (DESIGN.md section 5):
   on the thread count, every result is bit-identical for any thread count.
 * Inside a chunk the rows that still have a step ``t`` are a prefix (sorted by length), so
   the per-step product ``h W`` is one product on the first ``n_active`` rows and no padded
-  step is computed. It is the fused AVX-512 step of ``fused_step.h`` (float32 on CPUs
+  step is computed. It is the fused AVX-512 / AVX2 step of ``fused_step.h`` (float32 on CPUs
   that have it), else SciPy's BLAS (the Python wrapper limits it to one thread while
   these kernels run, so no multithreaded BLAS runs inside our parallel region).
 * The state of a chunk lives in small contiguous buffers (``h_loc``, ``c_loc``) that the
@@ -43,6 +43,11 @@ cdef extern from "small_gemm_avx2.h":
 
 cdef extern from "fused_step.h":
     int fl_have_avx512() noexcept nogil
+    int fl_best_fused_isa() noexcept nogil
+    void fl_set_fused_isa(int isa) noexcept nogil
+    enum: FL_ISA_NONE
+    enum: FL_ISA_AVX2
+    enum: FL_ISA_AVX512
     ctypedef struct fl_layout_f32:
         Py_ssize_t x_t, x_b
         float* h
@@ -73,6 +78,8 @@ cdef extern from "fused_step.h":
                              Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
     void fl_avx512_math_array(int which, Py_ssize_t n, const float* x,
                               float* y) noexcept nogil
+    void fl_avx2_math_array(int which, Py_ssize_t n, const float* x,
+                            float* y) noexcept nogil
     void fl_gemm_tn_f32(Py_ssize_t K, const int64_t* krows, Py_ssize_t n_seg,
                         const float* const* A, const Py_ssize_t* lda, const Py_ssize_t* M,
                         const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc,
@@ -125,21 +132,37 @@ cdef extern from "gate_math.h":
     void fl_tanhf_array(Py_ssize_t n, const float* x, float* y) noexcept nogil
 
 
-#: The AVX-512 kernels run where the CPU has AVX-512F, unless FASTLSTM_NO_AVX512=1 in the
-#: environment at import: then every product takes the BLAS path of CPUs without it (to
-#: measure that path or compare the two; the gate math's clone is still the CPU's).
-_FUSED_STEP = bool(fl_have_avx512()) and os.environ.get("FASTLSTM_NO_AVX512", "") != "1"
+def _choose_fused_isa():
+    """The fused kernels' instruction set for this process: the CPU's best
+    (fl_best_fused_isa), less by the environment at import: FASTLSTM_NO_AVX512=1 takes
+    AVX2 on an AVX-512 CPU (to measure or compare the kernels of CPUs without AVX-512 on
+    one machine), FASTLSTM_NO_FUSED=1 takes none (every product on the BLAS path)."""
+    cdef int isa = fl_best_fused_isa()
+    if isa == FL_ISA_AVX512 and os.environ.get("FASTLSTM_NO_AVX512", "") == "1":
+        isa = FL_ISA_AVX2
+    if os.environ.get("FASTLSTM_NO_FUSED", "") == "1":
+        isa = FL_ISA_NONE
+    return isa
 
 
-#: The BLAS path's per-step products of 2 .. FL_SMALL_GEMM_MAX_ROWS rows run on
-#: small_gemm_avx2.h on CPUs with AVX2 and FMA but without AVX-512 (or with it switched
-#: off by FASTLSTM_NO_AVX512=1), where OpenBLAS's sgemm packs all of W_h for each of them.
+cdef int _FUSED_ISA = _choose_fused_isa()
+fl_set_fused_isa(_FUSED_ISA)
+#: The fused float32 LSTM kernels (fused_step.h) run here, on AVX-512 or AVX2 + FMA.
+_FUSED_STEP = _FUSED_ISA != FL_ISA_NONE
+
+
+#: The BLAS path's per-step products of 2 .. FL_SMALL_GEMM_MAX_ROWS rows (the basic RNN,
+#: and every float32 product where FASTLSTM_NO_FUSED=1) run on small_gemm_avx2.h on CPUs
+#: with AVX2 and FMA but without AVX-512 (or with it switched off by FASTLSTM_NO_AVX512=1),
+#: where OpenBLAS's sgemm packs all of W_h for each of them.
 #: Measured (2 threads, ms, BLAS / small GEMM) with OpenBLAS's Haswell kernels: (8, 100,
 #: 64, 128) inference 2.94 / 1.12, training 6.97 / 5.06, (4, ...) 2.68 / 1.08, basic RNN
 #: (8, 100, 64, 128) 0.93 / 0.36, (32, 100, 64, 64) 2.00 / 1.59, larger batches 0.99-1.11x;
 #: but OpenBLAS's SkylakeX kernels beat it (0.75 / 1.37 at (8, 100, 64, 128)): not on
 #: AVX-512 CPUs. FASTLSTM_NO_SMALL_GEMM=1 at import leaves every product to BLAS.
-cdef bint _SMALL_GEMM = (bool(fl_have_avx2_fma()) and not _FUSED_STEP
+cdef bint _AVX512_IN_USE = (bool(fl_have_avx512())
+                           and os.environ.get("FASTLSTM_NO_AVX512", "") != "1")
+cdef bint _SMALL_GEMM = (bool(fl_have_avx2_fma()) and not _AVX512_IN_USE
                          and os.environ.get("FASTLSTM_NO_SMALL_GEMM", "") != "1")
 
 
@@ -149,9 +172,15 @@ def small_gemm_enabled():
 
 
 def have_fused_step():
-    """True when the fused AVX-512 float32 kernels run here (fused_step.h): the CPU has
-    AVX-512F and FASTLSTM_NO_AVX512=1 was not set at import."""
+    """True when the fused float32 kernels run here (fused_step.h): the CPU has AVX-512F,
+    or AVX2 and FMA, and FASTLSTM_NO_FUSED=1 was not set at import."""
     return _FUSED_STEP
+
+
+def fused_isa():
+    """The fused kernels' instruction set here: ``"avx512"``, ``"avx2"`` or ``None``
+    (the BLAS path)."""
+    return {FL_ISA_AVX512: "avx512", FL_ISA_AVX2: "avx2"}.get(_FUSED_ISA)
 
 
 #: Packed weights of at least this many bytes are packed by all threads (row ranges):
@@ -221,12 +250,13 @@ def gemm_rows_wt(const float[:, :] a, const float[:, :, ::1] wt_packed, Py_ssize
                  const int64_t[::1] rows=None, int n_threads=1):
     """Rows of ``a @ W.T`` (``W`` (n, K) packed by :func:`pack_fused_t`) written to
     ``out[out_offsets[m]:][:n]``: row m from ``a``'s row ``rows[m]`` (or m), for m over
-    ``out_offsets``; AVX-512 tiles (where :func:`have_fused_step`), the rows dealt to the
-    OpenMP threads, each element one in-order sum over K: the same bits for any count."""
+    ``out_offsets``; the fused kernels' tiles (where :func:`have_fused_step`), the rows
+    dealt to the OpenMP threads, each element one in-order sum over K: the same bits for
+    any count."""
     cdef Py_ssize_t m = out_offsets.shape[0], K = a.shape[1], k, per, lo, hi
     cdef Py_ssize_t n_blocks = (n + 63) // 64
-    if not fl_have_avx512():
-        raise RuntimeError("this CPU has no AVX-512: use the BLAS blocks")
+    if not _FUSED_STEP:
+        raise RuntimeError("the fused kernels do not run here: use the BLAS blocks")
     if wt_packed.shape[0] != n_blocks or wt_packed.shape[1] != K or wt_packed.shape[2] != 64:
         raise ValueError("wt_packed must be W (n, K) packed by pack_fused_t")
     if K > 1 and a.strides[1] != sizeof(float):
@@ -397,17 +427,23 @@ def expf_array(const float[::1] x):
     return out
 
 
-def avx512_math_array(str name, const float[::1] x):
-    """The fused step's AVX-512 float32 ``"exp"``, ``"tanh"`` or ``"sigmoid"``
-    (gate_math_avx512.h), elementwise (for the accuracy test); this CPU must have
-    AVX-512 (:func:`have_fused_step`)."""
+def fused_math_array(str isa, str name, const float[::1] x):
+    """The fused step's float32 ``"exp"``, ``"tanh"`` or ``"sigmoid"`` of instruction set
+    ``isa`` (``"avx512"``: gate_math_avx512.h, ``"avx2"``: gate_math_avx2.h), elementwise
+    (for the accuracy tests); this CPU must have that instruction set."""
     cdef int which = ("exp", "tanh", "sigmoid").index(name)
-    if not fl_have_avx512():
-        raise RuntimeError("this CPU has no AVX-512: the fused step's math does not run")
+    cdef int best = fl_best_fused_isa()
+    if isa not in ("avx512", "avx2"):
+        raise ValueError(f"isa must be 'avx512' or 'avx2', got {isa!r}")
+    if best < (FL_ISA_AVX512 if isa == "avx512" else FL_ISA_AVX2):
+        raise RuntimeError(f"this CPU has no {isa}: the fused step's math does not run")
     out = np.empty(x.shape[0], np.float32)
     cdef float[::1] y = out
     if x.shape[0]:
-        fl_avx512_math_array(which, x.shape[0], &x[0], &y[0])
+        if isa == "avx512":
+            fl_avx512_math_array(which, x.shape[0], &x[0], &y[0])
+        else:
+            fl_avx2_math_array(which, x.shape[0], &x[0], &y[0])
     return out
 
 
@@ -606,7 +642,7 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
                                     use_peep, clip, &d_out[do], &dh_loc[r * H],
                                     &dc_loc[r * H], &dz_loc[r * G], &dz[xo])
         if floating is float:
-            if WT_fused != NULL:           # packed AVX-512 product (fused_step.h)
+            if WT_fused != NULL:           # packed-tile product (fused_step.h)
                 fl_gemm_dz_wt_f32(n_active, H, dz_loc, WT_fused, dh_loc, 0, (H + 63) // 64)
                 continue
         if W_t != NULL:                    # dz (rows, 4H) @ W.T held as (4H, H)
@@ -670,7 +706,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     """LSTM recurrence; see ``fastlstm.reference.lstm_forward``.
 
     ``W_fused``: ``W`` packed by ``fastlstm.backends._chunking.pack_fused`` to run the
-    fused AVX-512 step (float32 only, where :func:`have_fused_step`); None: BLAS.
+    fused step (float32 only, where :func:`have_fused_step`); None: BLAS.
     ``x`` (T, B, I) and ``bias`` (4H) with ``W_fused`` packed from ``[W_x; W_h]``: the
     fused step computes ``z = [x_t, h] [W_x; W_h] + bias`` itself and ``xproj`` is not
     read (it may be empty); ``x`` may be strided in T and B (a transposed view of
@@ -683,7 +719,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     ``unit_slices`` > 0 (fused path only): the whole batch in one loop with the hidden
     units split into that many slices of 16-unit groups, one barrier per step, instead
     of batch chunks (``chunk_rows`` unused).
-    ``pack_into`` (instead of ``W_fused``; float32, AVX-512) with ``pack_wh`` (W_h) and,
+    ``pack_into`` (instead of ``W_fused``; float32, fused kernels) with ``pack_wh`` (W_h) and,
     with ``x``, ``pack_wx`` (W_x): the threads pack the weights themselves, each what it
     reads: with ``unit_slices``, the groups of its slices into ``pack_into`` ((H + 15) //
     16 rows of (I + H) * 64); in batch chunks, a whole copy of its own (copy k: rows
@@ -703,7 +739,7 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     cdef bint fused_given = W_fused is not None or pack_into is not None
     if x is not None:
         if not fused_given or floating is not float or bias is None:
-            raise ValueError("x needs W_fused (float32, AVX-512) and bias")
+            raise ValueError("x needs W_fused (float32, fused kernels) and bias")
         I = x.shape[2]
         if x.shape[0] != T or x.shape[1] != B or bias.shape[0] != 4 * H:
             raise ValueError("x must be (T, B, I) and bias (4H,)")
@@ -835,7 +871,7 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
 
     ``d_outputs`` (T, B, H) may be strided in T and B (a transposed view of batch-major
     gradients), not in H. ``WT_fused``: ``W.T`` packed by
-    ``fastlstm.backends._chunking.pack_fused_t`` for the AVX-512 float32 product (where
+    ``fastlstm.backends._chunking.pack_fused_t`` for the fused float32 product (where
     :func:`have_fused_step`); None: BLAS. ``W_t``: ``W.T`` (4H, H), C-contiguous, for the
     BLAS path: its per-step product then has an untransposed B, which the few-row
     kernel of small_gemm_avx2.h takes (see :func:`small_gemm_enabled`).
@@ -879,14 +915,14 @@ def gemm_tn_tiles(segments, const float[:, :] b, float[:, ::1] out, int n_thread
                   const int64_t[::1] rows=None):
     """``out (M, N) = a.T @ b`` for ``a`` = the column-wise concatenation of
     ``segments`` (an array or a sequence of arrays, each (K, M_s), with M the sum of the
-    M_s) and ``b`` (K, N) with contiguous rows, N a multiple of 64, by the AVX-512 tiles
+    M_s) and ``b`` (K, N) with contiguous rows, N a multiple of 64, by the register tiles
     of fused_step.h (where :func:`have_fused_step`). A segment's rows may be any distance
     apart, 0 included (``np.broadcast_to(ones, (K, 1))``: the bias gradient's column
     sums). ``rows``: sum over these rows of ``a`` and ``b`` only (no gathered copies).
     64-column blocks of ``out`` are dealt to the OpenMP threads; each element is one sum
     in fixed pieces, so any thread count gives the same bits."""
-    if not fl_have_avx512():
-        raise RuntimeError("this CPU has no AVX-512: use the BLAS blocks")
+    if not _FUSED_STEP:
+        raise RuntimeError("the fused kernels do not run here: use the BLAS blocks")
     if not isinstance(segments, (list, tuple)):
         segments = [segments]
     cdef Py_ssize_t K = b.shape[0], N = b.shape[1], n_seg = len(segments), s, M = 0
@@ -1108,7 +1144,7 @@ cdef void _lstm_backward_units_thread(
         floating* dh, floating* dc, floating* dz, floating* dh_loc, floating* dc_loc,
         floating* dz_buf, const floating* WT_fused, const floating* W_t,
         fastlstm_spin_barrier* barrier) noexcept nogil:
-    # WT_fused != NULL (float32, AVX-512): the slice's dz W_h^T by the packed tiles of
+    # WT_fused != NULL (float32, fused kernels): the slice's dz W_h^T by the packed tiles of
     # fused_step.h (slices are whole 64-unit blocks then), else one BLAS call per slice.
     cdef int tid = threadid(), n_threads = fastlstm_num_threads()
     cdef Py_ssize_t s, r, t, b, u, u0, n, xo, so, do, G = 4 * H
@@ -1182,7 +1218,7 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
     """Backward with the hidden units split over threads; as
     ``fastlstm.reference.lstm_backward``.
 
-    ``d_outputs`` as in :func:`lstm_backward`. ``WT_fused`` (float32, AVX-512): ``W.T``
+    ``d_outputs`` as in :func:`lstm_backward`. ``WT_fused`` (float32, fused kernels): ``W.T``
     packed by ``pack_fused_t`` for the products; ``width`` must then be a multiple of 64
     (whole packed blocks per slice). ``W_t``: as in :func:`lstm_backward`.
     """

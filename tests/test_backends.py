@@ -564,7 +564,7 @@ def test_blas_thread_limit_is_restored_after_calls_and_errors():
                          ids=["chunks", "unit_split", "one_row", "one_row_unit_split"])
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
 def test_float32_blas_path_of_cpus_without_avx512(cell_name, shape, monkeypatch):
-    """On a CPU without AVX-512 float32 LSTMs take the BLAS path (per-step sgemm, or sgemv
+    """On a CPU without AVX2 float32 LSTMs take the BLAS path (per-step sgemm, or sgemv
     for a single row; batch chunks or the BLAS hidden-unit split): forced here, it equals
     the reference too."""
     from fastlstm.backends import cython_backend as cb
@@ -575,20 +575,22 @@ def test_float32_blas_path_of_cpus_without_avx512(cell_name, shape, monkeypatch)
 
 
 def test_fastlstm_no_avx512_switches_the_avx512_kernels_off():
-    """FASTLSTM_NO_AVX512=1 at import: every float32 product takes the BLAS path (for
-    measuring CPUs without AVX-512 here), and the results still match the reference."""
+    """FASTLSTM_NO_AVX512=1 at import: the fused kernels of CPUs without AVX-512 run
+    (AVX2; for measuring those CPUs here), and the results still match the reference."""
     import subprocess
     import sys
     code = (
         "import numpy as np, fastlstm as fl\n"
         "from fastlstm import _recurrent\n"
-        "from fastlstm.backends import cython_backend as cb\n"
-        "assert not _recurrent.have_fused_step() and not cb.FUSED_STEP\n"
+        "assert _recurrent.fused_isa() == 'avx2', _recurrent.fused_isa()\n"
         "cell = fl.BasicLSTMCell(40, 28, random_state=0)\n"
         "x = np.random.default_rng(0).standard_normal((5, 6, 28)).astype(np.float32)\n"
         "got = fl.dynamic_rnn(cell, x, backend='cython')[0]\n"
         "want = fl.dynamic_rnn(cell, x, backend='numpy')[0]\n"
         "np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)\n")
+    from fastlstm import _recurrent
+    if _recurrent.fused_isa() != "avx512":
+        pytest.skip("switches AVX-512 off on a CPU that has it")
     env = dict(os.environ, FASTLSTM_NO_AVX512="1")
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=120)
@@ -616,17 +618,18 @@ print("small gemm OK", n)
 
 def test_the_small_gemm_of_cpus_without_avx512_matches_the_reference():
     """On CPUs with AVX2 but not AVX-512, the BLAS path's products of 2-16 rows run on
-    small_gemm_avx2.h (FASTLSTM_NO_AVX512=1 turns it on here): outputs, states and every
+    small_gemm_avx2.h (the basic RNN's; the LSTMs' too where FASTLSTM_NO_FUSED=1;
+    FASTLSTM_NO_AVX512=1 turns it on here): outputs, states and every
     gradient match the reference, for row counts that pair up, leave an odd last row,
     or exceed the kernel's 16 (variable lengths: the active rows shrink step by step)."""
     import pathlib
     import subprocess
     import sys
     from fastlstm import _recurrent
-    if not _recurrent.have_fused_step():
-        pytest.skip("checks the AVX2 kernel on an AVX-512 CPU, where it is off by default")
+    if _recurrent.fused_isa() is None:
+        pytest.skip("this CPU has no AVX2 (or FASTLSTM_NO_FUSED=1 hides what it has)")
     tests = pathlib.Path(__file__).resolve().parent
-    env = dict(os.environ, FASTLSTM_NO_AVX512="1")
+    env = dict(os.environ, FASTLSTM_NO_AVX512="1", FASTLSTM_NO_FUSED="1")
     run = subprocess.run([sys.executable, "-c", SMALL_GEMM_CHECK, str(tests)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -1,5 +1,5 @@
 """The Cython kernels' float32 exp / tanh / sigmoid (src_cy/gate_math.h and, for the fused
-AVX-512 step, src_cy/gate_math_avx512.h) against float64 libm."""
+step, src_cy/gate_math_avx512.h and src_cy/gate_math_avx2.h) against float64 libm."""
 
 import numpy as np
 import pytest
@@ -36,31 +36,43 @@ def test_saturation_and_nan():
     assert np.isnan(_recurrent.expf_array(np.array([np.nan], np.float32))[0])
 
 
-# The fused AVX-512 step computes the gates with intrinsics (src_cy/gate_math_avx512.h):
-# the same formulas, so the same accuracy, and the same values as the portable functions.
-needs_avx512 = pytest.mark.skipif(not _recurrent.have_fused_step(),
-                                  reason="this CPU has no AVX-512 (the portable math runs)")
+# The fused step computes the gates with intrinsics: AVX-512 (src_cy/gate_math_avx512.h)
+# or AVX2 (src_cy/gate_math_avx2.h) on CPUs without it. The same formulas, so the same
+# accuracy and the same values as the portable functions, and the same bits as each other.
+def _cpu_has(isa):
+    try:
+        _recurrent.fused_math_array(isa, "exp", np.zeros(1, np.float32))
+    except RuntimeError:
+        return False
+    return True
 
 
-def _avx512(name):
-    return lambda x: _recurrent.avx512_math_array(name, x)
+ISAS = [pytest.param(isa, marks=pytest.mark.skipif(not _cpu_has(isa),
+                                                   reason=f"this CPU has no {isa}"))
+        for isa in ("avx512", "avx2")]
+
+
+def _fused(isa, name):
+    return lambda x: _recurrent.fused_math_array(isa, name, x)
 
 
 def _sigmoid64(x):
     return 1 / (1 + np.exp(-x))
 
 
-@needs_avx512
+EXP_X = np.linspace(-87, 88, 2_000_001, dtype=np.float32)
+TANH_X = np.concatenate([np.linspace(-12, 12, 2_000_001, dtype=np.float32),
+                         np.float32(10.0) ** -np.arange(1, 38, dtype=np.float32)])
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name, portable, exact, x, bound", [
-    ("exp", _recurrent.expf_array, np.exp,
-     np.linspace(-87, 88, 2_000_001, dtype=np.float32), 2.0),
-    ("tanh", _recurrent.tanhf_array, np.tanh,
-     np.concatenate([np.linspace(-12, 12, 2_000_001, dtype=np.float32),
-                     np.float32(10.0) ** -np.arange(1, 38, dtype=np.float32)]), 3.0),
+    ("exp", _recurrent.expf_array, np.exp, EXP_X, 2.0),
+    ("tanh", _recurrent.tanhf_array, np.tanh, TANH_X, 3.0),
 ])
-def test_avx512_math_is_as_accurate_and_agrees_with_the_portable_one(name, portable,
-                                                                      exact, x, bound):
-    fast = _avx512(name)
+def test_fused_math_is_as_accurate_and_agrees_with_the_portable_one(isa, name, portable,
+                                                                     exact, x, bound):
+    fast = _fused(isa, name)
     assert max_ulp_error(fast, exact, x) < bound
     # same formulas and contractions: at most the last bit apart, almost always equal
     got, ref = fast(x), portable(x)
@@ -68,23 +80,41 @@ def test_avx512_math_is_as_accurate_and_agrees_with_the_portable_one(name, porta
     assert apart.max() <= 1 and np.mean(apart == 0) > 0.999
 
 
-@needs_avx512
-def test_avx512_sigmoid_is_accurate_and_saturates():
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_sigmoid_is_accurate_and_saturates(isa):
     x = np.linspace(-80, 80, 2_000_001, dtype=np.float32)
-    assert max_ulp_error(_avx512("sigmoid"), _sigmoid64, x) < 3.0
-    ends = _recurrent.avx512_math_array(
-        "sigmoid", np.array([-np.inf, -1e30, 0, 1e30, np.inf], np.float32))
+    assert max_ulp_error(_fused(isa, "sigmoid"), _sigmoid64, x) < 3.0
+    ends = _fused(isa, "sigmoid")(
+        np.array([-np.inf, -1e30, 0, 1e30, np.inf], np.float32))
     assert np.all((ends[:2] >= 0) & (ends[:2] < 1e-37))     # e^-88: not below zero
     assert ends[2] == 0.5 and ends[3] == ends[4] == 1
 
 
-@needs_avx512
-def test_avx512_saturation_and_nan_and_partial_vectors():
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_saturation_and_nan_and_partial_vectors(isa):
     big = np.array([100, 1e30, np.inf, -100, -1e30, -np.inf], np.float32)
-    np.testing.assert_array_equal(_avx512("tanh")(big), [1, 1, 1, -1, -1, -1])
-    e = _avx512("exp")(big)
+    np.testing.assert_array_equal(_fused(isa, "tanh")(big), [1, 1, 1, -1, -1, -1])
+    e = _fused(isa, "exp")(big)
     assert np.all(np.isfinite(e)) and np.all(e[:3] > 1e38) and np.all(e[3:] < 2e-38)
     for name in ("exp", "tanh", "sigmoid"):
-        assert np.isnan(_avx512(name)(np.array([np.nan], np.float32))[0])
+        assert np.isnan(_fused(isa, name)(np.array([np.nan], np.float32))[0])
         x = np.linspace(-3, 3, 37, dtype=np.float32)       # 16 + 16 + 5 (masked tail)
-        np.testing.assert_array_equal(_avx512(name)(x)[32:], _avx512(name)(x[32:]))
+        np.testing.assert_array_equal(_fused(isa, name)(x)[32:], _fused(isa, name)(x[32:]))
+
+
+@pytest.mark.skipif(not (_cpu_has("avx512") and _cpu_has("avx2")),
+                    reason="needs a CPU with both AVX-512 and AVX2")
+@pytest.mark.parametrize("name, x", [("exp", EXP_X), ("tanh", TANH_X),
+                                     ("sigmoid", np.linspace(-90, 90, 2_000_001,
+                                                             dtype=np.float32))])
+def test_avx2_math_gives_the_avx512_bits(name, x):
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1e30, -1e30],
+                       np.float32)
+    x = np.concatenate([x, special])
+    np.testing.assert_array_equal(_fused("avx2", name)(x).view(np.int32),
+                                  _fused("avx512", name)(x).view(np.int32))
+
+
+def test_fused_math_array_rejects_an_unknown_isa():
+    with pytest.raises(ValueError, match="isa must be"):
+        _recurrent.fused_math_array("sse2", "exp", np.zeros(1, np.float32))

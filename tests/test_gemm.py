@@ -1,13 +1,21 @@
 """The GEMMs outside the recurrence (fastlstm/_gemm.py): right, and the same bits for any
-thread count, on BLAS blocks and on the AVX-512 tiles of the weight gradients."""
+thread count, on BLAS blocks and on the fused kernels' tiles of the weight gradients
+(AVX-512's, or AVX2's: the library routes the weight gradients to the tiles on AVX-512
+only, _gemm.WEIGHT_GRADIENT_TILE_ISAS; the routing tests widen it to this CPU's ISA)."""
 
 import numpy as np
 import pytest
 
 from fastlstm import _gemm, _recurrent
 
-needs_avx512 = pytest.mark.skipif(not _recurrent.have_fused_step(),
-                                  reason="this CPU has no AVX-512 (the BLAS blocks run)")
+needs_tiles = pytest.mark.skipif(not _recurrent.have_fused_step(),
+                                  reason="this CPU has no fused kernels (the BLAS blocks run)")
+
+
+@pytest.fixture
+def tiles_route(monkeypatch):
+    """The weight gradients on this CPU's tiles, whichever ISA they are."""
+    monkeypatch.setattr(_gemm, "WEIGHT_GRADIENT_TILE_ISAS", (_recurrent.fused_isa(),))
 
 
 def _operands(K, M, N, seed, lda=None):
@@ -17,7 +25,7 @@ def _operands(K, M, N, seed, lda=None):
     return a, b
 
 
-@needs_avx512
+@needs_tiles
 @pytest.mark.parametrize("K, M, N, lda", [
     (3584, 157, 512, None),     # the seed's [x, h, 1]^T dz
     (1, 1, 64, None), (127, 2, 128, None), (129, 3, 64, None), (300, 5, 192, None),
@@ -38,8 +46,8 @@ def test_weight_gradient_tiles_match_float64_and_any_thread_count(K, M, N, lda):
     assert np.abs(runs[0] - exact).max() <= 4 * blas_err + 1e-6 * np.sqrt(K)
 
 
-@needs_avx512
-def test_weight_gradient_tiles_are_what_matmul_tn_runs():
+@needs_tiles
+def test_weight_gradient_tiles_are_what_matmul_tn_runs(tiles_route):
     a, b = _operands(3584, 157, 512, seed=1)
     want = np.empty((157, 512), np.float32)
     _recurrent.gemm_tn_tiles(a, b, want, 2)
@@ -47,8 +55,8 @@ def test_weight_gradient_tiles_are_what_matmul_tn_runs():
     np.testing.assert_array_equal(_gemm.matmul_tn(np.ascontiguousarray(a), b, 1), want)
 
 
-@needs_avx512
-def test_weight_gradient_tiles_take_the_parts_of_x_h_1_as_they_are():
+@needs_tiles
+def test_weight_gradient_tiles_take_the_parts_of_x_h_1_as_they_are(tiles_route):
     """[x, h, 1]^T dz from the parts (a column of ones as a broadcast view, rows 0 apart)
     gives the bits of the product over the concatenated copy."""
     rng = np.random.default_rng(3)
@@ -66,8 +74,8 @@ def test_weight_gradient_tiles_take_the_parts_of_x_h_1_as_they_are():
                                   whole)
 
 
-@needs_avx512
-def test_weight_gradient_tiles_sum_over_chosen_rows_as_over_gathered_ones():
+@needs_tiles
+def test_weight_gradient_tiles_sum_over_chosen_rows_as_over_gathered_ones(tiles_route):
     """The steps that exist of a variable-length batch: rows chosen by index give the
     bits of the product over the gathered copies; out-of-range rows are refused."""
     rng = np.random.default_rng(5)
@@ -109,7 +117,7 @@ def test_stacked_products_on_blas_match_float64(merge, monkeypatch):
     np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
 
 
-@needs_avx512
+@needs_tiles
 def test_weight_gradient_tiles_refuse_what_they_cannot_do():
     a, b = _operands(10, 4, 96, seed=2)
     with pytest.raises(ValueError, match="N % 64"):
@@ -137,7 +145,7 @@ def test_products_match_float64_and_any_thread_count(K, M, N):
                                    err_msg=fn.__name__)
 
 
-@needs_avx512
+@needs_tiles
 @pytest.mark.parametrize("I", [128, 96, 28, 12])
 @pytest.mark.parametrize("time_major", [False, True])
 @pytest.mark.parametrize("varlen", [False, True])
@@ -167,7 +175,7 @@ def test_input_gradient_tiles_match_blas_and_any_thread_count(I, time_major, var
     np.testing.assert_array_equal(got[0] == 0, want == 0)
 
 
-@needs_avx512
+@needs_tiles
 @pytest.mark.parametrize("n", [12, 16, 28, 32, 96, 100])
 def test_narrow_tiles_give_the_bits_of_the_wide_tile(n):
     """A last block of 32 or fewer columns runs on the 8-row narrow tile; each element is
@@ -193,7 +201,7 @@ def test_narrow_tiles_give_the_bits_of_the_wide_tile(n):
         np.testing.assert_allclose(got.reshape(m, n), a[rows] @ W.T, rtol=1e-4, atol=1e-4)
 
 
-@needs_avx512
+@needs_tiles
 def test_input_gradient_rows_refuse_what_they_cannot_do():
     a = np.ones((8, 64), np.float32)
     packed = _recurrent.pack_fused_t(np.ones((64, 64), np.float32))

@@ -8,7 +8,7 @@ Optionally, a backend that can compute the input projection inside its LSTM recu
 exposes ``fuses_input(dtype, batch_size, input_size, num_units)`` and
 ``lstm_forward_input(x, W_x, bias, W, ...)`` (the rest as ``lstm_forward``);
 :func:`fastlstm.dynamic_rnn` then skips its own ``x W_x + b`` GEMM where ``fuses_input``
-says so (the Cython backend's fused AVX-512 path).
+says so (the Cython backend's fused path).
 
 A backend whose ``lstm_backward`` reads ``d_outputs`` with any strides along time and
 batch (the last axis contiguous) sets ``LSTM_BACKWARD_STRIDED_D_OUTPUTS = True``:

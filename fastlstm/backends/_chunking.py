@@ -14,7 +14,7 @@ import numpy as np
 
 from .._threads import default_num_threads
 
-#: Rows per chunk at least, on the BLAS path (no AVX-512, or float64): each chunk's step
+#: Rows per chunk at least, on the BLAS path (no AVX2, or float64): each chunk's step
 #: is one GEMM, which packs all of W_h per call, so more chunks pack it more often. But
 #: 4-row chunks beat one 8-row chunk where the hidden units cannot split instead:
 #: measured (2 threads, OpenBLAS's SkylakeX / Haswell kernels, ms, 8 / 4): (8, 100, 64,
@@ -32,7 +32,7 @@ MIN_CHUNK_ROWS = 4
 #: 51 and 87 / 119, but (12, 100, 64, 256) training 19.0 / 18.0; float64 within 4%.
 MAX_BATCH_UNIT_SPLIT = 32
 
-#: The fused AVX-512 float32 LSTM kernels (src_cy/fused_step.h) pack W_h once per call and
+#: The fused float32 LSTM kernels (src_cy/fused_step.h; AVX-512 or AVX2) pack W_h once per call and
 #: compute 4-row register tiles, so chunks pay off down to one tile. Measured (2 cores,
 #: torch time / fastlstm time, inference / training): (8, 100, 64, 128) 0.68 / 0.85 with
 #: one 8-row chunk (one core idle), 0.93 / 1.19 with two 4-row chunks.
@@ -62,7 +62,7 @@ def n_chunks(batch_size, fused=False, cores=None):
 #: than narrow slices save.
 MIN_UNITS_PER_SLICE = 128
 
-#: The fused backward (AVX-512, slices of whole 64-unit blocks) splits from one block per
+#: The fused backward (slices of whole 64-unit blocks) splits from one block per
 #: core when the batch has several sequences, and from more than 128 units when it has
 #: one. Measured with the spin barrier (2 threads, backward ms, one thread / split, medians
 #: of 3): (2, 100, 32, 128) 0.43 / 0.35, (4, 100, 64, 128) 0.60 / 0.52, (1, 100, 64, 192)
@@ -110,7 +110,7 @@ def pack_unit_slices(W, n_slices, width):
 
 
 def pack_fused(W):
-    """``W`` (K, 4H) float32 -> (ceil(H/16), K * 64) for the fused AVX-512 step.
+    """``W`` (K, 4H) float32 -> (ceil(H/16), K * 64) for the fused step.
 
     Group g holds K rows of 64 floats: the i, j, f, o columns of units 16g .. 16g + 15
     (zero columns past H). ``W`` is ``W_h`` (K = H), or ``[W_x; W_h]`` (K = I + H) when

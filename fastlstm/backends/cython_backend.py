@@ -1,12 +1,12 @@
 """The ``"cython"`` backend: OpenMP kernels compiled from ``src_cy/_recurrent.pyx``.
 
-Two paths. On CPUs with AVX-512, float32 LSTMs run the fused step of
+Two paths. On CPUs with AVX-512 or AVX2 + FMA, float32 LSTMs run the fused step of
 ``src_cy/fused_step.h`` (packed weights, register tiles, gate math in L1; no BLAS), which
 can also compute the input projection itself (``fuses_input``, ``lstm_forward_input``)
 and write inference outputs straight into the caller's layout (``lstm_infer_input``).
-Everything else (float64, the basic RNN, CPUs without AVX-512) calls SciPy's BLAS for
-the per-step product from inside the kernels' parallel region, so those calls limit
-BLAS to one thread for their duration.
+Everything else (float64, the basic RNN, CPUs without AVX2, FASTLSTM_NO_FUSED=1) calls
+SciPy's BLAS for the per-step product from inside the kernels' parallel region, so those
+calls limit BLAS to one thread for their duration.
 """
 
 import time
@@ -22,7 +22,7 @@ from ._split_tuner import SplitTuner
 NAME = "cython"
 openmp_enabled = _recurrent.openmp_enabled
 swap_leading_axes = _recurrent.swap_leading_axes
-#: The fused AVX-512 float32 LSTM step runs on this CPU (src_cy/fused_step.h).
+#: The fused float32 LSTM step runs on this CPU (src_cy/fused_step.h; AVX-512 or AVX2).
 FUSED_STEP = _recurrent.have_fused_step()
 #: lstm_backward reads d_outputs through their strides: no transposing copy of batch-major
 #: gradients (1.8 MB read and written per backward at the seed's size).
@@ -214,7 +214,7 @@ MIN_BATCH_FUSED_WIDE_INPUT = 8
 
 
 def fuses_input(dtype, batch_size, input_size, num_units):
-    """True when :func:`lstm_forward_input` runs these sizes: float32 on the fused AVX-512
+    """True when :func:`lstm_forward_input` runs these sizes: float32 on the fused
     path with ``input_size + num_units`` at most ``MAX_FUSED_INPUT_WIDTH`` and, for a
     batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2``."""
     return (FUSED_STEP and np.dtype(dtype) == np.float32
@@ -331,7 +331,7 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
 
 def _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
                     d_outputs, dh, dc, dz, n_threads):
-    """The AVX-512 float32 backward (no BLAS): batch chunks, or the hidden units split in
+    """The fused float32 backward (no BLAS): batch chunks, or the hidden units split in
     slices of whole 64-unit blocks of the packed W_h^T; a batch of one chunk with
     weights under ``UNIT_SPLIT_MIN_WEIGHT_BYTES`` may take the tuner's choice between the
     two (:func:`_run_tuned`)."""

@@ -1,0 +1,206 @@
+/* The fused kernels' loops, written once for both ISAs: fused_step.h includes this file
+ * twice, with FL_ISA(name) = name##_avx512 and FL_ISA_TARGET the AVX-512 target, then
+ * with name##_avx2 and AVX2 + FMA, so each copy inlines its own ISA's register tiles
+ * (fused_tiles_avx512.h, fused_tiles_avx2.h: the same contracts) and is compiled for it.
+ * No include guard: included once per ISA on purpose. The public names (fused_step.h)
+ * call one copy or the other by the ISA chosen at import. */
+
+/* x == NULL: z = xproj[t, b] + h W_h (xproj = x W_x + b from a GEMM before the loop).
+ * x != NULL: z = [x_t, h] [W_x; W_h] + b in one sum, W_x packed above W_h in Wp (group g:
+ * I + H rows), and xproj is not read (the input projection needs no pass of its own). */
+FL_ISA_TARGET
+static void FL_ISA(fl_lstm_fwd_fused_f32)(
+        ptrdiff_t n_rows, ptrdiff_t H, const float* restrict h_old,
+        const float* restrict Wp, const int64_t* restrict rows, ptrdiff_t B, ptrdiff_t t,
+        const float* restrict xproj, ptrdiff_t I, const float* restrict x,
+        const float* restrict bias, const float* restrict peep, int use_peep,
+        float forget_bias, float clip, float* restrict c_loc, float* restrict h_new,
+        float* restrict acts, float* restrict act_tmp, const fl_layout_f32* out,
+        float* restrict c_unclipped, ptrdiff_t g_lo, ptrdiff_t g_hi) {
+    /* groups g_lo .. g_hi - 1 only (units 16 g_lo .. 16 g_hi - 1): the whole step is
+     * 0 .. ceil(H / 16); the hidden-unit split gives each thread its own range */
+    float ztile[4][64] __attribute__((aligned(64)));
+    const ptrdiff_t G = 4 * H, KX = x ? I : 0;
+    if (n_rows == 1) {                           /* up to four groups at once: fl_row_blocks */
+        const ptrdiff_t b = rows[0];
+        for (ptrdiff_t g0 = g_lo; g0 < g_hi; g0 += 4) {
+            const ptrdiff_t nb = g_hi - g0 < 4 ? g_hi - g0 : 4;
+            if (!x)
+                for (ptrdiff_t j = 0; j < nb; j++)
+                    fl_prefetch_gates(xproj + (t * B + b) * G + 16 * (g0 + j), H);
+            FL_ISA(fl_row_blocks)(KX, x ? x + t * out->x_t + b * out->x_b : NULL, H, h_old,
+                           Wp + g0 * (KX + H) * 64, (KX + H) * 64, nb, ztile);
+            for (ptrdiff_t j = 0; j < nb; j++) {
+                const ptrdiff_t u0 = 16 * (g0 + j), n = H - u0 < 16 ? H - u0 : 16;
+                const ptrdiff_t xo = (t * B + b) * G + u0;
+                FL_ISA(fl_fused_gates)(n, H, x ? bias + u0 : xproj + xo, ztile[j],
+                                    peep + u0, use_peep, forget_bias, clip, c_loc + u0,
+                                    h_new + u0, acts ? acts + xo : act_tmp + u0,
+                                    out->c + t * out->c_t + b * out->c_b + u0,
+                                    out->h + t * out->h_t + b * out->h_b + u0,
+                                    clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
+            }
+        }
+        return;
+    }
+    for (ptrdiff_t g = g_lo; g < g_hi; g++) {
+        const float* Wg = Wp + g * (KX + H) * 64;
+        const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
+        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
+            const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
+            const float* xr[4] = {NULL, NULL, NULL, NULL};
+            if (x)
+                for (int i = 0; i < 4; i++)
+                    xr[i] = x + t * out->x_t + rows[r0 + (i < nr ? i : nr - 1)] * out->x_b;
+            else
+                for (ptrdiff_t i = 0; i < nr; i++)
+                    fl_prefetch_gates(xproj + (t * B + rows[r0 + i]) * G + u0, H);
+            FL_ISA(fl_tile_4x64)(KX, xr[0], xr[1], xr[2], xr[3],
+                         H, fl_tile_row(h_old, H, r0, nr, 0), fl_tile_row(h_old, H, r0, nr, 1),
+                         fl_tile_row(h_old, H, r0, nr, 2), fl_tile_row(h_old, H, r0, nr, 3),
+                         Wg, ztile);
+            for (ptrdiff_t rr = 0; rr < nr; rr++) {
+                const ptrdiff_t r = r0 + rr, b = rows[r];
+                const ptrdiff_t xo = (t * B + b) * G + u0;
+                FL_ISA(fl_fused_gates)(n, H, x ? bias + u0 : xproj + xo, ztile[rr],
+                                    peep + u0, use_peep, forget_bias, clip,
+                                    c_loc + r * H + u0, h_new + r * H + u0,
+                                    acts ? acts + xo : act_tmp + u0,
+                                    out->c + t * out->c_t + b * out->c_b + u0,
+                                    out->h + t * out->h_t + b * out->h_b + u0,
+                                    clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
+            }
+        }
+    }
+}
+
+/* Rows of A W^T, for W (N x K) packed by fl_pack_fused_t_f32: row m of the result, from
+ * row rows[m] of A (K wide, rows lda apart; rows NULL: row m), goes to C + c_off[m]
+ * (c_off NULL: C + m * ldc), columns of blocks c_lo .. c_hi - 1 (N in all). A 4 x 64 tile
+ * sums over k in order (fl_tile_4x64), or an 8 x 16 / 8 x 32 one (fl_tile_8xv) for a
+ * last block 16 / 32 or fewer columns wide: the same bits for any split of the rows and
+ * either tile. The backward's dz W_h^T (below), and the input gradient dz W_x^T: there,
+ * for a variable-length batch, dz is read in place at the steps that exist and each row
+ * written straight into the caller's layout (no gathered copy, no scatter, no
+ * transposing copy). */
+FL_ISA_TARGET
+static void FL_ISA(fl_gemm_rows_wt_f32)(ptrdiff_t n_rows, const int64_t* restrict rows,
+                                ptrdiff_t K, const float* restrict A, ptrdiff_t lda,
+                                const float* restrict WTp, ptrdiff_t N, float* restrict C,
+                                const int64_t* restrict c_off, ptrdiff_t ldc, ptrdiff_t c_lo,
+                                ptrdiff_t c_hi) {
+    float tile[8][64] __attribute__((aligned(64)));
+    for (ptrdiff_t c = c_lo; c < c_hi; c++) {
+        const float* Wc = WTp + c * K * 64;
+        const ptrdiff_t u0 = 64 * c, n = N - u0 < 64 ? N - u0 : 64;
+        const int R = n <= 32 ? 8 : 4;                  /* rows per tile */
+        for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += R) {
+            const ptrdiff_t nr = n_rows - r0 < R ? n_rows - r0 : R;
+            const float* a[8];
+            for (int i = 0; i < R; i++) {               /* rows past nr repeat the last */
+                const ptrdiff_t m = r0 + (i < nr ? i : nr - 1);
+                a[i] = A + (rows ? rows[m] : m) * lda;
+            }
+            if (n <= 16)
+                FL_ISA(fl_tile_8xv)(K, a, Wc, 1, tile);
+            else if (n <= 32)
+                FL_ISA(fl_tile_8xv)(K, a, Wc, 2, tile);
+            else
+                FL_ISA(fl_tile_4x64)(K, a[0], a[1], a[2], a[3], 0, NULL, NULL, NULL, NULL, Wc,
+                             tile);
+            for (ptrdiff_t rr = 0; rr < nr; rr++)
+                memcpy(C + (c_off ? c_off[r0 + rr] : (r0 + rr) * ldc) + u0, tile[rr],
+                       n * sizeof(float));
+        }
+    }
+}
+
+/* The backward's per-step product dh (rows x H) = dz (rows x 4H) @ W_h^T, float32,
+ * AVX-512, with W_h^T packed once per call (fl: pack_fused_t) into blocks of 64 units:
+ * block c holds 4H rows of 64 floats, W_h[64c + j, k] at row k, column j (zero past H).
+ * A 4 x 64 tile of dh accumulates over k = 0 .. 4H-1 in order, as in the forward. */
+FL_ISA_TARGET
+static void FL_ISA(fl_gemm_dz_wt_f32)(ptrdiff_t n_rows, ptrdiff_t H, const float* restrict dz,
+                              const float* restrict WTp, float* restrict dh, ptrdiff_t c_lo,
+                              ptrdiff_t c_hi) {
+    /* blocks c_lo .. c_hi - 1 only (units 64 c_lo .. 64 c_hi - 1): the whole product is
+     * 0 .. ceil(H / 64); the hidden-unit split gives each thread its own range */
+    float tile[4][64] __attribute__((aligned(64)));
+    const ptrdiff_t K = 4 * H;
+    if (n_rows == 1) {                           /* up to four blocks at once: fl_row_blocks */
+        for (ptrdiff_t c0 = c_lo; c0 < c_hi; c0 += 4) {
+            const ptrdiff_t nb = c_hi - c0 < 4 ? c_hi - c0 : 4;
+            FL_ISA(fl_row_blocks)(K, dz, 0, NULL, WTp + c0 * K * 64, K * 64, nb, tile);
+            for (ptrdiff_t j = 0; j < nb; j++) {
+                const ptrdiff_t u0 = 64 * (c0 + j), n = H - u0 < 64 ? H - u0 : 64;
+                for (ptrdiff_t u = 0; u < n; u++) dh[u0 + u] = tile[j][u];
+            }
+        }
+        return;
+    }
+    FL_ISA(fl_gemm_rows_wt_f32)(n_rows, NULL, K, dz, K, WTp, H, dh, NULL, H, c_lo, c_hi);
+}
+
+/* C (M x N, row stride ldc) = A^T B for A (K x M) and B (K x N), rows lda and ldb floats
+ * apart, float32: the weight gradients [x, h_{t-1}, 1]^T dz, a long sum (K = T B
+ * rows) into a short, wide result; A may come in segments (x, h_{t-1} and the ones, with
+ * no copy into one [x, h_{t-1}, 1] array). Column blocks c_lo .. c_hi - 1 of 64 (N a
+ * multiple of 64).
+ *
+ * The sum over k goes in pieces of FL_TN_KS rows. A piece of up to FL_TN_GROUP blocks of
+ * B is first copied into contiguous 32 KB buffers, one per block: B's rows are 2^n floats
+ * apart, rows that far apart share a few L1 sets, and read in place a piece did not stay
+ * in L1. Then every 4 x 64 tile of C sums its block's piece in order in 16 registers and
+ * adds it to C. The group's blocks share each piece of A, read once from memory instead
+ * of once per block (in a fit, where A and B come cold from the backward: 1.37 ms
+ * against 1.59 for OpenBLAS's blocks, 1.80 one block at a time). Summing by pieces, as
+ * BLAS does, keeps float32's error growing with K / 128 + 128 terms, not K (one running
+ * sum was 5x less accurate than OpenBLAS at the seed's size); the pieces and their order
+ * do not depend on the threads: same bits for any count. Measured alone at the seed's
+ * size (M = 157, N = 512, K = 3584, 2 threads): 1.20-1.26 ms against 1.44-1.49 for
+ * OpenBLAS's blocks; (1025, 2048, K = 3200) 30.3 against 30.5. */
+FL_ISA_TARGET
+static void FL_ISA(fl_gemm_tn_f32)(ptrdiff_t K, const int64_t* restrict krows, ptrdiff_t n_seg,
+                           const float* const* A, const ptrdiff_t* lda, const ptrdiff_t* M,
+                           const float* restrict B, ptrdiff_t ldb, float* restrict C,
+                           ptrdiff_t ldc, ptrdiff_t c_lo, ptrdiff_t c_hi, float* restrict Bp) {
+    /* A in n_seg segments stacked along C's rows: segment s, (rows x M[s]) with rows
+     * lda[s] apart (lda 0: one row repeated, e.g. ones for the bias gradient), gives C's
+     * next M[s] rows. The sum runs over K rows of A and B: rows krows[0 .. K-1], or
+     * 0 .. K-1 when krows is NULL (the steps that exist of a variable-length batch, with
+     * no gathered copies). Bp: FL_TN_GROUP * FL_TN_KS * 64 floats of scratch, 64-byte
+     * aligned. */
+    float tile[4][64] __attribute__((aligned(64)));
+    for (ptrdiff_t g0 = c_lo; g0 < c_hi; g0 += FL_TN_GROUP)
+        for (ptrdiff_t k0 = 0; k0 < K; k0 += FL_TN_KS) {
+            const ptrdiff_t ks = K - k0 < FL_TN_KS ? K - k0 : FL_TN_KS;
+            const ptrdiff_t g1 = c_hi - g0 < FL_TN_GROUP ? c_hi : g0 + FL_TN_GROUP;
+            for (ptrdiff_t c = g0; c < g1; c++)
+                for (ptrdiff_t k = 0; k < ks; k++)
+                    memcpy(Bp + ((c - g0) * FL_TN_KS + k) * 64,
+                           B + (krows ? krows[k0 + k] : k0 + k) * ldb + 64 * c,
+                           64 * sizeof(float));
+            for (ptrdiff_t s = 0, row0 = 0; s < n_seg; row0 += M[s], s++)
+            for (ptrdiff_t c = g0; c < g1; c++)
+            for (ptrdiff_t i0 = 0; i0 < M[s]; i0 += 4) {
+                /* columns of A past M repeat the last one (computed, never stored) */
+                const ptrdiff_t nr = M[s] - i0 < 4 ? M[s] - i0 : 4;
+                const ptrdiff_t o1 = nr > 1 ? 1 : 0, o2 = nr > 2 ? 2 : nr - 1;
+                const ptrdiff_t o3 = nr > 3 ? 3 : nr - 1;
+                float* Ct = C + (row0 + i0) * ldc + 64 * c;
+                const ptrdiff_t ld = lda[s];
+                FL_ISA(fl_tn_tile)(ks, krows ? krows + k0 : NULL,
+                                   A[s] + i0 + (krows ? 0 : k0 * ld), ld, o1, o2, o3,
+                                   Bp + (c - g0) * FL_TN_KS * 64, tile);
+                for (ptrdiff_t r = 0; r < nr; r++) {
+                    if (k0 == 0) {
+                        memcpy(Ct + r * ldc, tile[r], 64 * sizeof(float));
+                        continue;
+                    }
+                    for (int v = 0; v < 64; v += 16)         /* C += this piece's sum */
+                        FL_ISA(fl_add16)(Ct + r * ldc + v, tile[r] + v);
+                }
+            }
+        }
+}
+
