@@ -145,11 +145,12 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out):
 
 
 #: The instruction sets whose tiles take the weight gradients (``a.T @ b``). Not AVX2:
-#: there OpenBLAS's Haswell sgemm beat the 4 x 16 tiles (whole backward, 2 threads, ms,
-#: tiles / BLAS, simulated on this AVX-512 CPU with FASTLSTM_NO_AVX512=1 and
-#: OPENBLAS_CORETYPE=Haswell): seed size 7.0 / 6.9, (64, 100, 64, 128) 16.2 / 14.8,
-#: (16, 150, 256, 256) 27.1 / 25.9, (64, 25, 512, 512) 69.9 / 61.7, (64, 25, 1024, 1024)
-#: 309 / 259.
+#: there OpenBLAS's Haswell sgemm beat the tiles but for variable lengths (whole backward,
+#: 2 threads, ms, tiles / BLAS, simulated on this AVX-512 CPU with FASTLSTM_NO_AVX512=1
+#: and OPENBLAS_CORETYPE=Haswell): seed size 6.0 / 5.9, (16, 150, 256, 256) 24.2 / 23.1,
+#: (64, 25, 512, 512) 65.0 / 60.8, (64, 25, 1024, 1024) 309 / 259 (4 x 16 tiles); (64,
+#: 100, 64, 128) with lengths 25-100 8.7 / 9.2 (the tiles sum over the steps that exist
+#: without gathering them).
 WEIGHT_GRADIENT_TILE_ISAS = ("avx512",)
 
 

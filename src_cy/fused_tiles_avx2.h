@@ -53,16 +53,56 @@ FL_AVX2_TILE void fl_tile_4x16_avx2(ptrdiff_t K, const float* restrict a0,
     _mm256_storeu_ps(t3, c30); _mm256_storeu_ps(t3 + 8, c31);
 }
 
-/* fl_tile_4x64's contract: four rows, 64 columns, over a[0:K] then b[0:K2] */
+/* fl_tile_4x16_avx2 over 24 columns (the same arguments): 12 accumulators, 3 weight vectors and the broadcast,
+ * all 16 ymm registers (12 independent FMA chains instead of 8: the two FMA pipes times
+ * their latency of 4 left no slack for a load or a broadcast at 8). */
+FL_AVX2_TILE void fl_tile_4x24_avx2(ptrdiff_t K, const float* restrict a0,
+                                    const float* restrict a1, const float* restrict a2,
+                                    const float* restrict a3, ptrdiff_t K2,
+                                    const float* restrict b0, const float* restrict b1,
+                                    const float* restrict b2, const float* restrict b3,
+                                    const float* restrict W, const ptrdiff_t sa,
+                                    float* t0, float* t1, float* t2, float* t3) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00;
+    __m256 c12 = c00, c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+#define FL_TILE_ROW(i, A)                                                                 \
+        s = _mm256_set1_ps(A);                                                            \
+        c##i##0 = _mm256_fmadd_ps(s, w0, c##i##0);                                        \
+        c##i##1 = _mm256_fmadd_ps(s, w1, c##i##1);                                        \
+        c##i##2 = _mm256_fmadd_ps(s, w2, c##i##2);
+#define FL_TILE_STEP(A0, A1, A2, A3, w)                                                   \
+    {                                                                                     \
+        const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps((w) + 8);              \
+        const __m256 w2 = _mm256_loadu_ps((w) + 16);                                      \
+        __m256 s;                                                                         \
+        FL_TILE_ROW(0, A0) FL_TILE_ROW(1, A1) FL_TILE_ROW(2, A2) FL_TILE_ROW(3, A3)       \
+    }
+    for (ptrdiff_t k = 0; k < K; k++)
+        FL_TILE_STEP(a0[k * sa], a1[k * sa], a2[k * sa], a3[k * sa], W + k * 64)
+    W += K * 64;
+    for (ptrdiff_t k = 0; k < K2; k++)
+        FL_TILE_STEP(b0[k * sa], b1[k * sa], b2[k * sa], b3[k * sa], W + k * 64)
+#undef FL_TILE_STEP
+#undef FL_TILE_ROW
+    _mm256_storeu_ps(t0, c00); _mm256_storeu_ps(t0 + 8, c01); _mm256_storeu_ps(t0 + 16, c02);
+    _mm256_storeu_ps(t1, c10); _mm256_storeu_ps(t1 + 8, c11); _mm256_storeu_ps(t1 + 16, c12);
+    _mm256_storeu_ps(t2, c20); _mm256_storeu_ps(t2 + 8, c21); _mm256_storeu_ps(t2 + 16, c22);
+    _mm256_storeu_ps(t3, c30); _mm256_storeu_ps(t3 + 8, c31); _mm256_storeu_ps(t3 + 16, c32);
+}
+
+/* fl_tile_4x64's contract: four rows, 64 columns, over a[0:K] then b[0:K2]: columns
+ * 0-23, 24-47, 48-63 */
 FL_AVX2_TILE void fl_tile_4x64_avx2(ptrdiff_t K, const float* restrict a0,
                                     const float* restrict a1, const float* restrict a2,
                                     const float* restrict a3, ptrdiff_t K2,
                                     const float* restrict b0, const float* restrict b1,
                                     const float* restrict b2, const float* restrict b3,
                                     const float* restrict W, float tile[4][64]) {
-    for (int q = 0; q < 64; q += 16)
-        fl_tile_4x16_avx2(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W + q, 1, tile[0] + q,
+    for (int q = 0; q < 48; q += 24)
+        fl_tile_4x24_avx2(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W + q, 1, tile[0] + q,
                           tile[1] + q, tile[2] + q, tile[3] + q);
+    fl_tile_4x16_avx2(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W + 48, 1, tile[0] + 48,
+                      tile[1] + 48, tile[2] + 48, tile[3] + 48);
 }
 
 /* fl_tile_8xv's contract: eight rows, the first 16 V columns (V = 1 or 2) */
@@ -109,7 +149,7 @@ FL_AVX2_TILE void fl_row_blocks_avx2(ptrdiff_t K, const float* restrict a, ptrdi
 }
 
 /* fl_tn_tile's contract (fused_tiles_avx512.h): the 4 x 64 piece sum of the weight
- * gradient over ks <= FL_TN_KS rows, four 16-column passes. The piece's four columns of
+ * gradient over ks <= FL_TN_KS rows, in passes of 24, 24 and 16 columns. The piece's four columns of
  * A are first gathered into a contiguous 2 KB buffer: read in place, A's rows are H or
  * I + H floats apart (2^n at the usual sizes), its 128 lines fell into a few L1 sets,
  * and the four passes re-read them from L2 (measured at (64, 25, 1024, 1024): the whole
@@ -123,10 +163,13 @@ FL_AVX2_TILE void fl_tn_tile_avx2(ptrdiff_t ks, const int64_t* restrict krows,
         const float* ak = a0 + (krows ? krows[k] : k) * ld;
         ap[k][0] = ak[0]; ap[k][1] = ak[o1]; ap[k][2] = ak[o2]; ap[k][3] = ak[o3];
     }
-    for (int q = 0; q < 64; q += 16)
-        fl_tile_4x16_avx2(ks, &ap[0][0], &ap[0][1], &ap[0][2], &ap[0][3], 0, NULL, NULL,
+    for (int q = 0; q < 48; q += 24)
+        fl_tile_4x24_avx2(ks, &ap[0][0], &ap[0][1], &ap[0][2], &ap[0][3], 0, NULL, NULL,
                           NULL, NULL, Wb + q, 4, tile[0] + q, tile[1] + q, tile[2] + q,
                           tile[3] + q);
+    fl_tile_4x16_avx2(ks, &ap[0][0], &ap[0][1], &ap[0][2], &ap[0][3], 0, NULL, NULL, NULL,
+                      NULL, Wb + 48, 4, tile[0] + 48, tile[1] + 48, tile[2] + 48,
+                      tile[3] + 48);
 }
 
 /* C[0:16] += P[0:16] for the weight gradient's pieces (C unaligned, P aligned) */
