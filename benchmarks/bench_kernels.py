@@ -143,22 +143,11 @@ def main(argv=None):
           f"threads {args.threads}; torch {torch.__version__} "
           f"(mkldnn={torch.backends.mkldnn.is_available()}); numpy {np.__version__}")
     print(f"BLAS: {'; '.join(sorted(set(blas)))}; OpenBLAS env: {env}")
-    from fastlstm import _recurrent
-    isa = _recurrent.fused_isa()
-    if isa:
-        off = (" (AVX-512 off: FASTLSTM_NO_AVX512=1)"
-               if os.environ.get("FASTLSTM_NO_AVX512") == "1" else "")
-        print(f"kernel path (cython, float32): fused {isa.upper()} step{off} (packed "
-              "[W_x; W_h], 4-row register tiles, gate math in L1; src_cy/fused_step.h); "
-              "numba: BLAS per step")
-    else:
-        why = ("fused kernels off (FASTLSTM_NO_FUSED=1)"
-               if os.environ.get("FASTLSTM_NO_FUSED") == "1" else "no AVX2 on this CPU")
-        small = (", 2-16 rows on the AVX2 kernel of small_gemm_avx2.h"
-                 if _recurrent.small_gemm_enabled() else "")
-        print(f"kernel path: {why}: per-step products in SciPy's BLAS{small} "
-              "(single-threaded inside the kernels' parallel region), gate math compiled "
-              "for AVX2 / baseline x86-64")
+    from fastlstm.backends.cython_backend import kernel_path
+    switches = {k: os.environ[k] for k in ("FASTLSTM_NO_AVX512", "FASTLSTM_NO_FUSED",
+                                           "FASTLSTM_NO_SMALL_GEMM") if k in os.environ}
+    print(f"kernel path (cython, float32): {kernel_path()}"
+          + (f"; switches {switches}" if switches else "") + "; numba: BLAS per step")
     print(f"sgemm 2048^3 rate: {rate:.0f} GFLOP/s\n")
 
     cases = [(c, None) for c in configs]

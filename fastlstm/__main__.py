@@ -35,6 +35,9 @@ def kernels(args):
           f"batch {B}, {T} steps, lengths {lengths.min()}..{lengths.max()}, float32")
     print(f"backends available: {', '.join(fl.available_backends())}; "
           f"threads: {args.threads or fl.get_num_threads()}")
+    if "cython" in fl.available_backends():
+        from .backends.cython_backend import kernel_path
+        print(f"cython kernels here: {kernel_path()}")
     ref_out, ref_state = fl.dynamic_rnn(cell, x, lengths, backend="numpy")
     print(f"outputs {ref_out.shape}, state.c {ref_state.c.shape}, state.h {ref_state.h.shape}")
     print(f"{'backend':>8} {'forward ms':>11} {'fwd+bwd ms':>11} {'max |diff| vs numpy':>20}")

@@ -52,3 +52,7 @@ def test_kernels_command(capsys):
     assert main(["kernels", "--repeats", "1", "--batch", "4", "--steps", "3"]) == 0
     out = capsys.readouterr().out
     assert "cython" in out and "numba" in out
+    from fastlstm import _recurrent
+    isa = _recurrent.fused_isa()
+    name = {"avx512": "fused AVX-512 step", "avx2": "fused AVX2 step", None: "per-step"}[isa]
+    assert f"cython kernels here: {name}" in out

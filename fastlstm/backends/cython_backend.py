@@ -24,6 +24,22 @@ openmp_enabled = _recurrent.openmp_enabled
 swap_leading_axes = _recurrent.swap_leading_axes
 #: The fused float32 LSTM step runs on this CPU (src_cy/fused_step.h; AVX-512 or AVX2).
 FUSED_STEP = _recurrent.have_fused_step()
+
+
+def kernel_path():
+    """What runs a float32 LSTM step on this machine, in words (``python -m fastlstm
+    kernels``, ``benchmarks/bench_kernels.py``)."""
+    isa = _recurrent.fused_isa()
+    if isa:
+        name = {"avx512": "AVX-512", "avx2": "AVX2"}[isa]
+        return (f"fused {name} step (packed [W_x; W_h], 4-row register tiles, gate "
+                "math in L1; src_cy/fused_step.h)")
+    small = (", 2-16 rows on the AVX2 kernel of src_cy/small_gemm_avx2.h"
+             if _recurrent.small_gemm_enabled() else "")
+    return (f"per-step products in SciPy's BLAS{small} (single-threaded inside the "
+            "kernels' parallel region), gate math compiled for AVX-512 / AVX2 / x86-64")
+
+
 #: lstm_backward reads d_outputs through their strides: no transposing copy of batch-major
 #: gradients (1.8 MB read and written per backward at the seed's size).
 LSTM_BACKWARD_STRIDED_D_OUTPUTS = True
