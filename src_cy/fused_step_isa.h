@@ -29,16 +29,16 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
                 for (ptrdiff_t j = 0; j < nb; j++)
                     fl_prefetch_gates(xproj + (t * B + b) * G + 16 * (g0 + j), H);
             FL_ISA(fl_row_blocks)(KX, x ? x + t * out->x_t + b * out->x_b : NULL, H, h_old,
-                           Wp + g0 * (KX + H) * 64, (KX + H) * 64, nb, ztile);
+                                  Wp + g0 * (KX + H) * 64, (KX + H) * 64, nb, ztile);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 const ptrdiff_t u0 = 16 * (g0 + j), n = H - u0 < 16 ? H - u0 : 16;
                 const ptrdiff_t xo = (t * B + b) * G + u0;
                 FL_ISA(fl_fused_gates)(n, H, x ? bias + u0 : xproj + xo, ztile[j],
-                                    peep + u0, use_peep, forget_bias, clip, c_loc + u0,
-                                    h_new + u0, acts ? acts + xo : act_tmp + u0,
-                                    out->c + t * out->c_t + b * out->c_b + u0,
-                                    out->h + t * out->h_t + b * out->h_b + u0,
-                                    clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
+                                       peep + u0, use_peep, forget_bias, clip, c_loc + u0,
+                                       h_new + u0, acts ? acts + xo : act_tmp + u0,
+                                       out->c + t * out->c_t + b * out->c_b + u0,
+                                       out->h + t * out->h_t + b * out->h_b + u0,
+                                       clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
             }
         }
         return;
@@ -55,20 +55,21 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
             else
                 for (ptrdiff_t i = 0; i < nr; i++)
                     fl_prefetch_gates(xproj + (t * B + rows[r0 + i]) * G + u0, H);
-            FL_ISA(fl_tile_4x64)(KX, xr[0], xr[1], xr[2], xr[3],
-                         H, fl_tile_row(h_old, H, r0, nr, 0), fl_tile_row(h_old, H, r0, nr, 1),
-                         fl_tile_row(h_old, H, r0, nr, 2), fl_tile_row(h_old, H, r0, nr, 3),
-                         Wg, ztile);
+            FL_ISA(fl_tile_4x64)(KX, xr[0], xr[1], xr[2], xr[3], H,
+                                 fl_tile_row(h_old, H, r0, nr, 0),
+                                 fl_tile_row(h_old, H, r0, nr, 1),
+                                 fl_tile_row(h_old, H, r0, nr, 2),
+                                 fl_tile_row(h_old, H, r0, nr, 3), Wg, ztile);
             for (ptrdiff_t rr = 0; rr < nr; rr++) {
                 const ptrdiff_t r = r0 + rr, b = rows[r];
                 const ptrdiff_t xo = (t * B + b) * G + u0;
                 FL_ISA(fl_fused_gates)(n, H, x ? bias + u0 : xproj + xo, ztile[rr],
-                                    peep + u0, use_peep, forget_bias, clip,
-                                    c_loc + r * H + u0, h_new + r * H + u0,
-                                    acts ? acts + xo : act_tmp + u0,
-                                    out->c + t * out->c_t + b * out->c_b + u0,
-                                    out->h + t * out->h_t + b * out->h_b + u0,
-                                    clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
+                                       peep + u0, use_peep, forget_bias, clip,
+                                       c_loc + r * H + u0, h_new + r * H + u0,
+                                       acts ? acts + xo : act_tmp + u0,
+                                       out->c + t * out->c_t + b * out->c_b + u0,
+                                       out->h + t * out->h_t + b * out->h_b + u0,
+                                       clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
             }
         }
     }
@@ -84,11 +85,10 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
  * written straight into the caller's layout (no gathered copy, no scatter, no
  * transposing copy). */
 FL_ISA_TARGET
-static void FL_ISA(fl_gemm_rows_wt_f32)(ptrdiff_t n_rows, const int64_t* restrict rows,
-                                ptrdiff_t K, const float* restrict A, ptrdiff_t lda,
-                                const float* restrict WTp, ptrdiff_t N, float* restrict C,
-                                const int64_t* restrict c_off, ptrdiff_t ldc, ptrdiff_t c_lo,
-                                ptrdiff_t c_hi) {
+static void FL_ISA(fl_gemm_rows_wt_f32)(
+        ptrdiff_t n_rows, const int64_t* restrict rows, ptrdiff_t K, const float* restrict A,
+        ptrdiff_t lda, const float* restrict WTp, ptrdiff_t N, float* restrict C,
+        const int64_t* restrict c_off, ptrdiff_t ldc, ptrdiff_t c_lo, ptrdiff_t c_hi) {
     float tile[8][64] __attribute__((aligned(64)));
     for (ptrdiff_t c = c_lo; c < c_hi; c++) {
         const float* Wc = WTp + c * K * 64;
@@ -107,7 +107,7 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(ptrdiff_t n_rows, const int64_t* restric
                 FL_ISA(fl_tile_8xv)(K, a, Wc, 2, tile);
             else
                 FL_ISA(fl_tile_4x64)(K, a[0], a[1], a[2], a[3], 0, NULL, NULL, NULL, NULL, Wc,
-                             tile);
+                                     tile);
             for (ptrdiff_t rr = 0; rr < nr; rr++)
                 memcpy(C + (c_off ? c_off[r0 + rr] : (r0 + rr) * ldc) + u0, tile[rr],
                        n * sizeof(float));
@@ -120,9 +120,9 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(ptrdiff_t n_rows, const int64_t* restric
  * block c holds 4H rows of 64 floats, W_h[64c + j, k] at row k, column j (zero past H).
  * A 4 x 64 tile of dh accumulates over k = 0 .. 4H-1 in order, as in the forward. */
 FL_ISA_TARGET
-static void FL_ISA(fl_gemm_dz_wt_f32)(ptrdiff_t n_rows, ptrdiff_t H, const float* restrict dz,
-                              const float* restrict WTp, float* restrict dh, ptrdiff_t c_lo,
-                              ptrdiff_t c_hi) {
+static void FL_ISA(fl_gemm_dz_wt_f32)(
+        ptrdiff_t n_rows, ptrdiff_t H, const float* restrict dz, const float* restrict WTp,
+        float* restrict dh, ptrdiff_t c_lo, ptrdiff_t c_hi) {
     /* blocks c_lo .. c_hi - 1 only (units 64 c_lo .. 64 c_hi - 1): the whole product is
      * 0 .. ceil(H / 64); the hidden-unit split gives each thread its own range */
     float tile[4][64] __attribute__((aligned(64)));
@@ -160,10 +160,10 @@ static void FL_ISA(fl_gemm_dz_wt_f32)(ptrdiff_t n_rows, ptrdiff_t H, const float
  * size (M = 157, N = 512, K = 3584, 2 threads): 1.20-1.26 ms against 1.44-1.49 for
  * OpenBLAS's blocks; (1025, 2048, K = 3200) 30.3 against 30.5. */
 FL_ISA_TARGET
-static void FL_ISA(fl_gemm_tn_f32)(ptrdiff_t K, const int64_t* restrict krows, ptrdiff_t n_seg,
-                           const float* const* A, const ptrdiff_t* lda, const ptrdiff_t* M,
-                           const float* restrict B, ptrdiff_t ldb, float* restrict C,
-                           ptrdiff_t ldc, ptrdiff_t c_lo, ptrdiff_t c_hi, float* restrict Bp) {
+static void FL_ISA(fl_gemm_tn_f32)(
+        ptrdiff_t K, const int64_t* restrict krows, ptrdiff_t n_seg, const float* const* A,
+        const ptrdiff_t* lda, const ptrdiff_t* M, const float* restrict B, ptrdiff_t ldb,
+        float* restrict C, ptrdiff_t ldc, ptrdiff_t c_lo, ptrdiff_t c_hi, float* restrict Bp) {
     /* A in n_seg segments stacked along C's rows: segment s, (rows x M[s]) with rows
      * lda[s] apart (lda 0: one row repeated, e.g. ones for the bias gradient), gives C's
      * next M[s] rows. The sum runs over K rows of A and B: rows krows[0 .. K-1], or
