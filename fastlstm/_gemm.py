@@ -201,12 +201,12 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
 
 #: The input gradient dz W_x^T runs on the fused kernels' tiles (AVX-512 or AVX2: the
 #: measurements below are AVX-512's; AVX2's were within noise of BLAS) for input sizes
-#: that fill whole 64-column blocks up to this many columns. Measured (2 threads, batch-major, ms, tiles /
-#: BLAS): (T, B, I, H) = (100, 32, 64, 64) 0.27 / 0.29, (150, 16, 256, 256) 2.78 / 2.90;
-#: with W_x^T packed in L1-sized tiles by both threads, (25, 64, 512, 512) 7.3 / 7.8 and
-#: (50, 64, 512, 512) 14.3 / 15.2 (8.18 / 7.94 with the earlier packing); but
-#: (25, 64, 1024, 1024) 34.2 / 31.6: there BLAS runs at ~450 GFLOP/s and packing 16 MB of
-#: W_x^T per call costs more than the tiles gain.
+#: that fill whole 64-column blocks up to this many columns. Measured (2 threads,
+#: batch-major, ms, tiles / BLAS): (T, B, I, H) = (100, 32, 64, 64) 0.27 / 0.29, (150,
+#: 16, 256, 256) 2.78 / 2.90; with W_x^T packed in L1-sized tiles by both threads, (25,
+#: 64, 512, 512) 7.3 / 7.8 and (50, 64, 512, 512) 14.3 / 15.2 (8.18 / 7.94 with the
+#: earlier packing); but (25, 64, 1024, 1024) 34.2 / 31.6: there BLAS runs at ~450
+#: GFLOP/s and packing 16 MB of W_x^T per call costs more than the tiles gain.
 MAX_TILED_INPUT_GRADIENT = 512
 
 #: A last, partial 64-column block of W_x^T this many columns wide or fewer runs on the
@@ -221,9 +221,9 @@ def tiles_take_input_gradient(n_rows, I, K):
     """Whether the input gradient of ``n_rows`` rows, ``I`` inputs, a sum over ``K``
     (the gates) runs on the fused kernels' tiles (given float32 and the fused kernels):
     whole 64-column blocks and a tail of at most ``MAX_TILED_INPUT_GRADIENT_TAIL``
-    columns, up to ``MAX_TILED_INPUT_GRADIENT``, in products of ``MIN_BLOCKED_MACS`` or more (below,
-    one BLAS call costs less than the packing and the parallel region: (T, B, I, H) =
-    (100, 1, 32, 64) 17 us against 20)."""
+    columns, up to ``MAX_TILED_INPUT_GRADIENT``, in products of ``MIN_BLOCKED_MACS`` or
+    more (below, one BLAS call costs less than the packing and the parallel region:
+    (T, B, I, H) = (100, 1, 32, 64) 17 us against 20)."""
     return (I <= MAX_TILED_INPUT_GRADIENT and I % 64 <= MAX_TILED_INPUT_GRADIENT_TAIL
             and n_rows * I * K >= MIN_BLOCKED_MACS)
 

@@ -32,8 +32,8 @@ MIN_CHUNK_ROWS = 4
 #: 51 and 87 / 119, but (12, 100, 64, 256) training 19.0 / 18.0; float64 within 4%.
 MAX_BATCH_UNIT_SPLIT = 32
 
-#: The fused float32 LSTM kernels (src_cy/fused_step.h; AVX-512 or AVX2) pack W_h once per call and
-#: compute 4-row register tiles, so chunks pay off down to one tile. Measured (2 cores,
+#: The fused float32 LSTM kernels (src_cy/fused_step.h; AVX-512 or AVX2) pack W_h once per
+#: call and compute 4-row register tiles, so chunks pay off down to one tile. Measured (2 cores,
 #: torch time / fastlstm time, inference / training): (8, 100, 64, 128) 0.68 / 0.85 with
 #: one 8-row chunk (one core idle), 0.93 / 1.19 with two 4-row chunks.
 MIN_CHUNK_ROWS_FUSED = 4
