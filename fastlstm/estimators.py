@@ -422,7 +422,7 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
     A dense input projection (optional), ``num_layers`` recurrent layers (optionally
     bidirectional, dropout between them), a readout of each sequence (its last valid
     step, or mean / max over its valid steps) and a dense softmax layer, trained with
-    Adam or SGD on the cross-entropy.
+    Adam or SGD on the cross-entropy (optionally with smoothed labels).
 
     Parameters
     ----------
@@ -459,6 +459,11 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         Rescale the gradient when its global L2 norm exceeds this.
     alpha : float, default 0.0
         L2 penalty on the weight matrices.
+    label_smoothing : float in [0, 1), default 0.0
+        Train on the cross-entropy with targets ``(1 - label_smoothing)`` on the true
+        class plus ``label_smoothing / n_classes`` on every class, as
+        ``torch.nn.CrossEntropyLoss(label_smoothing=...)`` and Keras's
+        ``CategoricalCrossentropy(label_smoothing=...)``; ``loss_curve_`` holds that loss.
     class_weight : dict, "balanced" or None, default None
     shuffle : bool, default True
     n_steps : int or None, default None
@@ -512,6 +517,7 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
 
     _parameter_constraints = {
         **_BaseSequenceModel._parameter_constraints,
+        "label_smoothing": [Interval(numbers.Real, 0, 1, closed="left")],
         "class_weight": [None, dict, StrOptions({"balanced"})],
     }
 
@@ -519,9 +525,10 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
                  forget_bias=1.0, cell_clip=None, input_projection=None, readout="last",
                  dropout=0.0, optimizer="adam", learning_rate=1e-3, batch_size=128,
                  max_iter=50, tol=1e-4, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, class_weight=None,
-                 shuffle=True, n_steps=None, layout="ntf", dtype="float32", backend="auto",
-                 n_jobs=None, random_state=None, verbose=0, warm_start=False):
+                 n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, label_smoothing=0.0,
+                 class_weight=None, shuffle=True, n_steps=None, layout="ntf",
+                 dtype="float32", backend="auto", n_jobs=None, random_state=None, verbose=0,
+                 warm_start=False):
         super().__init__(hidden_size=hidden_size, num_layers=num_layers, cell=cell,
                          bidirectional=bidirectional, forget_bias=forget_bias,
                          cell_clip=cell_clip, input_projection=input_projection,
@@ -533,6 +540,7 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
                          alpha=alpha, shuffle=shuffle, n_steps=n_steps, layout=layout,
                          dtype=dtype, backend=backend, n_jobs=n_jobs,
                          random_state=random_state, verbose=verbose, warm_start=warm_start)
+        self.label_smoothing = label_smoothing
         self.class_weight = class_weight
 
     def fit(self, X, y, sample_weight=None):
@@ -601,13 +609,23 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         return True
 
     def _loss(self, logits, targets, weights):
+        """Weighted mean cross-entropy of the softmax against the (smoothed) targets, and
+        its gradient with respect to the logits, p - q per sample."""
         p = _softmax(logits.astype(np.float64))
-        n = len(targets)
-        picked = p[np.arange(n), targets]
+        n, k = p.shape
+        rows = np.arange(n)
         wsum = weights.sum()
-        loss = float(-(weights * np.log(np.maximum(picked, 1e-300))).sum() / wsum)
+        eps = self.label_smoothing
+        log_p = np.log(np.maximum(p, 1e-300))
+        # -sum_c q_c log p_c with q = (1 - eps) one_hot + eps / k
+        per_sample = -(1 - eps) * log_p[rows, targets]
+        if eps > 0:
+            per_sample -= eps / k * log_p.sum(axis=1)
+        loss = float((weights * per_sample).sum() / wsum)
         d = p
-        d[np.arange(n), targets] -= 1
+        d[rows, targets] -= 1 - eps
+        if eps > 0:
+            d -= eps / k
         d *= (weights / wsum)[:, None]
         return loss, d.astype(logits.dtype)
 
