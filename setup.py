@@ -6,6 +6,7 @@ a serial build with a warning. ``FASTLSTM_NO_OPENMP=1`` forces the serial build.
 No ``-march=native``: the wheel must run on any x86-64 CPU.
 """
 
+import glob
 import os
 import shutil
 import subprocess
@@ -67,10 +68,14 @@ def extensions():
     from Cython.Build import cythonize
 
     compile_args, link_args = openmp_flags()
+    # every header, also those only C includes (Cython names just its `cdef extern`
+    # ones): an sdist then carries them all, and editing one rebuilds the kernels
+    headers = sorted(glob.glob(os.path.join("src_cy", "*.h")))
     ext = Extension(
         "fastlstm._recurrent",
         ["src_cy/_recurrent.pyx"],
         include_dirs=["src_cy"],
+        depends=headers,
         extra_compile_args=["-O3"] + compile_args,
         extra_link_args=link_args,
     )
