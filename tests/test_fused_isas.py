@@ -27,7 +27,7 @@ TESTS = pathlib.Path(__file__).resolve().parent
 SHAPES = [(9, 5, 3, 20), (2, 4, 3, 256), (1, 6, 3, 20), (1, 4, 3, 256),
           (33, 7, 28, 128), (64, 5, 64, 130), (5, 6, 100, 64), (12, 5, 1000, 96),
           (70, 3, 12, 40)]
-CELLS = ("lstm", "peephole_clip")
+CELLS = ("lstm", "lstm_clip", "peephole", "peephole_clip")    # each gate-math variant
 
 RESULTS = """
 import sys
