@@ -36,13 +36,11 @@ import numpy as np
 from fastlstm._workspace import CACHE_LINE, scratch
 
 cdef extern from "small_gemm_avx2.h":
-    int fl_have_avx2_fma() noexcept nogil
     void fl_small_gemm_f32(int m, int n, int k, const float* A, int lda, const float* B,
                            int ldb, float* C, int ldc) noexcept nogil
     enum: FL_SMALL_GEMM_MAX_ROWS
 
 cdef extern from "fused_step.h":
-    int fl_have_avx512() noexcept nogil
     int fl_best_fused_isa() noexcept nogil
     void fl_set_fused_isa(int isa) noexcept nogil
     enum: FL_ISA_NONE
@@ -132,37 +130,36 @@ cdef extern from "gate_math.h":
     void fl_tanhf_array(Py_ssize_t n, const float* x, float* y) noexcept nogil
 
 
-def _choose_fused_isa():
-    """The fused kernels' instruction set for this process: the CPU's best
-    (fl_best_fused_isa), less by the environment at import: FASTLSTM_NO_AVX512=1 takes
-    AVX2 on an AVX-512 CPU (to measure or compare the kernels of CPUs without AVX-512 on
-    one machine), FASTLSTM_NO_FUSED=1 takes none (every product on the BLAS path)."""
+def _kernel_isa():
+    """The instruction set of this process's own float32 kernels: the CPU's best
+    (fl_best_fused_isa: AVX-512, AVX2 + FMA, or none), or AVX2 on an AVX-512 CPU where
+    FASTLSTM_NO_AVX512=1 at import (to measure or compare the kernels of CPUs without
+    AVX-512 on one machine)."""
     cdef int isa = fl_best_fused_isa()
     if isa == FL_ISA_AVX512 and os.environ.get("FASTLSTM_NO_AVX512", "") == "1":
         isa = FL_ISA_AVX2
-    if os.environ.get("FASTLSTM_NO_FUSED", "") == "1":
-        isa = FL_ISA_NONE
     return isa
 
 
-cdef int _FUSED_ISA = _choose_fused_isa()
+cdef int _KERNEL_ISA = _kernel_isa()
+#: The fused float32 LSTM kernels (fused_step.h) run on _KERNEL_ISA, unless
+#: FASTLSTM_NO_FUSED=1 at import puts every product on the BLAS path.
+cdef int _FUSED_ISA = (FL_ISA_NONE if os.environ.get("FASTLSTM_NO_FUSED", "") == "1"
+                       else _KERNEL_ISA)
 fl_set_fused_isa(_FUSED_ISA)
-#: The fused float32 LSTM kernels (fused_step.h) run here, on AVX-512 or AVX2 + FMA.
 _FUSED_STEP = _FUSED_ISA != FL_ISA_NONE
 
 
 #: The BLAS path's per-step products of 2 .. FL_SMALL_GEMM_MAX_ROWS rows (the basic RNN,
-#: and every float32 product where FASTLSTM_NO_FUSED=1) run on small_gemm_avx2.h on CPUs
-#: with AVX2 and FMA but without AVX-512 (or with it switched off by FASTLSTM_NO_AVX512=1),
-#: where OpenBLAS's sgemm packs all of W_h for each of them.
+#: and every float32 product where FASTLSTM_NO_FUSED=1) run on small_gemm_avx2.h where
+#: the kernels' ISA is AVX2 (no AVX-512, or it switched off by FASTLSTM_NO_AVX512=1),
+#: since OpenBLAS's sgemm packs all of W_h for each of them.
 #: Measured (2 threads, ms, BLAS / small GEMM) with OpenBLAS's Haswell kernels: (8, 100,
 #: 64, 128) inference 2.94 / 1.12, training 6.97 / 5.06, (4, ...) 2.68 / 1.08, basic RNN
 #: (8, 100, 64, 128) 0.93 / 0.36, (32, 100, 64, 64) 2.00 / 1.59, larger batches 0.99-1.11x;
 #: but OpenBLAS's SkylakeX kernels beat it (0.75 / 1.37 at (8, 100, 64, 128)): not on
 #: AVX-512 CPUs. FASTLSTM_NO_SMALL_GEMM=1 at import leaves every product to BLAS.
-cdef bint _AVX512_IN_USE = (bool(fl_have_avx512())
-                           and os.environ.get("FASTLSTM_NO_AVX512", "") != "1")
-cdef bint _SMALL_GEMM = (bool(fl_have_avx2_fma()) and not _AVX512_IN_USE
+cdef bint _SMALL_GEMM = (_KERNEL_ISA == FL_ISA_AVX2
                          and os.environ.get("FASTLSTM_NO_SMALL_GEMM", "") != "1")
 
 

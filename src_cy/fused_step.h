@@ -117,11 +117,6 @@ static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float*
 #define FL_ISA_AVX512 2
 static int fl_fused_isa = FL_ISA_NONE;
 
-static int fl_have_avx512(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-}
-
 static int fl_best_fused_isa(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return FL_ISA_AVX512;
@@ -200,7 +195,6 @@ static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
 
 #else
 #define FL_HAVE_FUSED 0
-static int fl_have_avx512(void) { return 0; }
 #define FL_ISA_NONE 0
 #define FL_ISA_AVX2 1
 #define FL_ISA_AVX512 2

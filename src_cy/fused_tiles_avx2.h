@@ -4,8 +4,8 @@
  * The same contracts as fused_tiles_avx512.h, on the same packed layouts (rows of 64
  * floats), so the loops above them are shared. AVX2 has 16 ymm registers, so a 4 x 64
  * tile (32 accumulators) does not fit: it is passes of 4 rows x 24, 24 and 16 columns
- * (12 or 8 accumulators, 3 or 2 weight vectors, 1 broadcast), each pass reading its
- * columns of W's rows. Every output element is still one in-order FMA chain over k from zero, so the
+ * (fl_tile_4xv_avx2: 12 or 8 accumulators, 3 or 2 weight vectors, 1 broadcast), each
+ * pass reading its columns of W's rows. Every output element is still one in-order FMA chain over k from zero, so the
  * results are the AVX-512 tiles' bits (tested where the CPU has both). */
 #ifndef FASTLSTM_FUSED_TILES_AVX2_H
 #define FASTLSTM_FUSED_TILES_AVX2_H
@@ -17,103 +17,72 @@
 
 #define FL_AVX2_TILE static inline __attribute__((target("avx2,fma"), always_inline))
 
-/* t_i[0:16] = sum_k a_i[k sa] W[k][0:16] over k < K, then on over b_i[k sa] and W's next
- * K2 rows (W rows 64 floats apart, already offset to the 16 columns; sa is a constant
- * where this is inlined: 1, or 4 for the weight gradient's gathered columns). */
-FL_AVX2_TILE void fl_tile_4x16_avx2(ptrdiff_t K, const float* restrict a0,
-                                    const float* restrict a1, const float* restrict a2,
-                                    const float* restrict a3, ptrdiff_t K2,
-                                    const float* restrict b0, const float* restrict b1,
-                                    const float* restrict b2, const float* restrict b3,
-                                    const float* restrict W, const ptrdiff_t sa,
-                                    float* t0, float* t1, float* t2, float* t3) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00;
-    __m256 c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-#define FL_TILE_STEP(A0, A1, A2, A3, w)                                                   \
-    {                                                                                     \
-        const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps((w) + 8);              \
-        __m256 s = _mm256_set1_ps(A0);                                                    \
-        c00 = _mm256_fmadd_ps(s, w0, c00); c01 = _mm256_fmadd_ps(s, w1, c01);             \
-        s = _mm256_set1_ps(A1);                                                           \
-        c10 = _mm256_fmadd_ps(s, w0, c10); c11 = _mm256_fmadd_ps(s, w1, c11);             \
-        s = _mm256_set1_ps(A2);                                                           \
-        c20 = _mm256_fmadd_ps(s, w0, c20); c21 = _mm256_fmadd_ps(s, w1, c21);             \
-        s = _mm256_set1_ps(A3);                                                           \
-        c30 = _mm256_fmadd_ps(s, w0, c30); c31 = _mm256_fmadd_ps(s, w1, c31);             \
+/* t_i[0:8 V] = sum_k a_i[k sa] W[k][0:8 V] over k < K, then on over b_i[k sa] and W's
+ * next K2 rows (W rows 64 floats apart, already offset to the columns). V (2 or 3 vectors
+ * of 8) and sa (1, or 4 for the weight gradient's gathered columns) are constants where
+ * this is inlined, so the loops unroll and the 4 V accumulators stay in registers. V = 3
+ * uses all 16 ymm registers (12 accumulators, 3 weight vectors, the broadcast): 12
+ * independent FMA chains, where the 8 of V = 2 (the two FMA pipes times their latency of
+ * 4) left no slack for a load or a broadcast (simulated AVX2, inference 1.03-1.07x faster
+ * with 24-column passes than with 16-column passes only). */
+FL_AVX2_TILE void fl_tile_4xv_avx2(ptrdiff_t K, const float* const a[4], ptrdiff_t K2,
+                                   const float* const b[4], const float* restrict W,
+                                   const ptrdiff_t sa, const int V, float* const t[4]) {
+    __m256 c[4][3];
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < V; v++) c[i][v] = _mm256_setzero_ps();
+    for (int part = 0; part < 2; part++) {            /* a over W[0:K], b over the next K2 */
+        const ptrdiff_t n = part ? K2 : K;
+        const float* const* x = part ? b : a;
+        const float* Wp = part ? W + K * 64 : W;
+        for (ptrdiff_t k = 0; k < n; k++) {
+            __m256 w[3];
+            for (int v = 0; v < V; v++) w[v] = _mm256_loadu_ps(Wp + k * 64 + 8 * v);
+            for (int i = 0; i < 4; i++) {
+                const __m256 s = _mm256_set1_ps(x[i][k * sa]);
+                for (int v = 0; v < V; v++) c[i][v] = _mm256_fmadd_ps(s, w[v], c[i][v]);
+            }
+        }
     }
-    for (ptrdiff_t k = 0; k < K; k++)
-        FL_TILE_STEP(a0[k * sa], a1[k * sa], a2[k * sa], a3[k * sa], W + k * 64)
-    W += K * 64;
-    for (ptrdiff_t k = 0; k < K2; k++)
-        FL_TILE_STEP(b0[k * sa], b1[k * sa], b2[k * sa], b3[k * sa], W + k * 64)
-#undef FL_TILE_STEP
-    _mm256_storeu_ps(t0, c00); _mm256_storeu_ps(t0 + 8, c01);
-    _mm256_storeu_ps(t1, c10); _mm256_storeu_ps(t1 + 8, c11);
-    _mm256_storeu_ps(t2, c20); _mm256_storeu_ps(t2 + 8, c21);
-    _mm256_storeu_ps(t3, c30); _mm256_storeu_ps(t3 + 8, c31);
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < V; v++) _mm256_storeu_ps(t[i] + 8 * v, c[i][v]);
 }
 
-/* fl_tile_4x16_avx2 over 24 columns (the same arguments): 12 accumulators, 3 weight
- * vectors and the broadcast, all 16 ymm registers (12 independent FMA chains instead of 8:
- * the two FMA pipes times their latency of 4 left no slack for a load or a broadcast at
- * 8; simulated AVX2, inference 1.03-1.07x faster than with 16-column passes only). */
-FL_AVX2_TILE void fl_tile_4x24_avx2(ptrdiff_t K, const float* restrict a0,
-                                    const float* restrict a1, const float* restrict a2,
-                                    const float* restrict a3, ptrdiff_t K2,
-                                    const float* restrict b0, const float* restrict b1,
-                                    const float* restrict b2, const float* restrict b3,
-                                    const float* restrict W, const ptrdiff_t sa,
-                                    float* t0, float* t1, float* t2, float* t3) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00;
-    __m256 c12 = c00, c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-#define FL_TILE_ROW(i, A)                                                                 \
-        s = _mm256_set1_ps(A);                                                            \
-        c##i##0 = _mm256_fmadd_ps(s, w0, c##i##0);                                        \
-        c##i##1 = _mm256_fmadd_ps(s, w1, c##i##1);                                        \
-        c##i##2 = _mm256_fmadd_ps(s, w2, c##i##2);
-#define FL_TILE_STEP(A0, A1, A2, A3, w)                                                   \
-    {                                                                                     \
-        const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps((w) + 8);              \
-        const __m256 w2 = _mm256_loadu_ps((w) + 16);                                      \
-        __m256 s;                                                                         \
-        FL_TILE_ROW(0, A0) FL_TILE_ROW(1, A1) FL_TILE_ROW(2, A2) FL_TILE_ROW(3, A3)       \
+/* A 4 x 64 tile as passes over columns 0-23, 24-47 and 48-63 (a_i[k sa]: see above) */
+FL_AVX2_TILE void fl_tile_4x64_passes_avx2(ptrdiff_t K, const float* const a[4],
+                                           ptrdiff_t K2, const float* const b[4],
+                                           const float* restrict W, const ptrdiff_t sa,
+                                           float tile[4][64]) {
+    for (int q = 0; q < 64; q += 24) {
+        float* const t[4] = {tile[0] + q, tile[1] + q, tile[2] + q, tile[3] + q};
+        if (q < 48)
+            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 3, t);
+        else
+            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 2, t);
     }
-    for (ptrdiff_t k = 0; k < K; k++)
-        FL_TILE_STEP(a0[k * sa], a1[k * sa], a2[k * sa], a3[k * sa], W + k * 64)
-    W += K * 64;
-    for (ptrdiff_t k = 0; k < K2; k++)
-        FL_TILE_STEP(b0[k * sa], b1[k * sa], b2[k * sa], b3[k * sa], W + k * 64)
-#undef FL_TILE_STEP
-#undef FL_TILE_ROW
-    _mm256_storeu_ps(t0, c00); _mm256_storeu_ps(t0 + 8, c01); _mm256_storeu_ps(t0 + 16, c02);
-    _mm256_storeu_ps(t1, c10); _mm256_storeu_ps(t1 + 8, c11); _mm256_storeu_ps(t1 + 16, c12);
-    _mm256_storeu_ps(t2, c20); _mm256_storeu_ps(t2 + 8, c21); _mm256_storeu_ps(t2 + 16, c22);
-    _mm256_storeu_ps(t3, c30); _mm256_storeu_ps(t3 + 8, c31); _mm256_storeu_ps(t3 + 16, c32);
 }
 
-/* fl_tile_4x64's contract: four rows, 64 columns, over a[0:K] then b[0:K2]: columns
- * 0-23, 24-47, 48-63 */
+/* fl_tile_4x64's contract: four rows, 64 columns, over a[0:K] then b[0:K2] */
 FL_AVX2_TILE void fl_tile_4x64_avx2(ptrdiff_t K, const float* restrict a0,
                                     const float* restrict a1, const float* restrict a2,
                                     const float* restrict a3, ptrdiff_t K2,
                                     const float* restrict b0, const float* restrict b1,
                                     const float* restrict b2, const float* restrict b3,
                                     const float* restrict W, float tile[4][64]) {
-    for (int q = 0; q < 48; q += 24)
-        fl_tile_4x24_avx2(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W + q, 1, tile[0] + q,
-                          tile[1] + q, tile[2] + q, tile[3] + q);
-    fl_tile_4x16_avx2(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W + 48, 1, tile[0] + 48,
-                      tile[1] + 48, tile[2] + 48, tile[3] + 48);
+    const float* const a[4] = {a0, a1, a2, a3};
+    const float* const b[4] = {b0, b1, b2, b3};
+    fl_tile_4x64_passes_avx2(K, a, K2, b, W, 1, tile);
 }
 
 /* fl_tile_8xv's contract: eight rows, the first 16 V columns (V = 1 or 2) */
 FL_AVX2_TILE void fl_tile_8xv_avx2(ptrdiff_t K, const float* const a[8],
                                    const float* restrict W, const int V, float tile[8][64]) {
     for (int r = 0; r < 8; r += 4)
-        for (int q = 0; q < 16 * V; q += 16)
-            fl_tile_4x16_avx2(K, a[r], a[r + 1], a[r + 2], a[r + 3], 0, NULL, NULL, NULL,
-                              NULL, W + q, 1, tile[r] + q, tile[r + 1] + q, tile[r + 2] + q,
-                              tile[r + 3] + q);
+        for (int q = 0; q < 16 * V; q += 16) {
+            float* const t[4] = {tile[r] + q, tile[r + 1] + q, tile[r + 2] + q,
+                                 tile[r + 3] + q};
+            fl_tile_4xv_avx2(K, a + r, 0, a + r, W + q, 1, 2, t);
+        }
 }
 
 /* fl_row_blocks's contract: one row against nb <= 4 64-column blocks (block j at
@@ -164,13 +133,8 @@ FL_AVX2_TILE void fl_tn_tile_avx2(ptrdiff_t ks, const int64_t* restrict krows,
         const float* ak = a0 + (krows ? krows[k] : k) * ld;
         ap[k][0] = ak[0]; ap[k][1] = ak[o1]; ap[k][2] = ak[o2]; ap[k][3] = ak[o3];
     }
-    for (int q = 0; q < 48; q += 24)
-        fl_tile_4x24_avx2(ks, &ap[0][0], &ap[0][1], &ap[0][2], &ap[0][3], 0, NULL, NULL,
-                          NULL, NULL, Wb + q, 4, tile[0] + q, tile[1] + q, tile[2] + q,
-                          tile[3] + q);
-    fl_tile_4x16_avx2(ks, &ap[0][0], &ap[0][1], &ap[0][2], &ap[0][3], 0, NULL, NULL, NULL,
-                      NULL, Wb + 48, 4, tile[0] + 48, tile[1] + 48, tile[2] + 48,
-                      tile[3] + 48);
+    const float* const cols[4] = {&ap[0][0], &ap[0][1], &ap[0][2], &ap[0][3]};
+    fl_tile_4x64_passes_avx2(ks, cols, 0, cols, Wb, 4, tile);
 }
 
 /* C[0:16] += P[0:16] for the weight gradient's pieces (C unaligned, P aligned) */

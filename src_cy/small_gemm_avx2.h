@@ -20,11 +20,6 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #include <immintrin.h>
 
-static int fl_have_avx2_fma(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-
 __attribute__((target("avx2,fma")))
 static void fl_small_gemm_f32(int m, int n, int k, const float* restrict A, int lda,
                               const float* restrict B, int ldb, float* restrict C,
@@ -73,7 +68,6 @@ static void fl_small_gemm_f32(int m, int n, int k, const float* restrict A, int 
     }
 }
 #else
-static int fl_have_avx2_fma(void) { return 0; }
 static void fl_small_gemm_f32(int m, int n, int k, const float* A, int lda, const float* B,
                               int ldb, float* C, int ldc) {}
 #endif
