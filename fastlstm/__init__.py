@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 # The estimators import scikit-learn (0.7 s of a 0.78 s `import fastlstm`, measured with
 # -X importtime): they load on first use, so the layer API imports fast.
 _LAZY = {"LSTMClassifier": "estimators", "LSTMRegressor": "estimators",
-         "SequenceScaler": "estimators", "datasets": "datasets"}
+         "SequenceScaler": "estimators", "datasets": "datasets",
+         "augmentation": "augmentation"}
 
 
 def __getattr__(name):

@@ -60,7 +60,7 @@ def kernels(args):
 def demo(args):
     from .demo import run
     run(args.dataset, epochs=args.epochs, plot=args.plot, threads=args.threads,
-        random_state=args.random_state)
+        random_state=args.random_state, augment=not args.no_augment)
     return 0
 
 
@@ -79,6 +79,8 @@ def main(argv=None):
     d.add_argument("--plot", default=None, help="save loss / accuracy curves to this PNG")
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--random-state", type=int, default=0)
+    d.add_argument("--no-augment", action="store_true",
+                   help="train without the data set's augmentation (MNIST: random shifts)")
     d.set_defaults(func=demo)
     k = sub.add_parser("kernels", help="time every backend at the seed's LSTM size")
     k.add_argument("--batch", type=int, default=128)

@@ -23,6 +23,7 @@ from sklearn.utils import check_random_state, compute_class_weight
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import augmentation
 from ._sequences import Sequences, from_sequences, to_sequences
 from ._threads import blas_threads, threads
 from .backends import get_backend
@@ -65,6 +66,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         "clip_grad_norm": [None, Interval(numbers.Real, 0, None, closed="neither")],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "shuffle": ["boolean"],
+        "augment": [callable, None],
         "n_steps": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "layout": [StrOptions({"ntf", "nft"})],
         "dtype": [StrOptions({"float32", "float64"})],
@@ -80,7 +82,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                  dropout=0.0, optimizer="adam", learning_rate=1e-3, batch_size=128,
                  max_iter=50, tol=1e-4, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, shuffle=True,
-                 n_steps=None, layout="ntf", dtype="float32", backend="auto", n_jobs=None,
+                 augment=None, n_steps=None, layout="ntf", dtype="float32", backend="auto", n_jobs=None,
                  random_state=None, verbose=0, warm_start=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -102,6 +104,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         self.clip_grad_norm = clip_grad_norm
         self.alpha = alpha
         self.shuffle = shuffle
+        self.augment = augment
         self.n_steps = n_steps
         self.layout = layout
         self.dtype = dtype
@@ -265,6 +268,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         params = network.params
         progress = self._progress(len(idx))
         for b, Xb, Lb in self._batches(idx, seq, rng, self.shuffle):
+            if self.augment is not None:
+                Xb = self._augmented(Xb, Lb, rng)
             out, cache = network.forward(Xb, Lb, backend, self.dropout, rng)
             loss, d_out = self._loss(out, targets[b], weights[b])
             if not np.isfinite(loss):
@@ -291,6 +296,18 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         if progress is not None:
             progress.close()
         return total / seen
+
+    def _augmented(self, Xb, Lb, rng):
+        """``self.augment`` applied to one training batch, its result checked."""
+        out = self.augment(Xb, Lb, rng)
+        if not isinstance(out, np.ndarray) or out.shape != Xb.shape:
+            raise ValueError(f"augment={self.augment!r} must return an array of the batch's "
+                             f"shape {Xb.shape}, got "
+                             f"{getattr(out, 'shape', type(out).__name__)}")
+        out = np.ascontiguousarray(out, dtype=Xb.dtype)
+        if not np.isfinite(out).all():
+            raise ValueError(f"augment={self.augment!r} returned NaN or infinity")
+        return out
 
     def _forward_all(self, network, seq, idx, backend):
         outs = []
@@ -363,7 +380,14 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         ``LSTMClassifier.load(path)`` / ``LSTMRegressor.load(path)`` read it back.
         """
         check_is_fitted(self, "network_")
-        meta = {"class": type(self).__name__, "params": self.get_params(),
+        params = self.get_params(deep=False)
+        params["augment"] = augmentation.to_json(self.augment)
+        if self.augment is not None and params["augment"] is None:
+            warnings.warn(f"augment={self.augment!r} is not stored (only the augmenters of "
+                          f"fastlstm.augmentation are); the loaded model has augment=None, "
+                          f"which matters only if it is trained further", UserWarning,
+                          stacklevel=2)
+        meta = {"class": type(self).__name__, "params": params,
                 "network": self.network_.config, "fitted": self._fitted_meta()}
         arrays = {f"param:{k}": v for k, v in self.network_.params.items()}
         arrays.update(self._fitted_arrays())
@@ -378,7 +402,9 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
             meta = json.loads(str(data["meta"]))
             if meta["class"] != cls.__name__:
                 raise ValueError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-            est = cls(**meta["params"])
+            params = dict(meta["params"])
+            params["augment"] = augmentation.from_json(params.get("augment"))
+            est = cls(**params)
             cfg = dict(meta["network"])
             net = SequenceNetwork(**cfg, rng=np.random.RandomState(0))
             net.set_params({k[len("param:"):]: data[k] for k in data.files
@@ -466,6 +492,12 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         ``CategoricalCrossentropy(label_smoothing=...)``; ``loss_curve_`` holds that loss.
     class_weight : dict, "balanced" or None, default None
     shuffle : bool, default True
+    augment : callable or None, default None
+        A random transformation of every training batch, ``augment(X, lengths, rng)``
+        -> array of ``X``'s shape, with ``X`` (batch, steps, features) and the
+        estimator's random generator ``rng`` (see :mod:`fastlstm.augmentation`; e.g.
+        ``RandomShift(max_steps=2, max_features=2)`` for images read row by row). Never
+        applied to validation data or in ``predict``.
     n_steps : int or None, default None
         For a 2-D ``X``: steps per row (each row holds ``n_steps * n_features`` values,
         step by step). Without it a row is one univariate sequence.
@@ -480,8 +512,8 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         (GridSearchCV(n_jobs=...), which sets that limit) the fits do not oversubscribe
         the cores; -1: all cores.
     random_state : int, RandomState or None
-        Initial weights, shuffling, dropout and the validation split; a given value
-        gives bit-identical models for any ``n_jobs``.
+        Initial weights, shuffling, dropout, ``augment`` and the validation split; a
+        given value gives bit-identical models for any ``n_jobs``.
     verbose : int, default 0
         1: one table row per epoch; 2: also a progress bar (with tqdm installed).
     warm_start : bool, default False
@@ -526,7 +558,7 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
                  dropout=0.0, optimizer="adam", learning_rate=1e-3, batch_size=128,
                  max_iter=50, tol=1e-4, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, label_smoothing=0.0,
-                 class_weight=None, shuffle=True, n_steps=None, layout="ntf",
+                 class_weight=None, shuffle=True, augment=None, n_steps=None, layout="ntf",
                  dtype="float32", backend="auto", n_jobs=None, random_state=None, verbose=0,
                  warm_start=False):
         super().__init__(hidden_size=hidden_size, num_layers=num_layers, cell=cell,
@@ -537,7 +569,8 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
                          max_iter=max_iter, tol=tol, early_stopping=early_stopping,
                          validation_fraction=validation_fraction,
                          n_iter_no_change=n_iter_no_change, clip_grad_norm=clip_grad_norm,
-                         alpha=alpha, shuffle=shuffle, n_steps=n_steps, layout=layout,
+                         alpha=alpha, shuffle=shuffle, augment=augment, n_steps=n_steps,
+                         layout=layout,
                          dtype=dtype, backend=backend, n_jobs=n_jobs,
                          random_state=random_state, verbose=verbose, warm_start=warm_start)
         self.label_smoothing = label_smoothing
