@@ -82,8 +82,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                  dropout=0.0, optimizer="adam", learning_rate=1e-3, batch_size=128,
                  max_iter=50, tol=1e-4, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, shuffle=True,
-                 augment=None, n_steps=None, layout="ntf", dtype="float32", backend="auto", n_jobs=None,
-                 random_state=None, verbose=0, warm_start=False):
+                 augment=None, n_steps=None, layout="ntf", dtype="float32", backend="auto",
+                 n_jobs=None, random_state=None, verbose=0, warm_start=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.cell = cell
