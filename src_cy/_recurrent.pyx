@@ -180,6 +180,14 @@ def fused_isa():
     return {FL_ISA_AVX512: "avx512", FL_ISA_AVX2: "avx2"}.get(_FUSED_ISA)
 
 
+def cpu_isa():
+    """The best instruction set of the fused kernels that this CPU and its OS support
+    (CPUID and XGETBV: ``"avx512"`` needs AVX-512 F, DQ, BW and VL, ``"avx2"`` AVX2 and
+    FMA), whatever the switches say; ``None`` also where the build has no fused kernels
+    (a compiler other than GCC or clang, or not x86-64)."""
+    return {FL_ISA_AVX512: "avx512", FL_ISA_AVX2: "avx2"}.get(fl_best_fused_isa())
+
+
 #: Packed weights of at least this many bytes are packed by all threads (row ranges):
 #: (64, 25, 512, 512)'s 8 MB took 0.37 ms on one thread, ~2% of an inference.
 PARALLEL_PACK_MIN_BYTES = 1 << 20

@@ -15,7 +15,7 @@ cdef extern from *:
     """
     #include <math.h>
     #include <stddef.h>
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+    #if defined(__GNUC__) && defined(__x86_64__)
     #define FL_UPDATE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
     #else
     #define FL_UPDATE_CLONES

@@ -100,8 +100,19 @@ static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float*
     }
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && defined(__x86_64__)       /* GCC and clang */
+#include <cpuid.h>
 #include <immintrin.h>
+/* The AVX-512 functions' target. GCC names the preference for 512-bit vectors (it would
+ * otherwise auto-vectorize them 256 bits wide) in the target string; clang rejects it
+ * there, dropping the whole attribute, and takes its own min_vector_width instead. */
+#if defined(__clang__)
+#define FL_AVX512_TARGET                                                                  \
+    __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma"), min_vector_width(512)))
+#else
+#define FL_AVX512_TARGET                                                                  \
+    __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma,prefer-vector-width=512")))
+#endif
 #define FL_TN_KS 128
 #define FL_TN_GROUP 4
 #include "fused_tiles_avx512.h"
@@ -117,11 +128,28 @@ static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float*
 #define FL_ISA_AVX512 2
 static int fl_fused_isa = FL_ISA_NONE;
 
+/* What the CPU and the OS support, read with CPUID and XGETBV rather than
+ * __builtin_cpu_supports, whose runtime data some toolchains leave unset (zig cc's clang
+ * reported no AVX at all). AVX-512 means the four subsets the AVX-512 functions are
+ * compiled for (F, DQ, BW, VL) and an OS that saves the opmask and ZMM registers (XCR0
+ * bits 5-7); AVX2 needs FMA and the YMM state (XCR0 bits 1-2). */
+static unsigned long long fl_xcr0(void) {
+    unsigned int lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+
 static int fl_best_fused_isa(void) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return FL_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return FL_ISA_AVX2;
-    return FL_ISA_NONE;
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return FL_ISA_NONE;
+    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    if (!(fma && osxsave && avx) || (fl_xcr0() & 0x6) != 0x6) return FL_ISA_NONE;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return FL_ISA_NONE;
+    const int avx2 = (b >> 5) & 1;
+    const int avx512 = ((b >> 16) & 1) && ((b >> 17) & 1)     /* F, DQ */
+                       && ((b >> 30) & 1) && ((b >> 31) & 1); /* BW, VL */
+    if (avx512 && (fl_xcr0() & 0xE6) == 0xE6) return FL_ISA_AVX512;
+    return avx2 ? FL_ISA_AVX2 : FL_ISA_NONE;
 }
 
 static void fl_set_fused_isa(int isa) { fl_fused_isa = isa; }
@@ -145,8 +173,7 @@ static inline void fl_prefetch_gates(const float* p, ptrdiff_t H) {
 #define FL_ISA_CAT(a, b) FL_ISA_CAT2(a, b)
 
 #define FL_ISA(name) FL_ISA_CAT(name, _avx512)
-#define FL_ISA_TARGET                                                                     \
-    __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma,prefer-vector-width=512")))
+#define FL_ISA_TARGET FL_AVX512_TARGET
 #include "fused_step_isa.h"
 #undef FL_ISA
 #undef FL_ISA_TARGET

@@ -202,8 +202,7 @@ static void fl_avx512_math_array(int which, ptrdiff_t n, const float* x, float* 
 #define FL_GATES_CALL(P, C)                                                               \
     fl_lstm_gates16(n, S, xp, z, peep, P, forget_bias, C, clip, c_loc, h_loc, act,       \
                     cs_row, hs_row, cun_row)
-__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma,prefer-vector-width=512"),
-               noinline))
+FL_AVX512_TARGET __attribute__((noinline))
 static void fl_fused_gates_avx512(ptrdiff_t n, ptrdiff_t S, const float* restrict xp,
                                   const float* restrict z, const float* restrict peep,
                                   int use_peep, float forget_bias, float clip,

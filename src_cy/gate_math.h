@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FASTLSTM_NO_CLONES)
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(FASTLSTM_NO_CLONES)
 #define FL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FL_CLONES

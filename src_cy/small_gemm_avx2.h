@@ -17,7 +17,7 @@
 
 #define FL_SMALL_GEMM_MAX_ROWS 16
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && defined(__x86_64__)       /* GCC and clang */
 #include <immintrin.h>
 
 __attribute__((target("avx2,fma")))

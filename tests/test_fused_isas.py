@@ -108,3 +108,32 @@ def test_fastlstm_no_fused_takes_the_blas_path_with_the_same_results(tmp_path):
     assert str(blas.pop("isa")) == "blas" and str(fused.pop("isa")) != "blas"
     for key, want in fused.items():
         np.testing.assert_allclose(blas[key], want, rtol=2e-4, atol=2e-5, err_msg=key)
+
+
+def _proc_cpuinfo_flags():
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), None)
+    return None if line is None else set(line.split(":", 1)[1].split())
+
+
+@pytest.mark.skipif(_proc_cpuinfo_flags() is None or not sys.platform.startswith("linux"),
+                    reason="reads the CPU's features from Linux's /proc/cpuinfo")
+def test_the_kernels_read_the_cpus_features_as_linux_does():
+    """fl_best_fused_isa reads CPUID and XGETBV itself; Linux's flags (which also drop
+    what the OS does not save) are the oracle. AVX-512 needs all four subsets the
+    kernels are compiled for, not AVX-512 F alone."""
+    flags = _proc_cpuinfo_flags()
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
+        want = "avx512"
+    elif {"avx2", "fma"} <= flags:
+        want = "avx2"
+    else:
+        want = None
+    assert _recurrent.cpu_isa() == want
+    env_switches = os.environ.get("FASTLSTM_NO_FUSED") == "1" or \
+        os.environ.get("FASTLSTM_NO_AVX512") == "1"
+    if not env_switches:
+        assert _recurrent.fused_isa() == want
