@@ -75,14 +75,14 @@ class RandomShift(BaseEstimator):
         self._validate_params()
         n, T, F = X.shape
         lengths = np.asarray(lengths)
-        # Two draws per call whatever the shifts: the generator advances the same way
-        # for max_* = 0, so changing one parameter does not reshuffle the other's draws.
+        # The shifts come from the estimator's generator, after its shuffle of the epoch:
+        # a different max_* (a zero range draws nothing) changes every later draw.
         d_step = rng.randint(-self.max_steps, self.max_steps + 1, size=n)
         d_feat = rng.randint(-self.max_features, self.max_features + 1, size=n)
         # out[i, t, f] = X[i, t - d_step[i], f - d_feat[i]] where that source exists
         # (within the sequence's own length and the feature axis), else fill_value. One
         # slice copy per distinct pair of shifts (at most (2 k + 1)^2 of them), not a
-        # gather per element: 0.43 -> 0.1 ms for a 128 x 28 x 28 MNIST batch.
+        # gather per element: 0.43 -> 0.13 ms for a 128 x 28 x 28 MNIST batch.
         out = np.full_like(X, self.fill_value)
         pairs = d_step * (2 * self.max_features + 1) + d_feat
         for pair in np.unique(pairs):
