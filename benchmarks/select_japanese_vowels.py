@@ -70,6 +70,12 @@ def _cv(params, splits, seeds, threads, jobs, X, y):
             for split in splits for seed in range(seeds)]
 
 
+def _test_accuracy(params, threads, X, y, X_test, y_test):
+    """Fitted on the whole training split, scored on the test split, seeds 0-3."""
+    return [float((pipeline(params, seed, threads).fit(X, y).predict(X_test) == y_test)
+                  .mean()) for seed in range(4)]
+
+
 def _effective(params):
     """The configuration with every estimator default filled in (the grid's dicts name
     the same model in different ways)."""
@@ -103,10 +109,7 @@ def refine(args, threads):
     best = results[0]
     print(f"\nbest over {1 + args.extra_splits} splits: {best['params']}  "
           f"cv {best['cv_accuracy']:.4f}")
-    test = []
-    for seed in range(4):
-        model = pipeline(best["params"], seed, args.threads).fit(X, y)
-        test.append(float((model.predict(X_test) == y_test).mean()))
+    test = _test_accuracy(best["params"], args.threads, X, y, X_test, y_test)
     print("its test accuracy, seeds 0-3: " + " ".join(f"{a:.3f}" for a in test))
     stage1["refined"] = dict(top=args.refine, extra_splits=list(splits), ranking=results,
                              best=best, test_accuracy_seeds_0_3=test)
@@ -149,10 +152,7 @@ def main(argv=None):
     results.sort(key=lambda r: -r["cv_accuracy"])
     best = results[0]
     print(f"\nbest by cross-validation: {best['params']}  cv {best['cv_accuracy']:.4f}")
-    test = []
-    for seed in range(4):
-        model = pipeline(best["params"], seed, args.threads).fit(X_train, y_train)
-        test.append(float((model.predict(X_test) == y_test).mean()))
+    test = _test_accuracy(best["params"], args.threads, X_train, y_train, X_test, y_test)
     print("its test accuracy, seeds 0-3: " + " ".join(f"{a:.3f}" for a in test))
     with open(args.json, "w") as f:
         json.dump(dict(grid=GRID, fixed=FIXED, folds=args.folds, seeds=args.seeds,

@@ -100,6 +100,17 @@ static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float*
     }
 }
 
+/* The ISA of the fused kernels: FL_ISA_AVX512, FL_ISA_AVX2 (AVX2 + FMA: CPUs without
+ * AVX-512, most laptops) or FL_ISA_NONE (the BLAS path; the fused entry points are not
+ * called). _recurrent.pyx picks it once at import (fl_best_fused_isa, or less by the
+ * environment switches) and sets it with fl_set_fused_isa before any kernel runs. */
+#define FL_ISA_NONE 0
+#define FL_ISA_AVX2 1
+#define FL_ISA_AVX512 2
+/* The weight-gradient tiles' K block and tile group (also read by _recurrent.pyx). */
+#define FL_TN_KS 128
+#define FL_TN_GROUP 4
+
 #if defined(__GNUC__) && defined(__x86_64__)       /* GCC and clang */
 #include <cpuid.h>
 #include <immintrin.h>
@@ -113,19 +124,10 @@ static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float*
 #define FL_AVX512_TARGET                                                                  \
     __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma,prefer-vector-width=512")))
 #endif
-#define FL_TN_KS 128
-#define FL_TN_GROUP 4
 #include "fused_tiles_avx512.h"
 #include "fused_tiles_avx2.h"
 #define FL_HAVE_FUSED 1
 
-/* The ISA of the fused kernels: FL_ISA_AVX512, FL_ISA_AVX2 (AVX2 + FMA: CPUs without
- * AVX-512, most laptops) or FL_ISA_NONE (the BLAS path; the fused entry points are not
- * called). _recurrent.pyx picks it once at import (fl_best_fused_isa, or less by the
- * environment switches) and sets it with fl_set_fused_isa before any kernel runs. */
-#define FL_ISA_NONE 0
-#define FL_ISA_AVX2 1
-#define FL_ISA_AVX512 2
 static int fl_fused_isa = FL_ISA_NONE;
 
 /* What the CPU and the OS support, read with CPUID and XGETBV rather than
@@ -222,11 +224,6 @@ static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
 
 #else
 #define FL_HAVE_FUSED 0
-#define FL_ISA_NONE 0
-#define FL_ISA_AVX2 1
-#define FL_ISA_AVX512 2
-#define FL_TN_KS 128
-#define FL_TN_GROUP 4
 static int fl_best_fused_isa(void) { return FL_ISA_NONE; }
 static void fl_set_fused_isa(int isa) {}
 static void fl_avx2_math_array(int which, ptrdiff_t n, const float* x, float* y) {}
