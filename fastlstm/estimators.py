@@ -8,7 +8,6 @@ attributes at the end, so an error leaves the estimator as it was.
 """
 
 import copy
-import json
 import numbers
 import sys
 import time
@@ -23,7 +22,6 @@ from sklearn.utils import check_random_state, compute_class_weight
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import augmentation
 from ._sequences import Sequences, from_sequences, to_sequences
 from ._threads import blas_threads, threads
 from .backends import get_backend
@@ -34,6 +32,68 @@ from .optimizers import OPTIMIZERS
 # costs 168 ms on the first call (first touch of ~150 MB of buffers) against 45 ms for
 # 256, and no less once warm.
 _PREDICT_BATCH = 256
+
+
+#: Parameters that count something: numbers.Integral admits True and False, these do not.
+_SIZE_PARAMETERS = ("hidden_size", "num_layers", "input_projection", "batch_size", "max_iter",
+                    "n_iter_no_change", "n_steps", "n_jobs")
+
+
+def _refuse_boolean_sizes(estimator, names):
+    for name in names:
+        value = getattr(estimator, name)
+        if isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"The {name!r} parameter of {type(estimator).__name__} must be "
+                             f"an int, got the boolean {value!r}")
+
+
+#: A batch whose padded size (rows x longest length) exceeds this many times the steps
+#: that exist runs as groups of similar lengths, each padded to its own longest: 31
+#: sequences of 20 steps and one of 20,000 (128 units) took 805 MB padded, where the
+#: long one alone needs a tenth of it. 2: typical raggedness (lengths spread over 25-100)
+#: stays one batch, with the kernels' own length sorting; equal lengths always do.
+MAX_PADDING_FACTOR = 2.0
+
+
+def _length_groups(rows, seq, index=None):
+    """Split the batch ``rows`` into groups whose padded size is at most
+    ``MAX_PADDING_FACTOR`` times their existing steps.
+
+    Parameters
+    ----------
+    rows : ndarray of int
+        The batch: positions into ``index`` (or into ``seq`` when ``index`` is None).
+    seq : Sequences
+    index : ndarray of int, optional
+        Maps positions to sequences of ``seq``.
+
+    Yields
+    ------
+    group : ndarray of int
+        Positions (a subset of ``rows``; all of ``rows``, in order, when the batch
+        stays whole).
+    X : ndarray (len(group), longest length of the group, n_features)
+    lengths : ndarray (len(group),)
+    """
+    seqs = rows if index is None else index[rows]
+    lengths = seq.lengths[seqs]
+    longest = int(lengths.max())
+    if len(rows) * longest <= MAX_PADDING_FACTOR * int(lengths.sum()):
+        yield rows, seq.values[seqs, :longest], lengths
+        return
+    order = np.argsort(-lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        top = int(lengths[order[start]])
+        stop, existing = start, 0
+        # add the next (shorter) row while the group stays within the factor
+        while stop < len(order) and (stop - start + 1) * top <= MAX_PADDING_FACTOR * (
+                existing + int(lengths[order[stop]])):
+            existing += int(lengths[order[stop]])
+            stop += 1
+        group = order[start:stop]
+        yield rows[group], seq.values[seqs[group], :top], lengths[group]
+        start = stop
 
 
 def _softmax(z):
@@ -115,6 +175,10 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         self.warm_start = warm_start
 
     # ---------------------------------------------------------------- input checks
+    def _validate_params(self):
+        super()._validate_params()
+        _refuse_boolean_sizes(self, _SIZE_PARAMETERS)
+
     def _sequences(self, X, reset):
         seq = to_sequences(X, layout=self.layout, n_steps=self.n_steps, dtype=self.dtype)
         # n_features_in_: features per step; for a 2-D X it is its number of columns,
@@ -170,40 +234,45 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         if self.early_stopping and not incremental:
             train_idx, val_idx = self._validation_split(targets, rng)
         history = {"loss": [], "val_loss": [], "val_score": []}
-        best = {"params": None, "loss": np.inf, "score": -np.inf, "stall": 0}
+        best = {"params": None, "loss": np.inf, "score": -np.inf, "stall": 0, "epoch": 0}
         epochs = 1 if incremental else self.max_iter
         n_iter = 0
+        # The state after the last completed epoch, taken as the next one starts: a
+        # Ctrl-C inside an epoch goes back to it (the first epoch has none to go back to).
+        completed = None
         try:
             with threads(self._n_threads()), blas_threads(1):
                 self._print_header(val_idx is not None)
                 for epoch in range(epochs):
+                    if epoch > 0:
+                        completed = (network.copy_params(), copy.deepcopy(optimizer),
+                                     copy.deepcopy(rng))
                     t0 = time.perf_counter()
                     loss = self._epoch(network, optimizer, seq, targets, weights, train_idx,
                                        rng, backend)
-                    n_iter += 1
-                    history["loss"].append(loss)
-                    stop = False
+                    self._check_finite_params(network, epoch + 1)
                     if val_idx is not None:
                         v_loss, v_score = self._evaluate(network, seq, targets, weights,
                                                          val_idx, backend)
-                        history["val_loss"].append(v_loss)
-                        history["val_score"].append(v_score)
                         if v_score > best["score"] + self.tol:
-                            best.update(score=v_score, stall=0, params=network.copy_params())
+                            best.update(score=v_score, stall=0, params=network.copy_params(),
+                                        epoch=epoch + 1)
                         else:
                             best["stall"] += 1
-                        best["loss"] = min(best["loss"], loss)
+                        history["val_loss"].append(v_loss)
+                        history["val_score"].append(v_score)
                     else:
                         if loss < best["loss"] - self.tol:
                             best["stall"] = 0
                         else:
                             best["stall"] += 1
-                        best["loss"] = min(best["loss"], loss)
+                    best["loss"] = min(best["loss"], loss)
+                    history["loss"].append(loss)
+                    n_iter += 1                    # the epoch is complete from here on
+                    completed = None
                     self._print_epoch(epoch + 1, loss, history, time.perf_counter() - t0,
                                       len(train_idx))
                     if not incremental and best["stall"] >= self.n_iter_no_change:
-                        stop = True
-                    if stop:
                         break
                 else:
                     if not incremental and epochs == self.max_iter:
@@ -212,10 +281,15 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                                       f"raise max_iter", ConvergenceWarning, stacklevel=3)
         except KeyboardInterrupt:
             if n_iter == 0:
-                raise
-            warnings.warn(f"{type(self).__name__}.fit interrupted after {n_iter} epoch(s): "
-                          f"the model keeps the best weights so far", RuntimeWarning,
-                          stacklevel=3)
+                raise                              # the estimator is left as it was
+            if completed is not None:
+                params, optimizer, rng = completed
+                network.set_params(params)
+            kept = (f"the weights of epoch {best['epoch']} (the best validation score)"
+                    if best["params"] is not None else
+                    f"the weights of epoch {n_iter}, the last completed one")
+            warnings.warn(f"{type(self).__name__}.fit interrupted after {n_iter} completed "
+                          f"epoch(s): the model keeps {kept}", RuntimeWarning, stacklevel=3)
         if best["params"] is not None:
             network.set_params(best["params"])    # early stopping: restore the best
         # All good: the fitted state, at once.
@@ -244,6 +318,16 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
             self.best_validation_score_ = float(max(self.validation_scores_))
         return self
 
+    def _check_finite_params(self, network, epoch):
+        """Refuse to go on (and so to hand back) parameters that overflowed: the loss is
+        checked before each update, never after the last one."""
+        for name, arr in network.params.items():
+            if not np.isfinite(arr).all():
+                raise FloatingPointError(
+                    f"the parameter {name!r} became NaN or infinite in epoch {epoch}: "
+                    f"lower learning_rate (now {self.learning_rate}) or set "
+                    f"clip_grad_norm; the estimator is left as it was before this call")
+
     def _validation_split(self, targets, rng):
         idx = np.arange(len(targets))
         stratify = targets if self._stratify() else None
@@ -255,28 +339,39 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                                     random_state=rng)
 
     def _batches(self, idx, seq, rng, shuffle):
+        """Index arrays of the training batches of one epoch."""
         if shuffle:
             idx = idx[rng.permutation(len(idx))]
         for start in range(0, len(idx), self.batch_size):
-            b = idx[start:start + self.batch_size]
-            lengths = seq.lengths[b]
-            # Cut each batch to its own longest sequence: no step past it is stored.
-            yield b, seq.values[b, :lengths.max()], lengths
+            yield idx[start:start + self.batch_size]
 
     def _epoch(self, network, optimizer, seq, targets, weights, idx, rng, backend):
         total, seen = 0.0, 0.0
         params = network.params
         progress = self._progress(len(idx))
-        for b, Xb, Lb in self._batches(idx, seq, rng, self.shuffle):
-            if self.augment is not None:
-                Xb = self._augmented(Xb, Lb, rng)
-            out, cache = network.forward(Xb, Lb, backend, self.dropout, rng)
-            loss, d_out = self._loss(out, targets[b], weights[b])
-            if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"the training loss became {loss}: lower learning_rate (now "
-                    f"{self.learning_rate}) or set clip_grad_norm")
-            grads = network.backward(cache, d_out)
+        for b in self._batches(idx, seq, rng, self.shuffle):
+            wsum = float(weights[b].sum())
+            loss, grads = 0.0, None
+            # A very ragged batch runs as groups of similar lengths (see _length_groups),
+            # their gradients summed: memory follows the steps that exist.
+            for g, Xg, Lg in _length_groups(b, seq):
+                if self.augment is not None:
+                    Xg = self._augmented(Xg, Lg, rng)
+                out, cache = network.forward(Xg, Lg, backend, self.dropout, rng)
+                loss_g, d_out = self._loss(out, targets[g], weights[g], wsum)
+                if not np.isfinite(loss_g):
+                    raise FloatingPointError(
+                        f"the training loss became {loss_g}: lower learning_rate (now "
+                        f"{self.learning_rate}) or set clip_grad_norm")
+                del out
+                grads_g = network.backward(cache, d_out)
+                del cache
+                loss += loss_g
+                if grads is None:
+                    grads = grads_g
+                else:
+                    for name, grad in grads_g.items():
+                        grads[name] += grad
             n = len(b)
             if self.alpha:
                 for name in network.weight_names():
@@ -289,8 +384,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                     scale = self.clip_grad_norm / norm
                     grads = {k: g * scale for k, g in grads.items()}
             optimizer.step(params, grads)
-            total += loss * float(weights[b].sum())
-            seen += float(weights[b].sum())
+            total += loss * wsum
+            seen += wsum
             if progress is not None:
                 progress.update(n)
         if progress is not None:
@@ -309,14 +404,21 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
             raise ValueError(f"augment={self.augment!r} returned NaN or infinity")
         return out
 
-    def _forward_all(self, network, seq, idx, backend):
-        outs = []
+    def _forward_all(self, network, seq, idx, backend, features=False):
+        """Outputs (or, with ``features``, the readout features) of the sequences ``idx``,
+        in that order, computed in batches of at most ``_PREDICT_BATCH`` that keep no
+        history (``_length_groups`` splits a very ragged one)."""
+        result = None
         for start in range(0, len(idx), _PREDICT_BATCH):
-            b = idx[start:start + _PREDICT_BATCH]
-            L = seq.lengths[b]
-            out, _ = network.forward(seq.values[b, :L.max()], L, backend, keep_cache=False)
-            outs.append(out)
-        return np.concatenate(outs)
+            chunk = np.arange(start, min(start + _PREDICT_BATCH, len(idx)))
+            for g, Xg, Lg in _length_groups(chunk, seq, idx):
+                out, cache = network.forward(Xg, Lg, backend, keep_cache=False)
+                if features:
+                    out = cache["features"]
+                if result is None:
+                    result = np.empty((len(idx), out.shape[1]), out.dtype)
+                result[g] = out
+        return result
 
     def _evaluate(self, network, seq, targets, weights, idx, backend):
         out = self._forward_all(network, seq, idx, backend)
@@ -338,15 +440,9 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "network_")
         seq, _ = self._sequences(X, reset=False)
-        feats = []
         with threads(self._n_threads()), blas_threads(1):
-            for start in range(0, len(seq), _PREDICT_BATCH):
-                b = np.arange(start, min(start + _PREDICT_BATCH, len(seq)))
-                L = seq.lengths[b]
-                _, cache = self.network_.forward(seq.values[b, :L.max()], L, self.backend_,
-                                                 keep_cache=False)
-                feats.append(cache["features"])
-        return np.concatenate(feats)
+            return self._forward_all(self.network_, seq, np.arange(len(seq)), self.backend_,
+                                     features=True)
 
     # -------------------------------------------------------------- verbose output
     def _print_header(self, with_validation):
@@ -374,48 +470,45 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         return tqdm(total=total, unit="seq", leave=False)
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path):
-        """Store the fitted model as arrays plus JSON in one ``.npz`` file (no pickle).
+    def save(self, file):
+        """Store the fitted model in one file: arrays plus JSON, no pickle.
 
-        ``LSTMClassifier.load(path)`` / ``LSTMRegressor.load(path)`` read it back.
+        Parameters
+        ----------
+        file : str, path-like or writable binary file object
+
+        Every constructor parameter is stored with its type (``class_weight``'s keys, a
+        ``RandomState``'s state) together with the optimizer's and the generator's state,
+        so ``partial_fit`` after :meth:`load` continues as it would have. A parameter that
+        cannot be stored without pickle (a custom ``augment`` callable) raises
+        ``ValueError`` before anything is written. The format and what :meth:`load`
+        checks are described in :mod:`fastlstm.persistence`.
         """
         check_is_fitted(self, "network_")
-        params = self.get_params(deep=False)
-        params["augment"] = augmentation.to_json(self.augment)
-        if self.augment is not None and params["augment"] is None:
-            warnings.warn(f"augment={self.augment!r} is not stored (only the augmenters of "
-                          f"fastlstm.augmentation are); the loaded model has augment=None, "
-                          f"which matters only if it is trained further", UserWarning,
-                          stacklevel=2)
-        meta = {"class": type(self).__name__, "params": params,
-                "network": self.network_.config, "fitted": self._fitted_meta()}
-        arrays = {f"param:{k}": v for k, v in self.network_.params.items()}
-        arrays.update(self._fitted_arrays())
-        arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
-        with open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+        from .persistence import save_model
+        save_model(self, file)
 
     @classmethod
-    def load(cls, path):
-        """Load a model written by :meth:`save` (``allow_pickle=False``: safe to share)."""
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            if meta["class"] != cls.__name__:
-                raise ValueError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-            params = dict(meta["params"])
-            params["augment"] = augmentation.from_json(params.get("augment"))
-            est = cls(**params)
-            cfg = dict(meta["network"])
-            net = SequenceNetwork(**cfg, rng=np.random.RandomState(0))
-            net.set_params({k[len("param:"):]: data[k] for k in data.files
-                            if k.startswith("param:")})
-            est.network_ = net
-            est._optimizer_ = OPTIMIZERS[est.optimizer](learning_rate=est.learning_rate)
-            est._rng_ = check_random_state(est.random_state)
-            est._restore_fitted(meta["fitted"], data)
-        return est
+    def load(cls, file):
+        """Load a model written by :meth:`save`; safe on files from anyone.
+
+        Parameters
+        ----------
+        file : str, path-like or seekable binary file object
+
+        Raises
+        ------
+        ValueError
+            When ``file`` is not a valid fastlstm model file of this class, naming what
+            is wrong. Nothing is unpickled, and every size, shape, dtype and value is
+            checked before the network is built (:mod:`fastlstm.persistence`).
+        """
+        from .persistence import load_model
+        return load_model(cls, file)
 
     def _fitted_meta(self):
+        """The fitted attributes stored as JSON (checked on load by
+        ``_stored_fitted_checks`` and the common list of :mod:`fastlstm.persistence`)."""
         keys = ("n_features_in_", "n_features_per_step_", "_fit_kind_", "n_iter_",
                 "loss_curve_", "best_loss_", "backend_", "validation_loss_curve_",
                 "validation_scores_", "best_validation_score_")
@@ -424,9 +517,13 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
     def _fitted_arrays(self):
         return {}
 
-    def _restore_fitted(self, fitted, data):
-        for k, v in fitted.items():
-            setattr(self, k, v)
+    def _stored_fitted_checks(self, network_config):
+        """Checks of the class's own JSON fitted entries: name -> predicate."""
+        return {}
+
+    def _restore_fitted_arrays(self, fitted, network_config, archive):
+        """The class's own fitted attributes from ``fitted`` and the archive's arrays."""
+        return {}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -434,12 +531,6 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         # transform() returns the network's dtype, whatever X's was.
         tags.transformer_tags.preserves_dtype = [self.dtype]
         return tags
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
 class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
@@ -641,13 +732,14 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
     def _stratify(self):
         return True
 
-    def _loss(self, logits, targets, weights):
+    def _loss(self, logits, targets, weights, wsum=None):
         """Weighted mean cross-entropy of the softmax against the (smoothed) targets, and
-        its gradient with respect to the logits, p - q per sample."""
+        its gradient with respect to the logits, p - q per sample; ``wsum``: the weights'
+        sum to divide by (the whole batch's, for a group of it), theirs by default."""
         p = _softmax(logits.astype(np.float64))
         n, k = p.shape
         rows = np.arange(n)
-        wsum = weights.sum()
+        wsum = weights.sum() if wsum is None else wsum
         eps = self.label_smoothing
         log_p = np.log(np.maximum(p, 1e-300))
         # -sum_c q_c log p_c with q = (1 - eps) one_hot + eps / k
@@ -693,18 +785,37 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
     def _fitted_arrays(self):
         classes = self.classes_
         if classes.dtype.kind == "O":
+            if not all(isinstance(c, str) for c in classes):
+                raise ValueError(f"classes_ of dtype object holding "
+                                 f"{sorted({type(c).__name__ for c in classes})} cannot be "
+                                 f"stored without pickle; fit with y as an array of numbers "
+                                 f"or strings")
             classes = classes.astype(str)
         return {"classes_": classes}
 
-    def _restore_fitted(self, fitted, data):
+    def _stored_fitted_checks(self, network_config):
+        return {"classes_kind": lambda v: v in ("b", "i", "u", "f", "U", "O")}
+
+    def _restore_fitted_arrays(self, fitted, network_config, archive):
+        from .persistence import ModelFileError
         kind = fitted.pop("classes_kind")
-        super()._restore_fitted(fitted, data)
-        classes = data["classes_"]
+        shape, dtype, _ = archive.headers.get("classes_", (None, None, None))
+        n = network_config["n_outputs"]
+        if shape != (n,) or dtype.kind != ("U" if kind == "O" else kind):
+            raise ModelFileError(f"{archive.label}: classes_ must be an array of {n} labels of "
+                             f"kind {kind!r}, got {shape} {dtype}")
+        archive.used.add("classes_")
+        classes = archive.read("classes_")
+        if kind == "f" and not np.isfinite(classes).all():
+            raise ModelFileError(f"{archive.label}: classes_ contains NaN or infinity")
+        if not np.all(classes[1:] > classes[:-1]):
+            raise ModelFileError(f"{archive.label}: classes_ must be sorted and distinct, as a "
+                             f"fit leaves them")
         if kind == "O":
             classes = classes.astype(object)
-        self._label_encoder_ = LabelEncoder()
-        self._label_encoder_.classes_ = classes
-        self.classes_ = classes
+        encoder = LabelEncoder()
+        encoder.classes_ = classes
+        return {"_label_encoder_": encoder, "classes_": classes}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -772,6 +883,10 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
         if not np.all(np.isfinite(y)):
             raise ValueError("y contains NaN or infinity")
         y2 = y.reshape(n, -1).astype(self.dtype)
+        if not np.isfinite(y2).all():
+            raise ValueError(f"y holds values too large for dtype={self.dtype!r} (largest "
+                             f"magnitude {np.abs(y).max():.3g}): rescale y or use "
+                             f"dtype='float64'")
         if reuse and y2.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {y2.shape[1]} targets, the model was fitted with "
                              f"{self.n_outputs_}")
@@ -789,9 +904,9 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
     def _stratify(self):
         return False
 
-    def _loss(self, out, targets, weights):
+    def _loss(self, out, targets, weights, wsum=None):
         diff = out.astype(np.float64) - targets
-        wsum = weights.sum()
+        wsum = weights.sum() if wsum is None else wsum
         loss = float(0.5 * (weights[:, None] * diff ** 2).sum() / wsum)
         return loss, (diff * (weights / wsum)[:, None]).astype(out.dtype)
 
@@ -808,6 +923,11 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
         meta = super()._fitted_meta()
         meta.update(_y_ndim_=self._y_ndim_, n_outputs_=self.n_outputs_)
         return meta
+
+    def _stored_fitted_checks(self, network_config):
+        n = network_config["n_outputs"]
+        return {"_y_ndim_": lambda v: v in (1, 2) and not isinstance(v, bool),
+                "n_outputs_": lambda v: v == n and not isinstance(v, bool)}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -851,6 +971,7 @@ class SequenceScaler(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Compute the per-feature mean and standard deviation over valid steps."""
         self._validate_params()
+        _refuse_boolean_sizes(self, ("n_steps",))
         seq = to_sequences(X, layout=self.layout, n_steps=self.n_steps, dtype=np.float64)
         valid = np.arange(seq.values.shape[1])[None, :] < seq.lengths[:, None]
         steps = seq.values[valid]                                   # (n_valid, F)

@@ -56,6 +56,30 @@ def _valid_steps(lengths, n_steps):
     return (np.arange(n_steps)[:, None] < lengths[None, :])[:, :, None]
 
 
+def param_shapes(n_features, n_outputs, hidden_size, num_layers, cell, bidirectional,
+                 input_projection, **_):
+    """``name -> shape`` of every parameter of a :class:`SequenceNetwork` of this
+    configuration, in the order of ``params``, without allocating anything (a model
+    file's declared sizes are checked against it before any array is built)."""
+    shapes = {}
+    width = n_features
+    if input_projection:
+        shapes["input/kernel"] = (n_features, input_projection)
+        shapes["input/bias"] = (input_projection,)
+        width = input_projection
+    directions = ("fw", "bw") if bidirectional else ("fw",)
+    kind = "rnn" if cell == "rnn" else "lstm"
+    for layer in range(num_layers):
+        for d in directions:
+            for name, shape in _layout.param_shapes(kind, width, hidden_size,
+                                                    cell == "peephole").items():
+                shapes[f"layer{layer}/{d}/{name}"] = shape
+        width = hidden_size * len(directions)
+    shapes["output/kernel"] = (width, n_outputs)
+    shapes["output/bias"] = (n_outputs,)
+    return shapes
+
+
 class SequenceNetwork:
     """Parameters and math of the estimators' model.
 
@@ -119,7 +143,23 @@ class SequenceNetwork:
 
     # ------------------------------------------------------------------ parameters
     def set_params(self, values):
-        """Copy ``values`` (name -> array) into the parameter arrays, in place."""
+        """Copy ``values`` (name -> array) into the parameter arrays, in place.
+
+        ``values`` must hold exactly the names of ``params``, each an array of the same
+        shape and dtype (no broadcasting, no casting); else ``ValueError`` and nothing is
+        changed.
+        """
+        if set(values) != set(self.params):
+            raise ValueError(f"parameters {sorted(set(self.params) - set(values))} are "
+                             f"missing and {sorted(set(values) - set(self.params))} unknown")
+        for name, arr in self.params.items():
+            value = values[name]
+            if (not isinstance(value, np.ndarray) or value.shape != arr.shape
+                    or value.dtype != arr.dtype):
+                raise ValueError(f"parameter {name!r} must be an array of shape {arr.shape} "
+                                 f"and dtype {arr.dtype}, got "
+                                 f"{getattr(value, 'shape', type(value).__name__)} "
+                                 f"{getattr(value, 'dtype', '')}".rstrip())
         for name, arr in self.params.items():
             arr[...] = values[name]
 

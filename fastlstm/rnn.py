@@ -121,13 +121,13 @@ def _check_sequence_length(sequence_length, n_steps, batch_size):
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise ValueError("sequence_length must hold whole numbers")
-    lengths = arr.astype(np.int64)
-    if np.any(lengths < 0):
-        raise ValueError(f"sequence_length must not be negative, got min {lengths.min()}")
-    if np.any(lengths > n_steps):
+    # range-checked in the caller's dtype: a cast first wraps uint64 2**64 - 1 to -1
+    if np.any(arr < 0):
+        raise ValueError(f"sequence_length must not be negative, got min {arr.min()}")
+    if np.any(arr > n_steps):
         raise ValueError(f"sequence_length must not exceed the number of steps "
-                         f"({n_steps}), got max {lengths.max()}")
-    return lengths
+                         f"({n_steps}), got max {arr.max()}")
+    return arr.astype(np.int64)
 
 
 def _check_state(cell, state, batch_size, name):
@@ -250,7 +250,7 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
     # A backend may compute x W_x + b inside its recurrence (see fastlstm.backends)
     fuse_input = cell.kind != "rnn" and getattr(be, "fuses_input", None) is not None \
         and be.fuses_input(cell.dtype, B, I, H)
-    if fuse_input and not return_cache:
+    if fuse_input and not return_cache and T > 0:     # 0 steps: the generic path below
         return _infer_fused(be, cell, x, seq_len, h0, c0, bool(time_major), n_threads,
                             full=sequence_length is None)
     if not x.flags.c_contiguous:           # a transposed view of batch-major inputs

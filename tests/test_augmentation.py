@@ -164,7 +164,7 @@ def test_a_bad_augmenter_is_a_clear_error_and_leaves_the_model_as_it_was(bad, ma
         LSTMClassifier(augment="shift").fit(X, y)
 
 
-def test_save_load_keeps_random_shift_and_warns_for_other_callables(tmp_path):
+def test_save_load_keeps_random_shift_and_refuses_other_callables(tmp_path):
     X, y = toy()
     clf = LSTMClassifier(**FAST, augment=RandomShift(2, 1, fill_value=0.25)).fit(X, y)
     clf.save(tmp_path / "m.npz")
@@ -172,9 +172,12 @@ def test_save_load_keeps_random_shift_and_warns_for_other_callables(tmp_path):
     assert repr(back.augment) == repr(clf.augment)
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
+    # a callable cannot be stored without pickle: refused before anything is written
     other = LSTMClassifier(**FAST, augment=Spy()).fit(X, y)
-    with pytest.warns(UserWarning, match="is not stored"):
+    with pytest.raises(ValueError, match="augment=.*set_params\\(augment=None\\)"):
         other.save(tmp_path / "o.npz")
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.npz"]
+    other.set_params(augment=None).save(tmp_path / "o.npz")
     assert LSTMClassifier.load(tmp_path / "o.npz").augment is None
 
 

@@ -327,7 +327,7 @@ def test_ctrl_c_keeps_a_usable_model(monkeypatch):
         return original(self, *args)
 
     monkeypatch.setattr(type(clf), "_epoch", interrupted)
-    with pytest.warns(RuntimeWarning, match="interrupted after 2 epoch"):
+    with pytest.warns(RuntimeWarning, match="interrupted after 2 completed epoch"):
         clf.fit(X, y)
     assert clf.n_iter_ == 2 and clf.predict(X).shape == (40,)
 
