@@ -134,3 +134,11 @@ def recycled(shape, dtype, zero=False):
     if zero:
         arr.fill(0)
     return arr
+
+
+def release_buffers():
+    """Drop the pooled buffers and this thread's scratch buffers (they are made again
+    when next needed): what stays allocated after one very large call."""
+    with _pool_lock:
+        _pool.clear()
+    _local.buffers = {}

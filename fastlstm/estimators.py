@@ -48,16 +48,18 @@ def _refuse_boolean_sizes(estimator, names):
 
 
 #: A batch whose padded size (rows x longest length) exceeds this many times the steps
-#: that exist runs as groups of similar lengths, each padded to its own longest: 31
-#: sequences of 20 steps and one of 20,000 (128 units) took 805 MB padded, where the
-#: long one alone needs a tenth of it. 2: typical raggedness (lengths spread over 25-100)
-#: stays one batch, with the kernels' own length sorting; equal lengths always do.
+#: that exist runs as groups of rows whose lengths lie within this factor of their
+#: group's longest, each padded to its own longest: 31 sequences of 20 steps and one of
+#: 20,000 (128 units) took 805 MB padded, where the long one alone needs a tenth of it.
+#: 2: typical raggedness (lengths spread over 25-100) stays one batch, sorted by the
+#: kernels themselves; equal lengths always do.
 MAX_PADDING_FACTOR = 2.0
 
 
 def _length_groups(rows, seq, index=None):
-    """Split the batch ``rows`` into groups whose padded size is at most
-    ``MAX_PADDING_FACTOR`` times their existing steps.
+    """Split the batch ``rows`` when padding it would more than ``MAX_PADDING_FACTOR``-fold
+    its existing steps: into groups of rows, by decreasing length, each as long as the
+    next row is at least its group's longest / ``MAX_PADDING_FACTOR``.
 
     Parameters
     ----------
@@ -82,15 +84,13 @@ def _length_groups(rows, seq, index=None):
         yield rows, seq.values[seqs, :longest], lengths
         return
     order = np.argsort(-lengths, kind="stable")
+    ordered = lengths[order]
     start = 0
     while start < len(order):
-        top = int(lengths[order[start]])
-        stop, existing = start, 0
-        # add the next (shorter) row while the group stays within the factor
-        while stop < len(order) and (stop - start + 1) * top <= MAX_PADDING_FACTOR * (
-                existing + int(lengths[order[stop]])):
-            existing += int(lengths[order[stop]])
-            stop += 1
+        top = int(ordered[start])
+        # the first row shorter than top / factor starts the next group
+        stop = start + int(np.searchsorted(-ordered[start:], -top / MAX_PADDING_FACTOR,
+                                           side="right"))
         group = order[start:stop]
         yield rows[group], seq.values[seqs[group], :top], lengths[group]
         start = stop

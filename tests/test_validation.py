@@ -143,3 +143,48 @@ def test_load_params_is_all_or_nothing(lstm):
         np.testing.assert_array_equal(lstm.params[k], v)
     with pytest.raises(ValueError, match="must have the keys"):
         lstm.load_params({"kernel": bad["kernel"]})
+
+
+@pytest.mark.parametrize("lengths, match", [
+    (np.array([1, 2**64 - 1, 2], np.uint64), r"must not exceed.*got max 18446744073709551615"),
+    (np.array([1, 2**63 - 1, 2], np.int64), r"must not exceed.*got max 9223372036854775807"),
+    (np.array([1, 1e30, 2]), "must not exceed"),
+])
+def test_out_of_range_lengths_are_named(lstm, x, lengths, match):
+    """Range-checked before the cast to int64 (uint64 2**64 - 1 used to wrap to -1)."""
+    with pytest.raises(ValueError, match=match):
+        fl.dynamic_rnn(lstm, x, sequence_length=lengths)
+
+
+@pytest.mark.parametrize("backend", fl.available_backends())
+@pytest.mark.parametrize("cell_name", ["rnn", "lstm", "peephole_clip"])
+@pytest.mark.parametrize("B, I, H", [(1, 32, 64), (64, 28, 128), (3, 2, 5)])
+def test_zero_time_steps_give_the_initial_state_on_every_backend(backend, cell_name, B, I, H):
+    """0 steps: empty outputs, the initial state back, its gradient passed straight
+    through, on every backend and path (the fused inference raised IndexError)."""
+    cell = make_cell(cell_name, H, I, dtype=np.float32)
+    rng = np.random.RandomState(0)
+    h0 = rng.randn(B, H).astype(np.float32)
+    state = fl.LSTMStateTuple(rng.randn(B, H).astype(np.float32), h0) \
+        if cell.state_is_tuple else h0
+    for time_major in (False, True):
+        shape = (0, B, I) if time_major else (B, 0, I)
+        for lengths in (None, np.zeros(B, int)):
+            out, final = fl.dynamic_rnn(cell, np.zeros(shape, np.float32), lengths, state,
+                                        time_major=time_major, backend=backend)
+            assert out.shape == ((0, B, H) if time_major else (B, 0, H))
+            for got, want in zip(np.atleast_1d(final) if not cell.state_is_tuple else final,
+                                 np.atleast_1d(state) if not cell.state_is_tuple else state):
+                np.testing.assert_array_equal(got, want)
+    out, final, cache = fl.dynamic_rnn(cell, np.zeros((B, 0, I), np.float32), None, state,
+                                       backend=backend, return_cache=True)
+    d_state = state
+    grads = fl.dynamic_rnn_backward(cell, cache, np.zeros((B, 0, H), np.float32), d_state)
+    assert grads["inputs"].shape == (B, 0, I)
+    for name, g in cell.params.items():
+        np.testing.assert_array_equal(grads[name], np.zeros_like(g))
+    if cell.state_is_tuple:
+        np.testing.assert_array_equal(grads["initial_state"].c, state.c)
+        np.testing.assert_array_equal(grads["initial_state"].h, state.h)
+    else:
+        np.testing.assert_array_equal(grads["initial_state"], state)
