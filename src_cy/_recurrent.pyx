@@ -461,6 +461,64 @@ def tanhf_array(const float[::1] x):
     return out
 
 
+# ------------------------------------------------------------- checks of the entry points
+# The Python layer validates every argument before a kernel runs; these checks stand
+# behind it so that no call of an exported function, from anywhere, reads or writes out
+# of bounds: a wrong shape or a length past T is a ValueError, not a crash. C compares
+# only (tens of ns per call); the messages are built on failure alone.
+
+cdef extern from "<limits.h>":
+    enum: INT_MAX
+
+
+cdef int _expect(str name, Py_ssize_t got0, Py_ssize_t got1, Py_ssize_t got2,
+                 Py_ssize_t want0, Py_ssize_t want1, Py_ssize_t want2, int ndim) except -1:
+    """``name`` must have the shape ``(want0, want1[, want2])``."""
+    if got0 != want0 or got1 != want1 or (ndim == 3 and got2 != want2):
+        want = (want0, want1, want2)[:ndim]
+        got = (got0, got1, got2)[:ndim]
+        raise ValueError(f"{name} must have shape {want}, got {got}")
+    return 0
+
+
+cdef int _check_lengths(const int64_t[::1] seq_len, Py_ssize_t B,
+                        Py_ssize_t T) except -1:
+    """``seq_len`` holds B lengths, each in 0..T (the kernels index steps by them)."""
+    cdef Py_ssize_t b
+    if seq_len.shape[0] != B:
+        raise ValueError(f"seq_len must hold one length per sequence ({B}), got "
+                         f"{seq_len.shape[0]}")
+    for b in range(B):
+        if seq_len[b] < 0 or seq_len[b] > T:
+            raise ValueError(f"seq_len[{b}] = {seq_len[b]} is outside 0..{T} (the steps)")
+    return 0
+
+
+cdef int _check_counts(Py_ssize_t H, int n_threads, Py_ssize_t per_chunk) except -1:
+    """Positive thread and chunk counts, and gate widths that BLAS's C ``int`` holds."""
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
+    if per_chunk < 1:
+        raise ValueError(f"chunk_rows (or width) must be at least 1, got {per_chunk}")
+    if 4 * H > INT_MAX:
+        raise ValueError(f"H = {H} is too large: 4H must fit a C int for BLAS")
+    return 0
+
+
+cdef int _check_lstm_history(const floating[:, :, ::1] acts,
+                             const floating[:, :, ::1] c_unclipped, double cell_clip,
+                             Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                             bint acts_required) except -1:
+    """``acts`` (T, B, 4H), or empty where allowed (inference); ``c_unclipped`` (T, B,
+    H) where the cell clips (it is read or written only then)."""
+    if acts_required or acts.shape[0] > 0:
+        _expect("acts", acts.shape[0], acts.shape[1], acts.shape[2], T, B, 4 * H, 3)
+    if cell_clip > 0:
+        _expect("c_unclipped", c_unclipped.shape[0], c_unclipped.shape[1],
+                c_unclipped.shape[2], T, B, H, 3)
+    return 0
+
+
 # --------------------------------------------------------------------------- basic RNN
 cdef void _rnn_forward_chunk(const floating* xproj, const floating* W,
                              const int64_t* seq_len, const int64_t* rows,
@@ -515,7 +573,14 @@ def rnn_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                 Py_ssize_t chunk_rows):
     """Basic RNN recurrence; see ``fastlstm.reference.rnn_forward``."""
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_chunks, k, start
-    if B == 0 or xproj.shape[0] == 0:
+    if hs.shape[0] < 1:
+        raise ValueError("hs must hold T + 1 rows (the initial state first)")
+    cdef Py_ssize_t T = hs.shape[0] - 1
+    _check_counts(H, n_threads, chunk_rows)
+    _expect("xproj", xproj.shape[0], xproj.shape[1], xproj.shape[2], T, B, H, 3)
+    _expect("W", W.shape[0], W.shape[1], 0, H, H, 0, 2)
+    _check_lengths(seq_len, B, T)
+    if B == 0 or T == 0:
         return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     cdef int64_t[::1] order = _chunk_order(seq_len, n_chunks)
@@ -537,7 +602,15 @@ def rnn_backward(const floating[:, ::1] W, const int64_t[::1] seq_len,
                  Py_ssize_t chunk_rows):
     """Backward of the basic RNN; see ``fastlstm.reference.rnn_backward``."""
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], n_chunks, k, start
-    if B == 0 or d_outputs.shape[0] == 0:
+    cdef Py_ssize_t T = d_outputs.shape[0]
+    _check_counts(H, n_threads, chunk_rows)
+    _expect("d_outputs", d_outputs.shape[0], d_outputs.shape[1], d_outputs.shape[2],
+            T, B, H, 3)
+    _expect("hs", hs.shape[0], hs.shape[1], hs.shape[2], T + 1, B, H, 3)
+    _expect("dz", dz.shape[0], dz.shape[1], dz.shape[2], T, B, H, 3)
+    _expect("W", W.shape[0], W.shape[1], 0, H, H, 0, 2)
+    _check_lengths(seq_len, B, T)
+    if B == 0 or T == 0:
         return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     cdef int64_t[::1] order = _chunk_order(seq_len, n_chunks)
@@ -734,8 +807,18 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     """
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], T = hs.shape[0] - 1, n_chunks, k, start
     cdef Py_ssize_t I = 0, x_t = 0, x_b = 0
+    if hs.shape[0] < 1:
+        raise ValueError("hs must hold T + 1 rows (the initial state first)")
+    _expect("cs", cs.shape[0], cs.shape[1], cs.shape[2], hs.shape[0], B, H, 3)
     if out is not None:
         T = out.shape[1] if out_batch_major else out.shape[0]
+    _check_counts(H, n_threads, chunk_rows if unit_slices <= 0 else unit_slices)
+    _expect("W", W.shape[0], W.shape[1], 0, H, 4 * H, 0, 2)
+    _expect("peepholes", peepholes.shape[0], peepholes.shape[1], 0, 3, H, 0, 2)
+    _check_lengths(seq_len, B, T)
+    if x is None:
+        _expect("xproj", xproj.shape[0], xproj.shape[1], xproj.shape[2], T, B, 4 * H, 3)
+    _check_lstm_history(acts, c_unclipped, cell_clip, T, B, H, False)
     cdef const floating* xp = NULL
     cdef const floating* xx = NULL
     cdef const floating* bb = NULL
@@ -864,6 +947,29 @@ cdef const floating* _transposed_weights(const floating[:, ::1] W_t,
     return &W_t[0, 0]
 
 
+cdef int _check_lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
+                              double cell_clip, const int64_t[::1] seq_len,
+                              const floating[:, :, ::1] cs, const floating[:, :, ::1] acts,
+                              const floating[:, :, ::1] c_unclipped,
+                              const floating[:, :, :] d_outputs, floating[:, ::1] dh,
+                              floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
+                              Py_ssize_t per_chunk) except -1:
+    """The shapes both LSTM backward entry points rely on (T from ``d_outputs``, B and H
+    from ``dh``)."""
+    cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], T = d_outputs.shape[0]
+    _check_counts(H, n_threads, per_chunk)
+    _expect("d_outputs", d_outputs.shape[0], d_outputs.shape[1], d_outputs.shape[2],
+            T, B, H, 3)
+    _expect("cs", cs.shape[0], cs.shape[1], cs.shape[2], T + 1, B, H, 3)
+    _expect("dc", dc.shape[0], dc.shape[1], 0, B, H, 0, 2)
+    _expect("dz", dz.shape[0], dz.shape[1], dz.shape[2], T, B, 4 * H, 3)
+    _expect("W", W.shape[0], W.shape[1], 0, H, 4 * H, 0, 2)
+    _expect("peepholes", peepholes.shape[0], peepholes.shape[1], 0, 3, H, 0, 2)
+    _check_lengths(seq_len, B, T)
+    _check_lstm_history(acts, c_unclipped, cell_clip, T, B, H, True)
+    return 0
+
+
 def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
                   bint use_peepholes, double cell_clip, const int64_t[::1] seq_len,
                   const floating[:, :, ::1] cs, const floating[:, :, ::1] acts,
@@ -882,6 +988,8 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
     kernel of small_gemm_avx2.h takes (see :func:`small_gemm_enabled`).
     """
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], n_chunks, k, start
+    _check_lstm_backward(W, peepholes, cell_clip, seq_len, cs, acts, c_unclipped, d_outputs,
+                         dh, dc, dz, n_threads, chunk_rows)
     if B == 0 or d_outputs.shape[0] == 0:
         return
     cdef Py_ssize_t d_t, d_b
@@ -1013,6 +1121,16 @@ def gemm_blocks(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, 
     cdef char ta = b'T' if trans_b else b'N'     # column-major view: out.T = op(b).T op(a).T
     cdef char tb = b'T' if trans_a else b'N'
     K = a.shape[0] if trans_a else a.shape[1]
+    if (a.shape[1] if trans_a else a.shape[0]) != M or \
+            (b.shape[1] if trans_b else b.shape[0]) != K or \
+            (b.shape[0] if trans_b else b.shape[1]) != N:
+        raise ValueError(f"gemm_blocks: op(a) {a.shape[0], a.shape[1]} (trans {trans_a}) "
+                         f"@ op(b) {b.shape[0], b.shape[1]} (trans {trans_b}) does not give "
+                         f"out {M, N}")
+    if row_block < 1 or col_block < 1 or n_threads < 1:
+        raise ValueError("row_block, col_block and n_threads must be at least 1")
+    if max(M, N, K, a.shape[1], b.shape[1]) > INT_MAX:
+        raise ValueError("gemm_blocks: a size does not fit BLAS's C int")
     if M == 0 or N == 0:
         return
     if K == 0:
@@ -1103,6 +1221,13 @@ cdef void _lstm_forward_units_thread(
         fastlstm_spin_barrier_wait(barrier, n_threads)
 
 
+cdef int _check_slices(Py_ssize_t n_slices, Py_ssize_t width, Py_ssize_t H) except -1:
+    """``n_slices`` slices of ``width`` units cover the H units, the last one not empty."""
+    if n_slices < 1 or n_slices * width < H or (n_slices - 1) * width >= max(H, 1):
+        raise ValueError(f"{n_slices} slices of {width} units do not cover H = {H}")
+    return 0
+
+
 def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W_packed,
                        const floating[:, ::1] peepholes, bint use_peepholes,
                        double forget_bias, double cell_clip, const int64_t[::1] seq_len,
@@ -1116,7 +1241,19 @@ def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W
     Otherwise as ``fastlstm.reference.lstm_forward``.
     """
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_slices = W_packed.shape[0]
-    if B == 0 or xproj.shape[0] == 0:
+    if hs.shape[0] < 1:
+        raise ValueError("hs must hold T + 1 rows (the initial state first)")
+    cdef Py_ssize_t T = hs.shape[0] - 1
+    _check_counts(H, n_threads, width)
+    _check_slices(n_slices, width, H)
+    _expect("W_packed", W_packed.shape[0], W_packed.shape[1], 0, n_slices, H * 4 * width, 0,
+            2)
+    _expect("cs", cs.shape[0], cs.shape[1], cs.shape[2], T + 1, B, H, 3)
+    _expect("xproj", xproj.shape[0], xproj.shape[1], xproj.shape[2], T, B, 4 * H, 3)
+    _expect("peepholes", peepholes.shape[0], peepholes.shape[1], 0, 3, H, 0, 2)
+    _check_lengths(seq_len, B, T)
+    _check_lstm_history(acts, c_unclipped, cell_clip, T, B, H, False)
+    if B == 0 or T == 0:
         return
     cdef int64_t[::1] order = _chunk_order(seq_len)
     dtype = np.float32 if floating is float else np.float64
@@ -1228,6 +1365,9 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
     (whole packed blocks per slice). ``W_t``: as in :func:`lstm_backward`.
     """
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1]
+    _check_lstm_backward(W, peepholes, cell_clip, seq_len, cs, acts, c_unclipped, d_outputs,
+                         dh, dc, dz, n_threads, width)
+    _check_slices(n_slices, width, H)
     cdef const floating* wt = NULL
     cdef const floating* w_t = _transposed_weights(W_t, H)
     if B == 0 or d_outputs.shape[0] == 0:
