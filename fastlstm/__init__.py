@@ -9,7 +9,7 @@ from .backends import available_backends
 from .cells import BasicLSTMCell, BasicRNNCell, LSTMCell, LSTMStateTuple
 from .rnn import RNNCache, dynamic_rnn, dynamic_rnn_backward
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # The estimators import scikit-learn (0.7 s of a 0.78 s `import fastlstm`, measured with
 # -X importtime): they load on first use, so the layer API imports fast.

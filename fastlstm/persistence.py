@@ -330,7 +330,10 @@ def load_model(cls, file):
     archive = _Archive(file, label)
     try:
         archive.used = set()
-        est = _build(cls, archive)
+        try:
+            est = _build(cls, archive)
+        except RecursionError as exc:
+            raise ModelFileError(f"{label}: values nested too deeply") from exc
         unused = set(archive.headers) - archive.used
         if unused:
             raise ModelFileError(f"{label}: unknown arrays {sorted(unused)}")
@@ -349,7 +352,7 @@ def _meta(archive):
     archive.used.add("meta")
     try:
         meta = json.loads(archive.read("meta").item())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{label}: 'meta' is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{label} is not a fastlstm model file (its 'meta' does not name "
@@ -473,14 +476,19 @@ def _build(cls, archive):
     optimizer = OPTIMIZERS[est.optimizer](learning_rate=est.learning_rate)
     if hasattr(optimizer, "t"):
         optimizer.t = opt_meta["t"]
+    slot_names = {}
     for slot in _OPTIMIZER_SLOTS[est.optimizer]:
         prefix = f"optimizer:{slot}:"
         stored = [n[len(prefix):] for n in archive.headers if n.startswith(prefix)]
         if set(stored) - set(shapes):
             raise ModelFileError(f"{label}: optimizer state for unknown parameters "
-                             f"{sorted(set(stored) - set(shapes))}")
+                                 f"{sorted(set(stored) - set(shapes))}")
+        slot_names[slot] = set(stored)
         getattr(optimizer, slot).update(
             {n: _array(archive, prefix + n, shapes[n], dtype, finite=True) for n in stored})
+    if len({frozenset(names) for names in slot_names.values()}) > 1:
+        raise ModelFileError(f"{label}: the optimizer's slots {sorted(slot_names)} must "
+                             f"hold the same parameters")
     rng = _load_random_state(rng_meta, "rng", archive)
 
     attrs = _fitted_attributes(est, fitted, cfg, archive)
@@ -521,7 +529,16 @@ def _fitted_attributes(est, fitted, cfg, archive):
     checks.update(optional)
     for key, value in fitted.items():
         if not checks[key](value):
-            raise ModelFileError(f"{label}: fitted {key}={value!r} is not valid for this model")
+            raise ModelFileError(f"{label}: fitted {key}={value!r} is not valid for this "
+                                 f"model")
+    present = [key for key in optional if key in fitted]
+    if present and len(present) != len(optional):
+        raise ModelFileError(f"{label}: fitted {sorted(optional)} go together (early "
+                             f"stopping), the file has only {present}")
+    if len(fitted["loss_curve_"]) != fitted["n_iter_"]:
+        raise ModelFileError(f"{label}: fitted loss_curve_ must hold one loss per epoch "
+                             f"(n_iter_={fitted['n_iter_']}), it holds "
+                             f"{len(fitted['loss_curve_'])}")
     attrs = dict(fitted)
     if attrs["backend_"] not in available_backends():
         attrs["backend_"] = est._check_backend()     # e.g. "cuda" saved, no GPU here

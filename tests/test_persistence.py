@@ -12,6 +12,7 @@ import pytest
 from fastlstm import LSTMClassifier, LSTMRegressor, __version__
 from fastlstm.augmentation import RandomShift
 from fastlstm.persistence import FORMAT_VERSION, SKOPS_TRUSTED_TYPES, ModelFileError
+from _helpers import require
 
 FAST = dict(hidden_size=8, max_iter=2, random_state=0)
 
@@ -68,7 +69,8 @@ def test_round_trip_keeps_every_parameter_with_its_type(tmp_path):
     for name, value in clf.get_params().items():
         if name in ("augment", "random_state") or name.startswith("augment__"):
             continue
-        assert back.get_params()[name] == value and type(back.get_params()[name]) is type(value), name
+        loaded = back.get_params()[name]
+        assert loaded == value and type(loaded) is type(value), name
     assert back.class_weight == {0: 1, 1: 5.0}
     assert [type(k) for k in back.class_weight] == [int, int]     # not '0', '1'
     assert repr(back.augment) == repr(clf.augment)
@@ -243,6 +245,12 @@ def test_declared_sizes_must_agree_with_the_arrays_before_anything_is_built(fitt
     (lambda a, m: a.__setitem__("rng:key", np.zeros(3, np.uint32)), "rng:key"),
     (lambda a, m: a.__setitem__("optimizer:m:bogus", np.zeros(1, np.float32)),
      r"unknown parameters \['bogus'\]"),
+    (lambda a, m: a.pop("optimizer:v:output/bias"), "must hold the same parameters"),
+    (lambda a, m: m["fitted"]["loss_curve_"].append(1.0), "one loss per epoch"),
+    (lambda a, m: m["fitted"].__setitem__("best_validation_score_", 0.5), "go together"),
+    (lambda a, m: m["fitted"]["optimizer"].__setitem__("kind", "sgd"), "fitted optimizer"),
+    (lambda a, m: m["network"].__setitem__("cell_clip", -1), "cell_clip=-1"),
+    (lambda a, m: m["network"].__setitem__("num_layers", True), "positive integer"),
 ])
 def test_crafted_entries_are_refused_by_name(fitted, edit, match):
     f = crafted(fitted, edit)
@@ -251,6 +259,18 @@ def test_crafted_entries_are_refused_by_name(fitted, edit, match):
         return
     with pytest.raises(ValueError, match=match):
         LSTMClassifier.load(f)
+
+
+def test_deeply_nested_json_is_refused(fitted):
+    arrays, meta = members(fitted)
+    text = json.dumps(meta)
+    nested = '{"__dict__": [[0, ' * 100000 + "1" + "]]}" * 100000
+    text = text.replace('"class_weight": null', f'"class_weight": {nested}')
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(text), **arrays)
+    buf.seek(0)
+    with pytest.raises(ValueError, match="not valid JSON|nested too deeply"):
+        LSTMClassifier.load(buf)
 
 
 def test_load_takes_paths_and_file_objects(tmp_path, fitted):
@@ -266,7 +286,7 @@ def test_load_takes_paths_and_file_objects(tmp_path, fitted):
 
 # ------------------------------------------------------------------ pipelines, skops
 def test_a_pipeline_round_trips_through_skops_with_the_shipped_trusted_types(tmp_path):
-    sio = pytest.importorskip("skops.io")
+    sio = require("skops.io")
     from sklearn.pipeline import make_pipeline
     from fastlstm import SequenceScaler
     X, y = data()
