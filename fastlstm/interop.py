@@ -42,16 +42,21 @@ def _make_cell(kind, params, dtype, *, use_peepholes=False, cell_clip=None, forg
 
 
 # ----------------------------------------------------------------------------- PyTorch
-def from_torch(module_or_state_dict, layer=0, dtype=None):
-    """A cell holding layer ``layer`` of a ``torch.nn.LSTM`` or ``torch.nn.RNN`` (tanh).
+def from_torch(module_or_state_dict, layer=0, dtype=None, direction=None):
+    """A cell holding one direction of layer ``layer`` of a ``torch.nn.LSTM`` or
+    ``torch.nn.RNN`` (tanh).
 
     Parameters
     ----------
     module_or_state_dict : torch.nn.LSTM, torch.nn.RNN or its ``state_dict()``
     layer : int, default 0
-        Which stacked layer (forward direction).
+        Which stacked layer.
     dtype : numpy dtype, optional
         Default: the dtype of the torch weights.
+    direction : {"forward", "backward"}, optional
+        Which direction of a bidirectional module (required for one: a fastlstm cell
+        holds one direction, and neither is dropped silently); a unidirectional module
+        has only "forward".
 
     Returns
     -------
@@ -68,16 +73,27 @@ def from_torch(module_or_state_dict, layer=0, dtype=None):
     key = f"weight_ih_l{layer}"
     if key not in state:
         raise ValueError(f"no layer {layer} in the torch weights (missing {key!r})")
+    bidirectional = f"{key}_reverse" in state
+    if direction not in (None, "forward", "backward"):
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    if bidirectional and direction is None:
+        raise ValueError("the torch module is bidirectional: pass direction='forward' or "
+                         "direction='backward' (a fastlstm cell holds one direction; build "
+                         "a bidirectional layer from both)")
+    if not bidirectional and direction == "backward":
+        raise ValueError("the torch module is not bidirectional: it has no 'backward' "
+                         "direction")
+    suffix = f"l{layer}_reverse" if direction == "backward" else f"l{layer}"
 
     def arr(name):
         return state[name].detach().cpu().numpy()
 
-    w_ih, w_hh = arr(f"weight_ih_l{layer}"), arr(f"weight_hh_l{layer}")
+    w_ih, w_hh = arr(f"weight_ih_{suffix}"), arr(f"weight_hh_{suffix}")
     num_units = w_hh.shape[1]
     kind = _kind_from_widths(w_ih.shape[0], num_units, "from_torch")
     bias = np.zeros(w_ih.shape[0], w_ih.dtype)
-    if f"bias_ih_l{layer}" in state:
-        bias = arr(f"bias_ih_l{layer}") + arr(f"bias_hh_l{layer}")
+    if f"bias_ih_{suffix}" in state:
+        bias = arr(f"bias_ih_{suffix}") + arr(f"bias_hh_{suffix}")
     params = {"kernel": w_ih.T, "recurrent_kernel": w_hh.T, "bias": bias}
     if kind == "lstm":
         params = {k: _layout.permute_gates(v, _layout.TORCH_LSTM_GATES, _layout.LSTM_GATES)
@@ -85,15 +101,32 @@ def from_torch(module_or_state_dict, layer=0, dtype=None):
     return _make_cell(kind, params, dtype)
 
 
-def to_torch(cell):
-    """A ``torch.nn.LSTM`` / ``torch.nn.RNN`` (one layer, time-major) computing ``cell``.
+def to_torch(cell, batch_first=None):
+    """A ``torch.nn.LSTM`` / ``torch.nn.RNN`` (one layer) computing ``cell``.
+
+    Parameters
+    ----------
+    cell : BasicRNNCell, BasicLSTMCell or LSTMCell without peepholes or clipping
+    batch_first : bool
+        The module's input layout: True for (batch, steps, features), as fastlstm's
+        ``dynamic_rnn`` takes by default; False for time-major (steps, batch, features),
+        torch's default. Say which: batch-major input to a time-major module runs without
+        an error and gives wrong results. Omitted, it is False, with a FutureWarning.
 
     The whole bias, with ``forget_bias`` folded into the forget gate's entries, goes into
     ``bias_ih_l0``; ``bias_hh_l0`` is zero. Peephole and clipped cells have no torch
-    equivalent and are refused.
+    equivalent and are refused. The whole estimator network converts with
+    :func:`fastlstm.export.to_torch`.
     """
     import torch
 
+    if batch_first is None:
+        import warnings
+        warnings.warn("interop.to_torch(cell) without batch_first returns a time-major "
+                      "module (input (steps, batch, features)); pass batch_first=True for "
+                      "batch-major input or batch_first=False to keep this, and silence "
+                      "this warning", FutureWarning, stacklevel=2)
+        batch_first = False
     if cell.kind == "lstm" and (cell.use_peepholes or cell.cell_clip is not None):
         raise ValueError("torch.nn.LSTM has no peepholes or cell clipping: "
                          "only cells without them convert to torch")
@@ -104,10 +137,11 @@ def to_torch(cell):
         kernel, recurrent, bias = (
             _layout.permute_gates(v, _layout.LSTM_GATES, _layout.TORCH_LSTM_GATES)
             for v in (p["kernel"], p["recurrent_kernel"], bias))
-        module = torch.nn.LSTM(cell.input_size, cell.num_units)
+        module = torch.nn.LSTM(cell.input_size, cell.num_units, batch_first=batch_first)
     else:
         kernel, recurrent = p["kernel"], p["recurrent_kernel"]
-        module = torch.nn.RNN(cell.input_size, cell.num_units, nonlinearity="tanh")
+        module = torch.nn.RNN(cell.input_size, cell.num_units, nonlinearity="tanh",
+                              batch_first=batch_first)
     module = module.to(torch.float64 if cell.dtype == np.float64 else torch.float32)
     with torch.no_grad():
         module.weight_ih_l0.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))

@@ -13,7 +13,7 @@ def test_torch_fastlstm_torch_round_trip(kind):
     torch = require("torch")
     torch.manual_seed(1)
     module = torch.nn.LSTM(3, 4) if kind == "lstm" else torch.nn.RNN(3, 4)
-    back = to_torch(from_torch(module))
+    back = to_torch(from_torch(module), batch_first=False)
     a, b = module.state_dict(), back.state_dict()
     for name in ("weight_ih_l0", "weight_hh_l0"):
         np.testing.assert_array_equal(a[name].numpy(), b[name].numpy())
@@ -30,7 +30,7 @@ def test_fastlstm_torch_fastlstm_round_trip(name):
     cell = make_cell(name, 4, 3, dtype=np.float32)
     if name == "lstm":
         cell.forget_bias = 0.0       # torch has no forget_bias; it would fold into the bias
-    back = from_torch(to_torch(cell))
+    back = from_torch(to_torch(cell, batch_first=False))
     for k, v in cell.params.items():
         np.testing.assert_array_equal(back.params[k], v)
 
@@ -47,7 +47,43 @@ def test_from_torch_accepts_a_state_dict_and_a_layer():
 def test_torch_refuses_peepholes():
     require("torch")
     with pytest.raises(ValueError, match="peepholes"):
-        to_torch(make_cell("peephole", 3, 2))
+        to_torch(make_cell("peephole", 3, 2), batch_first=True)
+
+
+def test_to_torch_makes_the_layout_explicit():
+    """Batch-major input to a time-major module ran silently wrong: the layout is a
+    choice now (omitted: time-major, with a FutureWarning)."""
+    torch = require("torch")
+    cell = make_cell("lstm", 4, 3, dtype=np.float32)
+    x = np.random.RandomState(0).randn(5, 7, 3).astype(np.float32)      # (B, T, I)
+    out, _ = fl.dynamic_rnn(cell, x)
+    module = to_torch(cell, batch_first=True)
+    assert module.batch_first
+    with torch.no_grad():
+        np.testing.assert_allclose(module(torch.from_numpy(x))[0].numpy(), out,
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.warns(FutureWarning, match="batch_first"):
+        assert not to_torch(cell).batch_first
+
+
+def test_from_torch_takes_either_direction_and_never_drops_one_silently():
+    torch = require("torch")
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(3, 4, bidirectional=True, batch_first=True).double()
+    with pytest.raises(ValueError, match="bidirectional: pass direction"):
+        from_torch(module)
+    fw = from_torch(module, direction="forward")
+    bw = from_torch(module.state_dict(), direction="backward")
+    fw.forget_bias = bw.forget_bias = 0.0
+    x = np.random.RandomState(0).randn(2, 6, 3)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x))[0].numpy()
+    out_fw, _ = fl.dynamic_rnn(fw, x)
+    out_bw, _ = fl.dynamic_rnn(bw, x[:, ::-1])
+    np.testing.assert_allclose(out_fw, ref[:, :, :4], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out_bw[:, ::-1], ref[:, :, 4:], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="not bidirectional"):
+        from_torch(torch.nn.LSTM(3, 4), direction="backward")
 
 
 @pytest.mark.parametrize("name", ["rnn", "lstm"])

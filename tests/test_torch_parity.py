@@ -105,7 +105,7 @@ def test_forget_bias_folds_into_torch_bias():
     cell = make_cell("lstm", 4, 3, seed=2)          # forget_bias=1.0, float64
     x, lengths, state = make_case(cell, 3, 5, seed=1, lengths=[5, 5, 5])
     out, st = fl.dynamic_rnn(cell, x, initial_state=state)
-    module = fl.interop.to_torch(cell)
+    module = fl.interop.to_torch(cell, batch_first=False)
     with torch.no_grad():
         t_out, (hn, cn) = module(torch.tensor(x.transpose(1, 0, 2)),
                                  (torch.tensor(state.h[None]), torch.tensor(state.c[None])))
