@@ -15,7 +15,7 @@ __version__ = "0.2.0"
 # -X importtime): they load on first use, so the layer API imports fast.
 _LAZY = {"LSTMClassifier": "estimators", "LSTMRegressor": "estimators",
          "SequenceScaler": "estimators", "datasets": "datasets",
-         "augmentation": "augmentation"}
+         "augmentation": "augmentation", "export": "export"}
 
 
 def __getattr__(name):

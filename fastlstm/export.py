@@ -31,6 +31,8 @@ from . import _layout
 ONNX_LSTM_GATES = ("i", "o", "f", "j")
 #: Default opset: the first with every operator used here in its current form.
 DEFAULT_OPSET = 17
+#: Largest model one ONNX file holds (protobuf's limit); larger ones need external data.
+MAX_MODEL_BYTES = 2 ** 31 - 1
 
 
 def _steps(model):
@@ -321,6 +323,30 @@ def _float_dtype(steps):
     return dtypes.pop() if dtypes else np.dtype(np.float32)
 
 
+def save_onnx(model, path, *, n_steps=None, opset=None):
+    """Export ``model`` (as :func:`to_onnx`) to the file ``path``; a model over ONNX's
+    2 GB limit for one file keeps its weights beside it, in ``path + ".data"`` (ONNX's
+    external data, which onnxruntime reads when it opens ``path``).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    import os
+
+    import onnx
+
+    proto = _to_onnx(model, n_steps, opset, check=False)
+    path = os.fspath(path)
+    large = proto.ByteSize() > MAX_MODEL_BYTES
+    onnx.save_model(proto, path, save_as_external_data=large, all_tensors_to_one_file=True,
+                    location=os.path.basename(path) + ".data" if large else None,
+                    size_threshold=1024)     # small tensors (shapes) stay inline
+    onnx.checker.check_model(path)
+    return path
+
+
 def to_onnx(model, *, n_steps=None, opset=None):
     """The fitted ``model`` as an ONNX model, for onnxruntime and other ONNX runtimes.
 
@@ -343,7 +369,18 @@ def to_onnx(model, *, n_steps=None, opset=None):
         most the steps of ``X``. Outputs ``label`` (batch,) and ``probabilities`` (batch,
         n_classes) for a classifier; ``variable`` (batch, n_outputs) for a regressor,
         (batch, steps, features) for a SequenceScaler alone.
+
+    Raises
+    ------
+    ValueError
+        For a model over ONNX's 2 GB limit for one in-memory model (:func:`save_onnx`
+        writes it with external data), an opset before 14, or a model that is not a
+        fitted fastlstm model or Pipeline of them.
     """
+    return _to_onnx(model, n_steps, opset, check=True)
+
+
+def _to_onnx(model, n_steps, opset, check):
     import onnx
     from onnx import TensorProto, helper
 
@@ -380,10 +417,13 @@ def to_onnx(model, *, n_steps=None, opset=None):
                               ir_version=helper.find_min_ir_version_for(opsets))
     if rest:
         proto = _append_sklearn(proto, rest, outputs, dtype, opset)
-    if proto.ByteSize() > 2 ** 31 - 1:
-        raise ValueError("the model exceeds ONNX's 2 GB limit for one file: save it with "
-                         "onnx.save_model(model, path, save_as_external_data=True)")
-    onnx.checker.check_model(proto)
+    if check:
+        if proto.ByteSize() > MAX_MODEL_BYTES:
+            raise ValueError(f"the model ({proto.ByteSize() / 2 ** 30:.1f} GB) exceeds "
+                             f"ONNX's 2 GB limit for one model in memory: write it with "
+                             f"fastlstm.export.save_onnx(model, path), which keeps the "
+                             f"weights in an external data file")
+        onnx.checker.check_model(proto)
     return proto
 
 
