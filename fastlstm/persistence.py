@@ -37,12 +37,11 @@ Pipelines that contain fastlstm estimators are stored with skops instead (no pic
 either): ``skops.io.load(path, trusted=fastlstm.persistence.SKOPS_TRUSTED_TYPES)``.
 """
 
-import io
 import json
 import math
-import numbers
 import os
 import tempfile
+import tokenize
 import zipfile
 
 import numpy as np
@@ -80,6 +79,14 @@ _SHARED_WITH_PARAMS = ("hidden_size", "num_layers", "cell", "bidirectional", "fo
                        "cell_clip", "input_projection", "readout", "dtype")
 _OPTIMIZER_SLOTS = {"adam": ("m", "v"), "sgd": ("velocity",)}
 _MT_KEY = (624,)
+
+
+#: What parsing a damaged archive or .npy header raises, besides ValueError: zipfile's
+#: BadZipFile and NotImplementedError (unsupported zip features), EOFError, the
+#: tokenizer's error and SyntaxError from NumPy's header parser, OSError (bad offsets).
+_PARSE_ERRORS = (ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, OSError,
+                 SyntaxError, tokenize.TokenError, KeyError, IndexError, TypeError,
+                 OverflowError, UnicodeDecodeError)
 
 
 class ModelFileError(ValueError):
@@ -244,7 +251,7 @@ class _Archive:
         self.label = label
         try:
             self.zip = zipfile.ZipFile(file)
-        except (zipfile.BadZipFile, EOFError) as exc:
+        except _PARSE_ERRORS as exc:
             raise ModelFileError(f"{label} is not a fastlstm model file (not the ZIP archive "
                              f"that save writes: {exc})") from exc
         self.headers = {}
@@ -273,7 +280,7 @@ class _Archive:
                 else:
                     raise ValueError(f".npy format version {version}")
                 offset = fh.tell()
-        except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        except _PARSE_ERRORS as exc:
             raise ModelFileError(f"{self.label}: member {name!r} is not a readable .npy array "
                              f"({exc})") from exc
         if dtype.hasobject:
@@ -289,7 +296,7 @@ class _Archive:
         try:
             with self.zip.open(name + ".npy") as fh:
                 arr = np.lib.format.read_array(fh, allow_pickle=False)
-        except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        except _PARSE_ERRORS as exc:
             raise ModelFileError(f"{self.label}: member {name!r} cannot be read ({exc})") from exc
         return np.require(arr, requirements="C")
 
@@ -531,6 +538,12 @@ def _fitted_attributes(est, fitted, cfg, archive):
         if not checks[key](value):
             raise ModelFileError(f"{label}: fitted {key}={value!r} is not valid for this "
                                  f"model")
+    kind, n_in, per_step = (fitted["_fit_kind_"], fitted["n_features_in_"],
+                            fitted["n_features_per_step_"])
+    if (n_in != per_step) if kind != "2d" else (
+            n_in != (est.n_steps or n_in) * per_step or (est.n_steps is None and per_step != 1)):
+        raise ModelFileError(f"{label}: fitted n_features_in_={n_in} does not fit "
+                             f"{per_step} features per step for input of kind {kind!r}")
     present = [key for key in optional if key in fitted]
     if present and len(present) != len(optional):
         raise ModelFileError(f"{label}: fitted {sorted(optional)} go together (early "

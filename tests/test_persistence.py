@@ -297,3 +297,43 @@ def test_a_pipeline_round_trips_through_skops_with_the_shipped_trusted_types(tmp
     assert set(sio.get_untrusted_types(file=tmp_path / "p.skops")) <= set(SKOPS_TRUSTED_TYPES)
     back = sio.load(tmp_path / "p.skops", trusted=SKOPS_TRUSTED_TYPES)
     np.testing.assert_array_equal(back.predict_proba(X), pipe.predict_proba(X))
+
+
+def test_damaged_files_give_value_errors_or_working_models(fitted):
+    """Random byte flips, and random edits of the JSON and the arrays: load raises
+    ValueError or gives a model that predicts; never another exception."""
+    X, _ = data()
+    buf = io.BytesIO()
+    fitted.save(buf)
+    good = buf.getvalue()
+    rng = np.random.RandomState(0)
+    outcomes = {"loaded": 0, "refused": 0}
+
+    def attempt(raw):
+        try:
+            LSTMClassifier.load(io.BytesIO(raw)).predict_proba(X)
+            outcomes["loaded"] += 1
+        except ValueError:
+            outcomes["refused"] += 1
+
+    for _ in range(300):
+        raw = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            raw[rng.randint(len(raw))] = rng.randint(256)
+        attempt(bytes(raw))
+    arrays, meta = members(fitted)
+    replacements = [None, True, 0, -1, 2, 10 ** 12, 1.5, float("nan"), "", "x", [], [1],
+                    {}, {"__dict__": [[1, 2]]}, {"__numpy__": "|O", "value": 1}]
+    for _ in range(300):
+        m = json.loads(json.dumps(meta))
+        section = m[["params", "network", "fitted"][rng.randint(3)]]
+        key = sorted(section)[rng.randint(len(section))]
+        section[key] = replacements[rng.randint(len(replacements))]
+        a = dict(arrays)
+        name = sorted(a)[rng.randint(len(a))]
+        if rng.rand() < 0.5:
+            a[name] = [a[name].astype(np.float64), a[name][:1], np.zeros((2,) + a[name].shape,
+                                                                        a[name].dtype)][
+                rng.randint(3)]
+        attempt(write(a, m).getvalue())
+    assert outcomes["refused"] > 500
