@@ -15,7 +15,8 @@ __version__ = "0.2.0"
 # -X importtime): they load on first use, so the layer API imports fast.
 _LAZY = {"LSTMClassifier": "estimators", "LSTMRegressor": "estimators",
          "SequenceScaler": "estimators", "datasets": "datasets",
-         "augmentation": "augmentation", "export": "export"}
+         "augmentation": "augmentation", "export": "export", "frames": "frames",
+         "from_long_frame": "frames"}
 
 
 def __getattr__(name):

@@ -46,6 +46,9 @@ class FastlstmModule(torch.nn.Module):
         self.estimator_kind = (None if est is None else
                                "classifier" if self.classes_ is not None else "regressor")
         self.y_ndim = getattr(est, "_y_ndim_", 2)
+        if self.estimator_kind == "regressor":       # the network predicts standardized y
+            self.register_buffer("y_mean", torch.tensor(est.y_mean_, dtype=dtype))
+            self.register_buffer("y_scale", torch.tensor(est.y_scale_, dtype=dtype))
         self.params = torch.nn.ParameterDict()
         if est is not None:
             net = est.network_
@@ -139,6 +142,7 @@ class FastlstmModule(torch.nn.Module):
         out = features @ self._p("output/kernel") + self._p("output/bias")
         if self.estimator_kind == "classifier":
             return torch.softmax(out, dim=1)
+        out = out * self.y_scale + self.y_mean
         return out[:, 0] if self.y_ndim == 1 else out
 
     def predict(self, x, lengths=None):

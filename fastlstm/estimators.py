@@ -96,6 +96,20 @@ def _length_groups(rows, seq, index=None):
         start = stop
 
 
+def _layout_hint(X, layout, n_features):
+    """A hint for a feature-count mismatch that the other axis order would fix."""
+    shape = getattr(X, "shape", None)
+    if shape is None and isinstance(X, (list, tuple)) and len(X):
+        shape = (len(X),) + np.shape(X[0])           # a list: its first item's axes
+    if shape is None or len(shape) != 3 or (
+            shape[1] if layout == "ntf" else shape[2]) != n_features:
+        return ""
+    other = "nft" if layout == "ntf" else "ntf"
+    return (f"; X's other axis has {n_features}: if X is in layout {other!r} "
+            f"({'(samples, features, steps)' if other == 'nft' else '(samples, steps, features)'}"
+            f"), transpose it to the layout {layout!r} the model was fitted with")
+
+
 def _softmax(z):
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -189,7 +203,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         if seq.n_features != self.n_features_per_step_:
             raise ValueError(f"X has {seq.n_features} features per step, but "
                              f"{type(self).__name__} is expecting "
-                             f"{self.n_features_per_step_} features per step as input")
+                             f"{self.n_features_per_step_} features per step as input"
+                             f"{_layout_hint(X, self.layout, self.n_features_per_step_)}")
         if seq.kind == "2d" and self._fit_kind_ == "2d" and n_in != self.n_features_in_:
             raise ValueError(f"X has {n_in} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input")
@@ -849,12 +864,20 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
     """Recurrent sequence regressor: :class:`LSTMClassifier`'s model with a linear output
     trained on the squared error; ``y`` is 1-D or 2-D (several targets).
 
+    The network learns standardized targets, ``(y - y_mean_) / y_scale_`` with the
+    mean and standard deviation of the first fit's ``y`` (of the first ``partial_fit``
+    call's, for a stream), and ``predict`` returns the original scale: targets far from
+    zero or of any magnitude train as well as unit-scale ones. ``loss_curve_`` is the
+    squared error on the standardized scale.
+
     Parameters are those of :class:`LSTMClassifier` without ``label_smoothing`` and
     ``class_weight``.
 
     Attributes
     ----------
     n_outputs_ : int
+    y_mean_, y_scale_ : ndarray (n_outputs,)
+        The standardization of the targets (a constant target has scale 1).
     (and the attributes of :class:`LSTMClassifier` but ``classes_``)
     """
 
@@ -891,12 +914,24 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
             raise ValueError(f"y has {y2.shape[1]} targets, the model was fitted with "
                              f"{self.n_outputs_}")
         self._pending_y_ndim = y.ndim
-        return y2, _sample_weights(sample_weight, n, self.dtype)
+        weights = _sample_weights(sample_weight, n, self.dtype)
+        if reuse:
+            mean, scale = self.y_mean_, self.y_scale_
+        else:
+            # weighted: a weight of k is a sample repeated k times here too
+            y64 = y.reshape(n, -1).astype(np.float64)
+            mean = np.average(y64, axis=0, weights=weights)
+            scale = np.sqrt(np.average((y64 - mean) ** 2, axis=0, weights=weights))
+            scale[~(scale > 0)] = 1.0
+        self._pending_y_stats = (mean, scale)
+        targets = ((y.reshape(n, -1) - mean) / scale).astype(self.dtype)
+        return targets, weights
 
     def _set_targets_fitted(self):
         self._y_ndim_ = self._pending_y_ndim
+        self.y_mean_, self.y_scale_ = self._pending_y_stats
         self.n_outputs_ = self.network_.params["output/bias"].shape[0]
-        del self._pending_y_ndim
+        del self._pending_y_ndim, self._pending_y_stats
 
     def _n_outputs(self, targets):
         return targets.shape[1]
@@ -916,18 +951,29 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
 
     def predict(self, X):
         """Predicted targets, (n_samples,) or (n_samples, n_targets) like the fitted ``y``."""
-        out = self._decision(X).astype(np.float64)
+        out = self._decision(X).astype(np.float64) * self.y_scale_ + self.y_mean_
         return out.ravel() if self._y_ndim_ == 1 else out
 
     def _fitted_meta(self):
         meta = super()._fitted_meta()
-        meta.update(_y_ndim_=self._y_ndim_, n_outputs_=self.n_outputs_)
+        meta.update(_y_ndim_=self._y_ndim_, n_outputs_=self.n_outputs_,
+                    y_mean_=self.y_mean_.tolist(), y_scale_=self.y_scale_.tolist())
         return meta
 
     def _stored_fitted_checks(self, network_config):
         n = network_config["n_outputs"]
+
+        def floats(positive):
+            return lambda v: (isinstance(v, list) and len(v) == n and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+                and (x > 0 or not positive) for x in v))
         return {"_y_ndim_": lambda v: v in (1, 2) and not isinstance(v, bool),
-                "n_outputs_": lambda v: v == n and not isinstance(v, bool)}
+                "n_outputs_": lambda v: v == n and not isinstance(v, bool),
+                "y_mean_": floats(False), "y_scale_": floats(True)}
+
+    def _restore_fitted_arrays(self, fitted, network_config, archive):
+        return {"y_mean_": np.array(fitted["y_mean_"], np.float64),
+                "y_scale_": np.array(fitted["y_scale_"], np.float64)}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -995,10 +1041,7 @@ class SequenceScaler(TransformerMixin, BaseEstimator):
                              f"expecting {self.n_features_in_} features as input")
         valid = (np.arange(seq.values.shape[1])[None, :] < seq.lengths[:, None])[:, :, None]
         values = np.where(valid, (seq.values - self.mean_) / self.scale_, 0.0)
-        out = from_sequences(Sequences(values, seq.lengths, seq.kind), seq)
-        if seq.kind == "3d" and self.layout == "nft":
-            out = out.transpose(0, 2, 1)
-        return out
+        return from_sequences(Sequences(values, seq.lengths, seq.kind), seq, self.layout)
 
     def inverse_transform(self, X):
         """Undo :meth:`transform`."""
@@ -1006,7 +1049,4 @@ class SequenceScaler(TransformerMixin, BaseEstimator):
         seq = to_sequences(X, layout=self.layout, n_steps=self.n_steps, dtype=np.float64)
         valid = (np.arange(seq.values.shape[1])[None, :] < seq.lengths[:, None])[:, :, None]
         values = np.where(valid, seq.values * self.scale_ + self.mean_, 0.0)
-        out = from_sequences(Sequences(values, seq.lengths, seq.kind), seq)
-        if seq.kind == "3d" and self.layout == "nft":
-            out = out.transpose(0, 2, 1)
-        return out
+        return from_sequences(Sequences(values, seq.lengths, seq.kind), seq, self.layout)

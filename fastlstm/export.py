@@ -307,6 +307,9 @@ def _build(g, steps, X, lens, with_transform_output):
             else:
                 table = g.const(classes.astype(np.int64), "classes", dtype=np.int64)
             return {"label": g.op("Gather", [table, index], axis=0), "probabilities": proba}
+        # the network predicts standardized targets
+        out = g.op("Add", [g.op("Mul", [out, g.const(step.y_scale_)]),
+                           g.const(step.y_mean_)])
         if getattr(step, "_y_ndim_", 2) == 1:
             out = g.op("Reshape", [out, g.const([-1, 1], dtype=np.int64)])
         return {"variable": out}

@@ -19,7 +19,7 @@ def data(n=48, T=6, F=3, seed=0):
 
 # ------------------------------------------------------------ non-finite parameters
 @pytest.mark.parametrize("make", [
-    lambda: LSTMRegressor(optimizer="sgd", learning_rate=1e38, max_iter=1, random_state=0),
+    lambda: LSTMRegressor(optimizer="sgd", learning_rate=1e39, max_iter=1, random_state=0),
     lambda: LSTMClassifier(optimizer="sgd", learning_rate=1e39, max_iter=1, random_state=0),
 ])
 def test_an_update_that_overflows_is_refused_even_the_last_one(make):
