@@ -110,6 +110,36 @@ def _layout_hint(X, layout, n_features):
             f"), transpose it to the layout {layout!r} the model was fitted with")
 
 
+#: Columns of ``history_``, one entry per epoch.
+_HISTORY_KEYS = ("epoch", "loss", "val_loss", "val_score", "learning_rate", "seconds")
+#: learning_rate_schedule="plateau": the learning rate is divided by _PLATEAU_FACTOR each
+#: time _PLATEAU_PATIENCE epochs in a row fail to improve the watched quantity by tol
+#: (scikit-learn's MLP "adaptive" rule, for every optimizer).
+_PLATEAU_PATIENCE = 2
+_PLATEAU_FACTOR = 5.0
+
+
+def _tqdm():
+    """tqdm's class, or None when it is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+def _check_callbacks(callbacks):
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        return [callbacks]
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(cb):
+            raise ValueError(f"callbacks must be callables, got {cb!r}")
+    return callbacks
+
+
 def _softmax(z):
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -135,6 +165,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "early_stopping": ["boolean"],
+        "scoring": [StrOptions({"loss"}), str, callable, None],
+        "learning_rate_schedule": [StrOptions({"constant", "plateau"})],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "clip_grad_norm": [None, Interval(numbers.Real, 0, None, closed="neither")],
@@ -154,7 +186,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
     def __init__(self, hidden_size=128, num_layers=1, cell="lstm", bidirectional=False,
                  forget_bias=1.0, cell_clip=None, input_projection=None, readout="last",
                  dropout=0.0, optimizer="adam", learning_rate=1e-3, batch_size=128,
-                 max_iter=50, tol=1e-4, early_stopping=False, validation_fraction=0.1,
+                 max_iter=50, tol=1e-4, early_stopping=False, scoring="loss",
+                 learning_rate_schedule="constant", validation_fraction=0.1,
                  n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, shuffle=True,
                  augment=None, n_steps=None, layout="ntf", dtype="float32", backend="auto",
                  n_jobs=None, random_state=None, verbose=0, warm_start=False):
@@ -173,6 +206,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.early_stopping = early_stopping
+        self.scoring = scoring
+        self.learning_rate_schedule = learning_rate_schedule
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.clip_grad_norm = clip_grad_norm
@@ -226,9 +261,11 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                                self.cell_clip, self.input_projection, self.readout,
                                self.dtype, rng)
 
-    def _fit(self, X, y, sample_weight, *, incremental, classes=None):
+    def _fit(self, X, y, sample_weight, *, incremental, classes=None, X_val=None,
+             y_val=None, callbacks=None):
         self._validate_params()
         backend = self._check_backend()
+        callbacks = _check_callbacks(callbacks)
         reuse = (incremental or self.warm_start) and hasattr(self, "network_")
         seq, n_in = self._sequences(X, reset=not reuse)
         targets, weights = self._prepare_targets(y, len(seq), sample_weight, reuse, classes)
@@ -245,49 +282,68 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
             optimizer = OPTIMIZERS[self.optimizer](learning_rate=self.learning_rate)
         optimizer.learning_rate = self.learning_rate
 
-        train_idx, val_idx = np.arange(len(seq)), None
-        if self.early_stopping and not incremental:
+        # The validation data: the caller's (X_val, y_val), else with early stopping a
+        # held-out fraction of the training data; None without either.
+        train_idx, val = np.arange(len(seq)), None
+        if X_val is not None or y_val is not None:
+            val = self._given_validation(X_val, y_val, seq, targets, reuse)
+        elif self.early_stopping and not incremental:
             train_idx, val_idx = self._validation_split(targets, rng)
-        history = {"loss": [], "val_loss": [], "val_score": []}
-        best = {"params": None, "loss": np.inf, "score": -np.inf, "stall": 0, "epoch": 0}
+            val = (seq, targets, weights, val_idx, np.asarray(y)[val_idx])
+        monitor = val is not None and self.early_stopping
+        history = {key: [] for key in _HISTORY_KEYS}
+        best = {"params": None, "loss": np.inf, "score": -np.inf, "stall": 0, "epoch": 0,
+                "plateau": 0}
         epochs = 1 if incremental else self.max_iter
         n_iter = 0
+        stopped_by = None
+        epoch0 = getattr(self, "n_iter_", 0) if reuse else 0
         # The state after the last completed epoch, taken as the next one starts: a
         # Ctrl-C inside an epoch goes back to it (the first epoch has none to go back to).
         completed = None
         try:
             with threads(self._n_threads()), blas_threads(1):
-                self._print_header(val_idx is not None)
+                self._print_header(val is not None)
                 for epoch in range(epochs):
                     if epoch > 0:
                         completed = (network.copy_params(), copy.deepcopy(optimizer),
                                      copy.deepcopy(rng))
                     t0 = time.perf_counter()
+                    lr = optimizer.learning_rate
                     loss = self._epoch(network, optimizer, seq, targets, weights, train_idx,
                                        rng, backend)
                     self._check_finite_params(network, epoch + 1)
-                    if val_idx is not None:
-                        v_loss, v_score = self._evaluate(network, seq, targets, weights,
-                                                         val_idx, backend)
-                        if v_score > best["score"] + self.tol:
-                            best.update(score=v_score, stall=0, params=network.copy_params(),
-                                        epoch=epoch + 1)
-                        else:
-                            best["stall"] += 1
-                        history["val_loss"].append(v_loss)
-                        history["val_score"].append(v_score)
+                    v_loss = v_score = np.nan
+                    if val is not None:
+                        v_loss, v_score = self._validation_score(network, backend, val,
+                                                                 targets)
+                    # the quantity watched for stopping and the schedule: higher is better
+                    watched = v_score if monitor else -loss
+                    if watched > best["score"] + self.tol:
+                        best.update(score=watched, stall=0, plateau=0, epoch=epoch + 1)
+                        if monitor:
+                            best["params"] = network.copy_params()
                     else:
-                        if loss < best["loss"] - self.tol:
-                            best["stall"] = 0
-                        else:
-                            best["stall"] += 1
+                        best["stall"] += 1
+                        best["plateau"] += 1
                     best["loss"] = min(best["loss"], loss)
-                    history["loss"].append(loss)
+                    seconds = time.perf_counter() - t0
+                    record = {"epoch": epoch0 + epoch + 1, "loss": loss, "val_loss": v_loss,
+                              "val_score": v_score, "learning_rate": lr, "seconds": seconds}
+                    for key in _HISTORY_KEYS:
+                        history[key].append(record[key])
                     n_iter += 1                    # the epoch is complete from here on
                     completed = None
-                    self._print_epoch(epoch + 1, loss, history, time.perf_counter() - t0,
-                                      len(train_idx))
+                    self._print_epoch(record, val is not None, len(train_idx))
+                    if (self.learning_rate_schedule == "plateau"
+                            and best["plateau"] >= _PLATEAU_PATIENCE):
+                        optimizer.learning_rate /= _PLATEAU_FACTOR
+                        best["plateau"] = 0
+                    if any(cb(dict(record)) is True for cb in callbacks):
+                        stopped_by = "callback"
+                        break
                     if not incremental and best["stall"] >= self.n_iter_no_change:
+                        stopped_by = "no change"
                         break
                 else:
                     if not incremental and epochs == self.max_iter:
@@ -312,26 +368,69 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         self._optimizer_ = optimizer
         self._rng_ = rng
         self.backend_ = backend
+        self.stopped_by_ = stopped_by
         if not reuse:
             self.n_features_in_ = n_in
             self.n_features_per_step_ = seq.n_features
             self._fit_kind_ = seq.kind
             self.loss_curve_ = []
             self.n_iter_ = 0
-            if val_idx is not None:
-                self.validation_loss_curve_ = []
-                self.validation_scores_ = []
+            self.history_ = {key: [] for key in _HISTORY_KEYS}
+            for name in ("validation_loss_curve_", "validation_scores_",
+                         "best_validation_score_"):
+                if hasattr(self, name):
+                    delattr(self, name)
         self._set_targets_fitted()
         self.loss_curve_ = list(getattr(self, "loss_curve_", [])) + history["loss"]
         self.n_iter_ = getattr(self, "n_iter_", 0) + n_iter
         self.best_loss_ = float(min(self.loss_curve_))
-        if val_idx is not None:
+        old = getattr(self, "history_", {key: [] for key in _HISTORY_KEYS})
+        self.history_ = {key: list(old[key]) + history[key] for key in _HISTORY_KEYS}
+        if val is not None:
             self.validation_loss_curve_ = (list(getattr(self, "validation_loss_curve_", []))
                                            + history["val_loss"])
             self.validation_scores_ = (list(getattr(self, "validation_scores_", []))
                                        + history["val_score"])
             self.best_validation_score_ = float(max(self.validation_scores_))
         return self
+
+    def _given_validation(self, X_val, y_val, seq, targets, reuse):
+        """The caller's validation set, checked as ``predict`` checks its input."""
+        if X_val is None or y_val is None:
+            raise ValueError("pass both X_val and y_val, or neither")
+        v_seq = to_sequences(X_val, layout=self.layout, n_steps=self.n_steps,
+                             dtype=self.dtype)
+        if v_seq.n_features != seq.n_features:
+            raise ValueError(f"X_val has {v_seq.n_features} features per step, X has "
+                             f"{seq.n_features}")
+        v_targets, v_weights = self._validation_targets(y_val, len(v_seq))
+        return (v_seq, v_targets, v_weights, np.arange(len(v_seq)), np.asarray(y_val))
+
+    def _validation_score(self, network, backend, val, train_targets):
+        """Validation loss, and the score ``scoring`` names (higher is better)."""
+        v_seq, v_targets, v_weights, idx, y_raw = val
+        out = self._forward_all(network, v_seq, idx, backend)
+        v_loss = float(self._loss(out, v_targets[idx], v_weights[idx])[0])
+        if self.scoring == "loss":
+            return v_loss, -v_loss
+        if self.scoring is None:
+            return v_loss, float(self._score_outputs(out, v_targets[idx]))
+        from sklearn.metrics import check_scoring
+        view = self._scoring_view(network, backend, v_seq.n_features)
+        sequences = [v_seq.values[i, :v_seq.lengths[i]] for i in idx]
+        return v_loss, float(check_scoring(view, scoring=self.scoring)(view, sequences,
+                                                                        y_raw))
+
+    def _scoring_view(self, network, backend, n_features):
+        """A shallow copy of the estimator, fitted with the current weights, for a
+        scikit-learn scorer to call ``predict`` / ``predict_proba`` on (ragged lists)."""
+        view = copy.copy(self)
+        view.layout, view.n_steps = "ntf", None
+        view.network_, view.backend_ = network, backend
+        view.n_features_in_ = view.n_features_per_step_ = n_features
+        view._fit_kind_ = "list"
+        view._set_pending_as_fitted()
+        return view
 
     def _check_finite_params(self, network, epoch):
         """Refuse to go on (and so to hand back) parameters that overflowed: the loss is
@@ -465,24 +564,34 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
             cols = f"{'epoch':>6} {'train loss':>11}"
             if with_validation:
                 cols += f" {'val loss':>9} {'val score':>9}"
-            print(cols + f" {'seconds':>8} {'samples/s':>10}", file=sys.stdout, flush=True)
+            self._write(cols + f" {'seconds':>8} {'samples/s':>10}")
 
-    def _print_epoch(self, epoch, loss, history, seconds, n_samples):
+    def _print_epoch(self, record, with_validation, n_samples):
         if self.verbose:
-            line = f"{epoch:6d} {loss:11.5f}"
-            if history["val_loss"]:
-                line += f" {history['val_loss'][-1]:9.5f} {history['val_score'][-1]:9.4f}"
-            print(line + f" {seconds:8.2f} {n_samples / max(seconds, 1e-9):10.0f}",
-                  flush=True)
+            line = f"{record['epoch']:6d} {record['loss']:11.5f}"
+            if with_validation:
+                line += f" {record['val_loss']:9.5f} {record['val_score']:9.4f}"
+            seconds = record["seconds"]
+            self._write(line + f" {seconds:8.2f} {n_samples / max(seconds, 1e-9):10.0f}")
+
+    def _write(self, line):
+        """A row of the epoch table: through tqdm where a bar is drawn (it clears and
+        redraws the bar around the row), else print."""
+        if self.verbose >= 2 and _tqdm() is not None:
+            _tqdm().write(line, file=sys.stdout)
+        else:
+            print(line, file=sys.stdout, flush=True)
 
     def _progress(self, total):
         if self.verbose < 2:
             return None
-        try:
-            from tqdm import tqdm
-        except ImportError:
+        tqdm = _tqdm()
+        if tqdm is None:
+            warnings.warn("verbose=2 draws a progress bar with tqdm, which is not "
+                          "installed (pip install tqdm): showing the epoch table only",
+                          UserWarning, stacklevel=4)
             return None
-        return tqdm(total=total, unit="seq", leave=False)
+        return tqdm(total=total, unit="seq", leave=False, file=sys.stdout)
 
     # ----------------------------------------------------------------- persistence
     def save(self, file):
@@ -526,7 +635,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         ``_stored_fitted_checks`` and the common list of :mod:`fastlstm.persistence`)."""
         keys = ("n_features_in_", "n_features_per_step_", "_fit_kind_", "n_iter_",
                 "loss_curve_", "best_loss_", "backend_", "validation_loss_curve_",
-                "validation_scores_", "best_validation_score_")
+                "validation_scores_", "best_validation_score_", "history_", "stopped_by_")
         return {k: getattr(self, k) for k in keys if hasattr(self, k)}
 
     def _fitted_arrays(self):
@@ -584,7 +693,19 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         Improvement below ``tol`` for ``n_iter_no_change`` epochs stops training (of the
         training loss, or of the validation score with early stopping).
     early_stopping : bool, default False
-        Hold out ``validation_fraction`` (stratified) and keep the best weights.
+        Stop when the validation score has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs, and keep the best epoch's weights; the validation
+        set is ``fit``'s ``X_val, y_val`` or else a held-out ``validation_fraction``
+        (stratified).
+    scoring : "loss", str, callable or None, default "loss"
+        What early stopping watches: ``"loss"`` the validation loss (its negative as
+        the score), ``None`` the estimator's ``score`` (accuracy, R²), or any
+        scikit-learn scorer (a name such as ``"f1_macro"``, or a callable
+        ``scorer(estimator, X, y)``).
+    learning_rate_schedule : {"constant", "plateau"}, default "constant"
+        ``"plateau"``: divide the learning rate by 5 each time 2 epochs in a row fail to
+        improve the watched quantity (the validation score with early stopping, else
+        the training loss) by ``tol``, as scikit-learn's MLP ``"adaptive"`` rule.
     validation_fraction : float, default 0.1
     n_iter_no_change : int, default 10
     clip_grad_norm : float or None, default None
@@ -621,7 +742,8 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         Initial weights, shuffling, dropout, ``augment`` and the validation split; a
         given value gives bit-identical models for any ``n_jobs``.
     verbose : int, default 0
-        1: one table row per epoch; 2: also a progress bar (with tqdm installed).
+        1: one table row per epoch; 2: also a progress bar over each epoch's sequences
+        (tqdm; a warning says so when it is not installed).
     warm_start : bool, default False
 
     Attributes
@@ -636,6 +758,12 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
     validation_loss_curve_, validation_scores_ : list of float
         With ``early_stopping``.
     best_loss_, best_validation_score_ : float
+    history_ : dict of lists
+        One entry per epoch under ``epoch``, ``loss``, ``val_loss``, ``val_score``
+        (NaN without validation), ``learning_rate`` and ``seconds``;
+        ``pandas.DataFrame(clf.history_)`` shows it as a table.
+    stopped_by_ : {"no change", "callback"} or None
+        Why the last fit stopped before ``max_iter`` (None: it did not).
     backend_ : str
         The backend that ran.
     network_ : SequenceNetwork
@@ -662,7 +790,8 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
     def __init__(self, hidden_size=128, num_layers=1, cell="lstm", bidirectional=False,
                  forget_bias=1.0, cell_clip=None, input_projection=None, readout="last",
                  dropout=0.0, optimizer="adam", learning_rate=1e-3, batch_size=128,
-                 max_iter=50, tol=1e-4, early_stopping=False, validation_fraction=0.1,
+                 max_iter=50, tol=1e-4, early_stopping=False, scoring="loss",
+                 learning_rate_schedule="constant", validation_fraction=0.1,
                  n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, label_smoothing=0.0,
                  class_weight=None, shuffle=True, augment=None, n_steps=None, layout="ntf",
                  dtype="float32", backend="auto", n_jobs=None, random_state=None, verbose=0,
@@ -673,6 +802,7 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
                          readout=readout, dropout=dropout, optimizer=optimizer,
                          learning_rate=learning_rate, batch_size=batch_size,
                          max_iter=max_iter, tol=tol, early_stopping=early_stopping,
+                         scoring=scoring, learning_rate_schedule=learning_rate_schedule,
                          validation_fraction=validation_fraction,
                          n_iter_no_change=n_iter_no_change, clip_grad_norm=clip_grad_norm,
                          alpha=alpha, shuffle=shuffle, augment=augment, n_steps=n_steps,
@@ -682,14 +812,29 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         self.label_smoothing = label_smoothing
         self.class_weight = class_weight
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, callbacks=None):
         """Train on sequences ``X`` with labels ``y`` (see the class docstring for ``X``).
+
+        Parameters
+        ----------
+        X, y : the training sequences and their labels
+        sample_weight : array-like (n_samples,), optional
+        X_val, y_val : validation sequences and labels, optional
+            Scored after every epoch (``validation_loss_curve_``, ``validation_scores_``,
+            ``history_``); with ``early_stopping=True`` they decide when to stop and
+            which epoch's weights to keep, instead of a held-out ``validation_fraction``
+            (scikit-learn's HistGradientBoosting convention).
+        callbacks : callable or list of callables, optional
+            Called after every epoch with its record (a dict: ``epoch``, ``loss``,
+            ``val_loss``, ``val_score``, ``learning_rate``, ``seconds``); a callback that
+            returns True stops the fit after that epoch (``stopped_by_ == "callback"``).
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, sample_weight, incremental=False)
+        return self._fit(X, y, sample_weight, incremental=False, X_val=X_val, y_val=y_val,
+                         callbacks=callbacks)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over ``(X, y)``; ``classes`` is required on the first call."""
@@ -737,9 +882,24 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         return targets, weights
 
     def _set_targets_fitted(self):
-        self._label_encoder_ = self._pending_encoder
+        self._set_pending_as_fitted()
         del self._pending_encoder
+
+    def _set_pending_as_fitted(self):
+        self._label_encoder_ = self._pending_encoder
         self.classes_ = self._label_encoder_.classes_
+
+    def _validation_targets(self, y_val, n):
+        y_val = _check_y_given(self, y_val)
+        if y_val.ndim != 1 or len(y_val) != n:
+            raise ValueError(f"y_val must be 1-D with one label per sequence of X_val "
+                             f"({n}), got shape {y_val.shape}")
+        if y_val.dtype.kind == "O" and all(isinstance(v, str) for v in y_val):
+            y_val = y_val.astype(str)
+        unseen = np.setdiff1d(y_val, self._pending_encoder.classes_)
+        if len(unseen):
+            raise ValueError(f"y_val holds labels not in y: {unseen[:5]}")
+        return self._pending_encoder.transform(y_val), np.ones(n, np.float64)
 
     def _n_outputs(self, targets):
         return len(self._pending_encoder.classes_)
@@ -881,9 +1041,12 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
     (and the attributes of :class:`LSTMClassifier` but ``classes_``)
     """
 
-    def fit(self, X, y, sample_weight=None):
-        """Train on sequences ``X`` with targets ``y`` (n_samples,) or (n_samples, n_targets)."""
-        return self._fit(X, y, sample_weight, incremental=False)
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, callbacks=None):
+        """Train on sequences ``X`` with targets ``y`` (n_samples,) or (n_samples,
+        n_targets); ``X_val``, ``y_val`` and ``callbacks`` as in
+        :meth:`LSTMClassifier.fit`."""
+        return self._fit(X, y, sample_weight, incremental=False, X_val=X_val, y_val=y_val,
+                         callbacks=callbacks)
 
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)``."""
@@ -928,10 +1091,26 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
         return targets, weights
 
     def _set_targets_fitted(self):
+        self._set_pending_as_fitted()
+        del self._pending_y_ndim, self._pending_y_stats
+
+    def _set_pending_as_fitted(self):
         self._y_ndim_ = self._pending_y_ndim
         self.y_mean_, self.y_scale_ = self._pending_y_stats
-        self.n_outputs_ = self.network_.params["output/bias"].shape[0]
-        del self._pending_y_ndim, self._pending_y_stats
+        self.n_outputs_ = len(self.y_mean_)
+
+    def _validation_targets(self, y_val, n):
+        y_val = np.asarray(_check_y_given(self, y_val), dtype=np.float64)
+        if y_val.ndim not in (1, 2) or len(y_val) != n:
+            raise ValueError(f"y_val must be 1-D or 2-D with one target row per sequence "
+                             f"of X_val ({n}), got shape {y_val.shape}")
+        if not np.isfinite(y_val).all():
+            raise ValueError("y_val contains NaN or infinity")
+        mean, scale = self._pending_y_stats
+        y2 = y_val.reshape(n, -1)
+        if y2.shape[1] != len(mean):
+            raise ValueError(f"y_val has {y2.shape[1]} targets, y has {len(mean)}")
+        return ((y2 - mean) / scale).astype(self.dtype), np.ones(n, np.float64)
 
     def _n_outputs(self, targets):
         return targets.shape[1]

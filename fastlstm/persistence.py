@@ -514,6 +514,14 @@ def _float_list(value):
     return isinstance(value, list) and all(_is_real(v) for v in value)
 
 
+def _history(value, n_iter):
+    """``history_``: the fixed columns, one number (NaN allowed) per epoch each."""
+    from .estimators import _HISTORY_KEYS
+    return (isinstance(value, dict) and set(value) == set(_HISTORY_KEYS)
+            and all(isinstance(col, list) and len(col) == n_iter
+                    and all(_is_real(x) for x in col) for col in value.values()))
+
+
 def _fitted_attributes(est, fitted, cfg, archive):
     """The fitted attributes of a fixed list, each checked; anything else is refused."""
     from .backends import available_backends, _KNOWN
@@ -528,6 +536,8 @@ def _fitted_attributes(est, fitted, cfg, archive):
         "loss_curve_": _float_list,
         "best_loss_": _is_real,
         "backend_": lambda v: isinstance(v, str) and v in _KNOWN,
+        "history_": lambda v: _history(v, fitted.get("n_iter_")),
+        "stopped_by_": lambda v: v in (None, "no change", "callback"),
     }
     optional = {"validation_loss_curve_": _float_list, "validation_scores_": _float_list,
                 "best_validation_score_": _is_real}

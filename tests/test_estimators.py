@@ -287,7 +287,8 @@ def test_non_finite_loss_stops_with_advice_and_leaves_the_model_alone():
 def test_early_stopping_keeps_the_best_weights():
     X, y = order_task(300, seed=4)
     clf = LSTMClassifier(hidden_size=8, learning_rate=0.02, max_iter=40, early_stopping=True,
-                         n_iter_no_change=3, validation_fraction=0.2, random_state=0)
+                         n_iter_no_change=3, validation_fraction=0.2, random_state=0,
+                         scoring=None)
     clf.fit(X, y)
     assert len(clf.validation_scores_) == clf.n_iter_ == len(clf.validation_loss_curve_)
     assert clf.best_validation_score_ == max(clf.validation_scores_)
