@@ -1,6 +1,6 @@
 """fastlstm: fast, exact recurrent networks (RNN, LSTM, peephole LSTM) on the CPU.
 
-Public names only; see DESIGN.md for the layers behind them.
+Public names only; docs/design.md describes the layers behind them.
 """
 
 from . import interop

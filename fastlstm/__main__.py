@@ -1,8 +1,8 @@
-"""``python -m fastlstm [demo|kernels] ...``
+"""python -m fastlstm [demo|kernels] ...
 
-``demo`` (the default): train the seed's MNIST row-LSTM (or ``--dataset digits`` /
-``japanese-vowels``) and print accuracy and speed. ``kernels``: time one forward and
-backward pass of every backend at the seed's size and compare it with the reference.
+demo (the default): train the MNIST row-LSTM (or --dataset digits / japanese-vowels)
+and print accuracy and speed. kernels: time one forward and backward pass of every
+backend at the MNIST model's size and compare it with the reference.
 """
 
 import argparse
@@ -82,7 +82,7 @@ def main(argv=None):
     d.add_argument("--no-augment", action="store_true",
                    help="train without the data set's augmentation (MNIST: random shifts)")
     d.set_defaults(func=demo)
-    k = sub.add_parser("kernels", help="time every backend at the seed's LSTM size")
+    k = sub.add_parser("kernels", help="time every backend at the MNIST model's LSTM size")
     k.add_argument("--batch", type=int, default=128)
     k.add_argument("--steps", type=int, default=28)
     k.add_argument("--inputs", type=int, default=28)

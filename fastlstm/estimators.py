@@ -1,6 +1,6 @@
 """scikit-learn estimators: LSTMClassifier, LSTMRegressor and SequenceScaler.
 
-Conventions (DESIGN.md section 4): ``__init__`` only stores parameters; validation happens
+Conventions (scikit-learn's): ``__init__`` only stores parameters; validation happens
 in ``fit`` (``_parameter_constraints``); fitted state ends in ``_``; randomness comes from
 ``check_random_state(self.random_state)``; ``backend`` and ``n_jobs`` are ordinary
 parameters. A fit builds everything in local variables and assigns the fitted
@@ -678,7 +678,7 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         Cell-state clipping of the LSTM cells.
     input_projection : int or None, default None
         Width of a linear dense layer applied at every step before the first
-        recurrent layer (the seed's MNIST model uses 128).
+        recurrent layer (the MNIST row-LSTM uses 128).
     readout : {"last", "mean", "max"}, default "last"
         ``"last"``: the final hidden state (the last *valid* step) of each direction.
     dropout : float in [0, 1), default 0.0

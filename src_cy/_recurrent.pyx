@@ -2,7 +2,7 @@
 # cython: initializedcheck=False, nonecheck=False
 """Recurrence kernels of the ``"cython"`` backend (kernel contract: fastlstm/reference.py).
 
-Design (DESIGN.md section 5):
+Design (docs/design.md):
 
 * The batch is sorted by length (longest first) and dealt round-robin into
   ceil(B / chunk_rows) chunks of near-equal size and work (``_chunk_order``). Each chunk

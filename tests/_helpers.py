@@ -4,7 +4,7 @@ import numpy as np
 
 import fastlstm as fl
 
-#: The one tolerance table of the suite, keyed by dtype (DESIGN.md section 6).
+#: The one tolerance table of the suite, keyed by dtype.
 TOLERANCES = {
     np.dtype(np.float64): dict(rtol=1e-7, atol=1e-9),
     np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),

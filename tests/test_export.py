@@ -1,9 +1,7 @@
 """Exported models (ONNX in onnxruntime, the torch module) against predict / predict_proba,
 for every cell, layer arrangement, readout and input form, with ragged lengths."""
 
-import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +18,6 @@ ort = require("onnxruntime")
 torch = require("torch")
 skl2onnx = require("skl2onnx")
 from fastlstm import export  # noqa: E402  (registers the skl2onnx converters)
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def ragged(n=30, F=3, seed=0):
     rng = np.random.RandomState(seed)
@@ -194,16 +189,3 @@ def test_bad_requests_are_refused():
     with pytest.raises(ValueError, match="opset must be 14 or later"):
         export.to_onnx(clf, opset=12)
     assert export.to_onnx(clf, opset=14).opset_import[0].version == 14
-
-
-def test_the_deployment_page_runs(tmp_path, monkeypatch):
-    """Every Python block of docs/deployment.md, in order, in one namespace."""
-    text = (ROOT / "docs" / "deployment.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for block in blocks:
-            exec(compile(block, "docs/deployment.md", "exec"), namespace)
