@@ -140,6 +140,14 @@ def _check_callbacks(callbacks):
     return callbacks
 
 
+def _base_arguments(local_vars):
+    """The arguments of ``_BaseSequenceModel.__init__`` out of a subclass ``__init__``'s
+    ``locals()`` (scikit-learn reads each estimator's own explicit signature)."""
+    import inspect
+    names = inspect.signature(_BaseSequenceModel.__init__).parameters
+    return {name: local_vars[name] for name in names if name != "self"}
+
+
 def _softmax(z):
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -796,19 +804,7 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
                  class_weight=None, shuffle=True, augment=None, n_steps=None, layout="ntf",
                  dtype="float32", backend="auto", n_jobs=None, random_state=None, verbose=0,
                  warm_start=False):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers, cell=cell,
-                         bidirectional=bidirectional, forget_bias=forget_bias,
-                         cell_clip=cell_clip, input_projection=input_projection,
-                         readout=readout, dropout=dropout, optimizer=optimizer,
-                         learning_rate=learning_rate, batch_size=batch_size,
-                         max_iter=max_iter, tol=tol, early_stopping=early_stopping,
-                         scoring=scoring, learning_rate_schedule=learning_rate_schedule,
-                         validation_fraction=validation_fraction,
-                         n_iter_no_change=n_iter_no_change, clip_grad_norm=clip_grad_norm,
-                         alpha=alpha, shuffle=shuffle, augment=augment, n_steps=n_steps,
-                         layout=layout,
-                         dtype=dtype, backend=backend, n_jobs=n_jobs,
-                         random_state=random_state, verbose=verbose, warm_start=warm_start)
+        super().__init__(**_base_arguments(locals()))
         self.label_smoothing = label_smoothing
         self.class_weight = class_weight
 
@@ -1052,18 +1048,7 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
         # max_iter=200 (the classifier's is 50), as scikit-learn's MLPRegressor: its own
         # check_regressors_train needs R^2 > 0.5 on 200 samples, which 50 epochs (100
         # updates) reached only to 0.31-0.36, 200 epochs to 0.76
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers, cell=cell,
-                         bidirectional=bidirectional, forget_bias=forget_bias,
-                         cell_clip=cell_clip, input_projection=input_projection,
-                         readout=readout, dropout=dropout, optimizer=optimizer,
-                         learning_rate=learning_rate, batch_size=batch_size,
-                         max_iter=max_iter, tol=tol, early_stopping=early_stopping,
-                         scoring=scoring, learning_rate_schedule=learning_rate_schedule,
-                         validation_fraction=validation_fraction,
-                         n_iter_no_change=n_iter_no_change, clip_grad_norm=clip_grad_norm,
-                         alpha=alpha, shuffle=shuffle, augment=augment, n_steps=n_steps,
-                         layout=layout, dtype=dtype, backend=backend, n_jobs=n_jobs,
-                         random_state=random_state, verbose=verbose, warm_start=warm_start)
+        super().__init__(**_base_arguments(locals()))
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, callbacks=None):
         """Train on sequences ``X`` with targets ``y`` (n_samples,) or (n_samples,
