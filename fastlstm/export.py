@@ -202,7 +202,10 @@ def _scan_direction(g, cell, x, lens, reverse):
                                         body.op("MatMul", ["h_in", Wh])]), b])
     valid = body.op("Unsqueeze", [body.op("Less", ["t", lens64]),
                                   body.const([1], dtype=np.int64)])
-    vt = lambda name, shape, elem=g.elem: h.make_tensor_value_info(name, elem, shape)  # noqa
+
+    def vt(name, shape, elem=g.elem):
+        return h.make_tensor_value_info(name, elem, shape)
+
     states_in, states_out = [vt("h_in", ["N", H])], [vt("h_out", ["N", H])]
     if lstm:
         i, j, f, o = body.op("Split", [z, body.const([H] * 4, dtype=np.int64)], n_out=4,
@@ -242,8 +245,8 @@ def _scan_direction(g, cell, x, lens, reverse):
 
 
 def _network(g, est, x, lens):
-    """The estimator's network on time-major ``x`` (T, N, F): its outputs (N, k) or,
-    for ``transform``, the readout features."""
+    """The estimator's network on time-major ``x`` (T, N, F): the readout features
+    (N, D), what ``transform`` returns, and the outputs (N, k) of the dense layer."""
     net = est.network_
     cfg = net.config
     if "input/kernel" in net.params:
