@@ -294,7 +294,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         # held-out fraction of the training data; None without either.
         train_idx, val = np.arange(len(seq)), None
         if X_val is not None or y_val is not None:
-            val = self._given_validation(X_val, y_val, seq, targets, reuse)
+            val = self._given_validation(X_val, y_val, seq.n_features)
         elif self.early_stopping and not incremental:
             train_idx, val_idx = self._validation_split(targets, rng)
             val = (seq, targets, weights, val_idx, np.asarray(y)[val_idx])
@@ -323,8 +323,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                     self._check_finite_params(network, epoch + 1)
                     v_loss = v_score = np.nan
                     if val is not None:
-                        v_loss, v_score = self._validation_score(network, backend, val,
-                                                                 targets)
+                        v_loss, v_score = self._validation_score(network, backend, val)
                     # the quantity watched for stopping and the schedule: higher is better
                     watched = v_score if monitor else -loss
                     if watched > best["score"] + self.tol:
@@ -402,19 +401,19 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
             self.best_validation_score_ = float(max(self.validation_scores_))
         return self
 
-    def _given_validation(self, X_val, y_val, seq, targets, reuse):
+    def _given_validation(self, X_val, y_val, n_features):
         """The caller's validation set, checked as ``predict`` checks its input."""
         if X_val is None or y_val is None:
             raise ValueError("pass both X_val and y_val, or neither")
         v_seq = to_sequences(X_val, layout=self.layout, n_steps=self.n_steps,
                              dtype=self.dtype)
-        if v_seq.n_features != seq.n_features:
+        if v_seq.n_features != n_features:
             raise ValueError(f"X_val has {v_seq.n_features} features per step, X has "
-                             f"{seq.n_features}")
+                             f"{n_features}")
         v_targets, v_weights = self._validation_targets(y_val, len(v_seq))
         return (v_seq, v_targets, v_weights, np.arange(len(v_seq)), np.asarray(y_val))
 
-    def _validation_score(self, network, backend, val, train_targets):
+    def _validation_score(self, network, backend, val):
         """Validation loss, and the score ``scoring`` names (higher is better)."""
         v_seq, v_targets, v_weights, idx, y_raw = val
         out = self._forward_all(network, v_seq, idx, backend)
@@ -460,7 +459,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
             return train_test_split(idx, test_size=self.validation_fraction,
                                     random_state=rng)
 
-    def _batches(self, idx, seq, rng, shuffle):
+    def _batches(self, idx, rng, shuffle):
         """Index arrays of the training batches of one epoch."""
         if shuffle:
             idx = idx[rng.permutation(len(idx))]
@@ -471,7 +470,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         total, seen = 0.0, 0.0
         params = network.params
         progress = self._progress(len(idx))
-        for b in self._batches(idx, seq, rng, self.shuffle):
+        for b in self._batches(idx, rng, self.shuffle):
             wsum = float(weights[b].sum())
             loss, grads = 0.0, None
             # A very ragged batch runs as groups of similar lengths (see _length_groups),
@@ -542,11 +541,6 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                 result[g] = out
         return result
 
-    def _evaluate(self, network, seq, targets, weights, idx, backend):
-        out = self._forward_all(network, seq, idx, backend)
-        loss, _ = self._loss(out, targets[idx], weights[idx])
-        return float(loss), float(self._score_outputs(out, targets[idx]))
-
     def _decision(self, X):
         check_is_fitted(self, "network_")
         seq, _ = self._sequences(X, reset=False)
@@ -585,8 +579,9 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
     def _write(self, line):
         """A row of the epoch table: through tqdm where a bar is drawn (it clears and
         redraws the bar around the row), else print."""
-        if self.verbose >= 2 and _tqdm() is not None:
-            _tqdm().write(line, file=sys.stdout)
+        tqdm = _tqdm() if self.verbose >= 2 else None
+        if tqdm is not None:
+            tqdm.write(line, file=sys.stdout)
         else:
             print(line, file=sys.stdout, flush=True)
 
@@ -974,14 +969,14 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         n = network_config["n_outputs"]
         if shape != (n,) or dtype.kind != ("U" if kind == "O" else kind):
             raise ModelFileError(f"{archive.label}: classes_ must be an array of {n} labels of "
-                             f"kind {kind!r}, got {shape} {dtype}")
+                                 f"kind {kind!r}, got {shape} {dtype}")
         archive.used.add("classes_")
         classes = archive.read("classes_")
         if kind == "f" and not np.isfinite(classes).all():
             raise ModelFileError(f"{archive.label}: classes_ contains NaN or infinity")
         if not np.all(classes[1:] > classes[:-1]):
             raise ModelFileError(f"{archive.label}: classes_ must be sorted and distinct, as a "
-                             f"fit leaves them")
+                                 f"fit leaves them")
         if kind == "O":
             classes = classes.astype(object)
         encoder = LabelEncoder()

@@ -78,6 +78,7 @@ class _Graph:
         from onnx import TensorProto, helper, numpy_helper
 
         self.opset, self.prefix, self.container = opset, prefix, container
+        self.memo = {}             # tensors built once per graph (the length mask)
         self.helper, self.numpy_helper = helper, numpy_helper
         self.dtype = np.dtype(dtype)
         self.elem = TensorProto.FLOAT if self.dtype == np.float32 else TensorProto.DOUBLE
@@ -106,12 +107,30 @@ class _Graph:
         return outs[0] if n_out == 1 else outs
 
 
+def _lengths64(g, lens):
+    """``lens`` as int64 (ReverseSequence and the comparisons need it), cast once."""
+    from onnx import TensorProto
+
+    key = ("lengths64", lens)
+    if key not in g.memo:
+        g.memo[key] = g.op("Cast", [lens], to=TensorProto.INT64)
+    return g.memo[key]
+
+
 def _valid_mask(g, lens, T_of):
-    """(T, N, 1) bool: step t exists for sequence n (``T_of``: a time-major tensor)."""
+    """(T, N, 1) bool: step t exists for sequence n (``T_of``: a time-major tensor; every
+    one in a graph has the same T, so the mask is built once)."""
+    key = ("mask", lens)
+    if key not in g.memo:
+        g.memo[key] = _build_valid_mask(g, lens, T_of)
+    return g.memo[key]
+
+
+def _build_valid_mask(g, lens, T_of):
     shape = g.op("Shape", [T_of])
     T = g.op("Gather", [shape, g.const(0, dtype=np.int64)], axis=0)
     steps = g.op("Range", [g.const(0, dtype=np.int64), T, g.const(1, dtype=np.int64)])
-    lens64 = g.op("Cast", [lens], to=7)                         # INT64
+    lens64 = _lengths64(g, lens)
     mask = g.op("Less", [g.op("Unsqueeze", [steps, g.const([1], dtype=np.int64)]),
                          g.op("Unsqueeze", [lens64, g.const([0], dtype=np.int64)])])
     return g.op("Unsqueeze", [mask, g.const([2], dtype=np.int64)])
@@ -181,7 +200,7 @@ def _scan_direction(g, cell, x, lens, reverse):
     h = g.helper
     H, p = cell.num_units, cell.params
     lstm = cell.kind == "lstm"
-    lens64 = g.op("Cast", [lens], to=TensorProto.INT64)
+    lens64 = _lengths64(g, lens)
     if reverse:
         x = g.op("ReverseSequence", [x, lens64], batch_axis=1, time_axis=0)
     Wx, Wh, b = g.const(p["kernel"], "Wx"), g.const(p["recurrent_kernel"], "Wh"), \

@@ -138,7 +138,7 @@ def _decode(data, where, archive):
             dtype = _checked(lambda: np.dtype(data["__numpy__"]), where)
             if dtype.kind not in "biuf" or not isinstance(data["value"], (bool, int, float)):
                 raise ModelFileError(f"{where}: a NumPy scalar of dtype {dtype} holding "
-                                 f"{data['value']!r}")
+                                     f"{data['value']!r}")
             return _checked(lambda: dtype.type(data["value"]), where)
         if set(data) == {"__dict__"} and isinstance(data["__dict__"], list):
             out = {}
@@ -156,7 +156,7 @@ def _decode(data, where, archive):
             name = data["__augmenter__"]
             if name not in augmentation.AUGMENTERS:
                 raise ModelFileError(f"{where}: unknown augmenter {name!r} (known: "
-                                 f"{sorted(augmentation.AUGMENTERS)})")
+                                     f"{sorted(augmentation.AUGMENTERS)})")
             params = _decode(data["params"], where, archive)
             if not isinstance(params, dict):
                 raise ModelFileError(f"{where}: the augmenter's parameters must be a dict")
@@ -169,7 +169,7 @@ def _load_random_state(state, name, archive):
             and _is_int(state["pos"]) and 0 <= state["pos"] <= 624
             and state["has_gauss"] in (0, 1) and isinstance(state["cached_gaussian"], float)):
         raise ModelFileError(f"{name}: a generator state must hold pos (0-624), has_gauss (0 or "
-                         f"1) and cached_gaussian (a float), got {state!r}")
+                             f"1) and cached_gaussian (a float), got {state!r}")
     key = _array(archive, f"{name}:key", _MT_KEY, np.uint32)
     rs = np.random.RandomState()
     rs.set_state(("MT19937", key, state["pos"], state["has_gauss"],
@@ -253,8 +253,9 @@ class _Archive:
             self.zip = zipfile.ZipFile(file)
         except _PARSE_ERRORS as exc:
             raise ModelFileError(f"{label} is not a fastlstm model file (not the ZIP archive "
-                             f"that save writes: {exc})") from exc
+                                 f"that save writes: {exc})") from exc
         self.headers = {}
+        self.used = set()          # the members read so far: load refuses any left over
         try:
             for info in self.zip.infolist():
                 self._read_header(info)
@@ -266,10 +267,10 @@ class _Archive:
         name = info.filename
         if not name.endswith(".npy") or info.is_dir():
             raise ModelFileError(f"{self.label}: member {name!r} is not a .npy array; not a "
-                             f"fastlstm model file")
+                                 f"fastlstm model file")
         if info.compress_type != zipfile.ZIP_STORED:
             raise ModelFileError(f"{self.label}: member {name!r} is compressed; fastlstm model "
-                             f"files store their arrays uncompressed")
+                                 f"files store their arrays uncompressed")
         try:
             with self.zip.open(info) as fh:
                 version = np.lib.format.read_magic(fh)
@@ -282,14 +283,14 @@ class _Archive:
                 offset = fh.tell()
         except _PARSE_ERRORS as exc:
             raise ModelFileError(f"{self.label}: member {name!r} is not a readable .npy array "
-                             f"({exc})") from exc
+                                 f"({exc})") from exc
         if dtype.hasobject:
             raise ModelFileError(f"{self.label}: member {name!r} holds Python objects; fastlstm "
-                             f"never unpickles")
+                                 f"never unpickles")
         nbytes = math.prod(shape) * dtype.itemsize
         if offset + nbytes != info.file_size:
             raise ModelFileError(f"{self.label}: member {name!r} declares shape {shape} "
-                             f"({nbytes} bytes) but holds {info.file_size - offset} bytes")
+                                 f"({nbytes} bytes) but holds {info.file_size - offset} bytes")
         self.headers[name[:-4]] = (shape, dtype, fortran)
 
     def read(self, name):
@@ -311,8 +312,8 @@ def _array(archive, name, shape, dtype, finite=False):
     got_shape, got_dtype, _ = archive.headers[name]
     if got_shape != tuple(shape) or got_dtype != np.dtype(dtype):
         raise ModelFileError(f"{archive.label}: the array {name!r} must have shape "
-                         f"{tuple(shape)} and dtype {np.dtype(dtype)}, got {got_shape} "
-                         f"{got_dtype}")
+                             f"{tuple(shape)} and dtype {np.dtype(dtype)}, got {got_shape} "
+                             f"{got_dtype}")
     archive.used.add(name)
     arr = archive.read(name)
     if finite and not np.isfinite(arr).all():
@@ -336,7 +337,6 @@ def load_model(cls, file):
     label = repr(os.fspath(file)) if not hasattr(file, "read") else "the file object"
     archive = _Archive(file, label)
     try:
-        archive.used = set()
         try:
             est = _build(cls, archive)
         except RecursionError as exc:
@@ -363,17 +363,17 @@ def _meta(archive):
         raise ModelFileError(f"{label}: 'meta' is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{label} is not a fastlstm model file (its 'meta' does not name "
-                         f"the format {FORMAT!r}; files written before fastlstm 0.2 carry no "
-                         f"format version: load them with that version and save again)")
+                             f"the format {FORMAT!r}; files written before fastlstm 0.2 carry no "
+                             f"format version: load them with that version and save again)")
     version = meta.get("format_version")
     if not _is_int(version) or version < 1:
         raise ModelFileError(f"{label}: format_version must be a positive integer, got "
-                         f"{version!r}")
+                             f"{version!r}")
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{label} is in model-file format version {version}, written by "
-                         f"fastlstm {meta.get('fastlstm_version')!s}; this fastlstm "
-                         f"({__version__}) reads format version {FORMAT_VERSION} and "
-                         f"older: upgrade fastlstm")
+                             f"fastlstm {meta.get('fastlstm_version')!s}; this fastlstm "
+                             f"({__version__}) reads format version {FORMAT_VERSION} and "
+                             f"older: upgrade fastlstm")
     _exact_keys(meta, _META_KEYS, f"{label}: meta")
     for key in ("params", "network", "fitted"):
         if not isinstance(meta[key], dict):
@@ -403,11 +403,11 @@ def _network_config(archive, cfg):
     for key in ("n_features", "n_outputs", "hidden_size", "num_layers"):
         if not _is_int(cfg[key]) or cfg[key] < 1:
             raise ModelFileError(f"{label}: network {key} must be a positive integer, got "
-                             f"{cfg[key]!r}")
+                                 f"{cfg[key]!r}")
     ip = cfg["input_projection"]
     if ip is not None and (not _is_int(ip) or ip < 1):
         raise ModelFileError(f"{label}: network input_projection must be None or a positive "
-                         f"integer, got {ip!r}")
+                             f"integer, got {ip!r}")
     checks = {"cell": cfg["cell"] in CELL_KINDS, "readout": cfg["readout"] in READOUTS,
               "dtype": cfg["dtype"] in ("float32", "float64"),
               "bidirectional": isinstance(cfg["bidirectional"], bool),
@@ -425,21 +425,21 @@ def _network_config(archive, cfg):
     directions = {n.split("/")[1] for n in stored if n.startswith("layer") and "/" in n}
     if len(layers) != cfg["num_layers"]:
         raise ModelFileError(f"{label}: network num_layers={cfg['num_layers']} but the file "
-                         f"stores the parameters of {len(layers)} layer(s)")
+                             f"stores the parameters of {len(layers)} layer(s)")
     if len(directions) != (2 if cfg["bidirectional"] else 1):
         raise ModelFileError(f"{label}: network bidirectional={cfg['bidirectional']} but the "
-                         f"file stores directions {sorted(directions)}")
+                             f"file stores directions {sorted(directions)}")
     expected = param_shapes(**cfg)
     if set(expected) != stored:
         raise ModelFileError(f"{label}: the network's parameters do not match its "
-                         f"configuration: missing {sorted(set(expected) - stored)}, unknown "
-                         f"{sorted(stored - set(expected))}")
+                             f"configuration: missing {sorted(set(expected) - stored)}, unknown "
+                             f"{sorted(stored - set(expected))}")
     for name, shape in expected.items():
         got_shape, got_dtype, _ = archive.headers[f"param:{name}"]
         if got_shape != shape or got_dtype != np.dtype(cfg["dtype"]):
             raise ModelFileError(f"{label}: parameter {name!r} must have shape {shape} and "
-                             f"dtype {cfg['dtype']} for the declared network, got "
-                             f"{got_shape} {got_dtype}")
+                                 f"dtype {cfg['dtype']} for the declared network, got "
+                                 f"{got_shape} {got_dtype}")
     return expected
 
 
@@ -465,7 +465,7 @@ def _build(cls, archive):
     for key in _SHARED_WITH_PARAMS:
         if cfg[key] != params[key]:
             raise ModelFileError(f"{label}: network {key}={cfg[key]!r} disagrees with the "
-                             f"parameter {key}={params[key]!r}")
+                                 f"parameter {key}={params[key]!r}")
     dtype = np.dtype(cfg["dtype"])
     values = {name: _array(archive, f"param:{name}", shape, dtype, finite=True)
               for name, shape in shapes.items()}
@@ -479,7 +479,7 @@ def _build(cls, archive):
             and opt_meta["kind"] == est.optimizer and _is_int(opt_meta["t"])
             and opt_meta["t"] >= 0):
         raise ModelFileError(f"{label}: fitted optimizer must be {{'kind': {est.optimizer!r}, "
-                         f"'t': a count}}, got {opt_meta!r}")
+                             f"'t': a count}}, got {opt_meta!r}")
     optimizer = OPTIMIZERS[est.optimizer](learning_rate=est.learning_rate)
     if hasattr(optimizer, "t"):
         optimizer.t = opt_meta["t"]
