@@ -70,7 +70,8 @@ def extensions():
     compile_args, link_args = openmp_flags()
     # every header, also those only C includes (Cython names just its `cdef extern`
     # ones): an sdist then carries them all, and editing one rebuilds the kernels
-    headers = sorted(glob.glob(os.path.join("src_cy", "*.h")))
+    headers = sorted(glob.glob(os.path.join("src_cy", "*.h"))
+                     + glob.glob(os.path.join("src_cy", "*.pxi")))
     ext = Extension(
         "fastlstm._recurrent",
         ["src_cy/_recurrent.pyx"],

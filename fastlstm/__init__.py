@@ -1,4 +1,4 @@
-"""fastlstm: fast, exact recurrent networks (RNN, LSTM, peephole LSTM) on the CPU.
+"""fastlstm: fast, exact recurrent networks (RNN, LSTM, peephole LSTM, GRU) on the CPU.
 
 Public names only; docs/design.md describes the layers behind them.
 """
@@ -6,7 +6,7 @@ Public names only; docs/design.md describes the layers behind them.
 from . import interop
 from ._threads import get_num_threads, threads
 from .backends import available_backends
-from .cells import BasicLSTMCell, BasicRNNCell, LSTMCell, LSTMStateTuple
+from .cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell, LSTMStateTuple
 from .rnn import RNNCache, dynamic_rnn, dynamic_rnn_backward
 
 __version__ = "0.2.0"
@@ -33,7 +33,7 @@ def __dir__():
     return sorted(list(globals()) + list(_LAZY))
 
 __all__ = [
-    "BasicLSTMCell", "BasicRNNCell", "LSTMCell", "LSTMClassifier", "LSTMRegressor",
+    "BasicLSTMCell", "BasicRNNCell", "GRUCell", "LSTMCell", "LSTMClassifier", "LSTMRegressor",
     "LSTMStateTuple", "RNNCache", "SequenceScaler",
     "available_backends", "dynamic_rnn", "dynamic_rnn_backward", "get_num_threads",
     "interop", "threads", "__version__",

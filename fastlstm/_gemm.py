@@ -106,20 +106,30 @@ def _compiled():
     return _recurrent
 
 
+#: ``kernels=COMPILED`` (the default of every product here): the compiled extension's
+#: blocks and tiles where it is built, BLAS blocks on a thread pool where it is not.
+#: ``kernels=None``: BLAS blocks only (the NumPy and Numba backends' GEMMs).
+COMPILED = "compiled"
+
+
+def _kernels(kernels):
+    return _compiled() if kernels == COMPILED else kernels
+
+
 #: Products below this many multiply-adds run as one single-threaded BLAS call: the
 #: parallel region and the blocks cost more than they save (measured in a seed-model fit:
 #: the network's 2-4 MFLOP products took 50-70 us each as blocks, ~5-20 us as one call).
 MIN_BLOCKED_MACS = 1 << 22
 
 
-def _gemm(a, b, trans_a, trans_b, n_threads, out):
+def _gemm(a, b, trans_a, trans_b, n_threads, out, kernels=COMPILED):
     """``op(a) @ op(b)`` into ``out`` (M, N), in per-core blocks unless small."""
     K = a.shape[0] if trans_a else a.shape[1]
     if out.shape[0] * out.shape[1] * K < MIN_BLOCKED_MACS:
         with blas_threads(1):           # one call: the same bits for any thread count
             np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
         return out
-    kernels = _compiled()
+    kernels = _kernels(kernels)
     if trans_a and not trans_b and _tiles_take(kernels, a, b, out):
         # the AVX-512 tiles beat OpenBLAS's single-threaded blocks on the weight
         # gradients' long, narrow sums (seed size: 1.20 against 1.44 ms); in-order sums
@@ -166,7 +176,7 @@ def _tiles_take(kernels, parts, b, out):
             and kernels.fused_isa() in WEIGHT_GRADIENT_TILE_ISAS)
 
 
-def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
+def matmul_tn_stacked(parts, b, n_threads, merge, rows=None, kernels=COMPILED):
     """``np.concatenate(parts, axis=1).T @ b`` for ``parts`` (K, M_s) and ``b`` (K, N),
     summed over ``rows`` of them only when given, without the concatenated copy (nor the
     gathered rows) where the tiles run: they take the parts as they are, a part's
@@ -176,7 +186,7 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
     machine's rate) or one product per part."""
     M = sum(p.shape[1] for p in parts)
     out = np.empty((M, b.shape[1]), np.result_type(b, *parts))
-    kernels = _compiled()
+    kernels = _kernels(kernels)
     if _tiles_take(kernels, list(parts), b, out):
         kernels.gemm_tn_tiles(list(parts), b, out, n_threads,
                               None if rows is None else np.ascontiguousarray(rows, np.int64))
@@ -187,14 +197,14 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None):
     if merge:
         stacked = scratch("stacked", (b.shape[0], M), out.dtype)
         np.concatenate(parts, axis=1, out=stacked)
-        return _gemm(stacked, b, True, False, n_threads, out)
+        return _gemm(stacked, b, True, False, n_threads, out, kernels)
     r0 = 0
     for p in parts:
         if p.strides[0] == 0:                       # a repeated row: b's column sums
             out[r0:r0 + p.shape[1]] = np.outer(p[0], b.sum(axis=0))
         else:
             _gemm(np.ascontiguousarray(p), b, True, False, n_threads,
-                  out[r0:r0 + p.shape[1]])
+                  out[r0:r0 + p.shape[1]], kernels)
         r0 += p.shape[1]
     return out
 
@@ -228,7 +238,7 @@ def tiles_take_input_gradient(n_rows, I, K):
             and n_rows * I * K >= MIN_BLOCKED_MACS)
 
 
-def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
+def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED):
     """dL/dx = dz W_x^T for the rows (t * B + b) of ``dz2`` (T * B, 4H) that exist
     (``rows``, or all), in the caller's layout, (T, B, I) or (B, T, I), zero at the steps
     past each end. On the tiles where :func:`tiles_take_input_gradient`: dz read
@@ -236,7 +246,7 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
     scatter, no transposing copy); elsewhere one BLAS product over the gathered rows."""
     I = W_x.shape[0]
     shape = (T, B, I) if time_major else (B, T, I)
-    kernels = _compiled()
+    kernels = _kernels(kernels)
     if (kernels is not None and dz2.dtype == W_x.dtype == np.float32
             and tiles_take_input_gradient(T * B if rows is None else len(rows), I,
                                           dz2.shape[1])
@@ -251,7 +261,7 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
         kernels.gemm_rows_wt(dz2, packed, I, out.reshape(-1), offsets,
                              None if rows is None else k, n_threads)
         return out
-    d_x = matmul_nt(dz2 if rows is None else dz2[rows], W_x, n_threads)
+    d_x = matmul_nt(dz2 if rows is None else dz2[rows], W_x, n_threads, kernels=kernels)
     if rows is not None:
         d_full = np.zeros((T * B, I), d_x.dtype)
         d_full[rows] = d_x
@@ -260,22 +270,51 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads):
     return d_x if time_major else np.ascontiguousarray(d_x.transpose(1, 0, 2))
 
 
-def matmul(a, b, n_threads, out=None):
+def matmul(a, b, n_threads, out=None, kernels=COMPILED):
     """``a (M, K) @ b (K, N)``, the columns of the result in per-core blocks."""
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-    return _gemm(a, b, False, False, n_threads, out)
+    return _gemm(a, b, False, False, n_threads, out, kernels)
 
 
-def matmul_nt(a, b, n_threads, out=None):
+def matmul_nt(a, b, n_threads, out=None, kernels=COMPILED):
     """``a (M, K) @ b.T`` for ``b (N, K)``."""
     if out is None:
         out = np.empty((a.shape[0], b.shape[0]), np.result_type(a, b))
-    return _gemm(a, b, False, True, n_threads, out)
+    return _gemm(a, b, False, True, n_threads, out, kernels)
 
 
-def matmul_tn(a, b, n_threads, out=None):
+def matmul_tn(a, b, n_threads, out=None, kernels=COMPILED):
     """``a.T @ b`` for ``a (K, M)``, ``b (K, N)``: a sum over the K rows, whole in each call."""
     if out is None:
         out = np.empty((a.shape[1], b.shape[1]), np.result_type(a, b))
-    return _gemm(a, b, True, False, n_threads, out)
+    return _gemm(a, b, True, False, n_threads, out, kernels)
+
+
+class Gemm:
+    """The GEMMs of one backend: the products above with their ``kernels`` bound.
+
+    Parameters
+    ----------
+    kernels : module, None or COMPILED
+        The compiled extension whose blocks and tiles run the products, ``None`` for
+        BLAS blocks on a thread pool, ``COMPILED`` for the extension where it is built.
+    """
+
+    def __init__(self, kernels):
+        self.kernels = kernels
+
+    def matmul(self, a, b, n_threads, out=None):
+        return matmul(a, b, n_threads, out, self.kernels)
+
+    def matmul_nt(self, a, b, n_threads, out=None):
+        return matmul_nt(a, b, n_threads, out, self.kernels)
+
+    def matmul_tn(self, a, b, n_threads, out=None):
+        return matmul_tn(a, b, n_threads, out, self.kernels)
+
+    def matmul_tn_stacked(self, parts, b, n_threads, merge, rows=None):
+        return matmul_tn_stacked(parts, b, n_threads, merge, rows, self.kernels)
+
+    def input_gradient(self, dz2, W_x, rows, T, B, time_major, n_threads):
+        return input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, self.kernels)

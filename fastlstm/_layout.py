@@ -1,6 +1,12 @@
-"""The one place that defines gate order, parameter names, shapes, packing and init.
+"""The cell registry: one table per cell kind, and the one place that defines gate order,
+parameter names, shapes and initialisation.
 
-Every other module asks this one; none of them hard-codes a gate order or a shape.
+Every other module asks this one; none of them hard-codes a gate order or a shape. A cell
+kind is a :class:`CellKind` in :data:`KINDS`: its gate blocks, its state, the parameters
+beyond the common three, its initialisation, its reference math
+(:mod:`fastlstm.reference`), its layer glue (:mod:`fastlstm._recurrences`), the kernels a
+backend implements for it (``<name>_forward`` / ``<name>_backward``) and the gate orders
+of the frameworks it is exchanged with (:mod:`fastlstm.interop`).
 
 Parameter names follow Keras / TensorFlow 1.x so that they read the same as the
 frameworks users know:
@@ -14,14 +20,19 @@ name                shape                    meaning
 ``w_i_diag``        ``(H,)``                 peephole of the input gate (peephole cell)
 ``w_f_diag``        ``(H,)``                 peephole of the forget gate (peephole cell)
 ``w_o_diag``        ``(H,)``                 peephole of the output gate (peephole cell)
+``recurrent_bias``  ``(G*H,)``               bias of ``h W_h`` (GRU, ``reset_after``)
 ==================  =======================  =========================================
 
-``G`` is the number of gate blocks: 1 for the basic RNN, 4 for the LSTMs. The gate
-blocks of the LSTM are packed side by side along the last axis in TensorFlow 1.x's
-order ``(i, j, f, o)``: input gate, candidate ("j", TF's name for the new input),
-forget gate, output gate. This is exactly TF1's kernel over ``[x; h]`` split into its
-``x`` rows and ``h`` rows, so TF1 interop needs no permutation.
+``G`` is the number of gate blocks: 1 for the basic RNN, 4 for the LSTMs, 3 for the GRU.
+The gate blocks are packed side by side along the last axis. The LSTM's are in TensorFlow
+1.x's order ``(i, j, f, o)``: input gate, candidate ("j", TF's name for the new input),
+forget gate, output gate; exactly TF1's kernel over ``[x; h]`` split into its ``x`` rows
+and ``h`` rows, so TF1 interop needs no permutation. The GRU's are ``(r, u, c)``: reset
+gate, update gate, candidate (TF1's ``gates`` kernel, then its ``candidate`` kernel;
+PyTorch's ``(r, z, n)``).
 """
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,8 +42,10 @@ LSTM_GATES = ("i", "j", "f", "o")
 TORCH_LSTM_GATES = ("i", "f", "j", "o")   # PyTorch's (i, f, g, o); g is our j
 KERAS_LSTM_GATES = ("i", "f", "j", "o")   # Keras's (i, f, c, o); c is our j
 
-#: Cell kinds and their number of gate blocks.
-N_GATES = {"rnn": 1, "lstm": 4}
+#: Gate order of the GRU, along the last axis of kernel / recurrent_kernel / bias.
+GRU_GATES = ("r", "u", "c")
+TORCH_GRU_GATES = ("r", "u", "c")        # PyTorch's (r, z, n)
+KERAS_GRU_GATES = ("u", "r", "c")        # Keras's (z, r, h)
 #: Names of the peephole weights, in the order the kernels receive them.
 PEEPHOLE_NAMES = ("w_i_diag", "w_f_diag", "w_o_diag")
 
@@ -71,33 +84,6 @@ def permute_gates(packed, src_order, dst_order, axis=-1):
     return np.concatenate([by_name[g] for g in dst_order], axis=axis)
 
 
-def param_shapes(kind, input_size, num_units, use_peepholes=False):
-    """Names and shapes of the trainable parameters of a cell, in a fixed order.
-
-    Parameters
-    ----------
-    kind : {"rnn", "lstm"}
-    input_size, num_units : int
-    use_peepholes : bool
-        Adds the three peephole vectors (LSTM only).
-
-    Returns
-    -------
-    dict
-        ``name -> shape`` in the order documented in the module docstring.
-    """
-    width = N_GATES[kind] * num_units
-    shapes = {
-        "kernel": (input_size, width),
-        "recurrent_kernel": (num_units, width),
-        "bias": (width,),
-    }
-    if use_peepholes:
-        for name in PEEPHOLE_NAMES:
-            shapes[name] = (num_units,)
-    return shapes
-
-
 def glorot_uniform(rng, shape, dtype):
     """Glorot (Xavier) uniform init, ``U(-a, a)`` with ``a = sqrt(6 / (fan_in + fan_out))``.
 
@@ -123,22 +109,134 @@ def orthogonal(rng, shape, dtype):
     return np.ascontiguousarray(q[:rows, :cols]).astype(dtype)
 
 
-def init_params(kind, input_size, num_units, use_peepholes, dtype, rng):
-    """Fresh parameters: Glorot-uniform ``kernel``, orthogonal ``recurrent_kernel``, zero ``bias``.
+@dataclass(frozen=True)
+class CellKind:
+    """Everything fastlstm knows about one kind of cell, in one place.
 
-    Peephole vectors get Glorot-uniform values (TensorFlow's default initializer).
-
-    Returns
-    -------
-    dict of ndarray
-        C-contiguous arrays of ``dtype`` with the shapes of :func:`param_shapes`.
+    Attributes
+    ----------
+    name : str
+        ``"rnn"``, ``"lstm"`` or ``"gru"``: the key of :data:`KINDS`, the prefix of the
+        backends' kernels (``<name>_forward``, ``<name>_backward``) and of the reference's.
+    gates : tuple of str
+        Gate blocks in packing order along the last axis of the kernels and the bias.
+    state_is_tuple : bool
+        The state is an ``LSTMStateTuple(c, h)`` (else one ``h`` array).
+    options : dict
+        Constructor options of the cells that change the parameters: option name ->
+        the names of the extra parameters it adds, each of shape ``(H,)`` or ``(G*H,)``
+        as ``extra_shapes`` says.
+    extra_shapes : dict
+        Extra parameter name -> ``"units"`` (shape ``(H,)``) or ``"gates"`` (``(G*H,)``).
+    gate_bias_init : dict
+        Gate name -> constant the ``bias`` block starts at (0 where absent); may depend on
+        an option: ``(option, value_if_true, value_if_false)``.
+    peer_gates : dict
+        Framework (``"torch"``, ``"keras"``) -> its gate order, for :mod:`fastlstm.interop`.
     """
-    params = {}
-    for name, shape in param_shapes(kind, input_size, num_units, use_peepholes).items():
-        if name == "kernel" or name in PEEPHOLE_NAMES:
-            params[name] = glorot_uniform(rng, shape, dtype)
-        elif name == "recurrent_kernel":
-            params[name] = orthogonal(rng, shape, dtype)
-        else:
-            params[name] = np.zeros(shape, dtype=dtype)
-    return params
+
+    name: str
+    gates: tuple
+    state_is_tuple: bool
+    options: dict = field(default_factory=dict)
+    extra_shapes: dict = field(default_factory=dict)
+    gate_bias_init: dict = field(default_factory=dict)
+    peer_gates: dict = field(default_factory=dict)
+
+    @property
+    def n_gates(self):
+        """Number of gate blocks packed side by side."""
+        return len(self.gates)
+
+    def gate_slice(self, gate, num_units):
+        """Slice of the packed last axis that holds ``gate``."""
+        k = self.gates.index(gate)
+        return slice(k * num_units, (k + 1) * num_units)
+
+    def param_shapes(self, input_size, num_units, **options):
+        """``name -> shape`` of the trainable parameters, in a fixed order.
+
+        Parameters
+        ----------
+        input_size, num_units : int
+        **options
+            The kind's options (:attr:`options`) that are set; others are refused.
+        """
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ValueError(f"cell kind {self.name!r} has no option(s) {sorted(unknown)}")
+        width = self.n_gates * num_units
+        shapes = {"kernel": (input_size, width), "recurrent_kernel": (num_units, width),
+                  "bias": (width,)}
+        for option, names in self.options.items():
+            if options.get(option):
+                for name in names:
+                    shapes[name] = ((num_units,) if self.extra_shapes[name] == "units"
+                                    else (width,))
+        return shapes
+
+    def init_params(self, input_size, num_units, dtype, rng, **options):
+        """Fresh parameters: Glorot-uniform ``kernel`` and unit vectors (TensorFlow's
+        default), orthogonal ``recurrent_kernel``, biases at :attr:`gate_bias_init`.
+
+        Returns
+        -------
+        dict of ndarray
+            C-contiguous arrays of ``dtype`` with the shapes of :meth:`param_shapes`.
+        """
+        params = {}
+        for name, shape in self.param_shapes(input_size, num_units, **options).items():
+            if name == "recurrent_kernel":
+                params[name] = orthogonal(rng, shape, dtype)
+            elif name == "bias":
+                params[name] = np.zeros(shape, dtype=dtype)
+                for gate, value in self.gate_bias_init.items():
+                    if isinstance(value, tuple):
+                        option, if_set, if_not = value
+                        value = if_set if options.get(option) else if_not
+                    params[name][self.gate_slice(gate, num_units)] = value
+            elif name == "kernel" or self.extra_shapes.get(name) == "units":
+                params[name] = glorot_uniform(rng, shape, dtype)
+            else:                                   # a bias vector of every gate
+                params[name] = np.zeros(shape, dtype=dtype)
+        return params
+
+
+#: The cell kinds. A new kind is an entry here, its reference math in
+#: :mod:`fastlstm.reference`, its glue in :mod:`fastlstm._recurrences`, its cell class in
+#: :mod:`fastlstm.cells` and the kernels of the backends that implement it.
+KINDS = {
+    "rnn": CellKind("rnn", ("h",), False,
+                    peer_gates={"torch": ("h",), "keras": ("h",)}),
+    "lstm": CellKind("lstm", LSTM_GATES, True,
+                     options={"use_peepholes": PEEPHOLE_NAMES},
+                     extra_shapes={name: "units" for name in PEEPHOLE_NAMES},
+                     peer_gates={"torch": TORCH_LSTM_GATES, "keras": KERAS_LSTM_GATES}),
+    # TF1's GRUCell starts its gates' bias at 1.0 (reset and update mostly open); Keras
+    # and PyTorch, whose form reset_after is, at 0.
+    "gru": CellKind("gru", GRU_GATES, False,
+                    options={"reset_after": ("recurrent_bias",)},
+                    extra_shapes={"recurrent_bias": "gates"},
+                    gate_bias_init={"r": ("reset_after", 0.0, 1.0),
+                                    "u": ("reset_after", 0.0, 1.0)},
+                    peer_gates={"torch": TORCH_GRU_GATES, "keras": KERAS_GRU_GATES}),
+}
+
+#: Cell kinds and their number of gate blocks.
+N_GATES = {name: kind.n_gates for name, kind in KINDS.items()}
+
+
+def get_kind(name):
+    """The :class:`CellKind` called ``name``; ValueError naming the known ones."""
+    try:
+        return KINDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown cell kind {name!r}; known: {sorted(KINDS)}") from None
+
+
+def param_shapes(kind, input_size, num_units, use_peepholes=False, reset_after=False):
+    """Names and shapes of the trainable parameters of a cell of ``kind``, in a fixed
+    order (see :meth:`CellKind.param_shapes`); an option the kind lacks must be False."""
+    options = {name: value for name, value in (("use_peepholes", use_peepholes),
+                                               ("reset_after", reset_after)) if value}
+    return get_kind(kind).param_shapes(input_size, num_units, **options)

@@ -60,36 +60,45 @@ def _check_random_state(seed):
 class _Cell:
     """Common part of the cells: sizes, dtype, parameters and the zero state.
 
-    Subclasses set ``kind`` (``"rnn"`` or ``"lstm"``) and the LSTM options.
+    Subclasses set ``kind`` (a key of :data:`fastlstm._layout.KINDS`) and their options.
     """
 
     kind = None
     use_peepholes = False
     cell_clip = None
     forget_bias = 0.0
+    reset_after = False
 
     def __init__(self, num_units, input_size, dtype=np.float32, random_state=None):
         self.num_units = _check_positive_int(num_units, "num_units")
         self.input_size = _check_positive_int(input_size, "input_size")
         self.dtype = _check_dtype(dtype)
         rng = _check_random_state(random_state)
-        self.params = _layout.init_params(self.kind, self.input_size, self.num_units,
-                                          self.use_peepholes, self.dtype, rng)
+        self.params = self.kind_spec.init_params(self.input_size, self.num_units, self.dtype,
+                                                 rng, **self._options())
+
+    @property
+    def kind_spec(self):
+        """The :class:`fastlstm._layout.CellKind` of this cell (the registry's entry)."""
+        return _layout.KINDS[self.kind]
+
+    def _options(self):
+        """The kind's parameter-changing options (``CellKind.options``) and their values."""
+        return {name: getattr(self, name) for name in self.kind_spec.options}
 
     @property
     def n_gates(self):
-        """Number of gate blocks packed in the kernels (1 for RNN, 4 for LSTM)."""
-        return _layout.N_GATES[self.kind]
+        """Number of gate blocks packed in the kernels (1 RNN, 4 LSTM, 3 GRU)."""
+        return self.kind_spec.n_gates
 
     @property
     def state_is_tuple(self):
         """True when the state is an :class:`LSTMStateTuple`, False for a plain array."""
-        return self.kind == "lstm"
+        return self.kind_spec.state_is_tuple
 
     def param_shapes(self):
         """``name -> shape`` of every trainable parameter (see :mod:`fastlstm._layout`)."""
-        return _layout.param_shapes(self.kind, self.input_size, self.num_units,
-                                    self.use_peepholes)
+        return self.kind_spec.param_shapes(self.input_size, self.num_units, **self._options())
 
     def load_params(self, params):
         """Replace the parameters with copies of ``params``, checked and cast to ``dtype``.
@@ -123,7 +132,7 @@ class _Cell:
         Returns
         -------
         LSTMStateTuple of ndarray (batch_size, num_units) for LSTM cells, an ndarray
-        (batch_size, num_units) for :class:`BasicRNNCell`.
+        (batch_size, num_units) for :class:`BasicRNNCell` and :class:`GRUCell`.
         """
         batch_size = _check_positive_int(batch_size, "batch_size")
         shape = (batch_size, self.num_units)
@@ -243,3 +252,53 @@ class BasicLSTMCell(LSTMCell):
 
     def _options_repr(self):
         return f", forget_bias={self.forget_bias}"
+
+
+class GRUCell(_Cell):
+    """Gated recurrent unit, TF1 ``GRUCell`` or, with ``reset_after``, PyTorch's ``GRU``.
+
+    Gate order (r, u, c): reset gate, update gate, candidate. With ``reset_after=False``
+    (TensorFlow 1.x's ``GRUCell``, Keras's ``GRU(reset_after=False)``)::
+
+        r, u = sigmoid(x_t W_x[r, u] + h_{t-1} W_h[r, u] + b[r, u])
+        c = tanh(x_t W_x[c] + (r * h_{t-1}) W_h[c] + b[c])
+        h_t = u * h_{t-1} + (1 - u) * c
+
+    With ``reset_after=True`` (``torch.nn.GRU``, Keras's ``GRU(reset_after=True)``) the
+    reset gate acts after the recurrent product, which has a bias of its own ``b_h``::
+
+        r, u = sigmoid(x_t W_x[r, u] + b[r, u] + h_{t-1} W_h[r, u] + b_h[r, u])
+        c = tanh(x_t W_x[c] + b[c] + r * (h_{t-1} W_h[c] + b_h[c]))
+
+    Parameters
+    ----------
+    num_units : int
+        Hidden size ``H``.
+    input_size : int
+        Features per step ``I``.
+    reset_after : bool, default False
+        The PyTorch / Keras form above; adds the trainable ``recurrent_bias`` (3H,).
+    dtype : {np.float32, np.float64}, default np.float32
+    random_state : int, RandomState or None
+        Seeds the initial weights.
+
+    Attributes
+    ----------
+    params : dict
+        ``kernel`` (I, 3H), ``recurrent_kernel`` (H, 3H), ``bias`` (3H,), plus
+        ``recurrent_bias`` (3H,) with ``reset_after``. Gate order (r, u, c). The gates'
+        bias starts at 1.0 without ``reset_after`` (TF1's ``GRUCell``), at 0 with it
+        (Keras, PyTorch start near 0).
+    """
+
+    kind = "gru"
+
+    def __init__(self, num_units, input_size, reset_after=False, dtype=np.float32,
+                 random_state=None):
+        if not isinstance(reset_after, (bool, np.bool_)):
+            raise ValueError(f"reset_after must be a bool, got {reset_after!r}")
+        self.reset_after = bool(reset_after)
+        super().__init__(num_units, input_size, dtype=dtype, random_state=random_state)
+
+    def _options_repr(self):
+        return f", reset_after={self.reset_after}"

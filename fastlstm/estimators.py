@@ -257,7 +257,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         if self.n_jobs == 0:
             raise ValueError("n_jobs=0 is not a valid number of threads; use a positive "
                              "number, -1 or None")
-        return get_backend(self.backend).NAME
+        return get_backend(self.backend).name
 
     def _n_threads(self):
         return self.n_jobs
@@ -272,7 +272,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight, *, incremental, classes=None, X_val=None,
              y_val=None, callbacks=None):
         self._validate_params()
-        backend = self._check_backend()
+        backend = get_backend(self._check_backend())     # resolved once per fit
         callbacks = _check_callbacks(callbacks)
         reuse = (incremental or self.warm_start) and hasattr(self, "network_")
         seq, n_in = self._sequences(X, reset=not reuse)
@@ -374,7 +374,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         self.network_ = network
         self._optimizer_ = optimizer
         self._rng_ = rng
-        self.backend_ = backend
+        self.backend_ = backend.name
         self.stopped_by_ = stopped_by
         if not reuse:
             self.n_features_in_ = n_in
@@ -545,7 +545,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "network_")
         seq, _ = self._sequences(X, reset=False)
         with threads(self._n_threads()), blas_threads(1):
-            return self._forward_all(self.network_, seq, np.arange(len(seq)), self.backend_)
+            return self._forward_all(self.network_, seq, np.arange(len(seq)),
+                                     get_backend(self.backend_))
 
     def transform(self, X):
         """The readout features (final hidden state(s), or mean / max over steps).
@@ -557,8 +558,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "network_")
         seq, _ = self._sequences(X, reset=False)
         with threads(self._n_threads()), blas_threads(1):
-            return self._forward_all(self.network_, seq, np.arange(len(seq)), self.backend_,
-                                     features=True)
+            return self._forward_all(self.network_, seq, np.arange(len(seq)),
+                                     get_backend(self.backend_), features=True)
 
     # -------------------------------------------------------------- verbose output
     def _print_header(self, with_validation):
@@ -661,7 +662,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
 
 
 class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
-    """Recurrent sequence classifier (LSTM, peephole LSTM or RNN) on fastlstm's kernels.
+    """Recurrent sequence classifier (LSTM, peephole LSTM, GRU or RNN) on fastlstm's kernels.
 
     A dense input projection (optional), ``num_layers`` recurrent layers (optionally
     bidirectional, dropout between them), a readout of each sequence (its last valid
@@ -673,8 +674,9 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
     hidden_size : int, default 128
         Units of each recurrent layer (per direction).
     num_layers : int, default 1
-    cell : {"lstm", "peephole", "rnn"}, default "lstm"
-        TF1 ``BasicLSTMCell``, ``LSTMCell(use_peepholes=True)`` or ``BasicRNNCell``.
+    cell : {"lstm", "peephole", "gru", "rnn"}, default "lstm"
+        TF1 ``BasicLSTMCell``, ``LSTMCell(use_peepholes=True)``,
+        ``GRUCell(reset_after=True)`` (the GRU of PyTorch and Keras) or ``BasicRNNCell``.
     bidirectional : bool, default False
     forget_bias : float, default 1.0
     cell_clip : float or None, default None

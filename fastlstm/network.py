@@ -30,12 +30,16 @@ import copy
 
 import numpy as np
 
-from . import _gemm, _layout
+from . import _layout
 from ._threads import get_num_threads
-from .cells import BasicRNNCell, LSTMCell
+from .backends import get_backend
+from .cells import BasicRNNCell, GRUCell, LSTMCell
 from .rnn import _dynamic_rnn, dynamic_rnn_backward
 
-CELL_KINDS = ("lstm", "peephole", "rnn")
+#: The estimators' ``cell`` choices: name -> (cell kind, its options).
+CELLS = {"lstm": ("lstm", {}), "peephole": ("lstm", {"use_peepholes": True}),
+         "gru": ("gru", {"reset_after": True}), "rnn": ("rnn", {})}
+CELL_KINDS = tuple(CELLS)
 READOUTS = ("last", "mean", "max")
 
 
@@ -68,11 +72,11 @@ def param_shapes(n_features, n_outputs, hidden_size, num_layers, cell, bidirecti
         shapes["input/bias"] = (input_projection,)
         width = input_projection
     directions = ("fw", "bw") if bidirectional else ("fw",)
-    kind = "rnn" if cell == "rnn" else "lstm"
+    kind, options = CELLS[cell]
     for layer in range(num_layers):
         for d in directions:
-            for name, shape in _layout.param_shapes(kind, width, hidden_size,
-                                                    cell == "peephole").items():
+            for name, shape in _layout.KINDS[kind].param_shapes(width, hidden_size,
+                                                                **options).items():
                 shapes[f"layer{layer}/{d}/{name}"] = shape
         width = hidden_size * len(directions)
     shapes["output/kernel"] = (width, n_outputs)
@@ -87,7 +91,9 @@ class SequenceNetwork:
     ----------
     n_features, n_outputs : int
     hidden_size, num_layers : int
-    cell : {"lstm", "peephole", "rnn"}
+    cell : {"lstm", "peephole", "gru", "rnn"}
+        TF1 ``BasicLSTMCell``, ``LSTMCell(use_peepholes=True)``,
+        ``GRUCell(reset_after=True)`` (PyTorch's and Keras's GRU) or ``BasicRNNCell``.
     bidirectional : bool
     forget_bias : float
     cell_clip : float or None
@@ -127,6 +133,9 @@ class SequenceNetwork:
             for d in self.directions:
                 if cell == "rnn":
                     c = BasicRNNCell(hidden_size, width, dtype=self.dtype, random_state=rng)
+                elif cell == "gru":
+                    c = GRUCell(hidden_size, width, reset_after=True, dtype=self.dtype,
+                                random_state=rng)
                 else:
                     c = LSTMCell(hidden_size, width, use_peepholes=(cell == "peephole"),
                                  cell_clip=cell_clip, forget_bias=forget_bias,
@@ -176,7 +185,7 @@ class SequenceNetwork:
         G = self.cells[0]["fw"].params["kernel"].shape[1]
         return F * G <= F * P + P * G
 
-    def _folded_cells(self):
+    def _folded_cells(self, be):
         """The first layer's cells with the projection folded in, from the current
         parameters: same recurrent weights (shared arrays), input kernel ``W_in W_x``
         (F, G) and bias ``b_in W_x + b``, in new arrays on every call. Nothing is kept on
@@ -190,16 +199,16 @@ class SequenceNetwork:
             f = copy.copy(cell)
             f.input_size = W_in.shape[0]
             f.params = dict(cell.params)                    # shares the recurrent arrays
-            # _gemm, not np.matmul: NumPy's BLAS threads would wake up and fight the
-            # kernels' spinning OpenMP workers (measured: a 5-epoch fit 2.2 -> 4.1 s)
-            f.params["kernel"] = _gemm.matmul(W_in, cell.params["kernel"], n_threads)
-            bias = _gemm.matmul(b_in[None], cell.params["kernel"], 1)[0]
+            # the backend's GEMMs, not np.matmul: NumPy's BLAS threads would wake up and
+            # fight the kernels' spinning OpenMP workers (a 5-epoch fit 2.2 -> 4.1 s)
+            f.params["kernel"] = be.gemm.matmul(W_in, cell.params["kernel"], n_threads)
+            bias = be.gemm.matmul(b_in[None], cell.params["kernel"], 1)[0]
             bias += cell.params["bias"]
             f.params["bias"] = bias
             folded[d] = f
         return folded
 
-    def _unfold_gradients(self, d, g, grads):
+    def _unfold_gradients(self, be, d, g, grads):
         """Chain rule through ``W_eff = W_in W_x``, ``b_eff = b_in W_x + b``: the first
         layer's kernel and bias gradients of direction ``d`` from the folded cell's, and
         its share of the projection's gradients (summed over directions).
@@ -208,12 +217,12 @@ class SequenceNetwork:
         W_in^T dW_eff + b_in (sum dz)^T``."""
         W_in, W_x = self.params["input/kernel"], self.cells[0][d].params["kernel"]
         n_threads = get_num_threads()
-        d_w_x = _gemm.matmul_tn(W_in, g["kernel"], n_threads)
+        d_w_x = be.gemm.matmul_tn(W_in, g["kernel"], n_threads)
         d_w_x += np.outer(self.params["input/bias"], g["bias"])
         grads[f"layer0/{d}/kernel"] = d_w_x
         grads[f"layer0/{d}/bias"] = g["bias"]
-        d_w_in = _gemm.matmul_nt(np.ascontiguousarray(g["kernel"]), W_x, n_threads)
-        d_b_in = _gemm.matmul_nt(g["bias"][None], W_x, 1)[0]
+        d_w_in = be.gemm.matmul_nt(np.ascontiguousarray(g["kernel"]), W_x, n_threads)
+        d_b_in = be.gemm.matmul_nt(g["bias"][None], W_x, 1)[0]
         if "input/kernel" in grads:
             grads["input/kernel"] += d_w_in
             grads["input/bias"] += d_b_in
@@ -239,21 +248,22 @@ class SequenceNetwork:
             history beyond their outputs, and the cache holds only ``"features"``.
         """
         n_threads = get_num_threads()
+        be = get_backend(backend)
         N, T, F = X.shape
         Xt = np.ascontiguousarray(X.transpose(1, 0, 2))             # (T, N, F)
-        cache = {"Xt": Xt, "lengths": lengths, "layers": [], "masks": []}
+        cache = {"Xt": Xt, "lengths": lengths, "layers": [], "masks": [], "backend": be}
         h = Xt
         folds = self._folds_projection()
         cache["folded"] = folds
         if "input/kernel" in self.params and not folds:
-            h = _gemm.matmul(Xt.reshape(T * N, F), self.params["input/kernel"], n_threads)
+            h = be.gemm.matmul(Xt.reshape(T * N, F), self.params["input/kernel"], n_threads)
             h += self.params["input/bias"]
             h = h.reshape(T, N, -1)
         rev = _reverse_index(lengths, T) if len(self.directions) == 2 else None
         finals = None
         for layer, row in enumerate(self.cells):
             if layer == 0 and folds:
-                row = cache["folded_cells"] = self._folded_cells()
+                row = cache["folded_cells"] = self._folded_cells(be)
             if layer > 0 and dropout > 0:
                 mask = (rng.uniform(size=h.shape) >= dropout).astype(self.dtype) / (1 - dropout)
                 h = h * mask
@@ -264,7 +274,7 @@ class SequenceNetwork:
             for d in self.directions:
                 inp = h if d == "fw" else _take_steps(h, rev)
                 out, state, *c = _dynamic_rnn(row[d], inp, lengths, initial_state=None,
-                                              time_major=True, backend=backend,
+                                              time_major=True, backend=be,
                                               return_cache=keep_cache,
                                               keep_outputs=keep_outputs)
                 if keep_outputs:
@@ -276,7 +286,7 @@ class SequenceNetwork:
                 h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
         features = self._readout(h, finals, lengths, cache)
         cache["features"] = features
-        logits = _gemm.matmul(features, self.params["output/kernel"], n_threads)
+        logits = be.gemm.matmul(features, self.params["output/kernel"], n_threads)
         logits += self.params["output/bias"]
         return logits, cache
 
@@ -294,14 +304,15 @@ class SequenceNetwork:
     def backward(self, cache, d_logits):
         """Gradients of every parameter (name -> array) from dLoss/d outputs (N, n_outputs)."""
         n_threads = get_num_threads()
+        be = cache["backend"]
         grads = {}
         Xt, lengths = cache["Xt"], cache["lengths"]
         T, N, F = Xt.shape
         H = self.cells[0]["fw"].num_units
         features = cache["features"]
-        grads["output/kernel"] = _gemm.matmul_tn(features, d_logits, n_threads)
+        grads["output/kernel"] = be.gemm.matmul_tn(features, d_logits, n_threads)
         grads["output/bias"] = d_logits.sum(axis=0)
-        d_features = _gemm.matmul_nt(d_logits, self.params["output/kernel"], n_threads)
+        d_features = be.gemm.matmul_nt(d_logits, self.params["output/kernel"], n_threads)
 
         n_dir = len(self.directions)
         rev = _reverse_index(lengths, T) if n_dir == 2 else None
@@ -341,7 +352,7 @@ class SequenceNetwork:
                 for name in cell.params:
                     grads[f"layer{layer}/{d}/{name}"] = g[name]
                 if layer == 0 and folded:
-                    self._unfold_gradients(d, g, grads)
+                    self._unfold_gradients(be, d, g, grads)
                 if need_inputs:
                     gi = g["inputs"] if d == "fw" else _take_steps(g["inputs"], rev)
                     d_in = gi if d_in is None else d_in + gi
@@ -352,6 +363,6 @@ class SequenceNetwork:
                 d_out = d_in
         if "input/kernel" in self.params and not folded:
             d_in2 = d_in.reshape(T * N, -1)
-            grads["input/kernel"] = _gemm.matmul_tn(Xt.reshape(T * N, F), d_in2, n_threads)
+            grads["input/kernel"] = be.gemm.matmul_tn(Xt.reshape(T * N, F), d_in2, n_threads)
             grads["input/bias"] = d_in2.sum(axis=0)
         return grads

@@ -7,7 +7,7 @@ as one GEMM before the recurrence, and the weight gradients as GEMMs after it.
 
 Shapes, stated once (all arrays time-major, C-contiguous, one float dtype)::
 
-    T steps, B sequences, H units, G gate blocks (1 RNN, 4 LSTM)
+    T steps, B sequences, H units, G gate blocks (1 RNN, 4 LSTM, 3 GRU)
     xproj         (T, B, G*H)   x_t W_x + b, every step
     W             (H, G*H)      recurrent_kernel
     peepholes     (3, H)        w_i_diag, w_f_diag, w_o_diag (zeros when unused)
@@ -15,10 +15,24 @@ Shapes, stated once (all arrays time-major, C-contiguous, one float dtype)::
     hs, cs        (T+1, B, H)   hs[0], cs[0]: initial state; hs[t+1], cs[t+1]: after step t
     acts          (T, B, 4H)    LSTM activations [sigmoid(i), tanh(j), sigmoid(f), sigmoid(o)],
                                 or (0, 0, 0) in inference: then not written
+                  (T, B, 3H)    GRU activations [sigmoid(r), sigmoid(u), tanh(c)], or (0, 0, 0)
+    b_h           (3H,)         GRU recurrent_bias (zeros without reset_after)
+    hzc           (T, B, H)     GRU with reset_after: h_{t-1} W_hc + b_hc, the candidate's
+                                recurrent part before the reset gate (training only),
+                                else (0, 0, 0)
     c_unclipped   (T, B, H)     LSTM cell before cell_clip (written only when clipping)
     d_outputs     (T, B, H)     dLoss/d outputs
     dh, dc        (B, H)        in: dLoss/d final state; out: dLoss/d initial state
     dz            (T, B, G*H)   out: dLoss/d xproj (zero on entry)
+
+The GRU (gate order r, u, c; ``W_r``, ``W_u``, ``W_c`` the blocks of ``W``)::
+
+    r, u = sigmoid(xproj_r + h W_r), sigmoid(xproj_u + h W_u)
+    c = tanh(xproj_c + (r * h) W_c)                       # reset_after=False (TF1)
+    c = tanh(xproj_c + r * (h W_c + b_hc))                # reset_after=True (PyTorch)
+    h' = u * h + (1 - u) * c
+
+(with ``reset_after`` the ``b_h`` blocks are added to ``h W_r`` and ``h W_u`` too).
 
 Variable lengths: step ``t`` exists for sequence ``b`` only when ``t < seq_len[b]``. The
 kernels write ``hs, cs, acts, c_unclipped, dz`` only at existing steps and leave the
@@ -132,3 +146,57 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
         dz[t, rows] = dz_t[rows]
         dh[...] = np.where(rows[:, None], dz_t @ W.T, dh)
         dc[...] = np.where(rows[:, None], dc_prev, dc)
+
+
+def gru_forward(xproj, W, b_h, reset_after, seq_len, hs, acts, hzc, n_threads=1):
+    """GRU recurrence: TF1 ``GRUCell`` (``reset_after=False``) or the PyTorch / Keras
+    ``reset_after=True`` form; gate order (r, u, c). ``h' = u * h + (1 - u) * c``, in
+    TensorFlow's order of operations."""
+    H = W.shape[0]
+    h = hs[0].copy()
+    for t in range(xproj.shape[0]):
+        rows = _valid_rows(t, seq_len)
+        xp = xproj[t]
+        if reset_after:
+            hz = h @ W + b_h
+            r = sigmoid(xp[:, :H] + hz[:, :H])
+            u = sigmoid(xp[:, H:2 * H] + hz[:, H:2 * H])
+            hz_c = hz[:, 2 * H:]
+            if hzc.size:
+                hzc[t, rows] = hz_c[rows]
+            c = np.tanh(xp[:, 2 * H:] + r * hz_c)
+        else:
+            g = h @ W[:, :2 * H]
+            r = sigmoid(xp[:, :H] + g[:, :H])
+            u = sigmoid(xp[:, H:2 * H] + g[:, H:])
+            c = np.tanh(xp[:, 2 * H:] + (r * h) @ W[:, 2 * H:])
+        h_new = u * h + (1.0 - u) * c
+        if acts.size:
+            acts[t, rows] = np.concatenate([r, u, c], axis=1)[rows]
+        hs[t + 1, rows] = h_new[rows]
+        h = np.where(rows[:, None], h_new, h)
+
+
+def gru_backward(W, reset_after, seq_len, hs, acts, hzc, d_outputs, dh, dz, n_threads=1):
+    """Backward of :func:`gru_forward` from the saved activations: ``dz`` is dLoss/d
+    ``xproj``; the recurrent weights' gradient follows from it after the loop
+    (:mod:`fastlstm._recurrences`)."""
+    H = W.shape[0]
+    W_ru, W_c = W[:, :2 * H], W[:, 2 * H:]
+    for t in reversed(range(d_outputs.shape[0])):
+        rows = _valid_rows(t, seq_len)
+        r, u, c = (acts[t, :, k * H:(k + 1) * H] for k in range(3))
+        h_prev = hs[t]
+        dh_t = dh + d_outputs[t]
+        dz_c = dh_t * (1.0 - u) * (1.0 - c ** 2)
+        dz_u = dh_t * (h_prev - c) * u * (1.0 - u)
+        if reset_after:
+            dz_r = dz_c * hzc[t] * r * (1.0 - r)
+            dh_prev = dh_t * u + np.concatenate([dz_r, dz_u, dz_c * r], axis=1) @ W.T
+        else:
+            d_rh = dz_c @ W_c.T
+            dz_r = d_rh * h_prev * r * (1.0 - r)
+            dh_prev = dh_t * u + d_rh * r + np.concatenate([dz_r, dz_u], axis=1) @ W_ru.T
+        dz_t = np.concatenate([dz_r, dz_u, dz_c], axis=1)
+        dz[t, rows] = dz_t[rows]
+        dh[...] = np.where(rows[:, None], dh_prev, dh)

@@ -6,12 +6,12 @@ GEMM, lets the backend run the recurrence, and computes the weight gradients as 
 over all steps afterwards. Knows nothing about scikit-learn.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import functools
 
 import numpy as np
 
-from . import _gemm, _layout
+from . import _recurrences
 from ._workspace import aligned_empty, recycled, scratch
 from ._threads import blas_threads, get_num_threads
 from .backends import get_backend
@@ -24,42 +24,51 @@ class RNNCache:
 
     Attributes
     ----------
-    backend : str
-        Name of the backend that ran the forward pass; the backward uses the same one.
+    backend : fastlstm.backends.Backend
+        The backend that ran the forward pass; the backward uses the same one.
     time_major : bool
         Layout of the caller's ``inputs`` / ``outputs``.
     cell_signature : tuple
         Kind, sizes, dtype and options of the cell, checked by the backward.
     x : ndarray (T, B, I)
     seq_len : ndarray (B,) int64
-    hs, cs : ndarray (T+1, B, H)
-        Outputs and cells after each step, the initial state at index 0 (``cs`` is
-        ``None`` for the basic RNN).
-    acts : ndarray (T, B, 4H) or None
-        LSTM gate activations.
-    c_unclipped : ndarray (T, B, H), or (0, 0, 0) when there is no clipping, or None
+    hs : ndarray (T+1, B, H)
+        Outputs after each step, the initial state at index 0.
+    history : dict of ndarray
+        What the cell kind's forward keeps besides ``hs`` (:mod:`fastlstm._recurrences`):
+        for the LSTMs ``cs`` (T+1, B, H), ``acts`` (T, B, 4H) and ``c_unclipped``
+        (T, B, H) or (0, 0, 0) without clipping; for the GRU ``acts`` (T, B, 3H) and
+        ``hzc`` (T, B, H) or (0, 0, 0) without ``reset_after``.
     """
 
-    backend: str
+    backend: object
     time_major: bool
     cell_signature: tuple
     x: np.ndarray
     seq_len: np.ndarray
     hs: np.ndarray
-    cs: np.ndarray = None
-    acts: np.ndarray = None
-    c_unclipped: np.ndarray = None
+    history: dict = field(default_factory=dict)
+
+    @property
+    def cs(self):
+        """The LSTM's cell states (T+1, B, H); None for other kinds."""
+        return self.history.get("cs")
+
+    @property
+    def c_unclipped(self):
+        """The LSTM's cell states before clipping (T, B, H), or (0, 0, 0)."""
+        return self.history.get("c_unclipped")
 
 
 def _signature(cell):
     return (cell.kind, cell.input_size, cell.num_units, cell.dtype.name,
-            cell.use_peepholes, cell.cell_clip, cell.forget_bias)
+            cell.use_peepholes, cell.cell_clip, cell.forget_bias, cell.reset_after)
 
 
 def _check_cell(cell):
     if not isinstance(cell, _Cell):
-        raise ValueError(f"cell must be a fastlstm cell (BasicRNNCell, BasicLSTMCell or "
-                         f"LSTMCell), got {type(cell).__name__}")
+        raise ValueError(f"cell must be a fastlstm cell (BasicRNNCell, BasicLSTMCell, "
+                         f"LSTMCell or GRUCell), got {type(cell).__name__}")
 
 
 def _as_float_array(value, name, dtype, contiguous=True, check_finite=True):
@@ -155,17 +164,6 @@ def _check_state(cell, state, batch_size, name):
     return None, one(state, name)
 
 
-def _swapped(be, src, n_threads):
-    """A C-contiguous copy of ``src.transpose(1, 0, 2)`` (``src``'s last axis contiguous):
-    by the backend's threads where it has ``swap_leading_axes``, else NumPy's copy."""
-    swap = getattr(be, "swap_leading_axes", None)
-    if swap is None or src.dtype not in (np.float32, np.float64):
-        return np.ascontiguousarray(src.transpose(1, 0, 2))
-    out = np.empty((src.shape[1], src.shape[0], src.shape[2]), src.dtype)
-    swap(src, out, n_threads)
-    return out
-
-
 def _zero_state(batch_size, num_units, dtype):
     """A fresh (B, H) zero cell state on a cache line: the final state of a fused inference
     is written there, side by side by the threads of a hidden-unit split (_workspace)."""
@@ -192,7 +190,7 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
 
     Parameters
     ----------
-    cell : BasicRNNCell, BasicLSTMCell or LSTMCell
+    cell : BasicRNNCell, BasicLSTMCell, LSTMCell or GRUCell
     inputs : array-like, shape (B, T, I), or (T, B, I) when ``time_major``
         Real, finite values; cast to ``cell.dtype``.
     sequence_length : array-like of int, shape (B,), optional
@@ -201,19 +199,22 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
         the returned state is the one after step ``L_b - 1`` (the initial state for
         ``L_b = 0``).
     initial_state : LSTMStateTuple (c, h) or ndarray (B, H), optional
+        An ``LSTMStateTuple`` for the LSTM cells, one array for the others.
         Zero by default.
     time_major : bool, default False
         Layout of ``inputs`` and of the returned outputs.
-    backend : str, default "auto"
-        ``"auto"`` (fastest available CPU backend), ``"cython"``, ``"numba"`` or
-        ``"numpy"`` (the reference); see :func:`fastlstm.available_backends`.
+    backend : str or Backend, default "auto"
+        ``"auto"`` (fastest available CPU backend), ``"cython"``, ``"numba"``,
+        ``"numpy"`` (the reference) or ``"cuda"``; see :func:`fastlstm.available_backends`.
+        A :class:`fastlstm.backends.Backend` from :func:`fastlstm.backends.get_backend`
+        is used as it is (resolved once by a caller that runs many layers).
     return_cache : bool, default False
         Also return the cache :func:`dynamic_rnn_backward` needs.
 
     Returns
     -------
     outputs : ndarray, shape (B, T, H), or (T, B, H) when ``time_major``
-    state : LSTMStateTuple (c, h) of (B, H) arrays, or an (B, H) array for BasicRNNCell
+    state : LSTMStateTuple (c, h) of (B, H) arrays, or an (B, H) array for the RNN and GRU
     cache : RNNCache
         Only with ``return_cache=True``.
 
@@ -233,6 +234,9 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
     them: their copy was 1.8 MB per batch of the seed's model)."""
     _check_cell(cell)
     be = get_backend(backend)
+    if cell.kind not in be.cells:
+        raise ValueError(f"backend {be.name!r} has no kernels for {cell.kind!r} cells "
+                         f"(it runs {sorted(be.cells)})")
     # batch-major inputs stay a transposed view for the fused inference, which reads them
     # through their strides; everything else gets the time-major copy
     x = _check_inputs(cell, inputs, bool(time_major), contiguous=False)
@@ -247,26 +251,26 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
 
     p = cell.params
     n_threads = get_num_threads()
-    # A backend may compute x W_x + b inside its recurrence (see fastlstm.backends)
-    fuse_input = cell.kind != "rnn" and getattr(be, "fuses_input", None) is not None \
-        and be.fuses_input(cell.dtype, B, I, H)
-    if fuse_input and not return_cache and T > 0:     # 0 steps: the generic path below
+    rec = _recurrences.for_cell(cell)
+    # A backend may compute x W_x + b inside its recurrence (Backend.fuses_input)
+    fuse_input = be.fuses_input(cell.kind, cell.dtype, B, I, H)
+    if fuse_input and be.fused_inference and not return_cache and T > 0:
         return _infer_fused(be, cell, x, seq_len, h0, c0, bool(time_major), n_threads,
-                            full=sequence_length is None)
+                            full=sequence_length is None)   # 0 steps: the generic path
     if not x.flags.c_contiguous:           # a transposed view of batch-major inputs
-        x = _swapped(be, x.transpose(1, 0, 2), n_threads)
+        x = be.swapped(x.transpose(1, 0, 2), n_threads)
     if not fuse_input:
-        xproj = _gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads,
-                             out=scratch("xproj", (T * B, GH), cell.dtype))
+        xproj = be.gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads,
+                               out=scratch("xproj", (T * B, GH), cell.dtype))
         xproj += p["bias"]
         xproj = xproj.reshape(T, B, GH)
 
     # The history goes to the cache (recycled buffers) or, without a cache, is scratch;
     # see _workspace: fresh buffers cost page faults. The kernels write only existing
     # steps, so what is read past a sequence's end is zeroed (_zero_tails): hs (outputs,
-    # dW_h) and cs (peephole gradients: 0 * a stale NaN would poison the sum); everything
-    # for the reference, whose backward reads every row and masks.
-    zero_all = be.NAME == "numpy"
+    # dW_h) and what the kind's gradients sum over; everything for a backend whose
+    # kernels compute every row and mask (the reference).
+    zero_all = be.needs_zeroed_history
 
     def buffer(name, shape, history=False):
         if return_cache:
@@ -274,36 +278,28 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
         else:
             arr = scratch(name, shape, cell.dtype, zero=zero_all)
         if history and not zero_all:
-            _zero_tails(arr[1:], seq_len)
+            _zero_tails(arr[1:] if name in ("hs", "cs") else arr, seq_len)
         return arr
 
     hs = buffer("hs", (T + 1, B, H), history=True)
     hs[0] = h0
-    cache = RNNCache(be.NAME, bool(time_major), _signature(cell), x, seq_len, hs)
-    if cell.kind == "rnn":
-        be.rnn_forward(xproj, p["recurrent_kernel"], seq_len, hs, n_threads)
+    hist = {name: buffer(name, shape, zero_tails)
+            for name, (shape, zero_tails) in rec.history(cell, T, B, return_cache).items()}
+    if "cs" in hist:
+        hist["cs"][0] = c0
+    cache = RNNCache(be, bool(time_major), _signature(cell), x, seq_len, hs, hist)
+    if fuse_input:
+        be.module.lstm_forward_input(x, p["kernel"], p["bias"],
+                                     *rec.kernel_arguments(cell, seq_len, hs, hist, n_threads))
     else:
-        # cs past the ends is read only by the peephole gradients' sums over all steps
-        cache.cs = buffer("cs", (T + 1, B, H), history=cell.use_peepholes)
-        cache.cs[0] = c0
-        # inference keeps no activations: the kernels skip a quarter of their stores
-        cache.acts = buffer("acts", (T, B, GH) if return_cache else (0, 0, 0))
-        clip = cell.cell_clip or 0.0
-        cache.c_unclipped = buffer("c_unclipped", (T, B, H) if clip > 0 else (0, 0, 0))
-        args = (p["recurrent_kernel"], _peepholes(cell), cell.use_peepholes,
-                cell.forget_bias, clip, seq_len, hs, cache.cs, cache.acts, cache.c_unclipped,
-                n_threads)
-        if fuse_input:
-            be.lstm_forward_input(x, p["kernel"], p["bias"], *args)
-        else:
-            be.lstm_forward(xproj, *args)
+        rec.forward(be, cell, xproj, seq_len, hs, hist, n_threads)
 
     outputs = None
     if keep_outputs or not return_cache:
-        outputs = hs[1:].copy() if time_major else _swapped(be, hs[1:], n_threads)
+        outputs = hs[1:].copy() if time_major else be.swapped(hs[1:], n_threads)
     batch = np.arange(B)
     h_final = hs[seq_len, batch]           # fancy indexing copies: the state at step L_b
-    state = (LSTMStateTuple(cache.cs[seq_len, batch], h_final) if cell.state_is_tuple
+    state = (LSTMStateTuple(hist["cs"][seq_len, batch], h_final) if cell.state_is_tuple
              else h_final)
     if return_cache:
         return outputs, state, cache
@@ -326,9 +322,10 @@ def _infer_fused(be, cell, x, seq_len, h0, c0, time_major, n_threads, full=False
     c_unclipped = (scratch("c_unclipped", (T, B, H), cell.dtype) if clip > 0
                    else _NO_HISTORY[cell.dtype])
     c_state = c0             # a fresh, aligned array: becomes the final cell state
-    be.lstm_infer_input(x, p["kernel"], p["bias"], p["recurrent_kernel"], _peepholes(cell),
-                        cell.use_peepholes, cell.forget_bias, clip, seq_len, h0, c_state,
-                        out, not time_major, c_unclipped, n_threads)
+    be.module.lstm_infer_input(x, p["kernel"], p["bias"], p["recurrent_kernel"],
+                               _recurrences.peepholes(cell),
+                               cell.use_peepholes, cell.forget_bias, clip, seq_len, h0,
+                               c_state, out, not time_major, c_unclipped, n_threads)
     if full and T > 0:
         return out, LSTMStateTuple(c_state, (out[-1] if time_major else out[:, -1]).copy())
     _zero_tails(out, seq_len, time_major)  # outputs past each end are zero
@@ -384,13 +381,6 @@ def _zero_tails(arr, seq_len, time_major=True):
             arr[b, seq_len[b]:] = 0
 
 
-def _peepholes(cell):
-    """Peephole vectors stacked (3, H), zeros when the cell has none."""
-    if cell.use_peepholes:
-        return np.stack([cell.params[n] for n in _layout.PEEPHOLE_NAMES])
-    return np.zeros((3, cell.num_units), cell.dtype)
-
-
 @_under_one_blas_limit
 def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient=True):
     """Gradients of a loss through :func:`dynamic_rnn` (backpropagation through time).
@@ -424,7 +414,7 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
     if cache.cell_signature != _signature(cell):
         raise ValueError("cell does not match the cell of the forward pass "
                          f"(forward {cache.cell_signature}, now {_signature(cell)})")
-    be = get_backend(cache.backend)
+    be = cache.backend
     x, hs, seq_len = cache.x, cache.hs, cache.seq_len
     T, B, I = x.shape
     H, GH = cell.num_units, cell.n_gates * cell.num_units
@@ -438,7 +428,7 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
                              f"got {d_out.shape}")
         if not cache.time_major:
             d_out = d_out.transpose(1, 0, 2)
-        strided = cell.kind != "rnn" and getattr(be, "LSTM_BACKWARD_STRIDED_D_OUTPUTS", False)
+        strided = cell.kind == "lstm" and be.strided_d_outputs
         # checked for NaN and inf after the backward, through the bias gradient, which
         # sums every dz the output gradients reach: checking these 1.8 MB first (cold in
         # cache after the forward) was 0.18 ms, 3% of a seed-size training step
@@ -452,44 +442,20 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
 
     p = cell.params
     n_threads = get_num_threads()
-    dz = scratch("dz", (T, B, GH), cell.dtype, zero=be.NAME == "numpy")
+    rec = _recurrences.for_cell(cell)
+    dz = scratch("dz", (T, B, GH), cell.dtype, zero=be.needs_zeroed_history)
     rows = _existing_rows(seq_len, T)
-    if rows is None or cell.use_peepholes:     # else nothing reads dz past the ends
+    if rows is None or rec.reads_dz_past_the_ends(cell):   # else nothing reads dz there
         _zero_tails(dz, seq_len)
-    if cell.kind == "rnn":
-        be.rnn_backward(p["recurrent_kernel"], seq_len, hs, d_out, dh, dz, n_threads)
-    else:
-        be.lstm_backward(p["recurrent_kernel"], _peepholes(cell), cell.use_peepholes,
-                         cell.cell_clip or 0.0, seq_len, cache.cs, cache.acts,
-                         cache.c_unclipped, d_out, dh, dc, dz, n_threads)
+    rec.backward(be, cell, cache, d_out, dh, dc, dz, n_threads)
 
     # Everything below sums over all steps at once: large GEMMs, not per-step work; over
     # the steps that exist only where rows is not None (see _existing_rows).
-    dz2 = dz.reshape(T * B, GH)
-    x2, h2 = x.reshape(T * B, I), hs[:-1].reshape(T * B, H)
-    grads = {}
-    # The weight and bias gradients in one product, [x, h_prev, 1]^T dz: the column of
-    # ones gives the bias gradient in the same pass. On the AVX-512 tiles without a
-    # concatenated copy; on BLAS with one when I < H (x^T dz alone, a few rows and a long
-    # sum, ran far below the machine's rate: at the seed's size 1.91 ms for the separate
-    # products, 1.72 ms with the copy).
-    ones = np.broadcast_to(np.ones(1, cell.dtype), (T * B, 1))
-    d_w = _gemm.matmul_tn_stacked([x2, h2, ones], dz2, n_threads, merge=I < H, rows=rows)
-    grads["kernel"], grads["recurrent_kernel"] = d_w[:I], d_w[I:I + H]
-    grads["bias"] = d_w[I + H]
+    grads = rec.parameter_gradients(be, cell, cache, dz, rows, n_threads)
     if d_outputs is not None and not np.all(np.isfinite(grads["bias"])):
         _check_finite(d_out, "d_outputs")   # else the gradients overflowed: returned as are
-    if cell.use_peepholes:
-        # dz is zero at missing steps, so these sums see only existing steps.
-        cs = cache.cs
-        d_i = dz[:, :, _layout.gate_slice("i", H)]
-        d_f = dz[:, :, _layout.gate_slice("f", H)]
-        d_o = dz[:, :, _layout.gate_slice("o", H)]
-        grads["w_i_diag"] = (d_i * cs[:-1]).sum(axis=(0, 1))
-        grads["w_f_diag"] = (d_f * cs[:-1]).sum(axis=(0, 1))
-        grads["w_o_diag"] = (d_o * cs[1:]).sum(axis=(0, 1))
     if input_gradient:
-        grads["inputs"] = _gemm.input_gradient(dz2, p["kernel"], rows, T, B,
-                                               cache.time_major, n_threads)
+        grads["inputs"] = be.gemm.input_gradient(dz.reshape(T * B, GH), p["kernel"], rows,
+                                                 T, B, cache.time_major, n_threads)
     grads["initial_state"] = LSTMStateTuple(dc, dh) if cell.state_is_tuple else dh
     return grads

@@ -1398,3 +1398,6 @@ def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peephol
                                     d_t, d_b, &dh[0, 0], &dc[0, 0], &dz[0, 0, 0],
                                     &work[offs[0]], &work[offs[1]], &work[offs[2]], wt,
                                     w_t, &barrier)
+
+
+include "gru_kernels.pxi"

@@ -18,6 +18,8 @@ CELLS = {
     "peephole": lambda H, I, **kw: fl.LSTMCell(H, I, use_peepholes=True, forget_bias=1.0, **kw),
     "peephole_clip": lambda H, I, **kw: fl.LSTMCell(H, I, use_peepholes=True, cell_clip=0.4,
                                                     forget_bias=1.0, **kw),
+    "gru": lambda H, I, **kw: fl.GRUCell(H, I, **kw),
+    "gru_reset_after": lambda H, I, **kw: fl.GRUCell(H, I, reset_after=True, **kw),
 }
 
 
@@ -32,7 +34,7 @@ def make_cell(name, H, I, dtype=np.float64, seed=0, bias_scale=0.5):
     rng = np.random.default_rng(seed + 1000)
     params = dict(cell.params)
     params["bias"] = rng.uniform(-bias_scale, bias_scale, params["bias"].shape)
-    for k in ("w_i_diag", "w_f_diag", "w_o_diag"):
+    for k in ("w_i_diag", "w_f_diag", "w_o_diag", "recurrent_bias"):
         if k in params:
             params[k] = rng.uniform(-1, 1, params[k].shape)
     return cell.load_params(params)

@@ -43,6 +43,10 @@ SCRIPT = textwrap.dedent("""
     assert gpu.backend_ == "cuda"
     np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4,
                                atol=1e-5)
+    gpu.set_params(cell="gru").fit(X, y)
+    cpu.set_params(cell="gru").fit(X, y)
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4,
+                               atol=1e-5)
     print(f"cuda simulator OK: {n} comparisons")
 """)
 
@@ -54,4 +58,4 @@ def test_cuda_backend_matches_reference_in_the_simulator():
     run = subprocess.run([sys.executable, "-c", SCRIPT, str(TESTS)], env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "cuda simulator OK: 60 comparisons" in run.stdout
+    assert "cuda simulator OK: 84 comparisons" in run.stdout

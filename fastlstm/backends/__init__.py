@@ -1,22 +1,14 @@
 """Interchangeable implementations of the kernel contract of :mod:`fastlstm.reference`.
 
-Each backend module exposes ``NAME`` and the four functions ``rnn_forward``,
-``rnn_backward``, ``lstm_forward`` and ``lstm_backward`` with the reference's signatures.
-Backends are imported lazily: ``import fastlstm`` compiles and loads nothing.
-
-Optionally, a backend that can compute the input projection inside its LSTM recurrence
-exposes ``fuses_input(dtype, batch_size, input_size, num_units)`` and
-``lstm_forward_input(x, W_x, bias, W, ...)`` (the rest as ``lstm_forward``);
-:func:`fastlstm.dynamic_rnn` then skips its own ``x W_x + b`` GEMM where ``fuses_input``
-says so (the Cython backend's fused path).
-
-A backend whose ``lstm_backward`` reads ``d_outputs`` with any strides along time and
-batch (the last axis contiguous) sets ``LSTM_BACKWARD_STRIDED_D_OUTPUTS = True``:
-:func:`fastlstm.dynamic_rnn_backward` then passes batch-major gradients as a transposed
-view instead of a time-major copy.
+:func:`get_backend` resolves a name once into a :class:`Backend` (the contract object of
+``_contract``: what a backend module declares, with defaults for what it leaves out),
+which the layers are handed. Backends are imported lazily: ``import fastlstm`` compiles
+and loads nothing.
 """
 
 import importlib
+
+from ._contract import Backend
 
 #: Backends in the order ``"auto"`` tries them; the first that loads wins. The order is a
 #: measurement, not a guess: see ``AUTO_ORDER_MEASUREMENT``.
@@ -55,8 +47,8 @@ def _load(name):
         err = ImportError(f"fastlstm backend {name!r} is not available: {hint} ({exc})")
         _failed[name] = err
         raise err from exc
-    _loaded[name] = module
-    return module
+    _loaded[name] = Backend(module)
+    return _loaded[name]
 
 
 def available_backends():
@@ -79,7 +71,8 @@ def available_backends():
 
 
 def get_backend(name="auto"):
-    """The backend module called ``name``; ``"auto"`` is the fastest CPU backend that loads.
+    """The :class:`Backend` called ``name``; ``"auto"`` is the fastest CPU backend that
+    loads; a :class:`Backend` is returned as it is.
 
     Raises
     ------
@@ -88,6 +81,8 @@ def get_backend(name="auto"):
     ImportError
         The backend is known but cannot load here; the message says how to get it.
     """
+    if isinstance(name, Backend):
+        return name
     if name == "auto":
         for candidate in AUTO_ORDER:
             try:

@@ -55,6 +55,10 @@ def _check_kernels_compile():
 _check_kernels_compile()
 
 NAME = "cuda"
+#: Cell kinds with kernels here.
+CELLS = ("rnn", "lstm", "gru")
+#: Its layer GEMMs: BLAS blocks on a thread pool (fastlstm._gemm with kernels=None).
+GEMM_KERNELS = None
 THREADS_PER_BLOCK = int(os.environ.get("FASTLSTM_CUDA_THREADS", "128"))
 ROWS_PER_BLOCK = int(os.environ.get("FASTLSTM_CUDA_ROWS", "8"))
 
@@ -239,6 +243,139 @@ def _lstm_backward_kernel(W, peep, use_peep, clip, seq_len, order, rows, cs, act
         dc[order[start + r], u] = dc_buf[start + r, u]
 
 
+@cuda.jit
+def _gru_forward_kernel(xproj, W, b_h, reset_after, seq_len, order, rows, hs, acts, hzc,
+                        h_buf, rh_buf, u_buf, zero, one):
+    """Gate order (r, u, c); without ``reset_after`` two phases per step: the gates and
+    ``r * h``, then (after a barrier) the candidate's product ``(r * h) W_c``."""
+    start = cuda.blockIdx.x * rows
+    n_rows = min(rows, order.shape[0] - start)
+    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
+    H = hs.shape[2]
+    store_acts = acts.shape[0] > 0
+    store_hzc = hzc.shape[0] > 0
+    for idx in range(tid, n_rows * H, nth):
+        r, u = idx // H, idx % H
+        h_buf[0, start + r, u] = hs[0, order[start + r], u]
+    cuda.syncthreads()
+    n_active = n_rows
+    for t in range(seq_len[order[start]]):
+        while seq_len[order[start + n_active - 1]] <= t:
+            n_active -= 1
+        src, dst = t % 2, 1 - t % 2
+        for idx in range(tid, n_active * H, nth):
+            r, u = idx // H, idx % H
+            b = order[start + r]
+            a_r = zero
+            a_u = zero
+            a_c = zero
+            for k in range(H):
+                h_k = h_buf[src, start + r, k]
+                a_r += h_k * W[k, u]
+                a_u += h_k * W[k, H + u]
+                if reset_after:
+                    a_c += h_k * W[k, 2 * H + u]
+            if reset_after:
+                rg = _sigmoid(xproj[t, b, u] + (a_r + b_h[u]), one)
+                ug = _sigmoid(xproj[t, b, H + u] + (a_u + b_h[H + u]), one)
+                hz_c = a_c + b_h[2 * H + u]
+                c = math.tanh(xproj[t, b, 2 * H + u] + rg * hz_c)
+                h = ug * h_buf[src, start + r, u] + (one - ug) * c
+                if store_acts:
+                    acts[t, b, u] = rg
+                    acts[t, b, H + u] = ug
+                    acts[t, b, 2 * H + u] = c
+                if store_hzc:
+                    hzc[t, b, u] = hz_c
+                hs[t + 1, b, u] = h
+                h_buf[dst, start + r, u] = h
+            else:
+                rg = _sigmoid(xproj[t, b, u] + a_r, one)
+                ug = _sigmoid(xproj[t, b, H + u] + a_u, one)
+                if store_acts:
+                    acts[t, b, u] = rg
+                    acts[t, b, H + u] = ug
+                u_buf[start + r, u] = ug
+                rh_buf[start + r, u] = rg * h_buf[src, start + r, u]
+        cuda.syncthreads()
+        if reset_after:
+            continue
+        for idx in range(tid, n_active * H, nth):
+            r, u = idx // H, idx % H
+            b = order[start + r]
+            a_c = zero
+            for k in range(H):
+                a_c += rh_buf[start + r, k] * W[k, 2 * H + u]
+            ug = u_buf[start + r, u]
+            c = math.tanh(xproj[t, b, 2 * H + u] + a_c)
+            h = ug * h_buf[src, start + r, u] + (one - ug) * c
+            if store_acts:
+                acts[t, b, 2 * H + u] = c
+            hs[t + 1, b, u] = h
+            h_buf[dst, start + r, u] = h
+        cuda.syncthreads()
+
+
+@cuda.jit
+def _gru_backward_kernel(W, reset_after, seq_len, order, rows, hs, acts, hzc, d_out, dh, dz,
+                         dh_buf, dzh_buf, dhu_buf, zero, one):
+    start = cuda.blockIdx.x * rows
+    n_rows = min(rows, order.shape[0] - start)
+    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
+    H = dh.shape[1]
+    n_active = 0
+    for t in range(seq_len[order[start]] - 1, -1, -1):
+        n_before = n_active
+        while n_active < n_rows and seq_len[order[start + n_active]] > t:
+            n_active += 1
+        for idx in range(tid, n_active * H, nth):
+            r, u = idx // H, idx % H
+            b = order[start + r]
+            if r >= n_before:                       # the row's last step: load dL/dh
+                dh_buf[start + r, u] = dh[b, u]
+            rg = acts[t, b, u]
+            ug = acts[t, b, H + u]
+            c = acts[t, b, 2 * H + u]
+            dh_t = dh_buf[start + r, u] + d_out[t, b, u]
+            dz_c = dh_t * (one - ug) * (one - c * c)
+            dz_u = dh_t * (hs[t, b, u] - c) * ug * (one - ug)
+            dz[t, b, H + u] = dz_u
+            dz[t, b, 2 * H + u] = dz_c
+            dhu_buf[start + r, u] = dh_t * ug
+            if reset_after:
+                dz_r = dz_c * hzc[t, b, u] * rg * (one - rg)
+                dz[t, b, u] = dz_r
+                dzh_buf[start + r, u] = dz_r
+                dzh_buf[start + r, H + u] = dz_u
+                dzh_buf[start + r, 2 * H + u] = dz_c * rg
+        cuda.syncthreads()
+        if not reset_after:                 # dz_r needs d(r h) = dz_c W_c^T first
+            for idx in range(tid, n_active * H, nth):
+                r, u = idx // H, idx % H
+                b = order[start + r]
+                d_rh = zero
+                for k in range(H):
+                    d_rh += dz[t, b, 2 * H + k] * W[u, 2 * H + k]
+                rg = acts[t, b, u]
+                dz_r = d_rh * hs[t, b, u] * rg * (one - rg)
+                dz[t, b, u] = dz_r
+                dzh_buf[start + r, u] = dz_r
+                dzh_buf[start + r, H + u] = dz[t, b, H + u]
+                dhu_buf[start + r, u] = dhu_buf[start + r, u] + d_rh * rg
+            cuda.syncthreads()
+        width = 3 * H if reset_after else 2 * H
+        for idx in range(tid, n_active * H, nth):
+            r, u = idx // H, idx % H
+            acc = zero
+            for k in range(width):
+                acc += dzh_buf[start + r, k] * W[u, k]
+            dh_buf[start + r, u] = dhu_buf[start + r, u] + acc
+        cuda.syncthreads()
+    for idx in range(tid, n_active * H, nth):
+        r, u = idx // H, idx % H
+        dh[order[start + r], u] = dh_buf[start + r, u]
+
+
 # --------------------------------------------------------- the kernel contract (host)
 def _launch(seq_len):
     order = np.argsort(-seq_len, kind="stable").astype(np.int64)
@@ -313,3 +450,36 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
                                 ROWS_PER_BLOCK, dcs, dacts, dcun, dout, ddh, ddc, ddz,
                                 dh_buf, dc_buf, dt(0), dt(1))
     _to_host((ddh, dh), (ddc, dc), (ddz, dz))
+
+
+def gru_forward(xproj, W, recurrent_bias, reset_after, seq_len, hs, acts, hzc, n_threads=1):
+    """GRU recurrence; see :func:`fastlstm.reference.gru_forward`."""
+    if xproj.shape[0] == 0:
+        return
+    order, grid = _launch(seq_len)
+    dxp, dW, dbh, dlen, dord, dhs, dacts, dhzc = _to_device(
+        xproj, W, recurrent_bias, seq_len, order, hs, acts, hzc)
+    h_buf = cuda.device_array((2,) + hs.shape[1:], hs.dtype)
+    rh_buf = cuda.device_array(hs.shape[1:], hs.dtype)
+    u_buf = cuda.device_array(hs.shape[1:], hs.dtype)
+    dt = hs.dtype.type
+    _gru_forward_kernel[grid](dxp, dW, dbh, bool(reset_after), dlen, dord, ROWS_PER_BLOCK, dhs,
+                              dacts, dhzc, h_buf, rh_buf, u_buf, dt(0), dt(1))
+    _to_host((dhs, hs), (dacts, acts), (dhzc, hzc))
+
+
+def gru_backward(W, reset_after, seq_len, hs, acts, hzc, d_outputs, dh, dz, n_threads=1):
+    """Backward of the GRU; see :func:`fastlstm.reference.gru_backward`."""
+    if d_outputs.shape[0] == 0:
+        return
+    order, grid = _launch(seq_len)
+    dW, dlen, dord, dhs, dacts, dhzc, dout, ddh, ddz = _to_device(
+        W, seq_len, order, hs, acts, hzc, d_outputs, dh, dz)
+    B, H = dh.shape
+    dh_buf = cuda.device_array((B, H), dh.dtype)
+    dzh_buf = cuda.device_array((B, 3 * H), dh.dtype)
+    dhu_buf = cuda.device_array((B, H), dh.dtype)
+    dt = dh.dtype.type
+    _gru_backward_kernel[grid](dW, bool(reset_after), dlen, dord, ROWS_PER_BLOCK, dhs, dacts,
+                               dhzc, dout, ddh, ddz, dh_buf, dzh_buf, dhu_buf, dt(0), dt(1))
+    _to_host((ddh, dh), (ddz, dz))

@@ -20,6 +20,10 @@ from ._chunking import chunk_rows, n_chunks, pack_unit_slices, unit_slices
 from ._split_tuner import SplitTuner
 
 NAME = "cython"
+#: Cell kinds with kernels here.
+CELLS = ("rnn", "lstm", "gru")
+#: Its layer GEMMs: the extension's blocks and AVX-512 tiles (fastlstm._gemm).
+GEMM_KERNELS = "compiled"
 openmp_enabled = _recurrent.openmp_enabled
 swap_leading_axes = _recurrent.swap_leading_axes
 #: The fused float32 LSTM step runs on this CPU (src_cy/fused_step.h; AVX-512 or AVX2).
@@ -58,6 +62,8 @@ def _single_threaded_blas(kernel, batch_axis):
 # The argument whose second-to-last axis is the batch: hs / dh in the contract.
 rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
 rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
+gru_forward = _single_threaded_blas(_recurrent.gru_forward, 5)
+gru_backward = _single_threaded_blas(_recurrent.gru_backward, 7)
 
 
 #: The fused step splits the hidden units of a batch of several chunks (small chunks, or

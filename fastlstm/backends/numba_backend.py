@@ -21,6 +21,10 @@ from .._threads import blas_threads
 from ._chunking import chunk_rows
 
 NAME = "numba"
+#: Cell kinds with kernels here.
+CELLS = ("rnn", "lstm", "gru")
+#: Its layer GEMMs: BLAS blocks on a thread pool (fastlstm._gemm with kernels=None).
+GEMM_KERNELS = None
 
 #: The one fastmath setting of the project: contraction to FMA, reciprocal, no signed
 #: zeros. Never ``nnan`` / ``ninf``: the kernels must see and keep NaN and inf.
@@ -172,6 +176,113 @@ def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_un
         dc[rows[r]] = dc_loc[r]
 
 
+# --------------------------------------------------------------------------------- GRU
+@_kernel
+def _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, reset_after, seq_len, rows, hs, acts, hzc,
+                       h_loc, z_loc, zru_loc, rh_loc, g_loc, u_loc, one):
+    """Gate order (r, u, c). ``reset_after``: one product ``h W`` per step (``z_loc``,
+    3H); else ``h W_ru`` (``zru_loc``, 2H) and then ``(r * h) W_c`` (``g_loc``, H)."""
+    n_rows, H = rows.shape[0], hs.shape[2]
+    n_active = n_rows
+    store_acts = acts.shape[0] > 0          # empty: inference
+    store_hzc = hzc.shape[0] > 0
+    for r in range(n_rows):
+        h_loc[r] = hs[0, rows[r]]
+    for t in range(seq_len[rows[0]]):
+        while seq_len[rows[n_active - 1]] <= t:
+            n_active -= 1
+        if reset_after:
+            np.dot(h_loc[:n_active], W, z_loc[:n_active])
+            for r in range(n_active):
+                b = rows[r]
+                for u in range(H):
+                    rg = _sigmoid(xproj[t, b, u] + (z_loc[r, u] + b_h[u]), one)
+                    ug = _sigmoid(xproj[t, b, H + u] + (z_loc[r, H + u] + b_h[H + u]), one)
+                    hz_c = z_loc[r, 2 * H + u] + b_h[2 * H + u]
+                    c = np.tanh(xproj[t, b, 2 * H + u] + rg * hz_c)
+                    h = ug * h_loc[r, u] + (one - ug) * c
+                    if store_acts:
+                        acts[t, b, u] = rg
+                        acts[t, b, H + u] = ug
+                        acts[t, b, 2 * H + u] = c
+                    if store_hzc:
+                        hzc[t, b, u] = hz_c
+                    hs[t + 1, b, u] = h
+                    h_loc[r, u] = h
+        else:
+            np.dot(h_loc[:n_active], W_ru, zru_loc[:n_active])
+            for r in range(n_active):
+                b = rows[r]
+                for u in range(H):
+                    rg = _sigmoid(xproj[t, b, u] + zru_loc[r, u], one)
+                    u_loc[r, u] = _sigmoid(xproj[t, b, H + u] + zru_loc[r, H + u], one)
+                    if store_acts:
+                        acts[t, b, u] = rg
+                        acts[t, b, H + u] = u_loc[r, u]
+                    rh_loc[r, u] = rg * h_loc[r, u]
+            np.dot(rh_loc[:n_active], W_c, g_loc[:n_active])
+            for r in range(n_active):
+                b = rows[r]
+                for u in range(H):
+                    ug = u_loc[r, u]
+                    c = np.tanh(xproj[t, b, 2 * H + u] + g_loc[r, u])
+                    h = ug * h_loc[r, u] + (one - ug) * c
+                    if store_acts:
+                        acts[t, b, 2 * H + u] = c
+                    hs[t + 1, b, u] = h
+                    h_loc[r, u] = h
+
+
+@_kernel
+def _gru_backward_chunk(WT, W_ruT, W_cT, reset_after, seq_len, rows, hs, acts, hzc, d_out,
+                        dh, dz, dh_loc, dzh_loc, dzru_loc, dzc_loc, drh_loc, dhu_loc, one):
+    n_rows, H = rows.shape[0], hs.shape[2]
+    n_active = 0
+    for t in range(seq_len[rows[0]] - 1, -1, -1):
+        while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
+            dh_loc[n_active] = dh[rows[n_active]]
+            n_active += 1
+        for r in range(n_active):
+            b = rows[r]
+            for u in range(H):
+                rg = acts[t, b, u]
+                ug = acts[t, b, H + u]
+                c = acts[t, b, 2 * H + u]
+                dh_t = dh_loc[r, u] + d_out[t, b, u]
+                dz_c = dh_t * (one - ug) * (one - c * c)
+                dz_u = dh_t * (hs[t, b, u] - c) * ug * (one - ug)
+                dz[t, b, H + u] = dz_u
+                dz[t, b, 2 * H + u] = dz_c
+                dhu_loc[r, u] = dh_t * ug
+                if reset_after:
+                    dz_r = dz_c * hzc[t, b, u] * rg * (one - rg)
+                    dz[t, b, u] = dz_r
+                    dzh_loc[r, u] = dz_r
+                    dzh_loc[r, H + u] = dz_u
+                    dzh_loc[r, 2 * H + u] = dz_c * rg
+                else:
+                    dzru_loc[r, H + u] = dz_u
+                    dzc_loc[r, u] = dz_c
+        if reset_after:
+            np.dot(dzh_loc[:n_active], WT, dh_loc[:n_active])
+        else:
+            np.dot(dzc_loc[:n_active], W_cT, drh_loc[:n_active])
+            for r in range(n_active):
+                b = rows[r]
+                for u in range(H):
+                    rg = acts[t, b, u]
+                    dz_r = drh_loc[r, u] * hs[t, b, u] * rg * (one - rg)
+                    dz[t, b, u] = dz_r
+                    dzru_loc[r, u] = dz_r
+                    dhu_loc[r, u] = dhu_loc[r, u] + drh_loc[r, u] * rg
+            np.dot(dzru_loc[:n_active], W_ruT, dh_loc[:n_active])
+        for r in range(n_active):
+            for u in range(H):
+                dh_loc[r, u] = dhu_loc[r, u] + dh_loc[r, u]
+    for r in range(n_active):          # rows of length 0 keep dh as it came
+        dh[rows[r]] = dh_loc[r]
+
+
 # ------------------------------------------------------------- drivers: chunks -> threads
 # Chunk k owns rows order[k*chunk : (k+1)*chunk] and the same rows of the work
 # buffers. The serial and parallel drivers differ only in range / prange.
@@ -248,6 +359,46 @@ def _lstm_backward_parallel(WT, peep, use_peep, clip, seq_len, order, chunk, cs,
                              d_out, dh, dc, dz, dh_w[s:e], dc_w[s:e], dz_w[s:e], one)
 
 
+@_kernel
+def _gru_forward_serial(xproj, W, W_ru, W_c, b_h, ra, seq_len, order, chunk, hs, acts, hzc,
+                        w, one):
+    for k in range((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
+        _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, ra, seq_len, order[s:e], hs, acts, hzc,
+                           w[0][s:e], w[1][s:e], w[2][s:e], w[3][s:e], w[4][s:e], w[5][s:e],
+                           one)
+
+
+@_parallel_kernel
+def _gru_forward_parallel(xproj, W, W_ru, W_c, b_h, ra, seq_len, order, chunk, hs, acts, hzc,
+                          w, one):
+    for k in prange((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
+        _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, ra, seq_len, order[s:e], hs, acts, hzc,
+                           w[0][s:e], w[1][s:e], w[2][s:e], w[3][s:e], w[4][s:e], w[5][s:e],
+                           one)
+
+
+@_kernel
+def _gru_backward_serial(WT, W_ruT, W_cT, ra, seq_len, order, chunk, hs, acts, hzc, d_out, dh,
+                         dz, w, one):
+    for k in range((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
+        _gru_backward_chunk(WT, W_ruT, W_cT, ra, seq_len, order[s:e], hs, acts, hzc, d_out, dh,
+                            dz, w[0][s:e], w[1][s:e], w[2][s:e], w[3][s:e], w[4][s:e],
+                            w[5][s:e], one)
+
+
+@_parallel_kernel
+def _gru_backward_parallel(WT, W_ruT, W_cT, ra, seq_len, order, chunk, hs, acts, hzc, d_out,
+                           dh, dz, w, one):
+    for k in prange((order.shape[0] + chunk - 1) // chunk):
+        s, e = _span(k, chunk, order.shape[0])
+        _gru_backward_chunk(WT, W_ruT, W_cT, ra, seq_len, order[s:e], hs, acts, hzc, d_out, dh,
+                            dz, w[0][s:e], w[1][s:e], w[2][s:e], w[3][s:e], w[4][s:e],
+                            w[5][s:e], one)
+
+
 # --------------------------------------------------------- the kernel contract (Python)
 def _plan(seq_len, n_threads):
     """Row order (longest first), rows per chunk, batch size, threads to use."""
@@ -318,3 +469,32 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
     _run(_lstm_backward_serial, _lstm_backward_parallel, threads,
          np.ascontiguousarray(W.T), peepholes, bool(use_peepholes), dt(cell_clip), seq_len,
          order, chunk, cs, acts, c_unclipped, d_outputs, dh, dc, dz, dh_w, dc_w, dz_w, dt(1))
+
+
+def gru_forward(xproj, W, recurrent_bias, reset_after, seq_len, hs, acts, hzc, n_threads=1):
+    """GRU recurrence; see :func:`fastlstm.reference.gru_forward`."""
+    if xproj.shape[0] == 0:
+        return
+    order, chunk, n_work, threads = _plan(seq_len, n_threads)
+    H, dt = hs.shape[2], hs.dtype.type
+    # np.dot needs contiguous operands: every work array and block of W on its own
+    work = tuple(np.empty((n_work, k * H), hs.dtype) for k in (1, 3, 2, 1, 1, 1))
+    W_ru, W_c = np.ascontiguousarray(W[:, :2 * H]), np.ascontiguousarray(W[:, 2 * H:])
+    _run(_gru_forward_serial, _gru_forward_parallel, threads,
+         xproj, W, W_ru, W_c, recurrent_bias, bool(reset_after), seq_len, order, chunk, hs,
+         acts, hzc, work, dt(1))
+
+
+def gru_backward(W, reset_after, seq_len, hs, acts, hzc, d_outputs, dh, dz, n_threads=1):
+    """Backward of the GRU; see :func:`fastlstm.reference.gru_backward`."""
+    if d_outputs.shape[0] == 0:
+        return
+    order, chunk, n_work, threads = _plan(seq_len, n_threads)
+    H, dt = dh.shape[1], dh.dtype.type
+    # dh, dzh (3H), dz_ru (2H), dz_c, d(r * h), dh * u
+    work = tuple(np.empty((n_work, k * H), dh.dtype) for k in (1, 3, 2, 1, 1, 1))
+    WT = np.ascontiguousarray(W.T)
+    _run(_gru_backward_serial, _gru_backward_parallel, threads,
+         WT, np.ascontiguousarray(WT[:2 * H]), np.ascontiguousarray(WT[2 * H:]),
+         bool(reset_after), seq_len, order, chunk, hs, acts, hzc, d_outputs, dh, dz, work,
+         dt(1))
