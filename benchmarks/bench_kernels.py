@@ -1,8 +1,10 @@
-"""fastlstm's backends against torch.nn.LSTM (oneDNN), side by side in one process.
+"""fastlstm's backends against torch.nn.LSTM / torch.nn.GRU (oneDNN), side by side in one
+process (``--cell gru``: GRUCell(reset_after=True), torch's GRU form).
 
 Same thread count for both (kernels, BLAS and torch), float32, warm-up first, median of
 repeats. For each configuration (B, T, I, H): inference (forward) and training (forward +
-backward with weight gradients) time, GFLOP/s (forward = 8*B*H*(I+H)*T, training = 3x),
+backward with weight gradients) time, GFLOP/s (forward = 2*G*B*H*(I+H)*T, G = 4 gates for
+the LSTM and 3 for the GRU, training = 3x),
 percent of the sgemm rate measured in the same run, and the ratio torch / fastlstm (> 1
 means fastlstm is faster). A variable-length batch is compared with torch both padded
 and packed (pack_padded_sequence).
@@ -68,9 +70,10 @@ def sgemm_rate(threads, n=2048, repeats=5):
     return 2 * n ** 3 / t / 1e9
 
 
-def fastlstm_fns(backend, B, T, I, H, lengths):
+def fastlstm_fns(backend, B, T, I, H, lengths, kind="lstm"):
     rng = np.random.default_rng(0)
-    cell = fl.BasicLSTMCell(H, I, random_state=0)
+    cell = (fl.GRUCell(H, I, reset_after=True, random_state=0) if kind == "gru"
+            else fl.BasicLSTMCell(H, I, random_state=0))
     x = rng.standard_normal((B, T, I)).astype(np.float32)
     d_out = rng.standard_normal((B, T, H)).astype(np.float32)
 
@@ -84,9 +87,9 @@ def fastlstm_fns(backend, B, T, I, H, lengths):
     return infer, train
 
 
-def torch_fns(B, T, I, H, lengths, packed):
+def torch_fns(B, T, I, H, lengths, packed, kind="lstm"):
     import torch
-    lstm = torch.nn.LSTM(I, H, batch_first=True)
+    lstm = (torch.nn.GRU if kind == "gru" else torch.nn.LSTM)(I, H, batch_first=True)
     x = torch.randn(B, T, I)
     d_out = torch.randn(B, T, H)
     pack = torch.nn.utils.rnn.pack_padded_sequence
@@ -121,12 +124,17 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3,
                    help="torch and fastlstm take turns this many times per configuration")
     p.add_argument("--backends", default="cython,numba")
+    p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
     p.add_argument("--configs", default="all",
                    help="'all', or ';'-separated B,T,I,H tuples")
     p.add_argument("--no-varlen", action="store_true")
-    p.add_argument("--json", default="benchmarks/results/bench_kernels.json")
+    p.add_argument("--json", default=None,
+                   help="default benchmarks/results/bench_kernels.json (_gru.json for GRUs)")
     p.add_argument("--plot", default=None, help="write a PNG bar chart of the ratios")
     args = p.parse_args(argv)
+    if args.json is None:
+        args.json = ("benchmarks/results/bench_kernels"
+                     + ("_gru" if args.cell == "gru" else "") + ".json")
 
     import torch
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -165,8 +173,8 @@ def main(argv=None):
     def make(impl, B, T, I, H, lengths):
         if impl.startswith("torch"):
             return torch_fns(B, T, I, H, lengths if lengths is not None else [T] * B,
-                             impl == "torch packed")
-        return fastlstm_fns(impl, B, T, I, H, lengths)
+                             impl == "torch packed", args.cell)
+        return fastlstm_fns(impl, B, T, I, H, lengths, args.cell)
 
     with fl.threads(args.threads), threadpool_limits(args.threads, user_api="blas"):
         for group in ([turns] + [[b] for b in late]):
@@ -182,9 +190,10 @@ def main(argv=None):
     print(f"{'config (B,T,I,H)':>22} {'mode':>6} {'impl':>14} {'ms':>9} {'GFLOP/s':>8} "
           f"{'%sgemm':>7} {'torch/fl':>9}")
     for k, ((B, T, I, H), lengths) in enumerate(cases):
-        flop = 8 * B * H * (I + H) * T
+        gates = 3 if args.cell == "gru" else 4
+        flop = 2 * gates * B * H * (I + H) * T
         if lengths is not None:          # useful work only: the steps that exist
-            flop = 8 * H * (I + H) * int(lengths.sum())
+            flop = 2 * gates * H * (I + H) * int(lengths.sum())
         label = f"{(B, T, I, H)}" + (" var" if lengths is not None else "")
         peers = ["torch"] + (["torch packed"] if lengths is not None else [])
         for mode, mult in (("infer", 1), ("train", 3)):
@@ -201,7 +210,7 @@ def main(argv=None):
                 print(f"{label:>22} {mode:>6} {name:>14} {1e3 * t:9.2f} {gflops:8.1f} "
                       f"{row['pct_sgemm']:6.1f}% {ratio:>9}", flush=True)
 
-    result = dict(date=time.strftime("%Y-%m-%d %H:%M"), threads=args.threads,
+    result = dict(date=time.strftime("%Y-%m-%d %H:%M"), threads=args.threads, cell=args.cell,
                   sgemm_gflops=rate, blas=blas, torch=torch.__version__,
                   command=" ".join(sys.argv), rows=rows)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

@@ -53,7 +53,7 @@ class Recurrence:
         # long sum, ran far below the machine's rate).
         T, B, I = cache.x.shape
         H = cell.num_units
-        dz2 = dz.reshape(T * B, -1)
+        dz2 = dz.reshape(T * B, dz.shape[2])
         x2, h2 = cache.x.reshape(T * B, I), cache.hs[:-1].reshape(T * B, H)
         ones = np.broadcast_to(np.ones(1, cell.dtype), (T * B, 1))
         d_w = be.gemm.matmul_tn_stacked([x2, h2, ones], dz2, n_threads, merge=I < H,

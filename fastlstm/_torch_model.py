@@ -75,14 +75,20 @@ class FastlstmModule(torch.nn.Module):
                                                          "bias"))
         h = x.new_zeros(N, H)
         c = x.new_zeros(N, H)
-        lstm = cfg["cell"] != "rnn"
+        lstm = cfg["cell"] in ("lstm", "peephole")
         peep = cfg["cell"] == "peephole"
+        gru = cfg["cell"] == "gru"                    # GRUCell(reset_after=True)
         xw = x @ Wx + b                               # all steps' input products at once
         ys = []
         for t in range(T):
-            z = xw[t] + h @ Wh
+            z = h @ Wh + self._p(f"{prefix}/recurrent_bias") if gru else xw[t] + h @ Wh
             valid = (t < lengths)[:, None]
-            if lstm:
+            if gru:
+                r = torch.sigmoid(xw[t, :, :H] + z[:, :H])
+                u = torch.sigmoid(xw[t, :, H:2 * H] + z[:, H:2 * H])
+                cand = torch.tanh(xw[t, :, 2 * H:] + r * z[:, 2 * H:])
+                h_new = u * h + (1 - u) * cand
+            elif lstm:
                 i, j, f, o = (z[:, k * H:(k + 1) * H] for k in
                               (_layout.LSTM_GATES.index(g) for g in "ijfo"))
                 if peep:

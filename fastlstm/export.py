@@ -410,6 +410,11 @@ def _to_onnx(model, n_steps, opset, check):
     from onnx import TensorProto, helper
 
     steps, rest = _steps(model)
+    for step in steps:
+        if getattr(step, "network_", None) is not None and step.network_.config["cell"] == "gru":
+            raise ValueError("ONNX export of GRU models is not implemented yet (ONNX's GRU "
+                             "operator with linear_before_reset=1 is their form): export "
+                             "with fastlstm.export.to_torch, or use cell='lstm'")
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < 14:
         raise ValueError(f"opset must be 14 or later (Reshape with 0 dims, Where, Scan-9, "

@@ -238,7 +238,7 @@ def test_bad_fit_input(X, y, match):
 
 
 @pytest.mark.parametrize("params, match", [
-    (dict(hidden_size=0), "hidden_size"), (dict(cell="gru"), "cell"),
+    (dict(hidden_size=0), "hidden_size"), (dict(cell="lru"), "cell"),
     (dict(dropout=1.0), "dropout"), (dict(learning_rate=-1), "learning_rate"),
     (dict(readout="first"), "readout"), (dict(dtype="float16"), "dtype"),
     (dict(backend="tpu"), "backend"), (dict(n_jobs=0), "n_jobs"),

@@ -69,6 +69,24 @@ def test_onnx_and_torch_give_predict_proba(cell, clip, readout, layers, projecti
     np.testing.assert_array_equal(module.predict(values, lengths), clf.predict(X))
 
 
+@pytest.mark.parametrize("readout", ["last", "mean"])
+@pytest.mark.parametrize("layers, projection, bidirectional", SHAPES)
+def test_gru_models_convert_to_torch_and_refuse_onnx_by_name(readout, layers, projection,
+                                                            bidirectional):
+    X, y = ragged()
+    clf = fit_quietly(LSTMClassifier(hidden_size=6, cell="gru", readout=readout,
+                                     num_layers=layers, input_projection=projection,
+                                     bidirectional=bidirectional, max_iter=2,
+                                     random_state=0), X, y)
+    values, lengths = padded(X)
+    module = export.to_torch(clf)
+    with torch.no_grad():
+        got = module(torch.from_numpy(values), torch.from_numpy(lengths)).numpy()
+    np.testing.assert_allclose(got, clf.predict_proba(X), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="ONNX export of GRU models is not implemented"):
+        export.to_onnx(clf)
+
+
 def test_the_clipped_cell_is_written_out_and_the_others_use_the_operators():
     X, y = ragged()
     ops = {}

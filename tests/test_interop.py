@@ -156,6 +156,6 @@ def test_tf1_bad_arguments():
     with pytest.raises(ValueError, match="all three peephole"):
         from_tf1(np.ones((5, 8)), np.ones(8), w_i_diag=np.ones(2))
     with pytest.raises(ValueError, match="cell must be"):
-        from_tf1(np.ones((5, 8)), np.ones(8), cell="gru")
+        from_tf1(np.ones((5, 8)), np.ones(8), cell="lru")
     with pytest.raises(ValueError, match="does not split"):
         from_tf1(np.ones((5, 7)), np.ones(7))

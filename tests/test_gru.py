@@ -1,0 +1,224 @@
+"""The GRU against independent oracles: torch.nn.GRU (reset_after=True) and torch autograd
+of TensorFlow 1.x's GRUCell equations (reset_after=False), float64, on every CPU backend;
+its interop, initialisation, estimator and refusals."""
+
+import numpy as np
+import pytest
+
+import fastlstm as fl
+from fastlstm.interop import from_keras, from_tf1, from_torch, to_keras, to_tf1, to_torch
+from _helpers import loss_weights, make_case, make_cell, require
+
+BACKENDS = ["numpy", "cython", "numba"]
+TOL = dict(rtol=1e-10, atol=1e-10)
+
+
+def tf1_gru_step(torch, x, h, p):
+    """TF1 GRUCell, written from its equations (gates over [x, h], candidate over
+    [x, r * h]), on torch tensors; p holds fastlstm's parameter tensors."""
+    H = h.shape[-1]
+    gates = torch.sigmoid(x @ p["kernel"][:, :2 * H] + h @ p["recurrent_kernel"][:, :2 * H]
+                          + p["bias"][:2 * H])
+    r, u = gates[..., :H], gates[..., H:]
+    c = torch.tanh(x @ p["kernel"][:, 2 * H:] + (r * h) @ p["recurrent_kernel"][:, 2 * H:]
+                   + p["bias"][2 * H:])
+    return u * h + (1 - u) * c
+
+
+def torch_oracle(cell, x, lengths, h0, R, S):
+    """Outputs, final state and every gradient of sum(out R) + sum(h_final S), by torch
+    autograd per sequence (each cut to its own length)."""
+    torch = require("torch")
+    B, T, _ = x.shape
+    H = cell.num_units
+    if cell.reset_after:
+        module = to_torch(cell, batch_first=True).double()
+        params = dict(module.named_parameters())
+    else:
+        params = {k: torch.tensor(v, requires_grad=True) for k, v in cell.params.items()}
+    outputs, finals = np.zeros((B, T, H)), np.zeros((B, H))
+    d_x, d_h0 = np.zeros_like(x), np.zeros((B, H))
+    for b in range(B):
+        L = int(lengths[b])
+        h = torch.tensor(h0[b])[None].requires_grad_()
+        xb = torch.tensor(x[b, :L])[None].requires_grad_()
+        if L == 0:                                  # torch refuses empty sequences
+            out, hn = torch.zeros(0, H, dtype=torch.float64), h[0]
+        elif cell.reset_after:
+            out, hn = module(xb, h[None])
+            out, hn = out[0], hn[0, 0]
+        else:
+            steps, state = [], h[0]
+            for t in range(L):
+                state = tf1_gru_step(torch, xb[0, t], state, params)
+                steps.append(state)
+            out, hn = torch.stack(steps), state
+        loss = (out * torch.tensor(R[b, :L])).sum() + (hn * torch.tensor(S[b])).sum()
+        loss.backward()
+        outputs[b, :L] = out.detach().numpy()
+        finals[b] = hn.detach().numpy().reshape(H)
+        d_h0[b] = h.grad.numpy()[0]
+        if L:
+            d_x[b, :L] = xb.grad.numpy()[0]
+    if cell.reset_after:
+        g = {n: p.grad.numpy() for n, p in params.items()}
+        weights = {"kernel": g["weight_ih_l0"].T, "recurrent_kernel": g["weight_hh_l0"].T,
+                   "bias": g["bias_ih_l0"], "recurrent_bias": g["bias_hh_l0"]}
+    else:
+        weights = {n: p.grad.numpy() for n, p in params.items()}
+    return outputs, finals, d_x, d_h0, weights
+
+
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reset_after", [True, False], ids=["torch_form", "tf1_form"])
+def test_gru_equals_torch_autograd_in_float64(reset_after, backend, time_major):
+    require("torch")
+    B, T, I, H = 5, 6, 4, 3
+    cell = make_cell("gru_reset_after" if reset_after else "gru", H, I, seed=2)
+    x, lengths, h0 = make_case(cell, B, T, seed=3, lengths=[6, 0, 3, 1, 6])
+    R, S = loss_weights(cell, B, T, seed=3)
+    want = torch_oracle(cell, x, lengths, h0, R, S)
+    args = (x.transpose(1, 0, 2).copy(), R.transpose(1, 0, 2).copy()) if time_major else (x, R)
+    out, state, cache = fl.dynamic_rnn(cell, args[0], lengths, h0, time_major, backend, True)
+    grads = fl.dynamic_rnn_backward(cell, cache, args[1], S)
+    if time_major:
+        out, grads["inputs"] = out.transpose(1, 0, 2), grads["inputs"].transpose(1, 0, 2)
+    np.testing.assert_allclose(out, want[0], **TOL)
+    np.testing.assert_allclose(state, want[1], **TOL)
+    np.testing.assert_allclose(grads["inputs"], want[2], **TOL)
+    np.testing.assert_allclose(grads["initial_state"], want[3], **TOL)
+    assert set(want[4]) == set(cell.params)
+    for name, g in want[4].items():
+        np.testing.assert_allclose(grads[name], g, err_msg=name, **TOL)
+
+
+def test_gru_initialisation_follows_tf1_and_torch():
+    tf1 = fl.GRUCell(4, 3, random_state=0)
+    torch_form = fl.GRUCell(4, 3, reset_after=True, random_state=0)
+    np.testing.assert_array_equal(tf1.params["bias"], [1.0] * 8 + [0.0] * 4)
+    assert set(tf1.params) == {"kernel", "recurrent_kernel", "bias"}
+    assert not torch_form.params["bias"].any() and not torch_form.params["recurrent_bias"].any()
+    assert tf1.params["recurrent_kernel"].shape == (4, 12)
+    assert "reset_after=True" in repr(torch_form)
+    with pytest.raises(ValueError, match="reset_after must be a bool"):
+        fl.GRUCell(4, 3, reset_after="yes")
+
+
+def test_torch_gru_round_trips_exactly():
+    torch = require("torch")
+    torch.manual_seed(0)
+    module = torch.nn.GRU(3, 5)
+    cell = from_torch(module)
+    assert isinstance(cell, fl.GRUCell) and cell.reset_after
+    back = to_torch(cell, batch_first=False)
+    for name, value in module.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[name].numpy(), value.numpy())
+    x = np.random.RandomState(1).randn(7, 2, 3).astype(np.float32)
+    out, _ = fl.dynamic_rnn(cell, x, time_major=True)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_only_the_torch_form_converts_to_torch_and_only_the_tf1_form_to_tf1():
+    require("torch")
+    with pytest.raises(ValueError, match="reset_after=True"):
+        to_torch(fl.GRUCell(3, 2), batch_first=True)
+    with pytest.raises(ValueError, match="reset_after=False"):
+        to_tf1(fl.GRUCell(3, 2, reset_after=True))
+
+
+def keras_gru(weights, x, reset_after):
+    """Keras's GRU cell from its source's equations (gate order z, r, h), one sequence."""
+    kernel, recurrent, bias = weights
+    H = recurrent.shape[0]
+    b_in, b_rec = (bias[0], bias[1]) if reset_after else (bias, np.zeros_like(bias))
+    h = np.zeros(H)
+    for x_t in x:
+        xz, xr, xh = np.split(x_t @ kernel + b_in, 3)
+        rz, rr, rh = np.split(h @ recurrent + b_rec, 3)
+        z = 1 / (1 + np.exp(-(xz + rz)))
+        r = 1 / (1 + np.exp(-(xr + rr)))
+        if reset_after:
+            hh = np.tanh(xh + r * rh)
+        else:
+            hh = np.tanh(xh + (r * h) @ recurrent[:, 2 * H:])
+        h = z * h + (1 - z) * hh
+    return h
+
+
+@pytest.mark.parametrize("reset_after", [False, True])
+def test_keras_gru_weights_compute_keras_gru(reset_after):
+    rng = np.random.RandomState(2)
+    I, H = 3, 4
+    bias = rng.randn(2, 3 * H) if reset_after else rng.randn(3 * H)
+    weights = [rng.randn(I, 3 * H), rng.randn(H, 3 * H), bias]
+    cell = from_keras(weights)
+    assert isinstance(cell, fl.GRUCell) and cell.reset_after == reset_after
+    x = rng.randn(1, 5, I)
+    _, h = fl.dynamic_rnn(cell, x)
+    np.testing.assert_allclose(h[0], keras_gru(weights, x[0], reset_after), rtol=1e-12)
+    for got, want in zip(to_keras(cell), weights):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_tf1_gru_variables_compute_tf1_gru():
+    rng = np.random.RandomState(3)
+    I, H = 3, 4
+    v = {"gates/kernel": rng.randn(I + H, 2 * H), "gates/bias": rng.randn(2 * H),
+         "candidate/kernel": rng.randn(I + H, H), "candidate/bias": rng.randn(H)}
+    cell = from_tf1(v["gates/kernel"], v["gates/bias"], cell="gru",
+                    candidate_kernel=v["candidate/kernel"], candidate_bias=v["candidate/bias"])
+    assert isinstance(cell, fl.GRUCell) and not cell.reset_after
+    x = rng.randn(1, 5, I)
+    h = np.zeros(H)
+    for x_t in x[0]:                       # TF1's GRUCell.call, by hand
+        value = 1 / (1 + np.exp(-(np.concatenate([x_t, h]) @ v["gates/kernel"]
+                                  + v["gates/bias"])))
+        r, u = value[:H], value[H:]
+        c = np.tanh(np.concatenate([x_t, r * h]) @ v["candidate/kernel"] + v["candidate/bias"])
+        h = u * h + (1 - u) * c
+    _, got = fl.dynamic_rnn(cell, x)
+    np.testing.assert_allclose(got[0], h, rtol=1e-12)
+    for name, value in to_tf1(cell).items():
+        np.testing.assert_array_equal(value, v[name])
+    with pytest.raises(ValueError, match="candidate_kernel and candidate_bias"):
+        from_tf1(v["gates/kernel"], v["gates/bias"], cell="gru")
+    with pytest.raises(ValueError, match="belong to a GRU"):
+        from_tf1(np.zeros((7, 16)), np.zeros(16), candidate_bias=np.zeros(4))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_gru_estimator_learns_and_agrees_across_backends():
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).reshape(-1, 8, 8).astype(np.float32)
+    scores, probas = {}, {}
+    for backend in BACKENDS:
+        clf = fl.LSTMClassifier(cell="gru", hidden_size=32, max_iter=15, random_state=0,
+                                backend=backend, learning_rate=0.01, n_iter_no_change=100)
+        clf.fit(X[:1200], y[:1200])
+        scores[backend] = clf.score(X[1200:], y[1200:])
+        probas[backend] = clf.predict_proba(X[1200:1300])
+        assert "layer0/fw/recurrent_bias" in clf.network_.params
+    assert min(scores.values()) > 0.85, scores
+    for backend in ("cython", "numba"):
+        np.testing.assert_allclose(probas[backend], probas["numpy"], rtol=1e-3, atol=1e-4)
+
+
+def test_a_backend_without_kernels_for_a_cell_says_so():
+    from fastlstm.backends import Backend
+    from fastlstm.backends import numpy_backend
+
+    class LSTMOnly:
+        NAME, CELLS, GEMM_KERNELS = "lstm-only", ("lstm",), None
+        lstm_forward = numpy_backend.lstm_forward
+        lstm_backward = numpy_backend.lstm_backward
+
+    be = Backend(LSTMOnly)
+    cell = make_cell("gru", 3, 2)
+    with pytest.raises(ValueError, match="no kernels for 'gru' cells"):
+        fl.dynamic_rnn(cell, np.zeros((1, 2, 2)), backend=be)
+    out, _ = fl.dynamic_rnn(make_cell("lstm", 3, 2), np.ones((1, 2, 2)), backend=be)
+    assert out.shape == (1, 2, 3)
