@@ -83,7 +83,8 @@ def extensions():
     # -fno-math-errno: sqrt may then be vectorized (errno is never read here)
     update = Extension("fastlstm._update", ["src_cy/_update.pyx"],
                        extra_compile_args=["-O3", "-fno-math-errno"])
-    return cythonize([ext, update], compiler_directives={"language_level": "3"},
+    buffers = Extension("fastlstm._buffers", ["src_cy/_buffers.pyx"], extra_compile_args=["-O2"])
+    return cythonize([ext, update, buffers], compiler_directives={"language_level": "3"},
                      build_dir=os.environ.get("FASTLSTM_CYTHON_BUILD_DIR"))
 
 

@@ -26,11 +26,10 @@ import threading
 
 import numpy as np
 
+from . import _thresholds
 from ._threads import blas_threads, default_num_threads
 from ._workspace import scratch
 
-#: Narrowest column block worth its own BLAS call (a multiple of the AVX-512 width).
-MIN_BLOCK_COLUMNS = 64
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -58,7 +57,7 @@ def _executor():
 
 def column_blocks(n_columns):
     """Column slices of an output with ``n_columns``: one per core, at least 64 wide."""
-    n_blocks = max(1, min(default_num_threads(), n_columns // MIN_BLOCK_COLUMNS))
+    n_blocks = max(1, min(default_num_threads(), n_columns // _thresholds.MIN_BLOCK_COLUMNS))
     width = -(-n_columns // n_blocks)
     width = -(-width // 16) * 16                       # whole AVX-512 vectors
     return [slice(s, min(s + width, n_columns)) for s in range(0, n_columns, width)]
@@ -73,7 +72,7 @@ def block_shape(n_rows, n_columns):
     dX (3584, 28) 0.39 / 0.86; but the weight gradients h^T dz, (128, 512) with K = 3584,
     1.49 / 1.41, and (512, 2048), 19.2 / 17.2."""
     cores = default_num_threads()
-    if n_rows >= max(n_columns, cores * MIN_BLOCK_COLUMNS):
+    if n_rows >= max(n_columns, cores * _thresholds.MIN_BLOCK_COLUMNS):
         height = -(-n_rows // cores)
         return -(-height // 16) * 16, n_columns
     blocks = column_blocks(n_columns)
@@ -116,16 +115,12 @@ def _kernels(kernels):
     return _compiled() if kernels == COMPILED else kernels
 
 
-#: Products below this many multiply-adds run as one single-threaded BLAS call: the
-#: parallel region and the blocks cost more than they save (measured in a seed-model fit:
-#: the network's 2-4 MFLOP products took 50-70 us each as blocks, ~5-20 us as one call).
-MIN_BLOCKED_MACS = 1 << 22
 
 
 def _gemm(a, b, trans_a, trans_b, n_threads, out, kernels=COMPILED):
     """``op(a) @ op(b)`` into ``out`` (M, N), in per-core blocks unless small."""
     K = a.shape[0] if trans_a else a.shape[1]
-    if out.shape[0] * out.shape[1] * K < MIN_BLOCKED_MACS:
+    if out.shape[0] * out.shape[1] * K < _thresholds.MIN_BLOCKED_MACS:
         with blas_threads(1):           # one call: the same bits for any thread count
             np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
         return out
@@ -154,14 +149,6 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out, kernels=COMPILED):
     return out
 
 
-#: The instruction sets whose tiles take the weight gradients (``a.T @ b``). Not AVX2:
-#: there OpenBLAS's Haswell sgemm beat the tiles but for variable lengths (whole backward,
-#: 2 threads, ms, tiles / BLAS, simulated on this AVX-512 CPU with FASTLSTM_NO_AVX512=1
-#: and OPENBLAS_CORETYPE=Haswell): seed size 6.0 / 5.9, (16, 150, 256, 256) 24.2 / 23.1,
-#: (64, 25, 512, 512) 65.0 / 60.8, (64, 25, 1024, 1024) 309 / 259 (4 x 16 tiles); (64,
-#: 100, 64, 128) with lengths 25-100 8.7 / 9.2 (the tiles sum over the steps that exist
-#: without gathering them).
-WEIGHT_GRADIENT_TILE_ISAS = ("avx512",)
 
 
 def _tiles_take(kernels, parts, b, out):
@@ -173,7 +160,7 @@ def _tiles_take(kernels, parts, b, out):
             and out.shape[1] % 64 == 0 and out.flags.c_contiguous and b.strides[1] == 4
             and all(p.dtype == np.float32 and (p.shape[1] < 2 or p.strides[1] == 4)
                     for p in parts)
-            and kernels.fused_isa() in WEIGHT_GRADIENT_TILE_ISAS)
+            and kernels.fused_isa() in _thresholds.WEIGHT_GRADIENT_TILE_ISAS)
 
 
 def matmul_tn_stacked(parts, b, n_threads, merge, rows=None, kernels=COMPILED):
@@ -209,22 +196,7 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None, kernels=COMPILED):
     return out
 
 
-#: The input gradient dz W_x^T runs on the fused kernels' tiles (AVX-512 or AVX2: the
-#: measurements below are AVX-512's; AVX2's were within noise of BLAS) for input sizes
-#: that fill whole 64-column blocks up to this many columns. Measured (2 threads,
-#: batch-major, ms, tiles / BLAS): (T, B, I, H) = (100, 32, 64, 64) 0.27 / 0.29, (150,
-#: 16, 256, 256) 2.78 / 2.90; with W_x^T packed in L1-sized tiles by both threads, (25,
-#: 64, 512, 512) 7.3 / 7.8 and (50, 64, 512, 512) 14.3 / 15.2 (8.18 / 7.94 with the
-#: earlier packing); but (25, 64, 1024, 1024) 34.2 / 31.6: there BLAS runs at ~450
-#: GFLOP/s and packing 16 MB of W_x^T per call costs more than the tiles gain.
-MAX_TILED_INPUT_GRADIENT = 512
 
-#: A last, partial 64-column block of W_x^T this many columns wide or fewer runs on the
-#: narrow 8 x 16 / 8 x 32 tiles; a wider one would waste more of a 64-column tile than
-#: BLAS loses. Measured (2 threads, dz (3584, 512) as at the seed's size, us, tiles /
-#: BLAS): I = 12 171 / 285, 16 195 / 226, 28 270 / 409, 32 264 / 342, 96 733 / 822; but
-#: I = 48 488 / 458 and 100 979 / 886 (the 4 x 64 tile, 25-36% padding).
-MAX_TILED_INPUT_GRADIENT_TAIL = 32
 
 
 def tiles_take_input_gradient(n_rows, I, K):
@@ -234,8 +206,9 @@ def tiles_take_input_gradient(n_rows, I, K):
     columns, up to ``MAX_TILED_INPUT_GRADIENT``, in products of ``MIN_BLOCKED_MACS`` or
     more (below, one BLAS call costs less than the packing and the parallel region:
     (T, B, I, H) = (100, 1, 32, 64) 17 us against 20)."""
-    return (I <= MAX_TILED_INPUT_GRADIENT and I % 64 <= MAX_TILED_INPUT_GRADIENT_TAIL
-            and n_rows * I * K >= MIN_BLOCKED_MACS)
+    return (I <= _thresholds.MAX_TILED_INPUT_GRADIENT
+            and I % 64 <= _thresholds.MAX_TILED_INPUT_GRADIENT_TAIL
+            and n_rows * I * K >= _thresholds.MIN_BLOCKED_MACS)
 
 
 def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED):

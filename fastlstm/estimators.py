@@ -22,16 +22,13 @@ from sklearn.utils import check_random_state, compute_class_weight
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import _thresholds
 from ._sequences import Sequences, from_sequences, to_sequences
 from ._threads import blas_threads, threads
 from .backends import get_backend
 from .network import CELL_KINDS, READOUTS, SequenceNetwork
 from .optimizers import OPTIMIZERS
 
-# Sequences per forward pass when predicting. Measured (MNIST rows, 1,000 sequences): 1024
-# costs 168 ms on the first call (first touch of ~150 MB of buffers) against 45 ms for
-# 256, and no less once warm.
-_PREDICT_BATCH = 256
 
 
 #: Parameters that count something: numbers.Integral admits True and False, these do not.
@@ -47,13 +44,6 @@ def _refuse_boolean_sizes(estimator, names):
                              f"an int, got the boolean {value!r}")
 
 
-#: A batch whose padded size (rows x longest length) exceeds this many times the steps
-#: that exist runs as groups of rows whose lengths lie within this factor of their
-#: group's longest, each padded to its own longest: 31 sequences of 20 steps and one of
-#: 20,000 (128 units) took 805 MB padded, where the long one alone needs a tenth of it.
-#: 2: typical raggedness (lengths spread over 25-100) stays one batch, sorted by the
-#: kernels themselves; equal lengths always do.
-MAX_PADDING_FACTOR = 2.0
 
 
 def _length_groups(rows, seq, index=None):
@@ -80,7 +70,7 @@ def _length_groups(rows, seq, index=None):
     seqs = rows if index is None else index[rows]
     lengths = seq.lengths[seqs]
     longest = int(lengths.max())
-    if len(rows) * longest <= MAX_PADDING_FACTOR * int(lengths.sum()):
+    if len(rows) * longest <= _thresholds.MAX_PADDING_FACTOR * int(lengths.sum()):
         yield rows, seq.values[seqs, :longest], lengths
         return
     order = np.argsort(-lengths, kind="stable")
@@ -89,7 +79,7 @@ def _length_groups(rows, seq, index=None):
     while start < len(order):
         top = int(ordered[start])
         # the first row shorter than top / factor starts the next group
-        stop = start + int(np.searchsorted(-ordered[start:], -top / MAX_PADDING_FACTOR,
+        stop = start + int(np.searchsorted(-ordered[start:], -top / _thresholds.MAX_PADDING_FACTOR,
                                            side="right"))
         group = order[start:stop]
         yield rows[group], seq.values[seqs[group], :top], lengths[group]
@@ -527,11 +517,11 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
 
     def _forward_all(self, network, seq, idx, backend, features=False):
         """Outputs (or, with ``features``, the readout features) of the sequences ``idx``,
-        in that order, computed in batches of at most ``_PREDICT_BATCH`` that keep no
+        in that order, computed in batches of at most ``PREDICT_BATCH`` that keep no
         history (``_length_groups`` splits a very ragged one)."""
         result = None
-        for start in range(0, len(idx), _PREDICT_BATCH):
-            chunk = np.arange(start, min(start + _PREDICT_BATCH, len(idx)))
+        for start in range(0, len(idx), _thresholds.PREDICT_BATCH):
+            chunk = np.arange(start, min(start + _thresholds.PREDICT_BATCH, len(idx)))
             for g, Xg, Lg in _length_groups(chunk, seq, idx):
                 out, cache = network.forward(Xg, Lg, backend, keep_cache=False)
                 if features:

@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 
+from . import _thresholds
 from . import _recurrences
 from ._workspace import aligned_empty, recycled, scratch
 from ._threads import blas_threads, get_num_threads
@@ -352,12 +353,6 @@ def _zeros(size, dtype):
     return buf[:size]
 
 
-#: The products after the backward loop skip the rows of missing steps when at most this
-#: share of the T*B rows exists (the rows are gathered first; their dz is zero, so the
-#: result is the same up to the summation order). Measured on 64 sequences of 25-100
-#: steps (I = 64, H = 128; 62% of the rows exist): a training step 12.1 ms over all rows,
-#: 11.0 ms gathered (min of 4 runs each).
-MAX_SHARE_FOR_GATHER = 0.85
 
 
 def _existing_rows(seq_len, n_steps):
@@ -365,7 +360,7 @@ def _existing_rows(seq_len, n_steps):
     all do."""
     B = seq_len.shape[0]
     n_existing = int(seq_len.sum())
-    if n_existing > MAX_SHARE_FOR_GATHER * n_steps * B:
+    if n_existing > _thresholds.MAX_SHARE_FOR_GATHER * n_steps * B:
         return None
     return np.flatnonzero((np.arange(n_steps)[:, None] < seq_len[None, :]).ravel())
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import fastlstm as fl
+from fastlstm import _thresholds
 from fastlstm.backends import get_backend
 from _helpers import (CELLS, assert_close, flat_grads, loss_weights, make_case, make_cell,
                       run_forward_backward)
@@ -357,13 +358,13 @@ def test_large_weights_split_the_backward_with_the_same_bits(monkeypatch):
     if not cb.FUSED_STEP or cb.default_num_threads() < 2:
         pytest.skip("the fused backward's split needs AVX-512 and 2 cores")
     cell = make_cell("lstm", 1024, 3, dtype=np.float32, seed=4)
-    assert cell.params["recurrent_kernel"].nbytes >= cb.UNIT_SPLIT_MIN_WEIGHT_BYTES
+    assert cell.params["recurrent_kernel"].nbytes >= _thresholds.UNIT_SPLIT_MIN_WEIGHT_BYTES
     assert n_chunks(9, True) > 1 and unit_slices(9, 1024, True) is None
     assert unit_slices(9, 1024, True, any_batch=True) is not None
     x, lengths, state = make_case(cell, 9, 3, seed=4)
     R, S = loss_weights(cell, 9, 3, seed=4)
     split = run_forward_backward(cell, x, lengths, state, R, S, False, "cython")[2]
-    monkeypatch.setattr(cb, "UNIT_SPLIT_MIN_WEIGHT_BYTES", 1 << 60)
+    monkeypatch.setattr(_thresholds, "UNIT_SPLIT_MIN_WEIGHT_BYTES", 1 << 60)
     chunks = run_forward_backward(cell, x, lengths, state, R, S, False, "cython")[2]
     for key, value in flat_grads(chunks).items():
         np.testing.assert_array_equal(flat_grads(split)[key], value)
@@ -440,10 +441,10 @@ def test_compiled_packing_matches_the_numpy_layouts():
     I, H = 401, 130
     W_h = rng.standard_normal((H, 4 * H)).astype(np.float32)
     W_x = rng.standard_normal((I, 4 * H)).astype(np.float32)
-    assert W_h.nbytes + W_x.nbytes >= _recurrent.PARALLEL_PACK_MIN_BYTES
+    assert W_h.nbytes + W_x.nbytes >= _thresholds.PARALLEL_PACK_MIN_BYTES
     expected = _chunking.pack_fused(np.concatenate([W_x, W_h]))
     W_t = rng.standard_normal((200, 1400)).astype(np.float32)   # 4 blocks of 64 rows
-    assert W_t.nbytes >= _recurrent.PARALLEL_PACK_MIN_BYTES
+    assert W_t.nbytes >= _thresholds.PARALLEL_PACK_MIN_BYTES
     expected_t = _chunking.pack_fused_t(W_t)
     for n_threads in (1, 2, 3):
         np.testing.assert_array_equal(_recurrent.pack_fused(W_h, W_x, None, n_threads),
@@ -521,7 +522,7 @@ def test_a_sequence_alone_gets_the_bits_it_gets_in_a_batch(cell_name, H, B, monk
     from fastlstm.backends import cython_backend as cb
     if not cb.FUSED_STEP:
         pytest.skip("this CPU has no AVX-512: BLAS path, whose rounding may follow M")
-    monkeypatch.setattr(cb, "TUNE_UNIT_SPLIT", False)
+    monkeypatch.setattr(_thresholds, "TUNE_UNIT_SPLIT", False)
     if H == 130 and cb.default_num_threads() == 2:
         assert cb.fused_unit_slices(1, H) > 0 and cb.fused_unit_slices(9, H) > 0
         assert cb.fused_unit_slices(40, H) == 0

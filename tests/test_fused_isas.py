@@ -34,12 +34,12 @@ import sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import fastlstm as fl
-from fastlstm import _gemm, _recurrent
+from fastlstm import _gemm, _recurrent, _thresholds
 from _helpers import flat_grads, loss_weights, make_case, make_cell
 from test_fused_isas import CELLS, SHAPES, fit_probabilities
 
 if sys.argv[3] == "all tiles":     # the weight gradients too (on AVX2 they go to BLAS)
-    _gemm.WEIGHT_GRADIENT_TILE_ISAS = ("avx512", "avx2")
+    _thresholds.WEIGHT_GRADIENT_TILE_ISAS = ("avx512", "avx2")
 
 results = {"isa": np.array(_recurrent.fused_isa() or "blas")}
 for name in CELLS:
@@ -88,7 +88,7 @@ def _results_in_a_subprocess(tmp_path, tiles="default", **env):
                            "that runs both")
 def test_the_avx2_kernels_give_the_avx512_bits(tmp_path):
     """Every output, state and gradient, with the weight gradients on the tiles too (by
-    default AVX2 leaves them to BLAS: see _gemm.WEIGHT_GRADIENT_TILE_ISAS)."""
+    default AVX2 leaves them to BLAS: see _thresholds.WEIGHT_GRADIENT_TILE_ISAS)."""
     avx512 = _results_in_a_subprocess(tmp_path, "all tiles")
     avx2 = _results_in_a_subprocess(tmp_path, "all tiles", FASTLSTM_NO_AVX512="1")
     assert str(avx512.pop("isa")) == "avx512" and str(avx2.pop("isa")) == "avx2"

@@ -1,12 +1,12 @@
 """The GEMMs outside the recurrence (fastlstm/_gemm.py): right, and the same bits for any
 thread count, on BLAS blocks and on the fused kernels' tiles of the weight gradients
 (AVX-512's, or AVX2's: the library routes the weight gradients to the tiles on AVX-512
-only, _gemm.WEIGHT_GRADIENT_TILE_ISAS; the routing tests widen it to this CPU's ISA)."""
+only, _thresholds.WEIGHT_GRADIENT_TILE_ISAS; the routing tests widen it to this CPU's ISA)."""
 
 import numpy as np
 import pytest
 
-from fastlstm import _gemm, _recurrent
+from fastlstm import _gemm, _recurrent, _thresholds
 
 needs_tiles = pytest.mark.skipif(not _recurrent.have_fused_step(),
                                   reason="this CPU has no fused kernels (the BLAS blocks run)")
@@ -15,7 +15,7 @@ needs_tiles = pytest.mark.skipif(not _recurrent.have_fused_step(),
 @pytest.fixture
 def tiles_route(monkeypatch):
     """The weight gradients on this CPU's tiles, whichever ISA they are."""
-    monkeypatch.setattr(_gemm, "WEIGHT_GRADIENT_TILE_ISAS", (_recurrent.fused_isa(),))
+    monkeypatch.setattr(_thresholds, "WEIGHT_GRADIENT_TILE_ISAS", (_recurrent.fused_isa(),))
 
 
 def _operands(K, M, N, seed, lda=None):
@@ -155,7 +155,7 @@ def test_input_gradient_tiles_match_blas_and_any_thread_count(I, time_major, var
     28, 12), read in place at the steps that exist and written straight into the caller's
     layout, against the BLAS path (gather, product, scatter, transpose); the same bits
     for any thread count; exact zeros at the steps past each end."""
-    monkeypatch.setattr(_gemm, "MIN_BLOCKED_MACS", 0)           # tiles at this small size
+    monkeypatch.setattr(_thresholds, "MIN_BLOCKED_MACS", 0)           # tiles at this small size
     rng = np.random.default_rng(6)
     T, B, H = 9, 13, 40
     assert _gemm.tiles_take_input_gradient(T * B, I, 4 * H)
@@ -168,7 +168,7 @@ def test_input_gradient_tiles_match_blas_and_any_thread_count(I, time_major, var
     got = [_gemm.input_gradient(dz, W_x, rows, T, B, time_major, n) for n in (1, 2, 3)]
     for other in got[1:]:
         np.testing.assert_array_equal(other, got[0])
-    monkeypatch.setattr(_gemm, "MAX_TILED_INPUT_GRADIENT", 0)       # the BLAS path
+    monkeypatch.setattr(_thresholds, "MAX_TILED_INPUT_GRADIENT", 0)       # the BLAS path
     want = _gemm.input_gradient(dz, W_x, rows, T, B, time_major, 2)
     assert got[0].shape == want.shape == ((T, B, I) if time_major else (B, T, I))
     np.testing.assert_allclose(got[0], want, rtol=0, atol=2e-6 * np.abs(want).max())

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastlstm as fl
+from fastlstm import _thresholds
 from fastlstm.backends._split_tuner import SplitTuner
 from _helpers import make_case, make_cell
 
@@ -126,9 +127,9 @@ def test_the_tuned_steps_give_the_same_bits_whichever_schedule_runs(
         return [out, st.c, st.h, t_out, t_st.c, grads["kernel"], grads["recurrent_kernel"],
                 grads["inputs"]]
 
-    monkeypatch.setattr(cb, "TUNE_UNIT_SPLIT", False)
+    monkeypatch.setattr(_thresholds, "TUNE_UNIT_SPLIT", False)
     fixed = run()
-    monkeypatch.setattr(cb, "TUNE_UNIT_SPLIT", True)
+    monkeypatch.setattr(_thresholds, "TUNE_UNIT_SPLIT", True)
     for _ in range(8):
         for got, want in zip(run(), fixed):
             np.testing.assert_array_equal(got, want)
@@ -160,7 +161,7 @@ def test_one_thread_and_batch_chunks_are_not_tuned(monkeypatch, two_cores):
     x, lengths, state = make_case(cell, 1, 6)
     with fl.threads(1):
         fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend="cython")
-    assert cb.chunk_rows(40, True) > cb.MAX_CHUNK_ROWS_FOR_UNIT_SPLIT
+    assert cb.chunk_rows(40, True) > _thresholds.MAX_CHUNK_ROWS_FOR_UNIT_SPLIT
     big = make_case(cell, 40, 6)
     fl.dynamic_rnn(cell, big[0], big[1], initial_state=big[2], backend="cython")
     assert tuner._shapes == {}

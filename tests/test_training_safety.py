@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fastlstm import LSTMClassifier, LSTMRegressor, SequenceScaler
-from fastlstm import _workspace, estimators
+from fastlstm import _thresholds, _workspace, estimators
 
 
 def data(n=48, T=6, F=3, seed=0):
@@ -178,7 +178,7 @@ def test_length_groups_give_the_padded_batchs_results(monkeypatch):
     real = estimators._length_groups
     monkeypatch.setattr(estimators, "_length_groups",
                         lambda *a: seen.append(1) or real(*a))
-    monkeypatch.setattr(estimators, "MAX_PADDING_FACTOR", np.inf)
+    monkeypatch.setattr(_thresholds, "MAX_PADDING_FACTOR", np.inf)
     padded = LSTMClassifier(**kw).partial_fit(X, y, classes=[0, 1])
     for name, arr in padded.network_.params.items():
         np.testing.assert_allclose(grouped.network_.params[name], arr, rtol=1e-12,

@@ -12,37 +12,17 @@ asked for with ``fastlstm.threads``: the same chunks, hence the same bits, for a
 
 import numpy as np
 
+from .. import _thresholds
 from .._threads import default_num_threads
 
-#: Rows per chunk at least, on the BLAS path (no AVX2, or float64): each chunk's step
-#: is one GEMM, which packs all of W_h per call, so more chunks pack it more often. But
-#: 4-row chunks beat one 8-row chunk where the hidden units cannot split instead:
-#: measured (2 threads, OpenBLAS's SkylakeX / Haswell kernels, ms, 8 / 4): (8, 100, 64,
-#: 128) float32 inference 0.98 / 0.64, 3.34 / 2.89, training 2.31 / 1.70, 7.68 / 6.60;
-#: float64 inference 6.71 / 3.65; the basic RNN 1.15-1.34x, the numba backend 1.5-1.9x;
-#: B = 4, 6 and 12 within 6%.
-MIN_CHUNK_ROWS = 4
 
-#: On the BLAS path a batch of up to this many sequences splits the hidden units over the
-#: cores where they are enough (MIN_UNITS_PER_SLICE), rather than into chunks: each core
-#: then streams half of W_h per step instead of all of it. Measured (2 threads, ms, split
-#: / chunks): (8, 100, 64, 256) inference 4.61 / 7.36, (8, 50, 256, 512) 9.5 / 14.7
-#: (SkylakeX kernels; Haswell alike); with the AVX2 few-row kernel (Haswell kernels),
-#: (16, 150, 256, 256) inference 18.2 / 22.8, training 46 / 51, (32, 50, 256, 512) 32 /
-#: 51 and 87 / 119, but (12, 100, 64, 256) training 19.0 / 18.0; float64 within 4%.
-MAX_BATCH_UNIT_SPLIT = 32
 
-#: The fused float32 LSTM kernels (src_cy/fused_step.h; AVX-512 or AVX2) pack W_h once per
-#: call and compute 4-row register tiles, so chunks pay off down to one tile. Measured (2 cores,
-#: torch time / fastlstm time, inference / training): (8, 100, 64, 128) 0.68 / 0.85 with
-#: one 8-row chunk (one core idle), 0.93 / 1.19 with two 4-row chunks.
-MIN_CHUNK_ROWS_FUSED = 4
 
 
 def chunk_rows(batch_size, fused=False, cores=None):
     """Rows per chunk for a batch of ``batch_size`` sequences (``fused``: for the fused
     AVX-512 kernels) on ``cores`` cores (default: :func:`default_num_threads`)."""
-    minimum = MIN_CHUNK_ROWS_FUSED if fused else MIN_CHUNK_ROWS
+    minimum = _thresholds.MIN_CHUNK_ROWS_FUSED if fused else _thresholds.MIN_CHUNK_ROWS
     if cores is None:
         cores = default_num_threads()
     return max(minimum, -(-batch_size // cores))
@@ -54,20 +34,7 @@ def n_chunks(batch_size, fused=False, cores=None):
     return -(-batch_size // chunk_rows(batch_size, fused, cores))
 
 
-#: A batch that fits one chunk is split by hidden units instead when each of the machine's
-#: cores gets at least this many units. Measured on 2 cores (torch time / fastlstm time):
-#: (B, T, I, H) = (1, 150, 256, 256) inference 0.43 -> 0.79, training 0.45 -> 0.71 with
-#: the split; but with 32-unit slices (1, 100, 32, 64) fell from 1.02 to 0.79 and with
-#: 64-unit slices (8, 100, 64, 128) from 0.46 to 0.41: the per-step barrier costs more
-#: than narrow slices save.
-MIN_UNITS_PER_SLICE = 128
 
-#: The fused backward (slices of whole 64-unit blocks) splits from one block per
-#: core when the batch has several sequences, and from more than 128 units when it has
-#: one. Measured with the spin barrier (2 threads, backward ms, one thread / split, medians
-#: of 3): (2, 100, 32, 128) 0.43 / 0.35, (4, 100, 64, 128) 0.60 / 0.52, (1, 100, 64, 192)
-#: 0.55 / 0.49, but (1, 100, 32, 128) 0.28 / 0.29.
-MIN_UNITS_PER_SLICE_FUSED = 64
 
 
 def unit_slices(batch_size, num_units, fused=False, any_batch=False, cores=None):
@@ -84,14 +51,14 @@ def unit_slices(batch_size, num_units, fused=False, any_batch=False, cores=None)
     if cores is None:
         cores = default_num_threads()
     one_chunk = (n_chunks(batch_size, fused, cores) == 1 if fused
-                 else batch_size <= MAX_BATCH_UNIT_SPLIT)
+                 else batch_size <= _thresholds.MAX_BATCH_UNIT_SPLIT)
     if cores < 2 or (not one_chunk and not any_batch):
         return None
     if fused:
-        if num_units < 2 * MIN_UNITS_PER_SLICE_FUSED or (
-                batch_size == 1 and num_units <= 2 * MIN_UNITS_PER_SLICE_FUSED):
+        if num_units < 2 * _thresholds.MIN_UNITS_PER_SLICE_FUSED or (
+                batch_size == 1 and num_units <= 2 * _thresholds.MIN_UNITS_PER_SLICE_FUSED):
             return None
-    elif num_units < 2 * MIN_UNITS_PER_SLICE:
+    elif num_units < 2 * _thresholds.MIN_UNITS_PER_SLICE:
         return None
     width = -(-num_units // cores)
     width = -(-width // 16) * 16

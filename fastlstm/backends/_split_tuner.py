@@ -11,16 +11,16 @@ that session it was slower (122 against 81 us), as were (2, 100, 32, 64) (164 / 
 
 The two schedules give the same bits (every unit's sums run in the same order either
 way; the tests check it), so the choice may follow the clock: the tuner times each
-candidate ``PROBES`` times on the caller's own calls, then keeps the one of lower median
-time per step for the next ``REPROBE_AFTER`` calls of that shape, and then probes again,
-so it follows the machine when that changes. The candidates take turns in pairs of
+candidate ``TUNER_PROBES`` times (fastlstm._thresholds) on the caller's own calls, then
+keeps the one of lower median time per step for the next ``TUNER_REPROBE_AFTER`` calls of
+that shape, and then probes again, so it follows the machine when that changes. The candidates take turns in pairs of
 calls and only the second call of a pair is timed: a call pays for the cache lines the
 call before it left in the other core, so a schedule is timed after itself, as it will
 run once chosen (strict alternation charged the split's lines to the one-core call that
 followed it: the T = 1 inference of (1, T, 32, 64) chose the split, 11.4 against 11.6 us
 timed, though back to back the split took 19.6 us a call and one core 17.6). Probing
-costs ``4 * PROBES`` calls, half of them of the slower schedule, per ``REPROBE_AFTER``
-calls (1%).
+costs ``4 * TUNER_PROBES`` calls, half of them of the slower schedule, per
+``TUNER_REPROBE_AFTER`` calls (1%).
 """
 
 import os
@@ -28,10 +28,7 @@ import statistics
 import threading
 import weakref
 
-#: Timed calls of each candidate before choosing.
-PROBES = 5
-#: Calls that use the choice before the candidates are timed again.
-REPROBE_AFTER = 2000
+from .. import _thresholds
 
 
 class SplitTuner:
@@ -42,7 +39,10 @@ class SplitTuner:
     that overlap in several Python threads are only noisier.
     """
 
-    def __init__(self, probes=PROBES, reprobe_after=REPROBE_AFTER):
+    def __init__(self, probes=None, reprobe_after=None):
+        probes = _thresholds.TUNER_PROBES if probes is None else probes
+        reprobe_after = (_thresholds.TUNER_REPROBE_AFTER if reprobe_after is None
+                         else reprobe_after)
         if probes < 1 or reprobe_after < 0:
             raise ValueError("probes must be >= 1 and reprobe_after >= 0")
         self.probes = probes

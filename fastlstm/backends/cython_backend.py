@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from .. import _thresholds
 from .. import _recurrent
 from .._threads import blas_threads, default_num_threads
 from .._workspace import scratch
@@ -66,51 +67,10 @@ gru_forward = _single_threaded_blas(_recurrent.gru_forward, 5)
 gru_backward = _single_threaded_blas(_recurrent.gru_backward, 7)
 
 
-#: The fused step splits the hidden units of a batch of several chunks (small chunks, or
-#: large weights: see fused_unit_slices) over the cores when each core gets at least
-#: this many 16-unit groups. Measured (2 threads, inference us, 2 chunks / unit split,
-#: cache-aligned buffers, spin barrier): (8, 100, 32, 64) 163 / 168, (8, 100, 32, 96)
-#: 273 / 271, (6, 100, 64, 64) 233 / 248: with fewer groups the per-step barrier costs
-#: what the split saves.
-MIN_GROUPS_PER_SLICE = 4
-
-#: The fixed rule for a batch of one chunk (the alternative is one thread), which the
-#: split tuner replaces on two or more threads (TUNE_UNIT_SPLIT): split the hidden
-#: units as soon as each core gets a group, except a single sequence, which needs this
-#: many per core:
-#: its step is one row against up to four groups at a time (fl_row_blocks, four
-#: independent FMA chains per group), which one group per core would leave at a quarter
-#: of the chains, waiting on FMA latency. Measured before the one-row kernel stopped
-#: padding to four groups (2 threads, inference us, one thread / unit split, 4 runs;
-#: since then (1, 100, 32, 64) split in two-group slices takes 56 us): (1, 100, 32, 64) 85-88 /
-#: 68-72, (1, 100, 64, 64) 106-109 / 100-104, (1, 100, 32, 96) 141-145 / 100-103, but
-#: (1, 100, 16, 32) 38 / 45-47, (1, 100, 32, 48) 70 / 79; (2, 100, 32, 64) 133 / 97,
-#: (2, 100, 16, 32) 57 / 55, (4, 100, 64, 64) 206 / 179, (4, 100, 32, 48) 145 / 136.
-#: (One run, minutes earlier, had (1, 100, 32, 64) at 85 / 93: the cross-core latency
-#: of this machine moves.)
-MIN_GROUPS_PER_SLICE_ONE_ROW = 2
 
 
-#: Batches in chunks of fewer rows than this split the hidden units instead (at exactly
-#: this many, only with at least UNIT_SPLIT_GROUPS_AT_FULL_TILES groups). A chunk of a row
-#: or a few uses each 16-unit group's weights for one, partly empty, 4-row tile per step
-#: and streams all of them from L2 every step; with the units split, each core streams
-#: half of them and runs them against every row of the batch. Measured on 2 cores
-#: (inference ms, batch chunks / unit split, alternating runs, medians of 16-20):
-#: (8, 100, 64, 128) 0.53 / 0.49, (12, 100, 32, 256) 2.39 / 1.79, (16, 150, 256, 256) 6.68 /
-#: 6.39, but (16, 100, 128, 128) 1.15 / 1.22: at two full tiles per chunk and 8 groups
-#: the per-step barrier costs more than the weight traffic saves. Training: within 2%.
-MAX_CHUNK_ROWS_FOR_UNIT_SPLIT = 8
-UNIT_SPLIT_GROUPS_AT_FULL_TILES = 16
 
-#: Packed weights of at least this many bytes split the hidden units whatever the batch:
-#: with batch chunks every core streams all of them from L3 or memory each step, with the
-#: units split half. Measured on 2 cores (inference ms, batch chunks / unit split,
-#: alternating runs): (64, 25, 1024, 1024), 32 MB, 77.3 / 73.4 and 81.2 / 75.5;
-#: (64, 20, 512, 1024), 24 MB, 51.8 / 48.1; (64, 20, 1024, 768), 22 MB, 42.2 / 40.4; but
-#: (64, 50, 512, 512), 8 MB, 32.3 / 32.1 and (32, 50, 512, 512) 16.7 / 16.7. Training:
-#: 1-4% faster.
-UNIT_SPLIT_MIN_WEIGHT_BYTES = 16 << 20
+
 
 
 def fused_unit_slices(batch_size, num_units, weight_rows=0):
@@ -128,30 +88,19 @@ def _unit_slices_for(batch_size, num_units, weight_rows, cores, rows):
     if cores < 2:
         return 0
     if rows >= batch_size:                           # one chunk
-        per_core = MIN_GROUPS_PER_SLICE_ONE_ROW if batch_size == 1 else 1
+        per_core = _thresholds.MIN_GROUPS_PER_SLICE_ONE_ROW if batch_size == 1 else 1
         return cores if groups >= cores * per_core else 0
-    if groups < cores * MIN_GROUPS_PER_SLICE:
+    if groups < cores * _thresholds.MIN_GROUPS_PER_SLICE:
         return 0
-    if rows < MAX_CHUNK_ROWS_FOR_UNIT_SPLIT or (
-            rows == MAX_CHUNK_ROWS_FOR_UNIT_SPLIT
-            and groups >= UNIT_SPLIT_GROUPS_AT_FULL_TILES):
+    if rows < _thresholds.MAX_CHUNK_ROWS_FOR_UNIT_SPLIT or (
+            rows == _thresholds.MAX_CHUNK_ROWS_FOR_UNIT_SPLIT
+            and groups >= _thresholds.UNIT_SPLIT_GROUPS_AT_FULL_TILES):
         return cores
-    if weight_rows * groups * 64 * 4 >= UNIT_SPLIT_MIN_WEIGHT_BYTES:
+    if weight_rows * groups * 64 * 4 >= _thresholds.UNIT_SPLIT_MIN_WEIGHT_BYTES:
         return cores
     return 0
 
 
-#: On two or more threads, small batches take the split tuner's choice
-#: (``_split_tuner``), on this machine's own timed calls, between the hidden units split
-#: over the cores and the batch split (one core for a batch of one chunk): the fused
-#: forward for chunks of up to MAX_CHUNK_ROWS_FOR_UNIT_SPLIT rows, the fused backward for
-#: a batch of one chunk (with more chunks, the chunks were faster in every case measured:
-#: (5..16, 100, 32, 128..256) 10-30%). The balance is the cross-core latency, which moves
-#: on shared machines (MIN_GROUPS_PER_SLICE_ONE_ROW's measurements and the tuner's
-#: docstring); in one stretch the fixed rules lost 27% at (8, 100, 32, 128) (split 655 us,
-#: chunks 515) and 79% at (12, 100, 32, 64) (chunks 691, split 385). Both schedules give
-#: the same bits. False: the fixed rules (``fused_unit_slices``, ``unit_slices``).
-TUNE_UNIT_SPLIT = True
 _split_tuner = SplitTuner()
 
 
@@ -162,7 +111,7 @@ def _run_tuned(run, fixed, split, key, steps, n_threads, cores):
     tuner. ``key``: the shape and the kernel (whose cost per step differs); the steps
     enter it by powers of two (a call of few steps is mostly fixed cost, whose balance
     differs: T = 1 inference at (1, T, 32, 64) took 18 us on one core, 20 split)."""
-    if not TUNE_UNIT_SPLIT or split is None or min(n_threads, cores) < 2 or steps < 1:
+    if not _thresholds.TUNE_UNIT_SPLIT or split is None or min(n_threads, cores) < 2 or steps < 1:
         run(fixed)
         return
     key = (key, cores, n_threads, steps.bit_length())
@@ -184,8 +133,8 @@ def _run_fused(run, kind, batch_size, num_units, weight_rows, steps, n_threads):
     rows = chunk_rows(batch_size, True, cores)
     groups = -(-num_units // 16)
     fixed = _unit_slices_for(batch_size, num_units, weight_rows, cores, rows)
-    tunable = (rows <= MAX_CHUNK_ROWS_FOR_UNIT_SPLIT and cores <= groups
-               and weight_rows * groups * 64 * 4 < UNIT_SPLIT_MIN_WEIGHT_BYTES)
+    tunable = (rows <= _thresholds.MAX_CHUNK_ROWS_FOR_UNIT_SPLIT and cores <= groups
+               and weight_rows * groups * 64 * 4 < _thresholds.UNIT_SPLIT_MIN_WEIGHT_BYTES)
     _run_tuned(lambda slices: run(rows, slices), fixed, cores if tunable else None,
                (kind, batch_size, num_units, weight_rows), steps, n_threads, cores)
 
@@ -220,19 +169,8 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
                                       acts, c_unclipped, n_threads, width)
 
 
-#: Largest I + H for which the step computes the input projection itself: a group of
-#: packed [W_x; W_h] is (I + H) x 64 floats and must stay in L2 while the chunk's rows go
-#: by. Measured (2 threads, min of 4 runs, ms, in-step / GEMM first): (64, 25, 512, 512)
-#: 18.8 / 19.4, but (64, 25, 1024, 1024) 88.5 / 72.1.
-MAX_FUSED_INPUT_WIDTH = 1024
 
 
-#: Below this batch size the input projection stays inside the step only for narrow
-#: inputs (I <= H / 2): a tiny batch's step is a chain of latencies that x W_x would
-#: lengthen, while the GEMM before the loop runs all steps at once. Measured (ms, in-step /
-#: GEMM first): (1, 150, 256, 256) 1.41 / 0.88, (2, 150, 256, 256) 1.73 / 1.36,
-#: (8, 150, 256, 256) 3.90 / 3.83; but (1, 100, 32, 128) 0.18 / 0.21.
-MIN_BATCH_FUSED_WIDE_INPUT = 8
 
 
 def fuses_input(dtype, batch_size, input_size, num_units):
@@ -240,8 +178,9 @@ def fuses_input(dtype, batch_size, input_size, num_units):
     path with ``input_size + num_units`` at most ``MAX_FUSED_INPUT_WIDTH`` and, for a
     batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2``."""
     return (FUSED_STEP and np.dtype(dtype) == np.float32
-            and input_size + num_units <= MAX_FUSED_INPUT_WIDTH
-            and (batch_size >= MIN_BATCH_FUSED_WIDE_INPUT or 2 * input_size <= num_units))
+            and input_size + num_units <= _thresholds.MAX_FUSED_INPUT_WIDTH
+            and (batch_size >= _thresholds.MIN_BATCH_FUSED_WIDE_INPUT
+                 or 2 * input_size <= num_units))
 
 
 def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
@@ -313,7 +252,7 @@ def _fused_weights(W, W_x, batch_size, rows, slices, n_threads):
     H, I = W.shape[0], 0 if W_x is None else W_x.shape[0]
     shape = (-(-H // 16), (I + H) * 64)
     copies = 1 if slices else min(n_threads, -(-batch_size // rows))
-    if not slices and shape[0] * shape[1] * 4 >= _recurrent.PARALLEL_PACK_MIN_BYTES:
+    if not slices and shape[0] * shape[1] * 4 >= _thresholds.PARALLEL_PACK_MIN_BYTES:
         return {"W_fused": _packed(W, W_x, n_threads)}
     out = scratch("packed", (copies * shape[0], shape[1]), np.float32)
     return {"pack_into": out, "pack_wh": W, "pack_wx": W_x}
@@ -358,7 +297,7 @@ def _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c
     weights under ``UNIT_SPLIT_MIN_WEIGHT_BYTES`` may take the tuner's choice between the
     two (:func:`_run_tuned`)."""
     B, H = dh.shape
-    big = W.nbytes >= UNIT_SPLIT_MIN_WEIGHT_BYTES
+    big = W.nbytes >= _thresholds.UNIT_SPLIT_MIN_WEIGHT_BYTES
     # W_h^T of 16 MB or more: split whatever the batch, as in the forward (each core then
     # streams half of it per step): (64, 25, 1024, 1024) backward 138-141 -> 136-137 ms,
     # (64, 20, 512, 1024) 82-84 -> 79-80 (alternating, same bits)

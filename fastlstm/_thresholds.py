@@ -1,0 +1,94 @@
+"""Every tuned threshold of fastlstm, in one place, one line each: what it trades and how
+it was chosen. The measurements behind them are in docs/design.md ("Thresholds").
+
+They depend on the sizes and the machine's core count only, never on the thread count
+asked for: a threshold that changes the order of a sum would otherwise change the bits
+with ``fastlstm.threads``. Choices between schedules that give the same bits (the split
+tuner's) may follow a timing; nothing else does. Read at call time (``_thresholds.NAME``),
+so a test or an experiment can set one.
+
+Compile-time constants of the C kernels, listed here so the list is complete:
+``FL_TN_KS = 128`` (src_cy/fused_step.h: steps per piece of the weight-gradient tiles,
+dz copied contiguous per piece; sized to L2), ``FL_TN_GROUP = 4`` (tile groups per
+thread's turn), ``FL_SMALL_GEMM_MAX_ROWS = 16`` (src_cy/small_gemm_avx2.h: the AVX2
+few-row kernel's reach; above it OpenBLAS's packing pays off).
+"""
+
+# ------------------------------------------------------------------ batch chunks (cores)
+#: BLAS path: rows per chunk at least; more chunks pack W_h more often, fewer idle a core
+#: (measured 4 vs 8 rows on 2 cores: 4 wins where the units cannot split).
+MIN_CHUNK_ROWS = 4
+#: Fused path: rows per chunk at least, one 4-row register tile (two 4-row chunks beat
+#: one 8-row chunk at (8, 100, 64, 128): 0.93 vs 0.68 of torch).
+MIN_CHUNK_ROWS_FUSED = 4
+#: BLAS path: batches up to this size split the hidden units instead of the batch (each
+#: core streams half of W_h per step; measured up to (32, 50, 256, 512)).
+MAX_BATCH_UNIT_SPLIT = 32
+#: BLAS path: units per core at least for a unit split (narrower slices lose to the
+#: per-step barrier: (1, 100, 32, 64) 1.02 -> 0.79 of torch with 32-unit slices).
+MIN_UNITS_PER_SLICE = 128
+#: Fused backward: units per core at least for a unit split (whole 64-unit blocks).
+MIN_UNITS_PER_SLICE_FUSED = 64
+
+# --------------------------------------------------------- fused step: unit split rules
+#: 16-unit groups per core at least before a batch of several chunks splits its units
+#: (fewer: the per-step barrier costs what the split saves; (6, 100, 64, 64) measured).
+MIN_GROUPS_PER_SLICE = 4
+#: 16-unit groups per core at least for a single sequence's unit split (one row against
+#: up to four groups keeps four FMA chains busy; one group per core waits on latency).
+MIN_GROUPS_PER_SLICE_ONE_ROW = 2
+#: Chunks of fewer rows split the hidden units instead (each core streams half the
+#: weights against every row; measured (8..16, 100..150, 32..256, 64..256)).
+MAX_CHUNK_ROWS_FOR_UNIT_SPLIT = 8
+#: ... and at exactly MAX_CHUNK_ROWS_FOR_UNIT_SPLIT rows, only from this many groups (two
+#: full tiles per chunk and 8 groups: the barrier cost more than the traffic saved).
+UNIT_SPLIT_GROUPS_AT_FULL_TILES = 16
+#: Packed weights of this many bytes or more split the units whatever the batch (each
+#: core streams half of them from L3 / memory; 32 MB: 5% faster, 8 MB: equal).
+UNIT_SPLIT_MIN_WEIGHT_BYTES = 16 << 20
+#: Small batches on 2+ threads take the split tuner's measured choice between the unit
+#: split and the batch chunks (same bits; the balance is the cross-core latency, which
+#: moves on shared machines). False: the fixed rules above.
+TUNE_UNIT_SPLIT = True
+#: Split tuner: timed calls of each candidate before choosing.
+TUNER_PROBES = 5
+#: Split tuner: calls that use a choice before the candidates are timed again (1% cost).
+TUNER_REPROBE_AFTER = 2000
+
+# -------------------------------------------------------- fused step: input projection
+#: Largest I + H for which the step computes x W_x itself (a group of packed [W_x; W_h]
+#: must stay in L2: (64, 25, 512, 512) 3% faster in-step, (64, 25, 1024, 1024) 23% slower).
+MAX_FUSED_INPUT_WIDTH = 1024
+#: Below this batch size x W_x stays in the step only for I <= H / 2 (a tiny batch's
+#: step is a chain of latencies that x W_x lengthens; one GEMM before the loop does not).
+MIN_BATCH_FUSED_WIDE_INPUT = 8
+#: Packed weights of this many bytes or more are packed by all threads (8 MB took
+#: 0.37 ms on one, ~2% of an inference); below, each thread packs what it reads.
+PARALLEL_PACK_MIN_BYTES = 1 << 20
+
+# ------------------------------------------------------------- GEMMs outside the loop
+#: Narrowest column block worth its own BLAS call (a multiple of the AVX-512 width).
+MIN_BLOCK_COLUMNS = 64
+#: Products below this many multiply-adds run as one single-threaded call (blocks and a
+#: parallel region cost 50-70 us where one call took 5-20 us).
+MIN_BLOCKED_MACS = 1 << 22
+#: ISAs whose register tiles take the weight gradients (AVX2's lost to OpenBLAS Haswell
+#: except for variable lengths; AVX-512's beat SkylakeX: 1.20 vs 1.44 ms, seed size).
+WEIGHT_GRADIENT_TILE_ISAS = ("avx512",)
+#: Widest input (I) whose gradient dz W_x^T runs on the tiles (at I = 1024 packing 16 MB
+#: of W_x^T per call cost more than the tiles gain over BLAS at ~450 GFLOP/s).
+MAX_TILED_INPUT_GRADIENT = 512
+#: A last partial 64-column block this narrow or narrower runs on the 8-row narrow tiles;
+#: wider, the 64-column tile's padding loses to BLAS (I = 48: 488 vs 458 us).
+MAX_TILED_INPUT_GRADIENT_TAIL = 32
+#: The weight gradients gather the existing rows first when at most this share of the
+#: T * B rows exists (62% existing: 11.0 ms gathered vs 12.1 over all rows).
+MAX_SHARE_FOR_GATHER = 0.85
+
+# --------------------------------------------------------------------------- estimators
+#: Sequences per forward pass when predicting (1024 cost 168 ms on a first call, first
+#: touch of ~150 MB of buffers, against 45 for 256; no faster once warm).
+PREDICT_BATCH = 256
+#: A batch padded to more than this many times its existing steps runs as groups of
+#: similar lengths (one 20,000-step sequence among 20-step ones: 805 MB padded).
+MAX_PADDING_FACTOR = 2.0

@@ -1,0 +1,96 @@
+# The C headers' declarations (fused_step.h, small_gemm_avx2.h, gate_math.h,
+# openmp_shim.h), included first into _recurrent.pyx.
+
+cdef extern from "small_gemm_avx2.h":
+    void fl_small_gemm_f32(int m, int n, int k, const float* A, int lda, const float* B,
+                           int ldb, float* C, int ldc) noexcept nogil
+    enum: FL_SMALL_GEMM_MAX_ROWS
+
+cdef extern from "fused_step.h":
+    int fl_best_fused_isa() noexcept nogil
+    void fl_set_fused_isa(int isa) noexcept nogil
+    enum: FL_ISA_NONE
+    enum: FL_ISA_AVX2
+    enum: FL_ISA_AVX512
+    ctypedef struct fl_layout_f32:
+        Py_ssize_t x_t, x_b
+        float* h
+        Py_ssize_t h_t, h_b
+        float* c
+        Py_ssize_t c_t, c_b
+    void fl_lstm_fwd_fused_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* h_old,
+                               const float* Wp, const int64_t* rows, Py_ssize_t B,
+                               Py_ssize_t t, const float* xproj, Py_ssize_t I,
+                               const float* x, const float* bias, const float* peep,
+                               int use_peep, float forget_bias, float clip, float* c_loc,
+                               float* h_new, float* acts, float* act_tmp,
+                               const fl_layout_f32* out, float* c_unclipped, Py_ssize_t g_lo,
+                               Py_ssize_t g_hi) noexcept nogil
+
+cdef extern from "fused_step.h":
+    void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
+                           float* out, Py_ssize_t k_lo, Py_ssize_t k_hi) noexcept nogil
+    void fl_pack_fused_rect_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H,
+                                const float* Wh, float* out, Py_ssize_t k_lo,
+                                Py_ssize_t k_hi, Py_ssize_t g_lo,
+                                Py_ssize_t g_hi) noexcept nogil
+    void fl_pack_fused_t_f32(Py_ssize_t n, Py_ssize_t K, const float* W, float* out,
+                             Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
+    void fl_gemm_rows_wt_f32(Py_ssize_t n_rows, const int64_t* rows, Py_ssize_t K,
+                             const float* A, Py_ssize_t lda, const float* WTp, Py_ssize_t N,
+                             float* C, const int64_t* c_off, Py_ssize_t ldc,
+                             Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
+    void fl_avx512_math_array(int which, Py_ssize_t n, const float* x,
+                              float* y) noexcept nogil
+    void fl_avx2_math_array(int which, Py_ssize_t n, const float* x,
+                            float* y) noexcept nogil
+    void fl_gemm_tn_f32(Py_ssize_t K, const int64_t* krows, Py_ssize_t n_seg,
+                        const float* const* A, const Py_ssize_t* lda, const Py_ssize_t* M,
+                        const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc,
+                        Py_ssize_t c_lo, Py_ssize_t c_hi, float* Bp) noexcept nogil
+    enum: FL_TN_GROUP
+    enum: FL_TN_KS
+    void fl_gemm_dz_wt_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* dz,
+                           const float* WTp, float* dh, Py_ssize_t c_lo,
+                           Py_ssize_t c_hi) noexcept nogil
+
+cdef extern from "openmp_shim.h":
+    int fastlstm_openmp_enabled() noexcept nogil
+    int fastlstm_max_threads() noexcept nogil
+    int fastlstm_num_threads() noexcept nogil
+    ctypedef struct fastlstm_spin_barrier:
+        pass
+    void fastlstm_spin_barrier_init(fastlstm_spin_barrier* b) noexcept nogil
+    void fastlstm_spin_barrier_wait(fastlstm_spin_barrier* b, int n_threads) noexcept nogil
+
+cdef extern from "gate_math.h":
+    void fl_lstm_fwd_row_f32(Py_ssize_t n, Py_ssize_t S, Py_ssize_t Z, const float* xp,
+                             const float* z, const float* peep, int use_peep,
+                             float forget_bias, float clip, float* c_loc, float* h_loc,
+                             float* act, float* cs_row, float* hs_row,
+                             float* cun_row) noexcept nogil
+    void fl_lstm_fwd_row_f64(Py_ssize_t n, Py_ssize_t S, Py_ssize_t Z, const double* xp,
+                             const double* z, const double* peep, int use_peep,
+                             double forget_bias, double clip, double* c_loc, double* h_loc,
+                             double* act, double* cs_row, double* hs_row,
+                             double* cun_row) noexcept nogil
+    void fl_lstm_bwd_row_f32(Py_ssize_t n, Py_ssize_t S, const float* act,
+                             const float* c_prev, const float* c_new, const float* cun,
+                             const float* peep, int use_peep, float clip, const float* d_out,
+                             const float* dh, float* dc, float* dz_loc,
+                             float* dz_row) noexcept nogil
+    void fl_lstm_bwd_row_f64(Py_ssize_t n, Py_ssize_t S, const double* act,
+                             const double* c_prev, const double* c_new, const double* cun,
+                             const double* peep, int use_peep, double clip,
+                             const double* d_out, const double* dh, double* dc,
+                             double* dz_loc, double* dz_row) noexcept nogil
+    void fl_rnn_fwd_row_f32(Py_ssize_t H, const float* xp, const float* z, float* h_loc,
+                            float* hs_row) noexcept nogil
+    void fl_rnn_fwd_row_f64(Py_ssize_t H, const double* xp, const double* z, double* h_loc,
+                            double* hs_row) noexcept nogil
+    void fl_rnn_bwd_row_f32(Py_ssize_t H, const float* h_new, const float* d_out,
+                            const float* dh, float* dz_loc, float* dz_row) noexcept nogil
+    void fl_rnn_bwd_row_f64(Py_ssize_t H, const double* h_new, const double* d_out,
+                            const double* dh, double* dz_loc, double* dz_row) noexcept nogil
+    void fl_expf_array(Py_ssize_t n, const float* x, float* y) noexcept nogil
+    void fl_tanhf_array(Py_ssize_t n, const float* x, float* y) noexcept nogil

@@ -1,0 +1,59 @@
+# Which instruction set the kernels run on: detected once at import, switched by
+# FASTLSTM_NO_FUSED / FASTLSTM_NO_AVX512 / FASTLSTM_NO_SMALL_GEMM.
+
+def _kernel_isa():
+    """The instruction set of this process's own float32 kernels: the CPU's best
+    (fl_best_fused_isa: AVX-512, AVX2 + FMA, or none), or AVX2 on an AVX-512 CPU where
+    FASTLSTM_NO_AVX512=1 at import (to measure or compare the kernels of CPUs without
+    AVX-512 on one machine)."""
+    cdef int isa = fl_best_fused_isa()
+    if isa == FL_ISA_AVX512 and os.environ.get("FASTLSTM_NO_AVX512", "") == "1":
+        isa = FL_ISA_AVX2
+    return isa
+
+
+cdef int _KERNEL_ISA = _kernel_isa()
+#: The fused float32 LSTM kernels (fused_step.h) run on _KERNEL_ISA, unless
+#: FASTLSTM_NO_FUSED=1 at import puts every product on the BLAS path.
+cdef int _FUSED_ISA = (FL_ISA_NONE if os.environ.get("FASTLSTM_NO_FUSED", "") == "1"
+                       else _KERNEL_ISA)
+fl_set_fused_isa(_FUSED_ISA)
+_FUSED_STEP = _FUSED_ISA != FL_ISA_NONE
+
+
+#: The BLAS path's per-step products of 2 .. FL_SMALL_GEMM_MAX_ROWS rows (the basic RNN,
+#: and every float32 product where FASTLSTM_NO_FUSED=1) run on small_gemm_avx2.h where
+#: the kernels' ISA is AVX2 (no AVX-512, or it switched off by FASTLSTM_NO_AVX512=1),
+#: since OpenBLAS's sgemm packs all of W_h for each of them.
+#: Measured (2 threads, ms, BLAS / small GEMM) with OpenBLAS's Haswell kernels: (8, 100,
+#: 64, 128) inference 2.94 / 1.12, training 6.97 / 5.06, (4, ...) 2.68 / 1.08, basic RNN
+#: (8, 100, 64, 128) 0.93 / 0.36, (32, 100, 64, 64) 2.00 / 1.59, larger batches 0.99-1.11x;
+#: but OpenBLAS's SkylakeX kernels beat it (0.75 / 1.37 at (8, 100, 64, 128)): not on
+#: AVX-512 CPUs. FASTLSTM_NO_SMALL_GEMM=1 at import leaves every product to BLAS.
+cdef bint _SMALL_GEMM = (_KERNEL_ISA == FL_ISA_AVX2
+                         and os.environ.get("FASTLSTM_NO_SMALL_GEMM", "") != "1")
+
+
+def small_gemm_enabled():
+    """True when the BLAS path's few-row float32 products run on the AVX2 kernel."""
+    return bool(_SMALL_GEMM)
+
+
+def have_fused_step():
+    """True when the fused float32 kernels run here (fused_step.h): the CPU has AVX-512F,
+    or AVX2 and FMA, and FASTLSTM_NO_FUSED=1 was not set at import."""
+    return _FUSED_STEP
+
+
+def fused_isa():
+    """The fused kernels' instruction set here: ``"avx512"``, ``"avx2"`` or ``None``
+    (the BLAS path)."""
+    return {FL_ISA_AVX512: "avx512", FL_ISA_AVX2: "avx2"}.get(_FUSED_ISA)
+
+
+def cpu_isa():
+    """The best instruction set of the fused kernels that this CPU and its OS support
+    (CPUID and XGETBV: ``"avx512"`` needs AVX-512 F, DQ, BW and VL, ``"avx2"`` AVX2 and
+    FMA), whatever the switches say; ``None`` also where the build has no fused kernels
+    (a compiler other than GCC or clang, or not x86-64)."""
+    return {FL_ISA_AVX512: "avx512", FL_ISA_AVX2: "avx2"}.get(fl_best_fused_isa())

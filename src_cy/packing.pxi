@@ -1,0 +1,59 @@
+# [W_x; W_h] and W^T packed into the fused step's tile layout.
+
+
+
+def pack_fused(const float[:, ::1] W_h, const float[:, ::1] W_x=None, out=None,
+               int n_threads=1):
+    """``[W_x; W_h]`` (or ``W_h``) packed for the fused step: see
+    ``fastlstm.backends._chunking.pack_fused`` (the same layout, in NumPy). ``out``: a
+    float32 array of that shape to pack into (a reused one spares the page faults of a
+    fresh one: a few ms for multi-megabyte weights). ``n_threads`` pack row ranges of
+    weights of ``PARALLEL_PACK_MIN_BYTES`` or more."""
+    cdef Py_ssize_t H = W_h.shape[0], I = 0 if W_x is None else W_x.shape[0]
+    if W_h.shape[1] != 4 * H or (W_x is not None and W_x.shape[1] != 4 * H):
+        raise ValueError("W_h must be (H, 4H) and W_x (I, 4H)")
+    if out is None:
+        out = np.empty(((H + 15) // 16, (I + H) * 64), np.float32)
+    cdef float[:, ::1] o = out
+    if o.shape[0] != (H + 15) // 16 or o.shape[1] != (I + H) * 64:
+        raise ValueError("out has the wrong shape")
+    cdef Py_ssize_t K = I + H, n_parts = 1, part
+    cdef const float* wx = &W_x[0, 0] if I > 0 else NULL
+    if H == 0:
+        return out
+    if K * 4 * H * 4 >= _thresholds.PARALLEL_PACK_MIN_BYTES:
+        n_parts = max(1, n_threads)
+    if n_parts == 1:                   # no OpenMP region for one part (B=1: ~0.4 us)
+        with nogil:
+            fl_pack_fused_f32(I, wx, H, &W_h[0, 0], &o[0, 0], 0, K)
+        return out
+    for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
+        fl_pack_fused_f32(I, wx, H, &W_h[0, 0], &o[0, 0], part * K // n_parts,
+                          (part + 1) * K // n_parts)
+    return out
+
+
+def pack_fused_t(const float[:, ::1] W, out=None, int n_threads=1):
+    """``W.T`` for ``W`` (n, K) packed in blocks of 64 of its n rows, for the backward's
+    products (``W_h`` (H, 4H): dz W_h^T; ``W_x`` (I, 4H): the input gradient): see
+    ``fastlstm.backends._chunking.pack_fused_t`` (the same layout, in NumPy). ``out`` and
+    ``n_threads`` as in :func:`pack_fused` (here the threads take whole blocks)."""
+    cdef Py_ssize_t n = W.shape[0], K = W.shape[1], blocks = (n + 63) // 64, n_parts = 1
+    cdef Py_ssize_t part
+    if out is None:
+        out = np.empty(((n + 63) // 64, K, 64), np.float32)
+    cdef float[:, :, ::1] o = out
+    if o.shape[0] != (n + 63) // 64 or o.shape[1] != K or o.shape[2] != 64:
+        raise ValueError("out has the wrong shape")
+    if n == 0 or K == 0:
+        return out
+    if n * K * 4 >= _thresholds.PARALLEL_PACK_MIN_BYTES:
+        n_parts = max(1, min(n_threads, blocks))
+    if n_parts == 1:
+        with nogil:
+            fl_pack_fused_t_f32(n, K, &W[0, 0], &o[0, 0, 0], 0, blocks)
+        return out
+    for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
+        fl_pack_fused_t_f32(n, K, &W[0, 0], &o[0, 0, 0], part * blocks // n_parts,
+                            (part + 1) * blocks // n_parts)
+    return out

@@ -1,0 +1,13 @@
+# What the Python side asks of the compiled runtime: OpenMP's presence and limits.
+
+def openmp_enabled():
+    """True when this module was compiled with OpenMP (threads > 1 possible)."""
+    return bool(fastlstm_openmp_enabled())
+
+
+def openmp_max_threads():
+    """``omp_get_max_threads()`` of this module's OpenMP runtime, for the calling thread:
+    the size of its next parallel region without a ``num_threads`` (``OMP_NUM_THREADS``,
+    or a limit that threadpoolctl set through ``omp_set_num_threads``); 0 in a build
+    without OpenMP."""
+    return fastlstm_max_threads() if fastlstm_openmp_enabled() else 0

@@ -1,0 +1,38 @@
+# The kernels' float32 math elementwise, for tests/test_gate_math.py.
+
+def expf_array(const float[::1] x):
+    """The kernels' float32 exp, elementwise (for the accuracy test)."""
+    out = np.empty(x.shape[0], np.float32)
+    cdef float[::1] y = out
+    if x.shape[0]:
+        fl_expf_array(x.shape[0], &x[0], &y[0])
+    return out
+
+
+def fused_math_array(str isa, str name, const float[::1] x):
+    """The fused step's float32 ``"exp"``, ``"tanh"`` or ``"sigmoid"`` of instruction set
+    ``isa`` (``"avx512"``: gate_math_avx512.h, ``"avx2"``: gate_math_avx2.h), elementwise
+    (for the accuracy tests); this CPU must have that instruction set."""
+    cdef int which = ("exp", "tanh", "sigmoid").index(name)
+    cdef int best = fl_best_fused_isa()
+    if isa not in ("avx512", "avx2"):
+        raise ValueError(f"isa must be 'avx512' or 'avx2', got {isa!r}")
+    if best < (FL_ISA_AVX512 if isa == "avx512" else FL_ISA_AVX2):
+        raise RuntimeError(f"this CPU has no {isa}: the fused step's math does not run")
+    out = np.empty(x.shape[0], np.float32)
+    cdef float[::1] y = out
+    if x.shape[0]:
+        if isa == "avx512":
+            fl_avx512_math_array(which, x.shape[0], &x[0], &y[0])
+        else:
+            fl_avx2_math_array(which, x.shape[0], &x[0], &y[0])
+    return out
+
+
+def tanhf_array(const float[::1] x):
+    """The kernels' float32 tanh, elementwise (for the accuracy test)."""
+    out = np.empty(x.shape[0], np.float32)
+    cdef float[::1] y = out
+    if x.shape[0]:
+        fl_tanhf_array(x.shape[0], &x[0], &y[0])
+    return out
