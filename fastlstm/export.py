@@ -8,8 +8,9 @@ them followed by scikit-learn steps that skl2onnx converts) with standard operat
   (batch, features, steps)), float32 (float64 for a float64 model), with dynamic batch
   and steps, and ``sequence_lens`` int32 (batch,): the valid steps of each sequence;
 * the recurrent layers as ONNX's ``LSTM`` (gate order ``iofc``, ``forget_bias`` folded
-  into the bias, peepholes in ``P``) and ``RNN`` operators, both directions at once for a
-  bidirectional layer. ONNX's ``clip`` bounds the gate inputs, not the cell state that
+  into the bias, peepholes in ``P``), ``GRU`` (``linear_before_reset=1``, the form of the
+  estimators' ``GRUCell(reset_after=True)``) and ``RNN`` operators, both directions at
+  once for a bidirectional layer. ONNX's ``clip`` bounds the gate inputs, not the cell state that
   TensorFlow 1.x's ``cell_clip`` bounds, so a clipped cell is written out step by step
   (a ``Scan`` over time), its backward direction reversed within each sequence's length
   (``ReverseSequence``) as fastlstm reads it;
@@ -29,6 +30,8 @@ from . import _layout
 
 #: Gate order of ONNX's LSTM operator (input, output, forget, cell), in fastlstm's names.
 ONNX_LSTM_GATES = ("i", "o", "f", "j")
+#: ONNX's GRU gate order (z, r, h), in fastlstm's names.
+ONNX_GRU_GATES = ("u", "r", "c")
 #: Default opset: the first with every operator used here in its current form.
 DEFAULT_OPSET = 17
 #: Largest model one ONNX file holds (protobuf's limit); larger ones need external data.
@@ -148,6 +151,16 @@ def _lstm_weights(cell):
     return W.T, R.T, np.concatenate([b, np.zeros_like(b)]), P
 
 
+def _gru_weights(cell):
+    """ONNX's W (3H, I), R (3H, H) and B (6H,) of a ``GRUCell(reset_after=True)``, whose
+    form is ONNX's GRU with ``linear_before_reset=1``."""
+    p = cell.params
+    W, R, b, b_h = (_layout.permute_gates(v, _layout.GRU_GATES, ONNX_GRU_GATES)
+                    for v in (p["kernel"], p["recurrent_kernel"], p["bias"],
+                              p["recurrent_bias"]))
+    return W.T, R.T, np.concatenate([b, b_h])
+
+
 def _zeros_like_state(g, x, n_dirs, H):
     """Zeros (n_dirs, N, H) for time-major ``x`` (T, N, I)."""
     N = g.op("Gather", [g.op("Shape", [x]), g.const([1], dtype=np.int64)], axis=0)
@@ -158,7 +171,7 @@ def _zeros_like_state(g, x, n_dirs, H):
 
 
 def _layer_ops(g, row, x, lens, kind):
-    """One layer with ONNX's LSTM / RNN operator: outputs (T, N, dirs * H), final h
+    """One layer with ONNX's LSTM / GRU / RNN operator: outputs (T, N, dirs * H), final h
     (N, dirs * H)."""
     dirs = list(row.values())
     H = dirs[0].num_units
@@ -170,6 +183,11 @@ def _layer_ops(g, row, x, lens, kind):
         Y, Y_h = g.op("RNN", [x, g.const(W, "W"), g.const(R, "R"), g.const(B, "B"), lens],
                       n_out=2, hidden_size=H, direction=direction,
                       activations=["Tanh"] * len(dirs))
+    elif kind == "gru":
+        weights = [_gru_weights(c) for c in dirs]
+        Y, Y_h = g.op("GRU", [x] + [g.const(np.stack([w[k] for w in weights]), name)
+                                    for k, name in enumerate("WRB")] + [lens],
+                      n_out=2, hidden_size=H, direction=direction, linear_before_reset=1)
     else:
         weights = [_lstm_weights(c) for c in dirs]
         inputs = [x, g.const(np.stack([w[0] for w in weights]), "W"),
@@ -199,7 +217,7 @@ def _scan_direction(g, cell, x, lens, reverse):
 
     h = g.helper
     H, p = cell.num_units, cell.params
-    lstm = cell.kind == "lstm"
+    lstm, gru = cell.kind == "lstm", cell.kind == "gru"
     lens64 = _lengths64(g, lens)
     if reverse:
         x = g.op("ReverseSequence", [x, lens64], batch_axis=1, time_axis=0)
@@ -217,8 +235,15 @@ def _scan_direction(g, cell, x, lens, reverse):
     # the body: one step for all sequences, its weights read from the outer graph
     body = _Graph(g.dtype, g.opset)
     body.count = g.count + 10000
-    z = body.op("Add", [body.op("Add", [body.op("MatMul", ["x_t", Wx]),
-                                        body.op("MatMul", ["h_in", Wh])]), b])
+    if gru:            # reset_after: the candidate's recurrent part apart, as r scales it
+        xz = body.op("Split", [body.op("Add", [body.op("MatMul", ["x_t", Wx]), b]),
+                               body.const([H] * 3, dtype=np.int64)], n_out=3, axis=1)
+        hz = body.op("Split", [body.op("Add", [body.op("MatMul", ["h_in", Wh]),
+                                               g.const(p["recurrent_bias"], "b_h")]),
+                               body.const([H] * 3, dtype=np.int64)], n_out=3, axis=1)
+    else:
+        z = body.op("Add", [body.op("Add", [body.op("MatMul", ["x_t", Wx]),
+                                            body.op("MatMul", ["h_in", Wh])]), b])
     valid = body.op("Unsqueeze", [body.op("Less", ["t", lens64]),
                                   body.const([1], dtype=np.int64)])
 
@@ -246,6 +271,12 @@ def _scan_direction(g, cell, x, lens, reverse):
         body.nodes.append(h.make_node("Where", [valid, c_new, "c_in"], ["c_out"]))
         states_in.append(vt("c_in", ["N", H]))
         states_out.append(vt("c_out", ["N", H]))
+    elif gru:
+        r = body.op("Sigmoid", [body.op("Add", [xz[0], hz[0]])])
+        u = body.op("Sigmoid", [body.op("Add", [xz[1], hz[1]])])
+        cand = body.op("Tanh", [body.op("Add", [xz[2], body.op("Mul", [r, hz[2]])])])
+        h_new = body.op("Add", [body.op("Mul", [u, "h_in"]),
+                                body.op("Mul", [body.op("Sub", [body.const(1.0), u]), cand])])
     else:
         h_new = body.op("Tanh", [z])
     body.nodes += [h.make_node("Where", [valid, h_new, "h_in"], ["h_out"]),
@@ -273,8 +304,8 @@ def _network(g, est, x, lens):
                          g.const(net.params["input/bias"])])
     finals = None
     for row in net.cells:
-        kind = cfg["cell"]
-        if g.dtype == np.float64 or (kind != "rnn" and cfg["cell_clip"] is not None):
+        kind = row["fw"].kind
+        if g.dtype == np.float64 or (kind == "lstm" and cfg["cell_clip"] is not None):
             outs, finals = [], []
             for d, cell in row.items():
                 Y, h_T = _scan_direction(g, cell, x, lens, reverse=(d == "bw"))
@@ -283,7 +314,7 @@ def _network(g, est, x, lens):
             x = outs[0] if len(outs) == 1 else g.op("Concat", outs, axis=2)
             finals = finals[0] if len(finals) == 1 else g.op("Concat", finals, axis=1)
         else:
-            x, finals = _layer_ops(g, row, x, lens, "rnn" if kind == "rnn" else "lstm")
+            x, finals = _layer_ops(g, row, x, lens, kind)
             # zero past each end, whatever the runtime leaves there
             x = g.op("Where", [_valid_mask(g, lens, x), x, g.const(0.0)])
     if cfg["readout"] == "last":
@@ -410,11 +441,6 @@ def _to_onnx(model, n_steps, opset, check):
     from onnx import TensorProto, helper
 
     steps, rest = _steps(model)
-    for step in steps:
-        if getattr(step, "network_", None) is not None and step.network_.config["cell"] == "gru":
-            raise ValueError("ONNX export of GRU models is not implemented yet (ONNX's GRU "
-                             "operator with linear_before_reset=1 is their form): export "
-                             "with fastlstm.export.to_torch, or use cell='lstm'")
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < 14:
         raise ValueError(f"opset must be 14 or later (Reshape with 0 dims, Where, Scan-9, "

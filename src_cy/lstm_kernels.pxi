@@ -145,18 +145,15 @@ cdef void _lstm_forward_fused_units_thread(
         fastlstm_spin_barrier_wait(barrier, n_threads)
 
 
-def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
-                 const floating[:, ::1] peepholes, bint use_peepholes, double forget_bias,
-                 double cell_clip, const int64_t[::1] seq_len, floating[:, :, ::1] hs,
-                 floating[:, :, ::1] cs, floating[:, :, ::1] acts,
-                 floating[:, :, ::1] c_unclipped, int n_threads, Py_ssize_t chunk_rows,
-                 const floating[:, ::1] W_fused=None, const floating[:, :, :] x=None,
-                 const floating[::1] bias=None, floating[:, :, ::1] out=None,
-                 bint out_batch_major=False, floating[:, ::1] c_final=None,
-                 Py_ssize_t unit_slices=0, floating[:, ::1] pack_into=None,
-                 const floating[:, ::1] pack_wh=None, const floating[:, ::1] pack_wx=None):
+def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_len,
+                 floating[:, :, ::1] hs, floating[:, :, ::1] cs, floating[:, :, ::1] acts,
+                 floating[:, :, ::1] c_unclipped, int n_threads, plan):
     """LSTM recurrence; see ``fastlstm.reference.lstm_forward``.
 
+    ``cell``: a ``fastlstm.backends._plans.LSTMCellArgs`` (``W``, ``peepholes``,
+    ``use_peepholes``, ``forget_bias``, ``cell_clip``); ``plan``: a ``ForwardPlan``, whose
+    fields are these:
+    ``chunk_rows``: rows per batch chunk.
     ``W_fused``: ``W`` packed by ``fastlstm.backends._chunking.pack_fused`` to run the
     fused step (float32 only, where :func:`have_fused_step`); None: BLAS.
     ``x`` (T, B, I) and ``bias`` (4H) with ``W_fused`` packed from ``[W_x; W_h]``: the
@@ -179,6 +176,20 @@ def lstm_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     every core cost the next call's packing a wait on the other core for every line: 50
     us against 9.5 at (8, 100, 64, 128)'s 393 KB.
     """
+    cdef const floating[:, ::1] W = cell.W
+    cdef const floating[:, ::1] peepholes = cell.peepholes
+    cdef bint use_peepholes = cell.use_peepholes
+    cdef double forget_bias = cell.forget_bias, cell_clip = cell.cell_clip
+    cdef Py_ssize_t chunk_rows = plan.chunk_rows, unit_slices = plan.unit_slices
+    cdef const floating[:, ::1] W_fused = plan.W_fused
+    cdef const floating[:, :, :] x = plan.x
+    cdef const floating[::1] bias = plan.bias
+    cdef floating[:, :, ::1] out = plan.out
+    cdef bint out_batch_major = plan.out_batch_major
+    cdef floating[:, ::1] c_final = plan.c_final
+    cdef floating[:, ::1] pack_into = plan.pack_into
+    cdef const floating[:, ::1] pack_wh = plan.pack_wh
+    cdef const floating[:, ::1] pack_wx = plan.pack_wx
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], T = hs.shape[0] - 1, n_chunks, k, start
     cdef Py_ssize_t I = 0, x_t = 0, x_b = 0
     if hs.shape[0] < 1:
@@ -344,16 +355,14 @@ cdef int _check_lstm_backward(const floating[:, ::1] W, const floating[:, ::1] p
     return 0
 
 
-def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
-                  bint use_peepholes, double cell_clip, const int64_t[::1] seq_len,
-                  const floating[:, :, ::1] cs, const floating[:, :, ::1] acts,
-                  const floating[:, :, ::1] c_unclipped,
+def lstm_backward(cell, const int64_t[::1] seq_len, const floating[:, :, ::1] cs,
+                  const floating[:, :, ::1] acts, const floating[:, :, ::1] c_unclipped,
                   const floating[:, :, :] d_outputs, floating[:, ::1] dh,
-                  floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
-                  Py_ssize_t chunk_rows, const floating[:, :, ::1] WT_fused=None,
-                  const floating[:, ::1] W_t=None):
+                  floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads, plan):
     """Backward of the LSTM; see ``fastlstm.reference.lstm_backward``.
 
+    ``cell``: an ``LSTMCellArgs`` (``forget_bias`` unused); ``plan``: a ``BackwardPlan``
+    (``chunk_rows``, ``WT_fused``, ``W_t``).
     ``d_outputs`` (T, B, H) may be strided in T and B (a transposed view of batch-major
     gradients), not in H. ``WT_fused``: ``W.T`` packed by
     ``fastlstm.backends._chunking.pack_fused_t`` for the fused float32 product (where
@@ -361,6 +370,13 @@ def lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
     BLAS path: its per-step product then has an untransposed B, which the few-row
     kernel of small_gemm_avx2.h takes (see :func:`small_gemm_enabled`).
     """
+    cdef const floating[:, ::1] W = cell.W
+    cdef const floating[:, ::1] peepholes = cell.peepholes
+    cdef bint use_peepholes = cell.use_peepholes
+    cdef double cell_clip = cell.cell_clip
+    cdef Py_ssize_t chunk_rows = plan.chunk_rows
+    cdef const floating[:, :, ::1] WT_fused = plan.WT_fused
+    cdef const floating[:, ::1] W_t = plan.W_t
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], n_chunks, k, start
     _check_lstm_backward(W, peepholes, cell_clip, seq_len, cs, acts, c_unclipped, d_outputs,
                          dh, dc, dz, n_threads, chunk_rows)
@@ -465,18 +481,24 @@ cdef int _check_slices(Py_ssize_t n_slices, Py_ssize_t width, Py_ssize_t H) exce
     return 0
 
 
-def lstm_forward_units(const floating[:, :, ::1] xproj, const floating[:, ::1] W_packed,
-                       const floating[:, ::1] peepholes, bint use_peepholes,
-                       double forget_bias, double cell_clip, const int64_t[::1] seq_len,
+def lstm_forward_units(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_len,
                        floating[:, :, ::1] hs, floating[:, :, ::1] cs,
                        floating[:, :, ::1] acts, floating[:, :, ::1] c_unclipped,
-                       int n_threads, Py_ssize_t width):
+                       int n_threads, plan):
     """LSTM recurrence with the hidden units split over threads (see above).
 
-    ``W_packed`` (n_slices, H * 4 * width): slice s's columns of ``W`` as an (H, 4 n_s)
+    ``cell``: an ``LSTMCellArgs`` (``W`` unused); ``plan``: a ``ForwardPlan`` with
+    ``W_packed`` and ``width``, the slice width. ``W_packed`` (n_slices, H * 4 * width): slice s's columns of ``W`` as an (H, 4 n_s)
     row-major block at the start of row s, gates side by side (n_s = its units).
     Otherwise as ``fastlstm.reference.lstm_forward``.
     """
+    cdef const floating[:, ::1] W_packed = plan.W_packed
+    cdef const floating[:, ::1] peepholes = cell.peepholes
+    cdef bint use_peepholes = cell.use_peepholes
+    cdef double forget_bias = cell.forget_bias, cell_clip = cell.cell_clip
+    cdef Py_ssize_t width = plan.width
+    if W_packed is None:
+        raise ValueError("plan.W_packed must hold the slices' columns of W")
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_slices = W_packed.shape[0]
     if hs.shape[0] < 1:
         raise ValueError("hs must hold T + 1 rows (the initial state first)")
@@ -585,22 +607,25 @@ cdef void _lstm_backward_units_thread(
         s = s + n_threads
 
 
-def lstm_backward_units(const floating[:, ::1] W, const floating[:, ::1] peepholes,
-                        bint use_peepholes, double cell_clip, const int64_t[::1] seq_len,
-                        const floating[:, :, ::1] cs, const floating[:, :, ::1] acts,
-                        const floating[:, :, ::1] c_unclipped,
+def lstm_backward_units(cell, const int64_t[::1] seq_len, const floating[:, :, ::1] cs,
+                        const floating[:, :, ::1] acts, const floating[:, :, ::1] c_unclipped,
                         const floating[:, :, :] d_outputs, floating[:, ::1] dh,
-                        floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads,
-                        Py_ssize_t n_slices, Py_ssize_t width,
-                        const floating[:, :, ::1] WT_fused=None,
-                        const floating[:, ::1] W_t=None):
+                        floating[:, ::1] dc, floating[:, :, ::1] dz, int n_threads, plan):
     """Backward with the hidden units split over threads; as
-    ``fastlstm.reference.lstm_backward``.
+    ``fastlstm.reference.lstm_backward``. ``plan``: a ``BackwardPlan`` with ``n_slices``
+    and ``width``.
 
     ``d_outputs`` as in :func:`lstm_backward`. ``WT_fused`` (float32, fused kernels): ``W.T``
     packed by ``pack_fused_t`` for the products; ``width`` must then be a multiple of 64
     (whole packed blocks per slice). ``W_t``: as in :func:`lstm_backward`.
     """
+    cdef const floating[:, ::1] W = cell.W
+    cdef const floating[:, ::1] peepholes = cell.peepholes
+    cdef bint use_peepholes = cell.use_peepholes
+    cdef double cell_clip = cell.cell_clip
+    cdef Py_ssize_t n_slices = plan.n_slices, width = plan.width
+    cdef const floating[:, :, ::1] WT_fused = plan.WT_fused
+    cdef const floating[:, ::1] W_t = plan.W_t
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1]
     _check_lstm_backward(W, peepholes, cell_clip, seq_len, cs, acts, c_unclipped, d_outputs,
                          dh, dc, dz, n_threads, width)

@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 import fastlstm as fl
 from fastlstm import _thresholds
 from fastlstm.backends import get_backend
+from fastlstm.backends._plans import ForwardPlan, LSTMCellArgs
 from _helpers import (CELLS, assert_close, flat_grads, loss_weights, make_case, make_cell,
                       run_forward_backward)
 
@@ -484,9 +485,11 @@ def test_weights_packed_by_the_kernels_threads_give_the_bits_of_a_packed_copy(B,
         hs[0] = rng.standard_normal((B, H))
         acts = np.zeros((T, B, 4 * H), np.float32)
         fused_x = dict(x=x, bias=bias) if I else {}
-        _recurrent.lstm_forward(xproj if not I else cb._NO_XPROJ, W_h, peep, False, 1.0,
-                                0.0, seq_len, hs, cs, acts, cb._NO_XPROJ, n_threads, rows,
-                                unit_slices=unit_slices, **fused_x, **weights)
+        _recurrent.lstm_forward(LSTMCellArgs(W_h, peep, False, 1.0, 0.0),
+                                xproj if not I else cb._NO_XPROJ, seq_len, hs, cs, acts,
+                                cb._NO_XPROJ, n_threads,
+                                ForwardPlan(rows, unit_slices=unit_slices, **fused_x,
+                                            **weights))
         return hs, cs, acts
 
     state = rng.bit_generator.state

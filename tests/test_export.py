@@ -42,7 +42,7 @@ def fit_quietly(model, X, y):
 
 
 CELLS = [("rnn", None), ("lstm", None), ("lstm", 0.5), ("peephole", None),
-         ("peephole", 0.5)]
+         ("peephole", 0.5), ("gru", None)]
 SHAPES = [(1, None, False), (2, 5, True), (1, 5, True), (2, None, False)]
 
 
@@ -67,24 +67,6 @@ def test_onnx_and_torch_give_predict_proba(cell, clip, readout, layers, projecti
         got = module(torch.from_numpy(values), torch.from_numpy(lengths)).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(module.predict(values, lengths), clf.predict(X))
-
-
-@pytest.mark.parametrize("readout", ["last", "mean"])
-@pytest.mark.parametrize("layers, projection, bidirectional", SHAPES)
-def test_gru_models_convert_to_torch_and_refuse_onnx_by_name(readout, layers, projection,
-                                                            bidirectional):
-    X, y = ragged()
-    clf = fit_quietly(LSTMClassifier(hidden_size=6, cell="gru", readout=readout,
-                                     num_layers=layers, input_projection=projection,
-                                     bidirectional=bidirectional, max_iter=2,
-                                     random_state=0), X, y)
-    values, lengths = padded(X)
-    module = export.to_torch(clf)
-    with torch.no_grad():
-        got = module(torch.from_numpy(values), torch.from_numpy(lengths)).numpy()
-    np.testing.assert_allclose(got, clf.predict_proba(X), rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="ONNX export of GRU models is not implemented"):
-        export.to_onnx(clf)
 
 
 def test_the_clipped_cell_is_written_out_and_the_others_use_the_operators():
@@ -154,6 +136,11 @@ def test_scaler_pipelines_layouts_labels_and_float64():
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
     _, proba = run_onnx(proto, padded(X, np.float64)[0], lengths)
     np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=1e-12, atol=1e-12)
+
+    gru = fit_quietly(LSTMClassifier(hidden_size=6, max_iter=2, random_state=0, cell="gru",
+                                     dtype="float64", bidirectional=True), X, y)
+    _, proba = run_onnx(export.to_onnx(gru), padded(X, np.float64)[0], lengths)
+    np.testing.assert_allclose(proba, gru.predict_proba(X), rtol=1e-12, atol=1e-12)
 
 
 def test_skl2onnx_converts_fastlstm_models_and_pipelines():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fastlstm import _recurrent
+from fastlstm.backends._plans import BackwardPlan, ForwardPlan, LSTMCellArgs
 
 B, T, H = 3, 4, 8
 
@@ -21,9 +22,30 @@ def lstm_args(dtype=np.float64, clip=0.0):
         n_threads=1, chunk_rows=2)
 
 
+def cell_of(a, forget_bias=0.0):
+    return LSTMCellArgs(a["W"], a["peepholes"], a["use_peepholes"],
+                        a.get("forget_bias", forget_bias), a["cell_clip"])
+
+
+def forward(a):
+    """``lstm_forward`` on the arguments of :func:`lstm_args` (batch chunks)."""
+    return _recurrent.lstm_forward(cell_of(a), a["xproj"], a["seq_len"], a["hs"], a["cs"],
+                                   a["acts"], a["c_unclipped"], a["n_threads"],
+                                   ForwardPlan(a["chunk_rows"]))
+
+
+def backward(a, plan=None):
+    """``lstm_backward`` (or, with a unit-split ``plan``, ``lstm_backward_units``) on the
+    arguments of :func:`backward_args`."""
+    fn = _recurrent.lstm_backward if plan is None else _recurrent.lstm_backward_units
+    return fn(cell_of(a), a["seq_len"], a["cs"], a["acts"], a["c_unclipped"], a["d_outputs"],
+              a["dh"], a["dc"], a["dz"], a["n_threads"],
+              BackwardPlan(a["chunk_rows"]) if plan is None else plan)
+
+
 def backward_args(dtype=np.float64, clip=0.0):
     f = lstm_args(dtype, clip)
-    _recurrent.lstm_forward(*f.values())
+    forward(f)
     return dict(W=f["W"], peepholes=f["peepholes"], use_peepholes=False, cell_clip=clip,
                 seq_len=f["seq_len"], cs=f["cs"], acts=f["acts"],
                 c_unclipped=f["c_unclipped"], d_outputs=np.ones((T, B, H), dtype),
@@ -32,13 +54,12 @@ def backward_args(dtype=np.float64, clip=0.0):
 
 
 def call(fn, args, **changes):
-    args = dict(args, **changes)
-    return fn(*args.values())
+    return fn(dict(args, **changes))
 
 
 def test_valid_direct_calls_run():
-    call(_recurrent.lstm_forward, lstm_args())
-    call(_recurrent.lstm_backward, backward_args())
+    call(forward, lstm_args())
+    call(backward, backward_args())
 
 
 @pytest.mark.parametrize("change, match", [
@@ -56,7 +77,7 @@ def test_valid_direct_calls_run():
 ])
 def test_lstm_forward_refuses_what_it_would_overrun(change, match):
     with pytest.raises(ValueError, match=match):
-        call(_recurrent.lstm_forward, lstm_args(), **change)
+        call(forward, lstm_args(), **change)
 
 
 @pytest.mark.parametrize("change, match", [
@@ -70,25 +91,31 @@ def test_lstm_forward_refuses_what_it_would_overrun(change, match):
 ])
 def test_lstm_backward_refuses_what_it_would_overrun(change, match):
     with pytest.raises(ValueError, match=match):
-        call(_recurrent.lstm_backward, backward_args(), **change)
+        call(backward, backward_args(), **change)
 
 
 def test_unit_split_entry_points_check_their_slices():
     f = lstm_args()
     packed = np.zeros((2, H * 4 * 4))
-    args = [f["xproj"], packed, f["peepholes"], False, 1.0, 0.0, f["seq_len"], f["hs"],
-            f["cs"], f["acts"], f["c_unclipped"], 1, 4]
-    _recurrent.lstm_forward_units(*args)                   # 2 slices of 4 units: H = 8
-    args[-1] = 3                                           # 2 x 3 < 8 units
+
+    def units(width):
+        _recurrent.lstm_forward_units(cell_of(f), f["xproj"], f["seq_len"], f["hs"], f["cs"],
+                                      f["acts"], f["c_unclipped"], 1,
+                                      ForwardPlan(W_packed=packed, width=width))
+
+    units(4)                                               # 2 slices of 4 units: H = 8
     with pytest.raises(ValueError, match="do not cover H = 8"):
-        _recurrent.lstm_forward_units(*args)
-    b = list(backward_args().values())[:-1]                # without chunk_rows
+        units(3)                                           # 2 x 3 < 8 units
+    with pytest.raises(ValueError, match="W_packed"):
+        _recurrent.lstm_forward_units(cell_of(f), f["xproj"], f["seq_len"], f["hs"], f["cs"],
+                                      f["acts"], f["c_unclipped"], 1, ForwardPlan(width=4))
+    b = backward_args()
     with pytest.raises(ValueError, match="do not cover H = 8"):
-        _recurrent.lstm_backward_units(*b, 1, 4)
-    _recurrent.lstm_backward_units(*b, 2, 4)
-    b[4] = np.array([7, 2, 0], np.int64)                   # seq_len
+        backward(b, BackwardPlan(n_slices=1, width=4))
+    backward(b, BackwardPlan(n_slices=2, width=4))
+    b["seq_len"] = np.array([7, 2, 0], np.int64)
     with pytest.raises(ValueError, match=r"seq_len\[0\] = 7"):
-        _recurrent.lstm_backward_units(*b, 2, 4)
+        backward(b, BackwardPlan(n_slices=2, width=4))
 
 
 def test_rnn_entry_points_check_lengths_and_shapes():

@@ -18,6 +18,7 @@ from .. import _recurrent
 from .._threads import blas_threads, default_num_threads
 from .._workspace import scratch
 from ._chunking import chunk_rows, n_chunks, pack_unit_slices, unit_slices
+from ._plans import BackwardPlan, ForwardPlan, LSTMCellArgs
 from ._split_tuner import SplitTuner
 
 NAME = "cython"
@@ -65,12 +66,6 @@ rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
 rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
 gru_forward = _single_threaded_blas(_recurrent.gru_forward, 5)
 gru_backward = _single_threaded_blas(_recurrent.gru_backward, 7)
-
-
-
-
-
-
 
 
 def fused_unit_slices(batch_size, num_units, weight_rows=0):
@@ -145,32 +140,29 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
 
     Batches of one chunk split the hidden units over the cores instead of the batch.
     """
+    cell = LSTMCellArgs(W, peepholes, use_peepholes, forget_bias, cell_clip)
     B, H = hs.shape[1], hs.shape[2]
     if FUSED_STEP and W.dtype == np.float32:
         # no BLAS runs in the fused step: no thread limit to set
         def run(rows, slices):
-            _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias,
-                                    cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
-                                    rows, unit_slices=slices,
-                                    **_fused_weights(W, None, B, rows, slices, n_threads))
+            _recurrent.lstm_forward(cell, xproj, seq_len, hs, cs, acts, c_unclipped,
+                                    n_threads, ForwardPlan(
+                                        rows, unit_slices=slices,
+                                        **_fused_weights(W, None, B, rows, slices, n_threads)))
         _run_fused(run, "forward", B, H, H, xproj.shape[0], n_threads)
         return
     plan = unit_slices(B, H)
     if plan is None:
         with blas_threads(1):
-            _recurrent.lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias,
-                                    cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads,
-                                    chunk_rows(B))
+            _recurrent.lstm_forward(cell, xproj, seq_len, hs, cs, acts, c_unclipped,
+                                    n_threads, ForwardPlan(chunk_rows(B)))
         return
     n_slices, width = plan
     with blas_threads(1):
-        _recurrent.lstm_forward_units(xproj, pack_unit_slices(W, n_slices, width), peepholes,
-                                      use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
-                                      acts, c_unclipped, n_threads, width)
-
-
-
-
+        _recurrent.lstm_forward_units(cell, xproj, seq_len, hs, cs, acts, c_unclipped,
+                                      n_threads, ForwardPlan(
+                                          W_packed=pack_unit_slices(W, n_slices, width),
+                                          width=width))
 
 
 def fuses_input(dtype, batch_size, input_size, num_units):
@@ -193,14 +185,15 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
     the 7 MB round trip of xproj were ~20% of an inference. Only where
     :func:`fuses_input`; x (T, B, I), W_x (I, 4H), bias (4H,).
     """
+    cell = LSTMCellArgs(W, peepholes, use_peepholes, forget_bias, cell_clip)
     # no BLAS runs in the fused step: no thread limit to set
     B = hs.shape[1]
 
     def run(rows, slices):
-        _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias,
-                                cell_clip, seq_len, hs, cs, acts, c_unclipped, n_threads, rows,
-                                x=x, bias=bias, unit_slices=slices,
-                                **_fused_weights(W, W_x, B, rows, slices, n_threads))
+        _recurrent.lstm_forward(cell, _NO_XPROJ, seq_len, hs, cs, acts, c_unclipped,
+                                n_threads, ForwardPlan(
+                                    rows, unit_slices=slices, x=x, bias=bias,
+                                    **_fused_weights(W, W_x, B, rows, slices, n_threads)))
     _run_fused(run, "forward_input", B, hs.shape[2], W_x.shape[0] + W.shape[0], x.shape[0],
                n_threads)
 
@@ -216,15 +209,15 @@ def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cel
     Measured at the seed's size: the history (hs and cs, 3.7 MB) and the transposing
     copy of the outputs were ~15% of an inference.
     """
+    cell = LSTMCellArgs(W, peepholes, use_peepholes, forget_bias, cell_clip)
     B = h0.shape[0]
 
     def run(rows, slices):
-        _recurrent.lstm_forward(_NO_XPROJ, W, peepholes, use_peepholes, forget_bias,
-                                cell_clip, seq_len, h0[None], c_state[None], _NO_XPROJ,
-                                c_unclipped, n_threads, rows, x=x, bias=bias, out=out,
-                                out_batch_major=out_batch_major, c_final=c_state,
-                                unit_slices=slices,
-                                **_fused_weights(W, W_x, B, rows, slices, n_threads))
+        _recurrent.lstm_forward(cell, _NO_XPROJ, seq_len, h0[None], c_state[None], _NO_XPROJ,
+                                c_unclipped, n_threads, ForwardPlan(
+                                    rows, unit_slices=slices, x=x, bias=bias, out=out,
+                                    out_batch_major=out_batch_major, c_final=c_state,
+                                    **_fused_weights(W, W_x, B, rows, slices, n_threads)))
     _run_fused(run, "infer_input", B, h0.shape[1], W_x.shape[0] + W.shape[0], x.shape[0],
                n_threads)
 
@@ -268,9 +261,10 @@ def _packed_t(W, n_threads=1):
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
                   d_outputs, dh, dc, dz, n_threads=1):
     """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
+    cell = LSTMCellArgs(W, peepholes, use_peepholes, 0.0, cell_clip)
     if FUSED_STEP and W.dtype == np.float32:
-        _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
-                        c_unclipped, d_outputs, dh, dc, dz, n_threads)
+        _fused_backward(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh, dc, dz,
+                        n_threads)
         return
     plan = unit_slices(dh.shape[0], dh.shape[1])
     # the few-row AVX2 kernel takes the per-step dz W^T with W^T laid out (4H, H): one
@@ -279,23 +273,23 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
            if W.dtype == np.float32 and _recurrent.small_gemm_enabled() else None)
     if plan is None:
         with blas_threads(1):
-            _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
-                                     c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                     chunk_rows(dh.shape[0], False), W_t=W_t)
+            _recurrent.lstm_backward(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh, dc,
+                                     dz, n_threads,
+                                     BackwardPlan(chunk_rows(dh.shape[0], False), W_t=W_t))
         return
     n_slices, width = plan
     with blas_threads(1):
-        _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len, cs,
-                                       acts, c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                       n_slices, width, W_t=W_t)
+        _recurrent.lstm_backward_units(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh,
+                                       dc, dz, n_threads,
+                                       BackwardPlan(n_slices=n_slices, width=width, W_t=W_t))
 
 
-def _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
-                    d_outputs, dh, dc, dz, n_threads):
+def _fused_backward(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh, dc, dz, n_threads):
     """The fused float32 backward (no BLAS): batch chunks, or the hidden units split in
     slices of whole 64-unit blocks of the packed W_h^T; a batch of one chunk with
     weights under ``UNIT_SPLIT_MIN_WEIGHT_BYTES`` may take the tuner's choice between the
     two (:func:`_run_tuned`)."""
+    W = cell.W
     B, H = dh.shape
     big = W.nbytes >= _thresholds.UNIT_SPLIT_MIN_WEIGHT_BYTES
     # W_h^T of 16 MB or more: split whatever the batch, as in the forward (each core then
@@ -309,14 +303,15 @@ def _fused_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c
 
     def run(width):
         if width == 0:
-            _recurrent.lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts,
-                                     c_unclipped, d_outputs, dh, dc, dz, n_threads,
-                                     chunk_rows(B, True, cores), _packed_t(W, n_threads))
+            _recurrent.lstm_backward(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh, dc,
+                                     dz, n_threads, BackwardPlan(
+                                         chunk_rows(B, True, cores),
+                                         WT_fused=_packed_t(W, n_threads)))
         else:
-            _recurrent.lstm_backward_units(W, peepholes, use_peepholes, cell_clip, seq_len,
-                                           cs, acts, c_unclipped, d_outputs, dh, dc, dz,
-                                           n_threads, -(-H // width), width,
-                                           _packed_t(W, n_threads))
+            _recurrent.lstm_backward_units(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh,
+                                           dc, dz, n_threads, BackwardPlan(
+                                               n_slices=-(-H // width), width=width,
+                                               WT_fused=_packed_t(W, n_threads)))
 
     fixed = 0 if plan is None else width   # plan's width, rounded up to whole blocks
     _run_tuned(run, fixed, split, ("backward", B, H), d_outputs.shape[0], n_threads, cores)
