@@ -488,8 +488,9 @@ def lstm_forward_units(cell, const floating[:, :, ::1] xproj, const int64_t[::1]
     """LSTM recurrence with the hidden units split over threads (see above).
 
     ``cell``: an ``LSTMCellArgs`` (``W`` unused); ``plan``: a ``ForwardPlan`` with
-    ``W_packed`` and ``width``, the slice width. ``W_packed`` (n_slices, H * 4 * width): slice s's columns of ``W`` as an (H, 4 n_s)
-    row-major block at the start of row s, gates side by side (n_s = its units).
+    ``W_packed`` and ``width``, the slice width. ``W_packed`` (n_slices, H * 4 * width):
+    slice s's columns of ``W`` as an (H, 4 n_s) row-major block at the start of row s,
+    gates side by side (n_s = its units).
     Otherwise as ``fastlstm.reference.lstm_forward``.
     """
     cdef const floating[:, ::1] W_packed = plan.W_packed

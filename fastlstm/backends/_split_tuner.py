@@ -13,14 +13,14 @@ The two schedules give the same bits (every unit's sums run in the same order ei
 way; the tests check it), so the choice may follow the clock: the tuner times each
 candidate ``TUNER_PROBES`` times (fastlstm._thresholds) on the caller's own calls, then
 keeps the one of lower median time per step for the next ``TUNER_REPROBE_AFTER`` calls of
-that shape, and then probes again, so it follows the machine when that changes. The candidates take turns in pairs of
-calls and only the second call of a pair is timed: a call pays for the cache lines the
-call before it left in the other core, so a schedule is timed after itself, as it will
-run once chosen (strict alternation charged the split's lines to the one-core call that
-followed it: the T = 1 inference of (1, T, 32, 64) chose the split, 11.4 against 11.6 us
-timed, though back to back the split took 19.6 us a call and one core 17.6). Probing
-costs ``4 * TUNER_PROBES`` calls, half of them of the slower schedule, per
-``TUNER_REPROBE_AFTER`` calls (1%).
+that shape, and then probes again, so it follows the machine when that changes. The
+candidates take turns in pairs of calls and only the second call of a pair is timed: a
+call pays for the cache lines the call before it left in the other core, so a schedule
+is timed after itself, as it will run once chosen (strict alternation charged the split's
+lines to the one-core call that followed it: the T = 1 inference of (1, T, 32, 64) chose
+the split, 11.4 against 11.6 us timed, though back to back the split took 19.6 us a call
+and one core 17.6). Probing costs ``4 * TUNER_PROBES`` calls, half of them of the slower
+schedule, per ``TUNER_REPROBE_AFTER`` calls (1%).
 """
 
 import os
