@@ -16,7 +16,7 @@ __version__ = "0.2.0"
 _LAZY = {"LSTMClassifier": "estimators", "LSTMRegressor": "estimators",
          "SequenceScaler": "estimators", "datasets": "datasets",
          "augmentation": "augmentation", "export": "export", "frames": "frames",
-         "from_long_frame": "frames"}
+         "from_long_frame": "frames", "dask": "dask"}
 
 
 def __getattr__(name):
