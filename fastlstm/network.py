@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _layout
 from ._threads import get_num_threads
+from ._workspace import scratch
 from .backends import get_backend
 from .cells import BasicRNNCell, GRUCell, LSTMCell
 from .rnn import _dynamic_rnn, dynamic_rnn_backward
@@ -250,7 +251,11 @@ class SequenceNetwork:
         n_threads = get_num_threads()
         be = get_backend(backend)
         N, T, F = X.shape
-        Xt = np.ascontiguousarray(X.transpose(1, 0, 2))             # (T, N, F)
+        if keep_cache:
+            Xt = np.ascontiguousarray(X.transpose(1, 0, 2))         # (T, N, F)
+        else:     # prediction: a reused buffer (a fresh one faults its pages in again
+            Xt = scratch("network_inputs", (T, N, F), X.dtype)      # where malloc trims)
+            np.copyto(Xt, X.transpose(1, 0, 2))
         cache = {"Xt": Xt, "lengths": lengths, "layers": [], "masks": [], "backend": be}
         h = Xt
         folds = self._folds_projection()

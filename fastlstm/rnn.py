@@ -256,8 +256,10 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
     # A backend may compute x W_x + b inside its recurrence (Backend.fuses_input)
     fuse_input = be.fuses_input(cell.kind, cell.dtype, B, I, H)
     if fuse_input and be.fused_inference and not return_cache and T > 0:
-        return _infer_fused(be, cell, x, seq_len, h0, c0, bool(time_major), n_threads,
-                            full=sequence_length is None)   # 0 steps: the generic path
+        out, state = _infer_fused(be, cell, x, seq_len, h0, c0, bool(time_major),
+                                  n_threads, full=sequence_length is None,
+                                  keep_outputs=keep_outputs)  # 0 steps: the generic path
+        return out, state
     if not x.flags.c_contiguous:           # a transposed view of batch-major inputs
         x = be.swapped(x.transpose(1, 0, 2), n_threads)
     if not fuse_input:
@@ -311,14 +313,21 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
 _NO_HISTORY = {np.dtype(t): np.empty((0, 0, 0), t) for t in (np.float32, np.float64)}
 
 
-def _infer_fused(be, cell, x, seq_len, h0, c0, time_major, n_threads, full=False):
+def _infer_fused(be, cell, x, seq_len, h0, c0, time_major, n_threads, full=False,
+                 keep_outputs=True):
     """:func:`dynamic_rnn` without a cache on a backend whose LSTM step computes the input
     projection and can write the outputs in the caller's layout (``lstm_infer_input``).
     ``full``: every sequence has all T steps (no tails to zero, the last step is the
-    final one; ~5 us less of a ~80 us B=1 call)."""
+    final one; ~5 us less of a ~80 us B=1 call). ``keep_outputs=False`` (a network's last
+    layer read out at its final state) writes the outputs to a reused buffer and returns
+    ``None`` for them: a fresh (T, B, H) array per batch faulted its pages in again
+    wherever malloc returns freed memory to the OS at once (dask's workers set
+    ``MALLOC_TRIM_THRESHOLD_=65536``)."""
     T, B, _ = x.shape
     H, p = cell.num_units, cell.params
-    out = aligned_empty((T, B, H) if time_major else (B, T, H), cell.dtype)
+    shape = (T, B, H) if time_major else (B, T, H)
+    out = (aligned_empty(shape, cell.dtype) if keep_outputs
+           else scratch("infer_outputs", shape, cell.dtype))
     clip = cell.cell_clip or 0.0
     c_unclipped = (scratch("c_unclipped", (T, B, H), cell.dtype) if clip > 0
                    else _NO_HISTORY[cell.dtype])
@@ -328,13 +337,14 @@ def _infer_fused(be, cell, x, seq_len, h0, c0, time_major, n_threads, full=False
                                cell.use_peepholes, cell.forget_bias, clip, seq_len, h0,
                                c_state, out, not time_major, c_unclipped, n_threads)
     if full and T > 0:
-        return out, LSTMStateTuple(c_state, (out[-1] if time_major else out[:, -1]).copy())
-    _zero_tails(out, seq_len, time_major)  # outputs past each end are zero
-    batch = np.arange(B)
-    last = np.maximum(seq_len - 1, 0)
-    h_final = out[last, batch] if time_major else out[batch, last]
-    h_final = np.where((seq_len > 0)[:, None], h_final, h0)
-    return out, LSTMStateTuple(c_state, h_final)
+        h_final = (out[-1] if time_major else out[:, -1]).copy()
+    else:
+        _zero_tails(out, seq_len, time_major)  # outputs past each end are zero
+        batch = np.arange(B)
+        last = np.maximum(seq_len - 1, 0)
+        h_final = out[last, batch] if time_major else out[batch, last]
+        h_final = np.where((seq_len > 0)[:, None], h_final, h0)
+    return (out if keep_outputs else None), LSTMStateTuple(c_state, h_final)
 
 
 _zero_buffers = {}

@@ -16,6 +16,8 @@ EPS = 1e-6
     ("rnn", 1, True, 3, "max"),
     ("lstm", 1, True, None, "mean"),
     ("peephole", 1, True, 1, "last"),     # projection to 1 < 3 features: not folded
+    ("gru", 2, True, 4, "last"),
+    ("gru", 1, False, None, "max"),
 ])
 def test_network_gradients_match_central_differences(cell, layers, bidirectional, projection,
                                                      readout):
@@ -86,3 +88,18 @@ def test_folded_input_projection_equals_projecting_first(bidirectional, monkeypa
     for name in grads:
         np.testing.assert_allclose(grads[name], grads2[name], rtol=1e-11, atol=1e-13,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_predictions_in_reused_buffers_equal_the_training_forward(cell):
+    """Prediction (keep_cache=False) writes its inputs' copy and the last layer's outputs
+    to reused buffers: consecutive calls with other shapes get their own right answers,
+    equal to the training forward's bit for bit."""
+    rng = np.random.RandomState(1)
+    net = SequenceNetwork(3, 2, 16, 2, cell, False, 1.0, None, 8, "last", np.float32, rng)
+    batches = [(rng.standard_normal((n, T, 3)).astype(np.float32),
+                rng.randint(1, T + 1, n).astype(np.int64)) for n, T in ((9, 6), (4, 11), (9, 6))]
+    predicted = [net.forward(X, L, "cython", keep_cache=False)[0].copy() for X, L in batches]
+    for (X, L), got in zip(batches, predicted):
+        want, _ = net.forward(X, L, "cython", keep_cache=True)
+        np.testing.assert_array_equal(got, want)
