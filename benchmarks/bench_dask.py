@@ -101,7 +101,6 @@ def predict_throughput(args, model):
                 # a new graph (fresh keys) each time: nothing computed before is reused
                 t = time_it(lambda: fld.predict_proba(model, X).compute(), args.repeats)
                 results[f"dask, {workers} worker(s) x 1 thread{label}"] = args.n / t
-                del X
     return results
 
 

@@ -420,7 +420,7 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
         raise ValueError("cell does not match the cell of the forward pass "
                          f"(forward {cache.cell_signature}, now {_signature(cell)})")
     be = cache.backend
-    x, hs, seq_len = cache.x, cache.hs, cache.seq_len
+    x, seq_len = cache.x, cache.seq_len
     T, B, I = x.shape
     H, GH = cell.num_units, cell.n_gates * cell.num_units
     out_shape = (T, B, H) if cache.time_major else (B, T, H)
