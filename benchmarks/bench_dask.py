@@ -18,7 +18,6 @@ The machine's CPU, the versions and every number go to ``--json``.
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -27,18 +26,9 @@ import numpy as np
 
 import fastlstm as fl
 
+from _machine import cpu_name
+
 T, F, CLASSES = 28, 28, 10
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def mnist_shaped_model():

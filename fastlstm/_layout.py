@@ -53,12 +53,6 @@ PEEPHOLE_NAMES = ("w_i_diag", "w_f_diag", "w_o_diag")
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def gate_slice(gate, num_units):
-    """Slice of the packed last axis that holds ``gate`` (one of :data:`LSTM_GATES`)."""
-    k = LSTM_GATES.index(gate)
-    return slice(k * num_units, (k + 1) * num_units)
-
-
 def permute_gates(packed, src_order, dst_order, axis=-1):
     """Reorder the gate blocks of ``packed`` along ``axis`` from ``src_order`` to ``dst_order``.
 
@@ -226,17 +220,6 @@ KINDS = {
 N_GATES = {name: kind.n_gates for name, kind in KINDS.items()}
 
 
-def get_kind(name):
-    """The :class:`CellKind` called ``name``; ValueError naming the known ones."""
-    try:
-        return KINDS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown cell kind {name!r}; known: {sorted(KINDS)}") from None
-
-
-def param_shapes(kind, input_size, num_units, use_peepholes=False, reset_after=False):
-    """Names and shapes of the trainable parameters of a cell of ``kind``, in a fixed
-    order (see :meth:`CellKind.param_shapes`); an option the kind lacks must be False."""
-    options = {name: value for name, value in (("use_peepholes", use_peepholes),
-                                               ("reset_after", reset_after)) if value}
-    return get_kind(kind).param_shapes(input_size, num_units, **options)
+def gate_slice(gate, num_units):
+    """Slice of the LSTM's packed last axis that holds ``gate`` (one of :data:`LSTM_GATES`)."""
+    return KINDS["lstm"].gate_slice(gate, num_units)

@@ -56,6 +56,18 @@ def _probe(model, method, item):
     return out.shape[1:], out.dtype
 
 
+def _one_step(model, layout=None):
+    """An all-zero sequence of one step, as a list item for ``model`` (in ``layout``, by
+    default the model's): what a probe of a bag or a frame runs on, so that no partition
+    is computed before the real graph runs."""
+    first = model.steps[0][1] if hasattr(model, "steps") else model
+    n_features = getattr(first, "n_features_per_step_", None)
+    if n_features is None:
+        raise ValueError(f"{type(first).__name__} is not fitted")
+    layout = layout or getattr(first, "layout", "ntf")
+    return np.zeros((n_features, 1) if layout == "nft" else (1, n_features))
+
+
 def _apply(model, X, method, id_column, time_column, feature_columns):
     dask = _dask()
     import dask.array as da
@@ -112,10 +124,7 @@ def _call(model, method, block):
 
 
 def _apply_bag(model, bag, method, dask, da):
-    first = bag.take(1, npartitions=-1, compute=True)
-    if not first:
-        raise ValueError("the bag holds no sequences")
-    rest, dtype = _probe(model, method, [np.asarray(first[0])])
+    rest, dtype = _probe(model, method, [_one_step(model)])
     model_d = dask.delayed(model)
     call = dask.delayed(_call_sequences, pure=False)
     parts = [da.from_delayed(call(model_d, method, part, rest, dtype),
@@ -136,21 +145,14 @@ def _call_sequences(model, method, items, rest, dtype):
 def _apply_frame(model, frame, method, id_column, time_column, feature_columns):
     import pandas as pd
 
-    from .frames import from_long_frame
-
-    head = frame.head(1, npartitions=-1)
-    if head.empty:
-        raise ValueError("the DataFrame holds no rows")
     index_id = id_column == frame.index.name and id_column not in frame.columns
-    sample = head.reset_index() if index_id else head
-    seqs, _ = from_long_frame(sample, id_column=id_column, time_column=time_column,
-                              feature_columns=feature_columns)
-    rest, dtype = _probe(model, method, seqs)
+    # from_long_frame gives (length_i, features) sequences, whatever the model's layout
+    rest, dtype = _probe(model, method, [_one_step(model, "ntf")])
     columns = _output_columns(model, method, rest)
     meta = pd.DataFrame({c: pd.Series(dtype=dtype) for c in columns})
     meta.index.name = id_column
     return frame.map_partitions(_call_frame, model, method, id_column, time_column,
-                                feature_columns, columns, index_id, meta=meta)
+                                feature_columns, columns, dtype, index_id, meta=meta)
 
 
 def _output_columns(model, method, rest):
@@ -168,7 +170,7 @@ def _output_columns(model, method, rest):
 
 
 def _call_frame(part, model, method, id_column, time_column, feature_columns, columns,
-                index_id):
+                dtype, index_id):
     import pandas as pd
 
     from .frames import from_long_frame
@@ -176,7 +178,7 @@ def _call_frame(part, model, method, id_column, time_column, feature_columns, co
     if index_id:
         part = part.reset_index()
     if part.empty:
-        out = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in columns})
+        out = pd.DataFrame({c: pd.Series(dtype=dtype) for c in columns})
         out.index.name = id_column
         return out
     seqs, ids = from_long_frame(part, id_column=id_column, time_column=time_column,
@@ -277,7 +279,7 @@ def partial_fit(model, X, y, *, classes=None, sample_weight=None, epochs=1,
     kwargs = {}
     if hasattr(model, "predict_proba"):              # a classifier
         if classes is None and not hasattr(model, "classes_"):
-            classes = np.unique(y.compute()) if y.ndim == 1 else None
+            classes = da.unique(y).compute() if y.ndim == 1 else None
         if classes is not None:
             kwargs["classes"] = np.asarray(classes)
     rng = check_random_state(random_state)

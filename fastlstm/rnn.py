@@ -256,10 +256,9 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
     # A backend may compute x W_x + b inside its recurrence (Backend.fuses_input)
     fuse_input = be.fuses_input(cell.kind, cell.dtype, B, I, H)
     if fuse_input and be.fused_inference and not return_cache and T > 0:
-        out, state = _infer_fused(be, cell, x, seq_len, h0, c0, bool(time_major),
-                                  n_threads, full=sequence_length is None,
-                                  keep_outputs=keep_outputs)  # 0 steps: the generic path
-        return out, state
+        return _infer_fused(be, cell, x, seq_len, h0, c0, bool(time_major), n_threads,
+                            full=sequence_length is None,
+                            keep_outputs=keep_outputs)  # 0 steps: the generic path
     if not x.flags.c_contiguous:           # a transposed view of batch-major inputs
         x = be.swapped(x.transpose(1, 0, 2), n_threads)
     if not fuse_input:
