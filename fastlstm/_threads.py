@@ -3,8 +3,8 @@
 ``fastlstm.threads(n)`` sets how many threads the compiled kernels (and the GEMMs that
 :func:`fastlstm.dynamic_rnn` runs around them) use, restoring the previous value on exit.
 Unset, they use the cores this process may run on, capped by OpenMP's limit (as joblib's
-workers set it), and one thread in a process forked after threads ran (GNU OpenMP hangs
-there otherwise). :func:`blas_threads` holds BLAS at one thread for the whole process
+workers set it), less the cores other processes keep busy (:mod:`fastlstm._governor`),
+and one thread in a process forked after threads ran (GNU OpenMP hangs there otherwise). :func:`blas_threads` holds BLAS at one thread for the whole process
 while any thread computes.
 """
 
@@ -13,6 +13,8 @@ import numbers
 import os
 import threading
 import warnings
+
+from . import _governor
 
 _state = threading.local()
 
@@ -105,6 +107,30 @@ def get_num_threads():
     return _usable(_default_threads() if n is None else n)
 
 
+def kernel_threads():
+    """Threads for the kernel call about to run: the innermost :func:`threads` setting
+    (or the count a :func:`chosen_threads` block chose), else the default less the cores
+    that other processes keep busy now."""
+    n = getattr(_state, "n_threads", None)
+    return _usable(_governor.free_cores(_default_threads()) if n is None else n)
+
+
+@contextlib.contextmanager
+def chosen_threads(key):
+    """Run the enclosed work -- one of many alike, such as a fit's batches -- on the
+    threads that :class:`fastlstm._governor.ThreadChooser` chooses for ``key`` (the
+    free cores, or one thread where that was faster), when no count was asked for."""
+    if getattr(_state, "n_threads", None) is not None:
+        yield
+        return
+    with _governor.timed_choice(_governor.chooser(key), kernel_threads()) as n:
+        _state.n_threads = n
+        try:
+            yield
+        finally:
+            _state.n_threads = None
+
+
 def check_n_threads(n, name="n"):
     """Validate a thread count: a positive int, None (the default: the cores, capped by
     OpenMP's limit) or -1 (all cores, whatever the limit)."""
@@ -125,8 +151,10 @@ def threads(n):
     ----------
     n : int or None
         Positive thread count; ``None``: the default (the cores this process may run
-        on, capped by ``OMP_NUM_THREADS`` or a threadpoolctl limit); ``-1``: all of
-        those cores, whatever the limit.
+        on, capped by ``OMP_NUM_THREADS`` or a threadpoolctl limit, less those that
+        other processes keep busy; for a fit's batches, one thread where that is
+        measured to be faster); ``-1``: all of those cores, whatever the limit. A count
+        given is used as given.
 
     Examples
     --------
@@ -137,9 +165,10 @@ def threads(n):
 
     The previous setting comes back on exit, also when the block raises.
     """
+    asked = n
     n = check_n_threads(n)
     previous = getattr(_state, "n_threads", None)
-    _state.n_threads = n
+    _state.n_threads = None if asked is None else n     # None: the adaptive default
     try:
         yield n
     finally:

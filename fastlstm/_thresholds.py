@@ -92,3 +92,29 @@ PREDICT_BATCH = 256
 #: A batch padded to more than this many times its existing steps runs as groups of
 #: similar lengths (one 20,000-step sequence among 20-step ones: 805 MB padded).
 MAX_PADDING_FACTOR = 2.0
+
+# ------------------------------------------------------- default thread count (governor)
+#: Seconds between two looks at /proc/stat for the cores other processes keep busy (its
+#: counters tick every 10 ms: a shorter window reads mostly rounding).
+LOAD_WINDOW = 0.1
+#: Another process using this much of a core over a window takes the core (one busy
+#: process measured 0.94-1.19 cores; an idle machine 0.00).
+BUSY_CORE = 0.3
+#: Timed runs of each candidate (the free cores, one thread) per look, at least ...
+THREAD_PROBE_RUNS = 3
+#: ... and seconds, at least: threads lose by rare long runs (digits batches 0.7 ms on two
+#: threads, 0.9 on one, but one in five took 2.5-5 ms), which a few runs would miss.
+THREAD_PROBE_TIME = 0.025
+#: One-thread runs count only this long after the last threaded one: OpenMP's idle
+#: workers spin ~9 ms (GOMP's 300,000 pauses) beside them first.
+THREAD_SETTLE = 0.02
+#: Threads are chosen only when their mean run is at most this share of one thread's.
+PREFER_THREADS = 0.95
+#: Runs of the chosen count before the next look; doubled each time a look confirms the
+#: choice, up to the second. A look at a losing candidate costs ~9 ms for digits-sized
+#: batches: 64 keeps the first fits' share small, 4096 a long fit's below 1%.
+FIRST_LOOK_AFTER = 64
+LAST_LOOK_AFTER = 4096
+#: The chosen count's recent runs this many times slower than when chosen: look again
+#: at once (a process that took a core slowed seed-size training 1.2-2x).
+THREAD_SLOWDOWN = 1.5

@@ -7,6 +7,7 @@ parameters. A fit builds everything in local variables and assigns the fitted
 attributes at the end, so an error leaves the estimator as it was.
 """
 
+import contextlib
 import copy
 import numbers
 import sys
@@ -24,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _thresholds
 from ._sequences import Sequences, from_sequences, to_sequences
-from ._threads import blas_threads, threads
+from ._threads import blas_threads, chosen_threads, threads
 from .backends import get_backend
 from .network import CELL_KINDS, READOUTS, SequenceNetwork
 from .optimizers import OPTIMIZERS
@@ -249,8 +250,16 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                              "number, -1 or None")
         return get_backend(self.backend).name
 
-    def _n_threads(self):
-        return self.n_jobs
+    def _threads(self):
+        """The kernels' threads for this estimator's work: ``n_jobs`` when given, else
+        what the caller's :func:`fastlstm.threads` block or the adaptive default says."""
+        return contextlib.nullcontext() if self.n_jobs is None else threads(self.n_jobs)
+
+    def _work_key(self, network, backend, what, seq):
+        """What makes one batch of this estimator's work cost what it costs: the thread
+        choice of :func:`fastlstm._threads.chosen_threads` is kept per key."""
+        return (what, backend.name, self.batch_size, seq.values.shape[1:],
+                tuple((name, p.shape, p.dtype.str) for name, p in network.params.items()))
 
     # -------------------------------------------------------------------- training
     def _new_network(self, n_features, n_outputs, rng):
@@ -300,7 +309,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         # Ctrl-C inside an epoch goes back to it (the first epoch has none to go back to).
         completed = None
         try:
-            with threads(self._n_threads()), blas_threads(1):
+            with self._threads(), blas_threads(1):
                 self._print_header(val is not None)
                 for epoch in range(epochs):
                     if epoch > 0:
@@ -458,50 +467,58 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
 
     def _epoch(self, network, optimizer, seq, targets, weights, idx, rng, backend):
         total, seen = 0.0, 0.0
-        params = network.params
         progress = self._progress(len(idx))
+        key = self._work_key(network, backend, "fit", seq)
         for b in self._batches(idx, rng, self.shuffle):
-            wsum = float(weights[b].sum())
-            loss, grads = 0.0, None
-            # A very ragged batch runs as groups of similar lengths (see _length_groups),
-            # their gradients summed: memory follows the steps that exist.
-            for g, Xg, Lg in _length_groups(b, seq):
-                if self.augment is not None:
-                    Xg = self._augmented(Xg, Lg, rng)
-                out, cache = network.forward(Xg, Lg, backend, self.dropout, rng)
-                loss_g, d_out = self._loss(out, targets[g], weights[g], wsum)
-                if not np.isfinite(loss_g):
-                    raise FloatingPointError(
-                        f"the training loss became {loss_g}: lower learning_rate (now "
-                        f"{self.learning_rate}) or set clip_grad_norm")
-                del out
-                grads_g = network.backward(cache, d_out)
-                del cache
-                loss += loss_g
-                if grads is None:
-                    grads = grads_g
-                else:
-                    for name, grad in grads_g.items():
-                        grads[name] += grad
-            n = len(b)
-            if self.alpha:
-                for name in network.weight_names():
-                    loss += 0.5 * self.alpha * float(np.sum(params[name] ** 2)) / n
-                    grads[name] = grads[name] + (self.alpha / n) * params[name]
-            if self.clip_grad_norm is not None:
-                norm = np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2))
-                                   for g in grads.values()))
-                if norm > self.clip_grad_norm:
-                    scale = self.clip_grad_norm / norm
-                    grads = {k: g * scale for k, g in grads.items()}
-            optimizer.step(params, grads)
+            with chosen_threads(key):
+                loss, wsum = self._step(network, optimizer, seq, targets, weights, b, rng,
+                                        backend)
             total += loss * wsum
             seen += wsum
             if progress is not None:
-                progress.update(n)
+                progress.update(len(b))
         if progress is not None:
             progress.close()
         return total / seen
+
+    def _step(self, network, optimizer, seq, targets, weights, b, rng, backend):
+        """One update from the batch ``b``; returns its loss and its weight sum."""
+        params = network.params
+        wsum = float(weights[b].sum())
+        loss, grads = 0.0, None
+        # A very ragged batch runs as groups of similar lengths (see _length_groups),
+        # their gradients summed: memory follows the steps that exist.
+        for g, Xg, Lg in _length_groups(b, seq):
+            if self.augment is not None:
+                Xg = self._augmented(Xg, Lg, rng)
+            out, cache = network.forward(Xg, Lg, backend, self.dropout, rng)
+            loss_g, d_out = self._loss(out, targets[g], weights[g], wsum)
+            if not np.isfinite(loss_g):
+                raise FloatingPointError(
+                    f"the training loss became {loss_g}: lower learning_rate (now "
+                    f"{self.learning_rate}) or set clip_grad_norm")
+            del out
+            grads_g = network.backward(cache, d_out)
+            del cache
+            loss += loss_g
+            if grads is None:
+                grads = grads_g
+            else:
+                for name, grad in grads_g.items():
+                    grads[name] += grad
+        n = len(b)
+        if self.alpha:
+            for name in network.weight_names():
+                loss += 0.5 * self.alpha * float(np.sum(params[name] ** 2)) / n
+                grads[name] = grads[name] + (self.alpha / n) * params[name]
+        if self.clip_grad_norm is not None:
+            norm = np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2))
+                               for g in grads.values()))
+            if norm > self.clip_grad_norm:
+                scale = self.clip_grad_norm / norm
+                grads = {k: g * scale for k, g in grads.items()}
+        optimizer.step(params, grads)
+        return loss, wsum
 
     def _augmented(self, Xb, Lb, rng):
         """``self.augment`` applied to one training batch, its result checked."""
@@ -520,10 +537,12 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         in that order, computed in batches of at most ``PREDICT_BATCH`` that keep no
         history (``_length_groups`` splits a very ragged one)."""
         result = None
+        key = self._work_key(network, backend, "predict", seq)
         for start in range(0, len(idx), _thresholds.PREDICT_BATCH):
             chunk = np.arange(start, min(start + _thresholds.PREDICT_BATCH, len(idx)))
             for g, Xg, Lg in _length_groups(chunk, seq, idx):
-                out, cache = network.forward(Xg, Lg, backend, keep_cache=False)
+                with chosen_threads(key):
+                    out, cache = network.forward(Xg, Lg, backend, keep_cache=False)
                 if features:
                     out = cache["features"]
                 if result is None:
@@ -534,7 +553,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
     def _decision(self, X):
         check_is_fitted(self, "network_")
         seq, _ = self._sequences(X, reset=False)
-        with threads(self._n_threads()), blas_threads(1):
+        with self._threads(), blas_threads(1):
             return self._forward_all(self.network_, seq, np.arange(len(seq)),
                                      get_backend(self.backend_))
 
@@ -547,7 +566,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "network_")
         seq, _ = self._sequences(X, reset=False)
-        with threads(self._n_threads()), blas_threads(1):
+        with self._threads(), blas_threads(1):
             return self._forward_all(self.network_, seq, np.arange(len(seq)),
                                      get_backend(self.backend_), features=True)
 

@@ -31,7 +31,7 @@ import copy
 import numpy as np
 
 from . import _layout
-from ._threads import get_num_threads
+from ._threads import kernel_threads
 from ._workspace import scratch
 from .backends import get_backend
 from .cells import BasicRNNCell, GRUCell, LSTMCell
@@ -194,7 +194,7 @@ class SequenceNetwork:
         read half-refreshed by concurrent predictions from other threads (wrong
         probabilities in 54 of 120 calls, 4 threads)."""
         W_in, b_in = self.params["input/kernel"], self.params["input/bias"]
-        n_threads = get_num_threads()
+        n_threads = kernel_threads()
         folded = {}
         for d, cell in self.cells[0].items():
             f = copy.copy(cell)
@@ -217,7 +217,7 @@ class SequenceNetwork:
         The projected inputs are ``X W_in + b_in``, so ``dW_x = (X W_in + b_in)^T dz =
         W_in^T dW_eff + b_in (sum dz)^T``."""
         W_in, W_x = self.params["input/kernel"], self.cells[0][d].params["kernel"]
-        n_threads = get_num_threads()
+        n_threads = kernel_threads()
         d_w_x = be.gemm.matmul_tn(W_in, g["kernel"], n_threads)
         d_w_x += np.outer(self.params["input/bias"], g["bias"])
         grads[f"layer0/{d}/kernel"] = d_w_x
@@ -248,7 +248,7 @@ class SequenceNetwork:
             Keep what :meth:`backward` needs. Without it (prediction) the layers store no
             history beyond their outputs, and the cache holds only ``"features"``.
         """
-        n_threads = get_num_threads()
+        n_threads = kernel_threads()
         be = get_backend(backend)
         N, T, F = X.shape
         if keep_cache:
@@ -308,7 +308,7 @@ class SequenceNetwork:
     # -------------------------------------------------------------------- backward
     def backward(self, cache, d_logits):
         """Gradients of every parameter (name -> array) from dLoss/d outputs (N, n_outputs)."""
-        n_threads = get_num_threads()
+        n_threads = kernel_threads()
         be = cache["backend"]
         grads = {}
         Xt, lengths = cache["Xt"], cache["lengths"]

@@ -14,7 +14,7 @@ import numpy as np
 from . import _thresholds
 from . import _recurrences
 from ._workspace import aligned_empty, recycled, scratch
-from ._threads import blas_threads, get_num_threads
+from ._threads import blas_threads, kernel_threads
 from .backends import get_backend
 from .cells import LSTMStateTuple, _Cell
 
@@ -251,7 +251,7 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
         c0, h0 = _check_state(cell, initial_state, B, "initial_state")
 
     p = cell.params
-    n_threads = get_num_threads()
+    n_threads = kernel_threads()
     rec = _recurrences.for_cell(cell)
     # A backend may compute x W_x + b inside its recurrence (Backend.fuses_input)
     fuse_input = be.fuses_input(cell.kind, cell.dtype, B, I, H)
@@ -445,7 +445,7 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
         dc, dh = _check_state(cell, d_state, B, "d_state")
 
     p = cell.params
-    n_threads = get_num_threads()
+    n_threads = kernel_threads()
     rec = _recurrences.for_cell(cell)
     dz = scratch("dz", (T, B, GH), cell.dtype, zero=be.needs_zeroed_history)
     rows = _existing_rows(seq_len, T)
