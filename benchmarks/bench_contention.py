@@ -9,8 +9,9 @@ For 0, 1, 2, ... other processes spinning on the machine's cores (``--loads``), 
 
 with fastlstm's default thread count and with one thread, taking turns, and the same
 work in PyTorch (``torch.nn.LSTM``; a plain Adam loop for the fit) with its default
-thread count and with one thread, in a process of its own under the same load. The ratio default / one thread
-is what a user feels: above 1, the default threads lose to a single thread.
+thread count and with one thread, in a process of its own under the same load. The
+ratio default / one thread is what a user feels: above 1, the default threads lose to a
+single thread.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_contention.py
 """

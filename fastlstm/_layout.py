@@ -94,9 +94,13 @@ def orthogonal(rng, shape, dtype):
     For ``(H, G*H)`` the rows are orthonormal; every square ``(H, H)`` gate block of a
     recurrent kernel built this way is a slice of one orthogonal matrix.
     """
+    from ._threads import blas_threads
     rows, cols = shape
     flat = rng.standard_normal((max(rows, cols), min(rows, cols)))
-    q, r = np.linalg.qr(flat)
+    # one BLAS thread: a threaded QR left OpenBLAS's worker spinning ~0.1 s beside the
+    # kernels' threads (seed-size inference after making cells: 5.6 ms calls among 1.6)
+    with blas_threads(1):
+        q, r = np.linalg.qr(flat)
     q *= np.sign(np.diag(r))          # make the decomposition unique (uniform over O(n))
     if rows < cols:
         q = q.T

@@ -4,8 +4,9 @@
 :func:`fastlstm.dynamic_rnn` runs around them) use, restoring the previous value on exit.
 Unset, they use the cores this process may run on, capped by OpenMP's limit (as joblib's
 workers set it), less the cores other processes keep busy (:mod:`fastlstm._governor`),
-and one thread in a process forked after threads ran (GNU OpenMP hangs there otherwise). :func:`blas_threads` holds BLAS at one thread for the whole process
-while any thread computes.
+and one thread in a process forked after threads ran (GNU OpenMP hangs there otherwise).
+:func:`blas_threads` holds BLAS at one thread for the whole process while any thread
+computes.
 """
 
 import contextlib
