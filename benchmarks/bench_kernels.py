@@ -17,7 +17,6 @@ Run it with the OpenBLAS variables of this workplace unset (they slow OpenBLAS):
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,9 @@ import time
 import numpy as np
 
 import fastlstm as fl
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import cpu_name  # noqa: E402
 
 CONFIGS = [  # (B, T, I, H)
     (128, 28, 28, 128),                                             # the seed's model
@@ -147,15 +149,18 @@ def main(argv=None):
             for i in threadpool_info() if i.get("user_api") == "blas"]
     env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     rate = sgemm_rate(args.threads)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cpus; "
           f"threads {args.threads}; torch {torch.__version__} "
           f"(mkldnn={torch.backends.mkldnn.is_available()}); numpy {np.__version__}")
     print(f"BLAS: {'; '.join(sorted(set(blas)))}; OpenBLAS env: {env}")
+    from fastlstm.backends import numba_backend
     from fastlstm.backends.cython_backend import kernel_path
     switches = {k: os.environ[k] for k in ("FASTLSTM_NO_AVX512", "FASTLSTM_NO_FUSED",
                                            "FASTLSTM_NO_SMALL_GEMM") if k in os.environ}
     print(f"kernel path (cython, float32): {kernel_path()}"
-          + (f"; switches {switches}" if switches else "") + "; numba: BLAS per step")
+          + (f"; switches {switches}" if switches else "")
+          + "; numba: vectorized gate math, a BLAS call per step for chunks of more than "
+          f"{numba_backend.SMALL_PRODUCT_ROWS} rows")
     print(f"sgemm 2048^3 rate: {rate:.0f} GFLOP/s\n")
 
     cases = [(c, None) for c in configs]
@@ -210,7 +215,8 @@ def main(argv=None):
                 print(f"{label:>22} {mode:>6} {name:>14} {1e3 * t:9.2f} {gflops:8.1f} "
                       f"{row['pct_sgemm']:6.1f}% {ratio:>9}", flush=True)
 
-    result = dict(date=time.strftime("%Y-%m-%d %H:%M"), threads=args.threads, cell=args.cell,
+    result = dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu_name(), threads=args.threads,
+                  cell=args.cell,
                   sgemm_gflops=rate, blas=blas, torch=torch.__version__,
                   command=" ".join(sys.argv), rows=rows)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

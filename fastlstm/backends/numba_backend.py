@@ -19,6 +19,7 @@ from numba import njit, prange
 
 from .._threads import blas_threads
 from ._chunking import chunk_rows
+from ._numba_math import sigmoid, tanh
 
 NAME = "numba"
 #: Cell kinds with kernels here.
@@ -30,16 +31,19 @@ GEMM_KERNELS = None
 #: zeros. Never ``nnan`` / ``ninf``: the kernels must see and keep NaN and inf.
 FASTMATH = {"contract", "arcp", "nsz"}
 CACHE = os.environ.get("FASTLSTM_NUMBA_CACHE", "0") not in ("", "0")
+#: Up to this many rows, a step's product is a vectorized loop instead of a BLAS call.
+SMALL_PRODUCT_ROWS = 4
 
-_kernel = njit(nogil=True, fastmath=FASTMATH, cache=CACHE)
-_parallel_kernel = njit(nogil=True, fastmath=FASTMATH, cache=CACHE, parallel=True)
+# error_model="numpy": a float division is IEEE's (no zero test raising Python's
+# ZeroDivisionError), which is what lets LLVM vectorize the gate math's loops.
+_kernel = njit(nogil=True, fastmath=FASTMATH, cache=CACHE, error_model="numpy")
+_parallel_kernel = njit(nogil=True, fastmath=FASTMATH, cache=CACHE, parallel=True,
+                        error_model="numpy")
 
 
 @_kernel
 def _sigmoid(x, one):
-    # `one` has the arrays' dtype, so float32 math stays float32 (a literal 1.0 would
-    # promote every expression to float64).
-    return one / (one + np.exp(-x))
+    return sigmoid(x)
 
 
 # --------------------------------------------------------------------------- basic RNN
@@ -56,7 +60,7 @@ def _rnn_forward_chunk(xproj, W, seq_len, rows, hs, h_loc, z_loc):
         for r in range(n_active):
             b = rows[r]
             for u in range(H):
-                h_loc[r, u] = np.tanh(xproj[t, b, u] + z_loc[r, u])
+                h_loc[r, u] = tanh(xproj[t, b, u] + z_loc[r, u])
                 hs[t + 1, b, u] = h_loc[r, u]
 
 
@@ -79,60 +83,138 @@ def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, on
         dh[rows[r]] = dh_loc[r]
 
 
+# ---------------------------------------------------------------- per-step products
+@_kernel
+def _rows_times(a, n, W, out):
+    """``out[:n] = a[:n] @ W``: one BLAS call for many rows; for a few, a loop over W's
+    rows per row whose inner loop (over out's columns) LLVM vectorizes, with no per-step
+    call into BLAS (a call cost more than the product of a row or two: (1, 100, 32, 64)
+    took 4.3 us a step, 1.3 with the loop). The sum over k runs in order. (Four rows per
+    pass over W did not vectorize: LLVM cannot tell the four output rows apart.)"""
+    if n > SMALL_PRODUCT_ROWS:
+        np.dot(a[:n], W, out[:n])
+        return
+    K, N = W.shape
+    for r in range(n):
+        o = out[r]
+        for j in range(N):
+            o[j] = 0
+        for k in range(K):
+            ark = a[r, k]
+            w = W[k]
+            for j in range(N):
+                o[j] += ark * w[j]
+
+
 # -------------------------------------------------------------------------------- LSTM
+@_kernel
+def _lstm_gates_row(x, z, c, h, peep, use_peep, forget_bias, clip, c_unclipped, store_cun):
+    """One row's LSTM step, in passes LLVM vectorizes (each touches few arrays, so its
+    runtime overlap checks stay within LLVM's limit). ``z`` (4H) comes in holding
+    ``h_{t-1} W_h`` and leaves holding the activations (i, j, f, o); ``c`` (H) goes from
+    c_{t-1} to c_t, ``h`` (H) gets h_t. Same operation order as the reference."""
+    H = c.shape[0]
+    for k in range(4 * H):
+        z[k] = x[k] + z[k]
+    for u in range(H):
+        z[2 * H + u] = z[2 * H + u] + forget_bias
+    if use_peep:
+        for u in range(H):
+            z[u] = z[u] + peep[0, u] * c[u]
+            z[2 * H + u] = z[2 * H + u] + peep[1, u] * c[u]
+    for u in range(H):
+        i = sigmoid(z[u])
+        j = tanh(z[H + u])
+        f = sigmoid(z[2 * H + u])
+        z[u], z[H + u], z[2 * H + u] = i, j, f
+        c[u] = f * c[u] + i * j
+    if store_cun:
+        for u in range(H):
+            c_unclipped[u] = c[u]
+    if clip > 0:
+        for u in range(H):
+            c[u] = min(max(c[u], -clip), clip)
+    if use_peep:
+        for u in range(H):
+            z[3 * H + u] = z[3 * H + u] + peep[2, u] * c[u]   # sees the new cell
+    for u in range(H):
+        o = sigmoid(z[3 * H + u])
+        z[3 * H + u] = o
+        h[u] = o * tanh(c[u])
+
+
 @_kernel
 def _lstm_forward_chunk(xproj, W, peep, use_peep, forget_bias, clip, seq_len, rows, hs, cs,
                         acts, c_unclipped, h_loc, c_loc, z_loc, one):
-    n_rows, H = rows.shape[0], hs.shape[2]
+    n_rows = rows.shape[0]
     n_active = n_rows
     store_acts = acts.shape[0] > 0          # empty: inference
+    store_cun = clip > 0 and c_unclipped.shape[0] > 0
     for r in range(n_rows):
         h_loc[r] = hs[0, rows[r]]
         c_loc[r] = cs[0, rows[r]]
     for t in range(seq_len[rows[0]]):
         while seq_len[rows[n_active - 1]] <= t:
             n_active -= 1
-        np.dot(h_loc[:n_active], W, z_loc[:n_active])
+        _rows_times(h_loc, n_active, W, z_loc)
         for r in range(n_active):
             b = rows[r]
-            for u in range(H):
-                # Same operation order as the reference (and TensorFlow).
-                z_i = xproj[t, b, u] + z_loc[r, u]
-                z_j = xproj[t, b, H + u] + z_loc[r, H + u]
-                z_f = (xproj[t, b, 2 * H + u] + z_loc[r, 2 * H + u]) + forget_bias
-                z_o = xproj[t, b, 3 * H + u] + z_loc[r, 3 * H + u]
-                c_prev = c_loc[r, u]
-                if use_peep:
-                    z_i = z_i + peep[0, u] * c_prev
-                    z_f = z_f + peep[1, u] * c_prev
-                i = _sigmoid(z_i, one)
-                j = np.tanh(z_j)
-                f = _sigmoid(z_f, one)
-                c = f * c_prev + i * j
-                if clip > 0:
-                    c_unclipped[t, b, u] = c
-                    c = min(max(c, -clip), clip)
-                if use_peep:
-                    z_o = z_o + peep[2, u] * c        # output gate sees the new cell
-                o = _sigmoid(z_o, one)
-                h = o * np.tanh(c)
-                if store_acts:
-                    acts[t, b, u] = i
-                    acts[t, b, H + u] = j
-                    acts[t, b, 2 * H + u] = f
-                    acts[t, b, 3 * H + u] = o
-                hs[t + 1, b, u] = h
-                cs[t + 1, b, u] = c
-                h_loc[r, u] = h
-                c_loc[r, u] = c
+            _lstm_gates_row(xproj[t, b], z_loc[r], c_loc[r], h_loc[r], peep, use_peep,
+                            forget_bias, clip, c_unclipped[t, b] if store_cun
+                            else c_loc[r], store_cun)
+            hs[t + 1, b] = h_loc[r]
+            cs[t + 1, b] = c_loc[r]
+            if store_acts:
+                acts[t, b] = z_loc[r]
+
+
+@_kernel
+def _lstm_grads_row(dh, d_out, c, c_prev, a, cun, peep, use_peep, clip, dc, dz, one):
+    """One row's LSTM backward step, in passes LLVM vectorizes: ``dh`` (H), ``dc`` (H)
+    come in as the gradients from step t+1 (``dc`` leaves as the one to step t-1), ``a``
+    (4H) the step's activations, ``dz`` (4H) gets the gate pre-activation gradients."""
+    H = c.shape[0]
+    zero = one - one
+    for u in range(H):
+        i = a[u]
+        j = a[H + u]
+        f = a[2 * H + u]
+        o = a[3 * H + u]
+        dh_t = dh[u] + d_out[u]
+        tanh_c = tanh(c[u])
+        dz_o = dh_t * tanh_c * o * (one - o)
+        dc_t = dc[u] + dh_t * o * (one - tanh_c * tanh_c)
+        if use_peep:
+            dc_t = dc_t + dz_o * peep[2, u]
+        dz[3 * H + u] = dz_o
+        dc[u] = dc_t
+    if clip > 0:
+        for u in range(H):
+            uc = cun[u]
+            if uc < -clip or uc > clip:           # clipped: no gradient passes
+                dc[u] = zero
+    for u in range(H):
+        i = a[u]
+        j = a[H + u]
+        f = a[2 * H + u]
+        dc_t = dc[u]
+        dz_i = dc_t * j * i * (one - i)
+        dz_j = dc_t * i * (one - j * j)
+        dz_f = dc_t * c_prev[u] * f * (one - f)
+        dz[u] = dz_i
+        dz[H + u] = dz_j
+        dz[2 * H + u] = dz_f
+        if use_peep:
+            dc[u] = dc_t * f + dz_i * peep[0, u] + dz_f * peep[1, u]
+        else:
+            dc[u] = dc_t * f
 
 
 @_kernel
 def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_unclipped,
                          d_out, dh, dc, dz, dh_loc, dc_loc, dz_loc, one):
-    n_rows, H = rows.shape[0], cs.shape[2]
+    n_rows = rows.shape[0]
     n_active = 0
-    zero = one - one
     for t in range(seq_len[rows[0]] - 1, -1, -1):
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
             dh_loc[n_active] = dh[rows[n_active]]
@@ -140,37 +222,11 @@ def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_un
             n_active += 1
         for r in range(n_active):
             b = rows[r]
-            for u in range(H):
-                i = acts[t, b, u]
-                j = acts[t, b, H + u]
-                f = acts[t, b, 2 * H + u]
-                o = acts[t, b, 3 * H + u]
-                dh_t = dh_loc[r, u] + d_out[t, b, u]
-                tanh_c = np.tanh(cs[t + 1, b, u])
-                dz_o = dh_t * tanh_c * o * (one - o)
-                dc_t = dc_loc[r, u] + dh_t * o * (one - tanh_c * tanh_c)
-                if use_peep:
-                    dc_t = dc_t + dz_o * peep[2, u]
-                if clip > 0:
-                    uc = c_unclipped[t, b, u]
-                    if uc < -clip or uc > clip:       # clipped: no gradient passes
-                        dc_t = zero
-                dz_i = dc_t * j * i * (one - i)
-                dz_j = dc_t * i * (one - j * j)
-                dz_f = dc_t * cs[t, b, u] * f * (one - f)
-                if use_peep:
-                    dc_loc[r, u] = dc_t * f + dz_i * peep[0, u] + dz_f * peep[1, u]
-                else:
-                    dc_loc[r, u] = dc_t * f
-                dz_loc[r, u] = dz_i
-                dz_loc[r, H + u] = dz_j
-                dz_loc[r, 2 * H + u] = dz_f
-                dz_loc[r, 3 * H + u] = dz_o
-                dz[t, b, u] = dz_i
-                dz[t, b, H + u] = dz_j
-                dz[t, b, 2 * H + u] = dz_f
-                dz[t, b, 3 * H + u] = dz_o
-        np.dot(dz_loc[:n_active], WT, dh_loc[:n_active])
+            _lstm_grads_row(dh_loc[r], d_out[t, b], cs[t + 1, b], cs[t, b], acts[t, b],
+                            c_unclipped[t, b] if clip > 0 else cs[t, b], peep, use_peep,
+                            clip, dc_loc[r], dz_loc[r], one)
+            dz[t, b] = dz_loc[r]
+        _rows_times(dz_loc, n_active, WT, dh_loc)
     for r in range(n_active):          # rows of length 0 keep dh, dc as they came
         dh[rows[r]] = dh_loc[r]
         dc[rows[r]] = dc_loc[r]
@@ -199,7 +255,7 @@ def _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, reset_after, seq_len, rows, hs,
                     rg = _sigmoid(xproj[t, b, u] + (z_loc[r, u] + b_h[u]), one)
                     ug = _sigmoid(xproj[t, b, H + u] + (z_loc[r, H + u] + b_h[H + u]), one)
                     hz_c = z_loc[r, 2 * H + u] + b_h[2 * H + u]
-                    c = np.tanh(xproj[t, b, 2 * H + u] + rg * hz_c)
+                    c = tanh(xproj[t, b, 2 * H + u] + rg * hz_c)
                     h = ug * h_loc[r, u] + (one - ug) * c
                     if store_acts:
                         acts[t, b, u] = rg
@@ -225,7 +281,7 @@ def _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, reset_after, seq_len, rows, hs,
                 b = rows[r]
                 for u in range(H):
                     ug = u_loc[r, u]
-                    c = np.tanh(xproj[t, b, 2 * H + u] + g_loc[r, u])
+                    c = tanh(xproj[t, b, 2 * H + u] + g_loc[r, u])
                     h = ug * h_loc[r, u] + (one - ug) * c
                     if store_acts:
                         acts[t, b, 2 * H + u] = c
