@@ -1,5 +1,7 @@
-"""What the benchmark scripts report about the machine they ran on."""
+"""What the benchmark scripts report about the machine they ran on, and how they save it."""
 
+import json
+import os
 import platform
 
 
@@ -13,3 +15,11 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def write_json(path, result):
+    """Save a benchmark's ``result`` dict as JSON at ``path`` (folders made), and say so."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print(f"\nwrote {path}")

@@ -32,7 +32,7 @@ import numpy as np
 import fastlstm as fl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _machine import cpu_name  # noqa: E402
+from _machine import cpu_name, write_json  # noqa: E402
 
 KERNEL_CONFIGS = [(128, 28, 28, 128), (8, 100, 64, 128)]   # (B, T, I, H)
 
@@ -223,10 +223,7 @@ def main(argv=None):
     result = dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu_name(),
                   cores=len(os.sched_getaffinity(0)), fastlstm=fl.__version__,
                   torch=torch.__version__, command=" ".join(sys.argv), rows=rows)
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(result, fh, indent=1)
-    print(f"\nwrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

@@ -16,7 +16,6 @@ The machine's CPU, the versions and every number go to ``--json``.
 """
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -26,7 +25,7 @@ import numpy as np
 
 import fastlstm as fl
 
-from _machine import cpu_name
+from _machine import cpu_name, write_json
 
 T, F, CLASSES = 28, 28, 10
 
@@ -162,10 +161,7 @@ def main(argv=None):
                   cpus=os.cpu_count(), dask=dask.__version__,
                   distributed=distributed.__version__, predict=rates,
                   speedup_2_workers=speedup, out_of_core_fit=fit, args=vars(args))
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(result, fh, indent=1)
-    print(f"\nwrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

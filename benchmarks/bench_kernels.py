@@ -15,7 +15,6 @@ Run it with the OpenBLAS variables of this workplace unset (they slow OpenBLAS):
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ import numpy as np
 import fastlstm as fl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _machine import cpu_name  # noqa: E402
+from _machine import cpu_name, write_json  # noqa: E402
 
 CONFIGS = [  # (B, T, I, H)
     (128, 28, 28, 128),                                             # the seed's model
@@ -219,10 +218,7 @@ def main(argv=None):
                   cell=args.cell,
                   sgemm_gflops=rate, blas=blas, torch=torch.__version__,
                   command=" ".join(sys.argv), rows=rows)
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(result, fh, indent=1)
-    print(f"\nwrote {args.json}")
+    write_json(args.json, result)
     if args.plot:
         plot(rows, backends, args.plot)
         print(f"wrote {args.plot}")

@@ -11,15 +11,13 @@ printed too.
 """
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
 
 import numpy as np
 
-from _machine import cpu_name
+from _machine import cpu_name, write_json
 
 
 def times(fn, n):
@@ -83,9 +81,7 @@ def main(argv=None):
               f"{med['onnxruntime']:.3f} ms (onnxruntime / fastlstm "
               f"{row['onnxruntime_over_fastlstm']:.2f}); max |difference| {diff:.2g}")
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+        write_json(args.json, results)
     return 0
 
 
