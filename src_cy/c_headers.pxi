@@ -62,6 +62,8 @@ cdef extern from "openmp_shim.h":
         pass
     void fastlstm_spin_barrier_init(fastlstm_spin_barrier* b) noexcept nogil
     void fastlstm_spin_barrier_wait(fastlstm_spin_barrier* b, int n_threads) noexcept nogil
+    int fastlstm_spins_before_yield
+    int fastlstm_yields_before_sleep
 
 cdef extern from "gate_math.h":
     void fl_lstm_fwd_row_f32(Py_ssize_t n, Py_ssize_t S, Py_ssize_t Z, const float* xp,

@@ -1,4 +1,5 @@
-# The kernels' float32 math elementwise, for tests/test_gate_math.py.
+# The kernels' float32 math elementwise, for tests/test_gate_math.py, and the barrier's
+# spin count, for the tests of its sleeping path.
 
 def expf_array(const float[::1] x):
     """The kernels' float32 exp, elementwise (for the accuracy test)."""
@@ -36,3 +37,17 @@ def tanhf_array(const float[::1] x):
     if x.shape[0]:
         fl_tanhf_array(x.shape[0], &x[0], &y[0])
     return out
+
+
+def set_barrier_spins(int spins, int yields=16):
+    """Set how many times the per-step barrier's waiters spin (default 16384) and then
+    yield (default 16) before they sleep; returns the previous ``(spins, yields)``.
+    ``(0, 0)`` sends every wait to sleep at once (tests of that path: results must not
+    change)."""
+    global fastlstm_spins_before_yield, fastlstm_yields_before_sleep
+    if spins < 0 or yields < 0:
+        raise ValueError(f"spins and yields must be >= 0, got {spins} and {yields}")
+    previous = (fastlstm_spins_before_yield, fastlstm_yields_before_sleep)
+    fastlstm_spins_before_yield = spins
+    fastlstm_yields_before_sleep = yields
+    return previous

@@ -695,3 +695,35 @@ def test_inputs_in_any_memory_layout_give_the_same_outputs(B, H):
         bad = np.repeat(x, 2, axis=1)[:, ::2]
         bad[1, 2, 0] = np.inf
         fl.dynamic_rnn(cell, bad, lengths, initial_state=state)
+
+
+@pytest.mark.parametrize("shape", [(1, 30, 16, 256), (8, 20, 16, 128), (2, 25, 8, 192)])
+def test_barrier_sleeping_waiters_change_nothing(shape, monkeypatch):
+    """The per-step barrier of a hidden-unit split sends a waiter to sleep (a futex)
+    after spinning; with no spinning at all every wait sleeps, and outputs, states and
+    gradients are the bits of the spinning barrier and of one thread."""
+    from fastlstm import _recurrent
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: the kernels split no units, there is no barrier")
+    B, T, I, H = shape
+    cell = make_cell("lstm", H, I, dtype=np.float32, seed=3)
+    x, lengths, state = make_case(cell, B, T, seed=5)
+
+    def run(n):
+        with fl.threads(n):
+            out, st, cache = fl.dynamic_rnn(cell, x, lengths, initial_state=state,
+                                            backend="cython", return_cache=True)
+            grads = fl.dynamic_rnn_backward(cell, cache, np.ones_like(out))
+        return [out, st.c, st.h, grads["kernel"], grads["recurrent_kernel"], grads["inputs"]]
+
+    spinning, single = run(2), run(1)
+    previous = _recurrent.set_barrier_spins(0, 0)
+    try:
+        sleeping = run(2)
+    finally:
+        _recurrent.set_barrier_spins(*previous)
+    for a, b, c in zip(sleeping, spinning, single):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    with pytest.raises(ValueError, match="spins and yields must be"):
+        _recurrent.set_barrier_spins(-1)
