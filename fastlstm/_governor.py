@@ -109,6 +109,13 @@ def _load_sampler():
     return _sampler
 
 
+def _after_fork_in_child():
+    # a lock another thread held at the fork stays held in the child: start afresh
+    global _sampler_lock, _choosers_lock
+    _sampler_lock, _choosers_lock = threading.Lock(), threading.Lock()
+    _choosers.clear()
+
+
 def free_cores(cores):
     """``cores`` less those other processes keep busy, at least 1."""
     sampler = _load_sampler()
@@ -120,7 +127,7 @@ def free_cores(cores):
 class _Tally:
     """Runs counted and seconds summed: means, not medians, because threads lose by
     their rare long runs (digits: most batches 0.7 ms on two threads against 0.9 on one,
-    one in ten 2.5-5 ms; the fit took 118 ms against 69)."""
+    one in five 2.5-5 ms; the fit took 118 ms against 69)."""
 
     __slots__ = ("runs", "seconds")
 
@@ -165,15 +172,24 @@ class ThreadChooser:
         self.look_after = _thresholds.FIRST_LOOK_AFTER
         self.threaded_until = -float("inf")   # end of the last run on several threads
         self.warm = False
+        self._lock = threading.Lock()
 
     def choose(self, n):
         """Threads for the next run, ``n`` (> 1) or 1."""
+        with self._lock:
+            return self._choose(n)
+
+    def record(self, threads, start, end):
+        """The run on ``threads`` threads took from ``start`` to ``end`` (seconds)."""
+        with self._lock:                 # fits in several Python threads share a key
+            self._record(threads, start, end)
+
+    def _choose(self, n):
         if self.use_threads is not None:
             return n if self.use_threads else 1
         return n if not (self.warm and self.threaded.enough()) else 1
 
-    def record(self, threads, start, end):
-        """The run on ``threads`` threads took from ``start`` to ``end`` (seconds)."""
+    def _record(self, threads, start, end):
         if threads > 1:
             self.threaded_until = end
         if not self.warm:
@@ -216,6 +232,8 @@ class ThreadChooser:
 
 _choosers = collections.OrderedDict()
 _choosers_lock = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def chooser(key):

@@ -6,6 +6,7 @@ import threading
 import warnings
 
 import numpy as np
+import pytest
 
 import fastlstm as fl
 from _helpers import make_case, make_cell
@@ -104,3 +105,24 @@ def test_concurrent_predictions_of_one_model_match_its_serial_ones():
 
     assert _in_threads(run, 4, 20) == []
     assert wrong == []
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_concurrent_default_thread_fits_share_a_thread_choice_and_match_serial_ones():
+    """Fits of one shape in several Python threads time their batches into one
+    ThreadChooser (fastlstm._governor); whatever count each batch gets, every model is
+    the serial one's, bit for bit."""
+    rng = np.random.default_rng(1)
+    X = rng.random((48, 7, 5)).astype(np.float32)
+    y = rng.integers(0, 2, 48)
+    kwargs = dict(hidden_size=12, max_iter=3, tol=0.0, batch_size=8, random_state=0)
+    want = fl.LSTMClassifier(**kwargs).fit(X, y).network_.params
+    different = []
+
+    def run(k, i):
+        got = fl.LSTMClassifier(**kwargs).fit(X, y).network_.params
+        if any(not np.array_equal(got[name], p) for name, p in want.items()):
+            different.append((k, i))
+
+    assert _in_threads(run, 4, 3) == []
+    assert different == []
