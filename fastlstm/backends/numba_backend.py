@@ -46,43 +46,6 @@ def _sigmoid(x, one):
     return sigmoid(x)
 
 
-# --------------------------------------------------------------------------- basic RNN
-@_kernel
-def _rnn_forward_chunk(xproj, W, seq_len, rows, hs, h_loc, z_loc):
-    n_rows, H = rows.shape[0], hs.shape[2]
-    n_active = n_rows
-    for r in range(n_rows):
-        h_loc[r] = hs[0, rows[r]]
-    for t in range(seq_len[rows[0]]):
-        while seq_len[rows[n_active - 1]] <= t:     # rows are sorted: drop the tail
-            n_active -= 1
-        np.dot(h_loc[:n_active], W, z_loc[:n_active])
-        for r in range(n_active):
-            b = rows[r]
-            for u in range(H):
-                h_loc[r, u] = tanh(xproj[t, b, u] + z_loc[r, u])
-                hs[t + 1, b, u] = h_loc[r, u]
-
-
-@_kernel
-def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, one):
-    n_rows, H = rows.shape[0], hs.shape[2]
-    n_active = 0
-    for t in range(seq_len[rows[0]] - 1, -1, -1):
-        while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
-            dh_loc[n_active] = dh[rows[n_active]]
-            n_active += 1
-        for r in range(n_active):
-            b = rows[r]
-            for u in range(H):
-                h = hs[t + 1, b, u]
-                dz_loc[r, u] = (dh_loc[r, u] + d_out[t, b, u]) * (one - h * h)
-                dz[t, b, u] = dz_loc[r, u]
-        np.dot(dz_loc[:n_active], WT, dh_loc[:n_active])
-    for r in range(n_active):          # rows of length 0 keep dh as it came
-        dh[rows[r]] = dh_loc[r]
-
-
 # ---------------------------------------------------------------- per-step products
 @_kernel
 def _rows_times(a, n, W, out):
@@ -104,6 +67,43 @@ def _rows_times(a, n, W, out):
             w = W[k]
             for j in range(N):
                 o[j] += ark * w[j]
+
+
+# --------------------------------------------------------------------------- basic RNN
+@_kernel
+def _rnn_forward_chunk(xproj, W, seq_len, rows, hs, h_loc, z_loc):
+    n_rows, H = rows.shape[0], hs.shape[2]
+    n_active = n_rows
+    for r in range(n_rows):
+        h_loc[r] = hs[0, rows[r]]
+    for t in range(seq_len[rows[0]]):
+        while seq_len[rows[n_active - 1]] <= t:     # rows are sorted: drop the tail
+            n_active -= 1
+        _rows_times(h_loc, n_active, W, z_loc)
+        for r in range(n_active):
+            b = rows[r]
+            for u in range(H):
+                h_loc[r, u] = tanh(xproj[t, b, u] + z_loc[r, u])
+                hs[t + 1, b, u] = h_loc[r, u]
+
+
+@_kernel
+def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, one):
+    n_rows, H = rows.shape[0], hs.shape[2]
+    n_active = 0
+    for t in range(seq_len[rows[0]] - 1, -1, -1):
+        while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
+            dh_loc[n_active] = dh[rows[n_active]]
+            n_active += 1
+        for r in range(n_active):
+            b = rows[r]
+            for u in range(H):
+                h = hs[t + 1, b, u]
+                dz_loc[r, u] = (dh_loc[r, u] + d_out[t, b, u]) * (one - h * h)
+                dz[t, b, u] = dz_loc[r, u]
+        _rows_times(dz_loc, n_active, WT, dh_loc)
+    for r in range(n_active):          # rows of length 0 keep dh as it came
+        dh[rows[r]] = dh_loc[r]
 
 
 # -------------------------------------------------------------------------------- LSTM
@@ -248,7 +248,7 @@ def _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, reset_after, seq_len, rows, hs,
         while seq_len[rows[n_active - 1]] <= t:
             n_active -= 1
         if reset_after:
-            np.dot(h_loc[:n_active], W, z_loc[:n_active])
+            _rows_times(h_loc, n_active, W, z_loc)
             for r in range(n_active):
                 b = rows[r]
                 for u in range(H):
@@ -266,7 +266,7 @@ def _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, reset_after, seq_len, rows, hs,
                     hs[t + 1, b, u] = h
                     h_loc[r, u] = h
         else:
-            np.dot(h_loc[:n_active], W_ru, zru_loc[:n_active])
+            _rows_times(h_loc, n_active, W_ru, zru_loc)
             for r in range(n_active):
                 b = rows[r]
                 for u in range(H):
@@ -276,7 +276,7 @@ def _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, reset_after, seq_len, rows, hs,
                         acts[t, b, u] = rg
                         acts[t, b, H + u] = u_loc[r, u]
                     rh_loc[r, u] = rg * h_loc[r, u]
-            np.dot(rh_loc[:n_active], W_c, g_loc[:n_active])
+            _rows_times(rh_loc, n_active, W_c, g_loc)
             for r in range(n_active):
                 b = rows[r]
                 for u in range(H):
@@ -320,9 +320,9 @@ def _gru_backward_chunk(WT, W_ruT, W_cT, reset_after, seq_len, rows, hs, acts, h
                     dzru_loc[r, H + u] = dz_u
                     dzc_loc[r, u] = dz_c
         if reset_after:
-            np.dot(dzh_loc[:n_active], WT, dh_loc[:n_active])
+            _rows_times(dzh_loc, n_active, WT, dh_loc)
         else:
-            np.dot(dzc_loc[:n_active], W_cT, drh_loc[:n_active])
+            _rows_times(dzc_loc, n_active, W_cT, drh_loc)
             for r in range(n_active):
                 b = rows[r]
                 for u in range(H):
@@ -331,7 +331,7 @@ def _gru_backward_chunk(WT, W_ruT, W_cT, reset_after, seq_len, rows, hs, acts, h
                     dz[t, b, u] = dz_r
                     dzru_loc[r, u] = dz_r
                     dhu_loc[r, u] = dhu_loc[r, u] + drh_loc[r, u] * rg
-            np.dot(dzru_loc[:n_active], W_ruT, dh_loc[:n_active])
+            _rows_times(dzru_loc, n_active, W_ruT, dh_loc)
         for r in range(n_active):
             for u in range(H):
                 dh_loc[r, u] = dhu_loc[r, u] + dh_loc[r, u]
