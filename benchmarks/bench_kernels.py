@@ -9,12 +9,18 @@ percent of the sgemm rate measured in the same run, and the ratio torch / fastls
 means fastlstm is faster). A variable-length batch is compared with torch both padded
 and packed (pack_padded_sequence).
 
+``--compute-dtype bfloat16``: fastlstm with bfloat16 products (float32 state and
+accumulation) against torch with bfloat16 weights and inputs (inference) and under
+``torch.autocast("cpu", dtype=torch.bfloat16)`` (training), with torch's float32 as a
+second reference ("torch f32") in the same run.
+
 Run it with the OpenBLAS variables of this workplace unset (they slow OpenBLAS):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_kernels.py
 """
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -71,7 +77,7 @@ def sgemm_rate(threads, n=2048, repeats=5):
     return 2 * n ** 3 / t / 1e9
 
 
-def fastlstm_fns(backend, B, T, I, H, lengths, kind="lstm"):
+def fastlstm_fns(backend, B, T, I, H, lengths, kind="lstm", compute_dtype=None):
     rng = np.random.default_rng(0)
     cell = (fl.GRUCell(H, I, reset_after=True, random_state=0) if kind == "gru"
             else fl.BasicLSTMCell(H, I, random_state=0))
@@ -79,38 +85,52 @@ def fastlstm_fns(backend, B, T, I, H, lengths, kind="lstm"):
     d_out = rng.standard_normal((B, T, H)).astype(np.float32)
 
     def infer():
-        fl.dynamic_rnn(cell, x, lengths, backend=backend)
+        fl.dynamic_rnn(cell, x, lengths, backend=backend, compute_dtype=compute_dtype)
 
     def train():
-        _, _, cache = fl.dynamic_rnn(cell, x, lengths, backend=backend, return_cache=True)
+        _, _, cache = fl.dynamic_rnn(cell, x, lengths, backend=backend, return_cache=True,
+                                     compute_dtype=compute_dtype)
         fl.dynamic_rnn_backward(cell, cache, d_out)
 
     return infer, train
 
 
-def torch_fns(B, T, I, H, lengths, packed, kind="lstm"):
+def torch_fns(B, T, I, H, lengths, packed, kind="lstm", bf16=False):
+    """torch's inference and training calls; with ``bf16``, inference with bfloat16 weights
+    and inputs, training under autocast to bfloat16."""
+    import contextlib
+
     import torch
     lstm = (torch.nn.GRU if kind == "gru" else torch.nn.LSTM)(I, H, batch_first=True)
     x = torch.randn(B, T, I)
+    infer_lstm, infer_x = lstm, x
+    if bf16:
+        infer_lstm = (torch.nn.GRU if kind == "gru" else torch.nn.LSTM)(I, H, batch_first=True)
+        infer_lstm.load_state_dict(lstm.state_dict())
+        infer_lstm, infer_x = infer_lstm.to(torch.bfloat16), x.to(torch.bfloat16)
+    autocast = (functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext)
     d_out = torch.randn(B, T, H)
     pack = torch.nn.utils.rnn.pack_padded_sequence
 
-    def run(inp):
+    def run(net, inp):
         if packed:
-            out, _ = lstm(pack(inp, torch.as_tensor(lengths), batch_first=True,
-                               enforce_sorted=False))
+            out, _ = net(pack(inp, torch.as_tensor(lengths), batch_first=True,
+                              enforce_sorted=False))
             return torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
                                                           total_length=T)[0]
-        return lstm(inp)[0]
+        return net(inp)[0]
 
     def infer():
         with torch.no_grad():
-            run(x)
+            run(infer_lstm, infer_x)
 
     def train():
         xg = x.detach().requires_grad_()
         lstm.zero_grad(set_to_none=True)
-        run(xg).backward(d_out)
+        with autocast():
+            out = run(lstm, xg)
+        out.backward(d_out.to(out.dtype))
 
     return infer, train
 
@@ -126,6 +146,8 @@ def main(argv=None):
                    help="torch and fastlstm take turns this many times per configuration")
     p.add_argument("--backends", default="cython,numba")
     p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    p.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16: bfloat16 products on both sides (module docstring)")
     p.add_argument("--configs", default="all",
                    help="'all', or ';'-separated B,T,I,H tuples")
     p.add_argument("--no-varlen", action="store_true")
@@ -135,7 +157,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.json is None:
         args.json = ("benchmarks/results/bench_kernels"
-                     + ("_gru" if args.cell == "gru" else "") + ".json")
+                     + ("_gru" if args.cell == "gru" else "")
+                     + ("_bf16" if args.compute_dtype == "bfloat16" else "") + ".json")
+    bf16 = args.compute_dtype == "bfloat16"
 
     import torch
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -153,10 +177,12 @@ def main(argv=None):
           f"(mkldnn={torch.backends.mkldnn.is_available()}); numpy {np.__version__}")
     print(f"BLAS: {'; '.join(sorted(set(blas)))}; OpenBLAS env: {env}")
     from fastlstm.backends import numba_backend
-    from fastlstm.backends.cython_backend import kernel_path
+    from fastlstm.backends.cython_backend import BF16_CELLS, _recurrent, kernel_path
     switches = {k: os.environ[k] for k in ("FASTLSTM_NO_AVX512", "FASTLSTM_NO_FUSED",
                                            "FASTLSTM_NO_SMALL_GEMM") if k in os.environ}
     print(f"kernel path (cython, float32): {kernel_path()}"
+          + (f"; bfloat16 kernels: {_recurrent.cpu_has_bf16() and 'lstm' in BF16_CELLS}"
+             if bf16 else "")
           + (f"; switches {switches}" if switches else "")
           + "; numba: vectorized gate math, a BLAS call per step for chunks of more than "
           f"{numba_backend.SMALL_PRODUCT_ROWS} rows")
@@ -171,14 +197,16 @@ def main(argv=None):
     # its own afterwards: interleaved, its worker threads (a second threading runtime)
     # slowed torch's packed LSTM from 9 ms to 2.9 s.
     times = {}
-    turns = ["torch", "torch packed"] + [b for b in backends if b != "numba"]
+    turns = (["torch f32"] if bf16 else []) + ["torch", "torch packed"]
+    turns += [b for b in backends if b != "numba"]
     late = [b for b in backends if b == "numba"]
 
     def make(impl, B, T, I, H, lengths):
         if impl.startswith("torch"):
             return torch_fns(B, T, I, H, lengths if lengths is not None else [T] * B,
-                             impl == "torch packed", args.cell)
-        return fastlstm_fns(impl, B, T, I, H, lengths, args.cell)
+                             impl == "torch packed", args.cell, bf16 and impl != "torch f32")
+        return fastlstm_fns(impl, B, T, I, H, lengths, args.cell,
+                            "bfloat16" if bf16 else None)
 
     with fl.threads(args.threads), threadpool_limits(args.threads, user_api="blas"):
         for group in ([turns] + [[b] for b in late]):
@@ -191,6 +219,9 @@ def main(argv=None):
                         times[k, mode, impl] = t
 
     rows = []
+    if bf16:
+        print("torch: bfloat16 weights (infer) / autocast (train); torch/fl ratios are "
+              "torch f32 / torch [/ torch packed]")
     print(f"{'config (B,T,I,H)':>22} {'mode':>6} {'impl':>14} {'ms':>9} {'GFLOP/s':>8} "
           f"{'%sgemm':>7} {'torch/fl':>9}")
     for k, ((B, T, I, H), lengths) in enumerate(cases):
@@ -199,7 +230,8 @@ def main(argv=None):
         if lengths is not None:          # useful work only: the steps that exist
             flop = 2 * gates * H * (I + H) * int(lengths.sum())
         label = f"{(B, T, I, H)}" + (" var" if lengths is not None else "")
-        peers = ["torch"] + (["torch packed"] if lengths is not None else [])
+        peers = (["torch f32"] if bf16 else []) + ["torch"]
+        peers += ["torch packed"] if lengths is not None else []
         for mode, mult in (("infer", 1), ("train", 3)):
             for name in peers + backends:
                 t = times[k, mode, name]
@@ -215,7 +247,7 @@ def main(argv=None):
                       f"{row['pct_sgemm']:6.1f}% {ratio:>9}", flush=True)
 
     result = dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu_name(), threads=args.threads,
-                  cell=args.cell,
+                  cell=args.cell, compute_dtype=args.compute_dtype,
                   sgemm_gflops=rate, blas=blas, torch=torch.__version__,
                   command=" ".join(sys.argv), rows=rows)
     write_json(args.json, result)

@@ -291,3 +291,32 @@ class Gemm:
 
     def input_gradient(self, dz2, W_x, rows, T, B, time_major, n_threads):
         return input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, self.kernels)
+
+
+class BFloat16Gemm(Gemm):
+    """:class:`Gemm` with bfloat16 products: both operands rounded to bfloat16, then the
+    float32 product (exact products of bfloat16 values, float32 sums: the arithmetic of
+    ``compute_dtype="bfloat16"``; see :mod:`fastlstm._bfloat16`). The rounding is a pass
+    over each operand; the products run at float32's rate."""
+
+    def matmul(self, a, b, n_threads, out=None):
+        return super().matmul(_rounded(a), _rounded(b), n_threads, out)
+
+    def matmul_nt(self, a, b, n_threads, out=None):
+        return super().matmul_nt(_rounded(a), _rounded(b), n_threads, out)
+
+    def matmul_tn(self, a, b, n_threads, out=None):
+        return super().matmul_tn(_rounded(a), _rounded(b), n_threads, out)
+
+    def matmul_tn_stacked(self, parts, b, n_threads, merge, rows=None):
+        return super().matmul_tn_stacked([_rounded(p) for p in parts], _rounded(b),
+                                         n_threads, merge, rows)
+
+    def input_gradient(self, dz2, W_x, rows, T, B, time_major, n_threads):
+        return super().input_gradient(_rounded(dz2), _rounded(W_x), rows, T, B, time_major,
+                                      n_threads)
+
+
+def _rounded(a):
+    from ._bfloat16 import round_to_bfloat16
+    return round_to_bfloat16(a)

@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _thresholds
 from ._sequences import Sequences, from_sequences, to_sequences
 from ._threads import blas_threads, chosen_threads, threads
+from ._bfloat16 import check_compute_dtype
 from .backends import get_backend
 from .network import CELL_KINDS, READOUTS, SequenceNetwork
 from .optimizers import OPTIMIZERS
@@ -176,6 +177,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         "layout": [StrOptions({"ntf", "nft"})],
         "dtype": [StrOptions({"float32", "float64"})],
         "backend": [StrOptions({"auto", "cython", "numba", "numpy", "cuda"})],
+        "compute_dtype": [None, StrOptions({"float32", "bfloat16"})],
         "n_jobs": [None, Interval(numbers.Integral, -1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -189,7 +191,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                  learning_rate_schedule="constant", validation_fraction=0.1,
                  n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, shuffle=True,
                  augment=None, n_steps=None, layout="ntf", dtype="float32", backend="auto",
-                 n_jobs=None, random_state=None, verbose=0, warm_start=False):
+                 compute_dtype=None, n_jobs=None, random_state=None, verbose=0,
+                 warm_start=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.cell = cell
@@ -217,6 +220,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         self.layout = layout
         self.dtype = dtype
         self.backend = backend
+        self.compute_dtype = compute_dtype
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -250,6 +254,12 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                              "number, -1 or None")
         return get_backend(self.backend).name
 
+    def _computing(self, name):
+        """Backend ``name`` with this estimator's ``compute_dtype`` products (a
+        ``ValueError`` for ``"bfloat16"`` with float64 parameters)."""
+        return get_backend(name).computing(check_compute_dtype(self.compute_dtype,
+                                                               self.dtype))
+
     def _threads(self):
         """The kernels' threads for this estimator's work: ``n_jobs`` when given, else
         what the caller's :func:`fastlstm.threads` block or the adaptive default says."""
@@ -258,7 +268,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
     def _work_key(self, network, backend, what, seq):
         """What makes one batch of this estimator's work cost what it costs: the thread
         choice of :func:`fastlstm._threads.chosen_threads` is kept per key."""
-        return (what, backend.name, self.batch_size, seq.values.shape[1:],
+        return (what, backend.name, backend.compute_dtype, self.batch_size,
+                seq.values.shape[1:],
                 tuple((name, p.shape, p.dtype.str) for name, p in network.params.items()))
 
     # -------------------------------------------------------------------- training
@@ -271,7 +282,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight, *, incremental, classes=None, X_val=None,
              y_val=None, callbacks=None):
         self._validate_params()
-        backend = get_backend(self._check_backend())     # resolved once per fit
+        backend = self._computing(self._check_backend())     # resolved once per fit
         callbacks = _check_callbacks(callbacks)
         reuse = (incremental or self.warm_start) and hasattr(self, "network_")
         seq, n_in = self._sequences(X, reset=not reuse)
@@ -555,7 +566,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         seq, _ = self._sequences(X, reset=False)
         with self._threads(), blas_threads(1):
             return self._forward_all(self.network_, seq, np.arange(len(seq)),
-                                     get_backend(self.backend_))
+                                     self._computing(self.backend_))
 
     def transform(self, X):
         """The readout features (final hidden state(s), or mean / max over steps).
@@ -568,7 +579,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         seq, _ = self._sequences(X, reset=False)
         with self._threads(), blas_threads(1):
             return self._forward_all(self.network_, seq, np.arange(len(seq)),
-                                     get_backend(self.backend_), features=True)
+                                     self._computing(self.backend_), features=True)
 
     # -------------------------------------------------------------- verbose output
     def _print_header(self, with_validation):
@@ -747,6 +758,13 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         steps).
     dtype : {"float32", "float64"}, default "float32"
     backend : {"auto", "cython", "numba", "numpy", "cuda"}, default "auto"
+    compute_dtype : {None, "float32", "bfloat16"}, default None
+        The products' arithmetic. None: the parameters' ``dtype``. ``"bfloat16"``
+        (float32 only; Keras's mixed precision): every product, forward and backward,
+        multiplies operands rounded to bfloat16 and sums in float32, while the weights,
+        the state, the gate math and the optimizer stay float32. The LSTM cells run it
+        on their own kernels where the CPU has AVX512-BF16 (``backend="cython"`` or
+        ``"auto"``); elsewhere it is a slow NumPy emulation, for checking results.
     n_jobs : int or None, default None
         Threads of the kernels. None: the cores this process may run on, capped by
         OpenMP's limit (``OMP_NUM_THREADS``, threadpoolctl), so that in joblib's workers
@@ -808,8 +826,8 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
                  learning_rate_schedule="constant", validation_fraction=0.1,
                  n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, label_smoothing=0.0,
                  class_weight=None, shuffle=True, augment=None, n_steps=None, layout="ntf",
-                 dtype="float32", backend="auto", n_jobs=None, random_state=None, verbose=0,
-                 warm_start=False):
+                 dtype="float32", backend="auto", compute_dtype=None, n_jobs=None,
+                 random_state=None, verbose=0, warm_start=False):
         super().__init__(**_base_arguments(locals()))
         self.label_smoothing = label_smoothing
         self.class_weight = class_weight
@@ -1050,7 +1068,8 @@ class LSTMRegressor(RegressorMixin, _BaseSequenceModel):
                  learning_rate_schedule="constant", validation_fraction=0.1,
                  n_iter_no_change=10, clip_grad_norm=None, alpha=0.0, shuffle=True,
                  augment=None, n_steps=None, layout="ntf", dtype="float32", backend="auto",
-                 n_jobs=None, random_state=None, verbose=0, warm_start=False):
+                 compute_dtype=None, n_jobs=None, random_state=None, verbose=0,
+                 warm_start=False):
         # max_iter=200 (the classifier's is 50), as scikit-learn's MLPRegressor: its own
         # check_regressors_train needs R^2 > 0.5 on 200 samples, which 50 epochs (100
         # updates) reached only to 0.31-0.36, 200 epochs to 0.76

@@ -452,7 +452,9 @@ def _build(cls, archive):
     if meta["class"] != cls.__name__:
         raise ModelFileError(f"{label} holds a {meta['class']}, not a {cls.__name__}")
     names = set(cls().get_params(deep=False))
-    _exact_keys(meta["params"], names, f"{label}: params")
+    # parameters added after format version 1 was fixed: files from before lack them
+    later = {"compute_dtype"}
+    _exact_keys(meta["params"], names - later, f"{label}: params", optional=later)
     params = {k: _decode(v, k, archive) for k, v in meta["params"].items()}
     est = cls(**params)
     try:

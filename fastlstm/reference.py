@@ -42,6 +42,11 @@ semantics. The reference computes every row at every step and masks (clear, not 
 the compiled backends skip the missing steps.
 
 ``cell_clip <= 0`` means no clipping. ``n_threads`` is accepted and ignored here.
+
+``operand`` (keyword only, not part of the kernel contract): a function applied to the
+left operand of every recurrent product (``h``, ``r * h``, ``dz``), e.g. rounding to
+bfloat16 for the emulation of ``compute_dtype="bfloat16"``
+(:mod:`fastlstm.backends._bf16_emulation`, which passes ``W`` already rounded).
 """
 
 import numpy as np
@@ -58,27 +63,31 @@ def _valid_rows(t, seq_len):
     return t < seq_len
 
 
-def rnn_forward(xproj, W, seq_len, hs, n_threads=1):
+def _same(a):
+    return a
+
+
+def rnn_forward(xproj, W, seq_len, hs, n_threads=1, *, operand=_same):
     """Basic RNN recurrence: ``hs[t+1] = tanh(xproj[t] + hs[t] @ W)`` at existing steps."""
     h = hs[0].copy()
     for t in range(xproj.shape[0]):
         rows = _valid_rows(t, seq_len)
-        h_new = np.tanh(xproj[t] + h @ W)
+        h_new = np.tanh(xproj[t] + operand(h) @ W)
         hs[t + 1, rows] = h_new[rows]
         h = np.where(rows[:, None], h_new, h)
 
 
-def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
+def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1, *, operand=_same):
     """Backward of :func:`rnn_forward`; ``tanh' = 1 - h^2`` from the saved outputs."""
     for t in reversed(range(d_outputs.shape[0])):
         rows = _valid_rows(t, seq_len)
         dz_t = (dh + d_outputs[t]) * (1.0 - hs[t + 1] ** 2)
         dz[t, rows] = dz_t[rows]
-        dh[...] = np.where(rows[:, None], dz_t @ W.T, dh)
+        dh[...] = np.where(rows[:, None], operand(dz_t) @ W.T, dh)
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len,
-                 hs, cs, acts, c_unclipped, n_threads=1):
+                 hs, cs, acts, c_unclipped, n_threads=1, *, operand=_same):
     """LSTM recurrence (TF1 ``LSTMCell``), gate order (i, j, f, o).
 
     The additions are done in TensorFlow's order, ``(z_f + forget_bias) + w_f * c``, so
@@ -90,7 +99,7 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
     c = cs[0].copy()
     for t in range(xproj.shape[0]):
         rows = _valid_rows(t, seq_len)
-        z = xproj[t] + h @ W
+        z = xproj[t] + operand(h) @ W
         z_i, z_j, z_f, z_o = (z[:, k * H:(k + 1) * H] for k in range(4))
         z_f = z_f + forget_bias
         if use_peepholes:
@@ -114,7 +123,7 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
 
 
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
-                  d_outputs, dh, dc, dz, n_threads=1):
+                  d_outputs, dh, dc, dz, n_threads=1, *, operand=_same):
     """Backward of :func:`lstm_forward`, derivatives written from the saved activations.
 
     ``sigmoid' = s (1 - s)``, ``tanh' = 1 - t^2``; where ``cell_clip`` clipped the cell
@@ -144,11 +153,12 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
             dc_prev = dc_prev + dz_i * w_i + dz_f * w_f
         dz_t = np.concatenate([dz_i, dz_j, dz_f, dz_o], axis=1)
         dz[t, rows] = dz_t[rows]
-        dh[...] = np.where(rows[:, None], dz_t @ W.T, dh)
+        dh[...] = np.where(rows[:, None], operand(dz_t) @ W.T, dh)
         dc[...] = np.where(rows[:, None], dc_prev, dc)
 
 
-def gru_forward(xproj, W, b_h, reset_after, seq_len, hs, acts, hzc, n_threads=1):
+def gru_forward(xproj, W, b_h, reset_after, seq_len, hs, acts, hzc, n_threads=1, *,
+                operand=_same):
     """GRU recurrence: TF1 ``GRUCell`` (``reset_after=False``) or the PyTorch / Keras
     ``reset_after=True`` form; gate order (r, u, c). ``h' = u * h + (1 - u) * c``, in
     TensorFlow's order of operations."""
@@ -158,7 +168,7 @@ def gru_forward(xproj, W, b_h, reset_after, seq_len, hs, acts, hzc, n_threads=1)
         rows = _valid_rows(t, seq_len)
         xp = xproj[t]
         if reset_after:
-            hz = h @ W + b_h
+            hz = operand(h) @ W + b_h
             r = sigmoid(xp[:, :H] + hz[:, :H])
             u = sigmoid(xp[:, H:2 * H] + hz[:, H:2 * H])
             hz_c = hz[:, 2 * H:]
@@ -166,10 +176,10 @@ def gru_forward(xproj, W, b_h, reset_after, seq_len, hs, acts, hzc, n_threads=1)
                 hzc[t, rows] = hz_c[rows]
             c = np.tanh(xp[:, 2 * H:] + r * hz_c)
         else:
-            g = h @ W[:, :2 * H]
+            g = operand(h) @ W[:, :2 * H]
             r = sigmoid(xp[:, :H] + g[:, :H])
             u = sigmoid(xp[:, H:2 * H] + g[:, H:])
-            c = np.tanh(xp[:, 2 * H:] + (r * h) @ W[:, 2 * H:])
+            c = np.tanh(xp[:, 2 * H:] + operand(r * h) @ W[:, 2 * H:])
         h_new = u * h + (1.0 - u) * c
         if acts.size:
             acts[t, rows] = np.concatenate([r, u, c], axis=1)[rows]
@@ -177,7 +187,8 @@ def gru_forward(xproj, W, b_h, reset_after, seq_len, hs, acts, hzc, n_threads=1)
         h = np.where(rows[:, None], h_new, h)
 
 
-def gru_backward(W, reset_after, seq_len, hs, acts, hzc, d_outputs, dh, dz, n_threads=1):
+def gru_backward(W, reset_after, seq_len, hs, acts, hzc, d_outputs, dh, dz, n_threads=1, *,
+                 operand=_same):
     """Backward of :func:`gru_forward` from the saved activations: ``dz`` is dLoss/d
     ``xproj``; the recurrent weights' gradient follows from it after the loop
     (:mod:`fastlstm._recurrences`)."""
@@ -192,11 +203,12 @@ def gru_backward(W, reset_after, seq_len, hs, acts, hzc, d_outputs, dh, dz, n_th
         dz_u = dh_t * (h_prev - c) * u * (1.0 - u)
         if reset_after:
             dz_r = dz_c * hzc[t] * r * (1.0 - r)
-            dh_prev = dh_t * u + np.concatenate([dz_r, dz_u, dz_c * r], axis=1) @ W.T
+            dh_prev = dh_t * u + operand(np.concatenate([dz_r, dz_u, dz_c * r], axis=1)) @ W.T
         else:
-            d_rh = dz_c @ W_c.T
+            d_rh = operand(dz_c) @ W_c.T
             dz_r = d_rh * h_prev * r * (1.0 - r)
-            dh_prev = dh_t * u + d_rh * r + np.concatenate([dz_r, dz_u], axis=1) @ W_ru.T
+            dh_prev = (dh_t * u + d_rh * r
+                       + operand(np.concatenate([dz_r, dz_u], axis=1)) @ W_ru.T)
         dz_t = np.concatenate([dz_r, dz_u, dz_c], axis=1)
         dz[t, rows] = dz_t[rows]
         dh[...] = np.where(rows[:, None], dh_prev, dh)

@@ -15,6 +15,7 @@ from . import _thresholds
 from . import _recurrences
 from ._workspace import aligned_empty, recycled, scratch
 from ._threads import blas_threads, kernel_threads
+from ._bfloat16 import check_compute_dtype
 from .backends import get_backend
 from .cells import LSTMStateTuple, _Cell
 
@@ -186,7 +187,7 @@ def _under_one_blas_limit(fn):
 
 
 def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_major=False,
-                backend="auto", return_cache=False):
+                backend="auto", return_cache=False, compute_dtype=None):
     """Run ``cell`` over batches of sequences, as TensorFlow 1.x's ``tf.nn.dynamic_rnn``.
 
     Parameters
@@ -211,6 +212,17 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
         is used as it is (resolved once by a caller that runs many layers).
     return_cache : bool, default False
         Also return the cache :func:`dynamic_rnn_backward` needs.
+    compute_dtype : {None, "float32", "bfloat16"}, default None
+        The products' arithmetic. None (or ``"float32"`` for a float32 cell): the
+        cell's dtype. ``"bfloat16"`` (float32 cells; Keras's mixed precision): every
+        product (input projection, recurrence, and in the backward the recurrent,
+        weight and input gradients) multiplies operands rounded to bfloat16 (to nearest
+        even) and sums in float32; the state, the gate math and the results stay
+        float32. On CPUs with AVX512-BF16 the LSTM's recurrence runs on its own
+        bfloat16 kernels (``backend="cython"``); other cells and CPUs run a NumPy
+        emulation of the same arithmetic, which is slow. The backward uses the
+        forward's compute dtype (it is kept in the cache). A ``Backend`` passed as
+        ``backend`` with ``compute_dtype=None`` keeps its own (``Backend.computing``).
 
     Returns
     -------
@@ -225,16 +237,20 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
         On any malformed argument, naming it; nothing is computed then.
     """
     return _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backend,
-                        return_cache)
+                        return_cache, compute_dtype=compute_dtype)
 
 
 def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backend,
-                 return_cache, keep_outputs=True):
+                 return_cache, keep_outputs=True, compute_dtype=None):
     """:func:`dynamic_rnn`; ``keep_outputs=False`` returns ``None`` for the outputs of a
     training forward (a network's last layer read out at its final state does not need
     them: their copy was 1.8 MB per batch of the seed's model)."""
     _check_cell(cell)
     be = get_backend(backend)
+    if compute_dtype is not None:   # None: a Backend passed in keeps its own products
+        be = be.computing(check_compute_dtype(compute_dtype, cell.dtype))
+    elif be.compute_dtype is not None:
+        check_compute_dtype(be.compute_dtype, cell.dtype)
     if cell.kind not in be.cells:
         raise ValueError(f"backend {be.name!r} has no kernels for {cell.kind!r} cells "
                          f"(it runs {sorted(be.cells)})")
@@ -272,7 +288,7 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
     # steps, so what is read past a sequence's end is zeroed (_zero_tails): hs (outputs,
     # dW_h) and what the kind's gradients sum over; everything for a backend whose
     # kernels compute every row and mask (the reference).
-    zero_all = be.needs_zeroed_history
+    zero_all = be.needs_zeroed_history(cell.kind)
 
     def buffer(name, shape, history=False):
         if return_cache:
@@ -291,8 +307,9 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
         hist["cs"][0] = c0
     cache = RNNCache(be, bool(time_major), _signature(cell), x, seq_len, hs, hist)
     if fuse_input:
-        be.module.lstm_forward_input(x, p["kernel"], p["bias"],
-                                     *rec.kernel_arguments(cell, seq_len, hs, hist, n_threads))
+        be.fused("lstm_forward_input")(x, p["kernel"], p["bias"],
+                                       *rec.kernel_arguments(cell, seq_len, hs, hist,
+                                                             n_threads))
     else:
         rec.forward(be, cell, xproj, seq_len, hs, hist, n_threads)
 
@@ -331,10 +348,10 @@ def _infer_fused(be, cell, x, seq_len, h0, c0, time_major, n_threads, full=False
     c_unclipped = (scratch("c_unclipped", (T, B, H), cell.dtype) if clip > 0
                    else _NO_HISTORY[cell.dtype])
     c_state = c0             # a fresh, aligned array: becomes the final cell state
-    be.module.lstm_infer_input(x, p["kernel"], p["bias"], p["recurrent_kernel"],
-                               _recurrences.peepholes(cell),
-                               cell.use_peepholes, cell.forget_bias, clip, seq_len, h0,
-                               c_state, out, not time_major, c_unclipped, n_threads)
+    be.fused("lstm_infer_input")(x, p["kernel"], p["bias"], p["recurrent_kernel"],
+                                 _recurrences.peepholes(cell),
+                                 cell.use_peepholes, cell.forget_bias, clip, seq_len, h0,
+                                 c_state, out, not time_major, c_unclipped, n_threads)
     if full and T > 0:
         h_final = (out[-1] if time_major else out[:, -1]).copy()
     else:
@@ -447,7 +464,7 @@ def dynamic_rnn_backward(cell, cache, d_outputs, d_state=None, *, input_gradient
     p = cell.params
     n_threads = kernel_threads()
     rec = _recurrences.for_cell(cell)
-    dz = scratch("dz", (T, B, GH), cell.dtype, zero=be.needs_zeroed_history)
+    dz = scratch("dz", (T, B, GH), cell.dtype, zero=be.needs_zeroed_history(cell.kind))
     rows = _existing_rows(seq_len, T)
     if rows is None or rec.reads_dz_past_the_ends(cell):   # else nothing reads dz there
         _zero_tails(dz, seq_len)

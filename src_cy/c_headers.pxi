@@ -8,6 +8,7 @@ cdef extern from "small_gemm_avx2.h":
 
 cdef extern from "fused_step.h":
     int fl_best_fused_isa() noexcept nogil
+    int fl_cpu_has_avx512_bf16() noexcept nogil
     void fl_set_fused_isa(int isa) noexcept nogil
     enum: FL_ISA_NONE
     enum: FL_ISA_AVX2
@@ -25,7 +26,7 @@ cdef extern from "fused_step.h":
                                int use_peep, float forget_bias, float clip, float* c_loc,
                                float* h_new, float* acts, float* act_tmp,
                                const fl_layout_f32* out, float* c_unclipped, Py_ssize_t g_lo,
-                               Py_ssize_t g_hi) noexcept nogil
+                               Py_ssize_t g_hi, int bf16) noexcept nogil
 
 cdef extern from "fused_step.h":
     void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
@@ -39,7 +40,7 @@ cdef extern from "fused_step.h":
     void fl_gemm_rows_wt_f32(Py_ssize_t n_rows, const int64_t* rows, Py_ssize_t K,
                              const float* A, Py_ssize_t lda, const float* WTp, Py_ssize_t N,
                              float* C, const int64_t* c_off, Py_ssize_t ldc,
-                             Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
+                             Py_ssize_t c_lo, Py_ssize_t c_hi, int bf16) noexcept nogil
     void fl_avx512_math_array(int which, Py_ssize_t n, const float* x,
                               float* y) noexcept nogil
     void fl_avx2_math_array(int which, Py_ssize_t n, const float* x,
@@ -52,7 +53,12 @@ cdef extern from "fused_step.h":
     enum: FL_TN_KS
     void fl_gemm_dz_wt_f32(Py_ssize_t n_rows, Py_ssize_t H, const float* dz,
                            const float* WTp, float* dh, Py_ssize_t c_lo,
-                           Py_ssize_t c_hi) noexcept nogil
+                           Py_ssize_t c_hi, int bf16) noexcept nogil
+    void fl_pack_fused_bf16(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
+                            uint32_t* out, Py_ssize_t g_lo, Py_ssize_t g_hi) noexcept nogil
+    void fl_pack_fused_t_bf16(Py_ssize_t n, Py_ssize_t K, const float* W, uint32_t* out,
+                              Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil
+    void fl_bf16_round_array(Py_ssize_t n, const float* a, float* out) noexcept nogil
 
 cdef extern from "openmp_shim.h":
     int fastlstm_openmp_enabled() noexcept nogil

@@ -57,3 +57,21 @@ def cpu_isa():
     FMA), whatever the switches say; ``None`` also where the build has no fused kernels
     (a compiler other than GCC or clang, or not x86-64)."""
     return {FL_ISA_AVX512: "avx512", FL_ISA_AVX2: "avx2"}.get(fl_best_fused_isa())
+
+
+#: The bfloat16 kernels (fused_tiles_bf16.h: vdpbf16ps) run here: the CPU has
+#: AVX512-BF16 and the AVX-512 of the float32 kernels (FASTLSTM_NO_AVX512=1 or
+#: FASTLSTM_NO_FUSED=1 at import switch them off too).
+cdef bint _BF16_KERNELS = (_FUSED_ISA == FL_ISA_AVX512 and fl_cpu_has_avx512_bf16() != 0)
+
+
+def have_bf16_kernels():
+    """True when ``compute_dtype="bfloat16"`` runs on this CPU's own instructions (the
+    LSTM's fused bfloat16 kernels: AVX512-BF16); elsewhere it is emulated."""
+    return bool(_BF16_KERNELS)
+
+
+def cpu_has_bf16():
+    """True when the CPU and its OS support AVX512-BF16 (with AVX-512 F, DQ, BW, VL),
+    whatever the switches say."""
+    return bool(fl_cpu_has_avx512_bf16())

@@ -126,6 +126,7 @@ static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float*
 #endif
 #include "fused_tiles_avx512.h"
 #include "fused_tiles_avx2.h"
+#include "fused_tiles_bf16.h"
 #define FL_HAVE_FUSED 1
 
 static int fl_fused_isa = FL_ISA_NONE;
@@ -156,6 +157,16 @@ static int fl_best_fused_isa(void) {
 
 static void fl_set_fused_isa(int isa) { fl_fused_isa = isa; }
 
+/* The CPU has the AVX512-BF16 subset (vdpbf16ps, vcvtneps2bf16: CPUID leaf 7 subleaf 1,
+ * EAX bit 5) on top of the AVX-512 the float32 kernels use, and the OS saves its state:
+ * the bfloat16 kernels (fused_tiles_bf16.h) can run. */
+static int fl_cpu_has_avx512_bf16(void) {
+    unsigned int a, b, c, d;
+    if (fl_best_fused_isa() != FL_ISA_AVX512) return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 5) & 1;
+}
+
 /* Row i of a 4-row block starting at r0 with nr valid rows; rows past nr repeat the last
  * valid one (computed, never stored). */
 static inline const float* fl_tile_row(const float* base, ptrdiff_t ld, ptrdiff_t r0,
@@ -174,6 +185,7 @@ static inline void fl_prefetch_gates(const float* p, ptrdiff_t H) {
 #define FL_ISA_CAT2(a, b) a##b
 #define FL_ISA_CAT(a, b) FL_ISA_CAT2(a, b)
 
+#define FL_PACKED_ROWS(K) (K)
 #define FL_ISA(name) FL_ISA_CAT(name, _avx512)
 #define FL_ISA_TARGET FL_AVX512_TARGET
 #include "fused_step_isa.h"
@@ -185,17 +197,31 @@ static inline void fl_prefetch_gates(const float* p, ptrdiff_t H) {
 #include "fused_step_isa.h"
 #undef FL_ISA
 #undef FL_ISA_TARGET
+#undef FL_PACKED_ROWS
 
-/* The public entry points: the copy of fused_step_isa.h for the chosen ISA. */
+/* bfloat16 products: weights in pair rows (fused_tiles_bf16.h), float32 elsewhere */
+#define FL_PACKED_ROWS(K) FL_BF16_ROWS(K)
+#define FL_NO_GEMM_TN
+#define FL_ISA(name) FL_ISA_CAT(name, _bf16)
+#define FL_ISA_TARGET FL_BF16_TARGET
+#include "fused_step_isa.h"
+#undef FL_ISA
+#undef FL_ISA_TARGET
+#undef FL_NO_GEMM_TN
+#undef FL_PACKED_ROWS
+
+/* The public entry points: the copy of fused_step_isa.h for the chosen ISA, or, with
+ * bf16 (weights packed in bfloat16 pairs), the AVX512-BF16 one. */
 static void fl_lstm_fwd_fused_f32(
         ptrdiff_t n_rows, ptrdiff_t H, const float* h_old, const float* Wp,
         const int64_t* rows, ptrdiff_t B, ptrdiff_t t, const float* xproj, ptrdiff_t I,
         const float* x, const float* bias, const float* peep, int use_peep,
         float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
         float* act_tmp, const fl_layout_f32* out, float* c_unclipped, ptrdiff_t g_lo,
-        ptrdiff_t g_hi) {
-    (fl_fused_isa == FL_ISA_AVX512 ? fl_lstm_fwd_fused_f32_avx512
-                                   : fl_lstm_fwd_fused_f32_avx2)(
+        ptrdiff_t g_hi, int bf16) {
+    (bf16 ? fl_lstm_fwd_fused_f32_bf16
+     : fl_fused_isa == FL_ISA_AVX512 ? fl_lstm_fwd_fused_f32_avx512
+                                     : fl_lstm_fwd_fused_f32_avx2)(
         n_rows, H, h_old, Wp, rows, B, t, xproj, I, x, bias, peep, use_peep, forget_bias,
         clip, c_loc, h_new, acts, act_tmp, out, c_unclipped, g_lo, g_hi);
 }
@@ -203,14 +229,17 @@ static void fl_lstm_fwd_fused_f32(
 static void fl_gemm_rows_wt_f32(ptrdiff_t n_rows, const int64_t* rows, ptrdiff_t K,
                                 const float* A, ptrdiff_t lda, const float* WTp, ptrdiff_t N,
                                 float* C, const int64_t* c_off, ptrdiff_t ldc, ptrdiff_t c_lo,
-                                ptrdiff_t c_hi) {
-    (fl_fused_isa == FL_ISA_AVX512 ? fl_gemm_rows_wt_f32_avx512 : fl_gemm_rows_wt_f32_avx2)(
+                                ptrdiff_t c_hi, int bf16) {
+    (bf16 ? fl_gemm_rows_wt_f32_bf16
+     : fl_fused_isa == FL_ISA_AVX512 ? fl_gemm_rows_wt_f32_avx512 : fl_gemm_rows_wt_f32_avx2)(
         n_rows, rows, K, A, lda, WTp, N, C, c_off, ldc, c_lo, c_hi);
 }
 
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
-                              const float* WTp, float* dh, ptrdiff_t c_lo, ptrdiff_t c_hi) {
-    (fl_fused_isa == FL_ISA_AVX512 ? fl_gemm_dz_wt_f32_avx512 : fl_gemm_dz_wt_f32_avx2)(
+                              const float* WTp, float* dh, ptrdiff_t c_lo, ptrdiff_t c_hi,
+                              int bf16) {
+    (bf16 ? fl_gemm_dz_wt_f32_bf16
+     : fl_fused_isa == FL_ISA_AVX512 ? fl_gemm_dz_wt_f32_avx512 : fl_gemm_dz_wt_f32_avx2)(
         n_rows, H, dz, WTp, dh, c_lo, c_hi);
 }
 
@@ -225,7 +254,13 @@ static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
 #else
 #define FL_HAVE_FUSED 0
 static int fl_best_fused_isa(void) { return FL_ISA_NONE; }
+static int fl_cpu_has_avx512_bf16(void) { return 0; }
 static void fl_set_fused_isa(int isa) {}
+static void fl_pack_fused_bf16(ptrdiff_t I, const float* Wx, ptrdiff_t H, const float* Wh,
+                               uint32_t* out, ptrdiff_t g_lo, ptrdiff_t g_hi) {}
+static void fl_pack_fused_t_bf16(ptrdiff_t n, ptrdiff_t K, const float* W, uint32_t* out,
+                                 ptrdiff_t c_lo, ptrdiff_t c_hi) {}
+static void fl_bf16_round_array(ptrdiff_t n, const float* a, float* out) {}
 static void fl_avx2_math_array(int which, ptrdiff_t n, const float* x, float* y) {}
 static void fl_lstm_fwd_fused_f32(
         ptrdiff_t n_rows, ptrdiff_t H, const float* h_old, const float* Wp,
@@ -233,14 +268,15 @@ static void fl_lstm_fwd_fused_f32(
         const float* x, const float* bias, const float* peep, int use_peep,
         float forget_bias, float clip, float* c_loc, float* h_new, float* acts,
         float* act_tmp, const fl_layout_f32* out, float* c_unclipped, ptrdiff_t g_lo,
-        ptrdiff_t g_hi) {}
+        ptrdiff_t g_hi, int bf16) {}
 static void fl_gemm_dz_wt_f32(ptrdiff_t n_rows, ptrdiff_t H, const float* dz,
-                              const float* WTp, float* dh, ptrdiff_t c_lo, ptrdiff_t c_hi) {}
+                              const float* WTp, float* dh, ptrdiff_t c_lo, ptrdiff_t c_hi,
+                              int bf16) {}
 static void fl_avx512_math_array(int which, ptrdiff_t n, const float* x, float* y) {}
 static void fl_gemm_rows_wt_f32(ptrdiff_t n_rows, const int64_t* rows, ptrdiff_t K,
                                 const float* A, ptrdiff_t lda, const float* WTp, ptrdiff_t N,
                                 float* C, const int64_t* c_off, ptrdiff_t ldc, ptrdiff_t c_lo,
-                                ptrdiff_t c_hi) {}
+                                ptrdiff_t c_hi, int bf16) {}
 static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
                            const float* const* A, const ptrdiff_t* lda, const ptrdiff_t* M,
                            const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc,

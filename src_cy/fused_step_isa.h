@@ -1,9 +1,12 @@
-/* The fused kernels' loops, written once for both ISAs: fused_step.h includes this file
- * twice, with FL_ISA(name) = name##_avx512 and FL_ISA_TARGET the AVX-512 target, then
- * with name##_avx2 and AVX2 + FMA, so each copy inlines its own ISA's register tiles
- * (fused_tiles_avx512.h, fused_tiles_avx2.h: the same contracts) and is compiled for it.
- * No include guard: included once per ISA on purpose. The public names (fused_step.h)
- * call one copy or the other by the ISA chosen at import. */
+/* The fused kernels' loops, written once for every ISA: fused_step.h includes this file
+ * once per ISA, with FL_ISA(name) = name##_avx512 and FL_ISA_TARGET the AVX-512 target,
+ * then name##_avx2 with AVX2 + FMA, then name##_bf16 with AVX512-BF16, so each copy
+ * inlines its own ISA's register tiles (fused_tiles_avx512.h, fused_tiles_avx2.h,
+ * fused_tiles_bf16.h: the same contracts) and is compiled for it. FL_PACKED_ROWS(K):
+ * rows of packed weights for K rows of k (K in float32; K / 2 rounded up in bfloat16
+ * pairs). No include guard: included once per ISA on purpose. The public names
+ * (fused_step.h) call one copy or another by the ISA chosen at import and the call's
+ * compute dtype. */
 
 /* x == NULL: z = xproj[t, b] + h W_h (xproj = x W_x + b from a GEMM before the loop).
  * x != NULL: z = [x_t, h] [W_x; W_h] + b in one sum, W_x packed above W_h in Wp (group g:
@@ -20,7 +23,7 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
     /* groups g_lo .. g_hi - 1 only (units 16 g_lo .. 16 g_hi - 1): the whole step is
      * 0 .. ceil(H / 16); the hidden-unit split gives each thread its own range */
     float ztile[4][64] __attribute__((aligned(64)));
-    const ptrdiff_t G = 4 * H, KX = x ? I : 0;
+    const ptrdiff_t G = 4 * H, KX = x ? I : 0, KP = FL_PACKED_ROWS(KX) + FL_PACKED_ROWS(H);
     if (n_rows == 1) {                           /* up to four groups at once: fl_row_blocks */
         const ptrdiff_t b = rows[0];
         for (ptrdiff_t g0 = g_lo; g0 < g_hi; g0 += 4) {
@@ -29,7 +32,7 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
                 for (ptrdiff_t j = 0; j < nb; j++)
                     fl_prefetch_gates(xproj + (t * B + b) * G + 16 * (g0 + j), H);
             FL_ISA(fl_row_blocks)(KX, x ? x + t * out->x_t + b * out->x_b : NULL, H, h_old,
-                                  Wp + g0 * (KX + H) * 64, (KX + H) * 64, nb, ztile);
+                                  Wp + g0 * KP * 64, KP * 64, nb, ztile);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 const ptrdiff_t u0 = 16 * (g0 + j), n = H - u0 < 16 ? H - u0 : 16;
                 const ptrdiff_t xo = (t * B + b) * G + u0;
@@ -44,7 +47,7 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
         return;
     }
     for (ptrdiff_t g = g_lo; g < g_hi; g++) {
-        const float* Wg = Wp + g * (KX + H) * 64;
+        const float* Wg = Wp + g * KP * 64;
         const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
             const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
@@ -91,7 +94,7 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(
         const int64_t* restrict c_off, ptrdiff_t ldc, ptrdiff_t c_lo, ptrdiff_t c_hi) {
     float tile[8][64] __attribute__((aligned(64)));
     for (ptrdiff_t c = c_lo; c < c_hi; c++) {
-        const float* Wc = WTp + c * K * 64;
+        const float* Wc = WTp + c * FL_PACKED_ROWS(K) * 64;
         const ptrdiff_t u0 = 64 * c, n = N - u0 < 64 ? N - u0 : 64;
         const int R = n <= 32 ? 8 : 4;                  /* rows per tile */
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += R) {
@@ -130,7 +133,8 @@ static void FL_ISA(fl_gemm_dz_wt_f32)(
     if (n_rows == 1) {                           /* up to four blocks at once: fl_row_blocks */
         for (ptrdiff_t c0 = c_lo; c0 < c_hi; c0 += 4) {
             const ptrdiff_t nb = c_hi - c0 < 4 ? c_hi - c0 : 4;
-            FL_ISA(fl_row_blocks)(K, dz, 0, NULL, WTp + c0 * K * 64, K * 64, nb, tile);
+            FL_ISA(fl_row_blocks)(K, dz, 0, NULL, WTp + c0 * FL_PACKED_ROWS(K) * 64,
+                                  FL_PACKED_ROWS(K) * 64, nb, tile);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 const ptrdiff_t u0 = 64 * (c0 + j), n = H - u0 < 64 ? H - u0 : 64;
                 for (ptrdiff_t u = 0; u < n; u++) dh[u0 + u] = tile[j][u];
@@ -141,6 +145,7 @@ static void FL_ISA(fl_gemm_dz_wt_f32)(
     FL_ISA(fl_gemm_rows_wt_f32)(n_rows, NULL, K, dz, K, WTp, H, dh, NULL, H, c_lo, c_hi);
 }
 
+#ifndef FL_NO_GEMM_TN     /* the bfloat16 copy has no weight-gradient tiles (float32) */
 /* C (M x N, row stride ldc) = A^T B for A (K x M) and B (K x N), rows lda and ldb floats
  * apart, float32: the weight gradients [x, h_{t-1}, 1]^T dz, a long sum (K = T B
  * rows) into a short, wide result; A may come in segments (x, h_{t-1} and the ones, with
@@ -203,4 +208,4 @@ static void FL_ISA(fl_gemm_tn_f32)(
             }
         }
 }
-
+#endif

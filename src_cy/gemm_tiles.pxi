@@ -37,7 +37,7 @@ def gemm_rows_wt(const float[:, :] a, const float[:, :, ::1] wt_packed, Py_ssize
             fl_gemm_rows_wt_f32(hi - lo, rp + lo if rp != NULL else NULL, K,
                                 &a[0, 0] if rp != NULL else &a[lo, 0], lda,
                                 &wt_packed[0, 0, 0], n, &out[0], &out_offsets[lo], 0, 0,
-                                n_blocks)
+                                n_blocks, 0)
 
 
 # --------------------------------------------------------------- the GEMMs outside the loop

@@ -10,7 +10,7 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                               floating* c_unclipped, floating* h_loc, floating* h_alt,
                               floating* c_loc, floating* z_loc, floating* act_tmp,
                               Py_ssize_t I, const floating* x, const floating* bias,
-                              const void* out_layout) noexcept nogil:
+                              const void* out_layout, bint bf16) noexcept nogil:
     # x != NULL (fused path only): z = [x_t, h] [W_x; W_h] + bias, xproj unused.
     # out_layout (fused path only): where h and c of each step go (fl_layout_f32); hs and cs
     # are only read at row 0, the initial state.
@@ -34,7 +34,7 @@ cdef void _lstm_forward_chunk(const floating* xproj, const floating* W,
                 fl_lstm_fwd_fused_f32(n_active, H, h_loc, W_fused, rows, B, t, xproj, I, x,
                                       bias, peep, use_peep, forget_bias, clip, c_loc, h_alt,
                                       acts, act_tmp, <const fl_layout_f32*>out_layout,
-                                      c_unclipped, 0, (H + 15) // 16)
+                                      c_unclipped, 0, (H + 15) // 16, bf16)
                 swap = h_loc                   # h_alt holds step t's h: read it next step
                 h_loc = h_alt
                 h_alt = swap
@@ -68,7 +68,7 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
                                const floating* c_unclipped, const floating* d_out,
                                Py_ssize_t d_t, Py_ssize_t d_b,
                                floating* dh, floating* dc, floating* dz, floating* dh_loc,
-                               floating* dc_loc, floating* dz_loc) noexcept nogil:
+                               floating* dc_loc, floating* dz_loc, bint bf16) noexcept nogil:
     # d_out row (t, b) at t * d_t + b * d_b: time- or batch-major, no transposing copy
     cdef Py_ssize_t r, u, t, b, n_active = 0, n_steps = seq_len[rows[0]], G = 4 * H
     cdef Py_ssize_t xo, so, do
@@ -95,7 +95,8 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
                                     &dc_loc[r * H], &dz_loc[r * G], &dz[xo])
         if floating is float:
             if WT_fused != NULL:           # packed-tile product (fused_step.h)
-                fl_gemm_dz_wt_f32(n_active, H, dz_loc, WT_fused, dh_loc, 0, (H + 63) // 64)
+                fl_gemm_dz_wt_f32(n_active, H, dz_loc, WT_fused, dh_loc, 0, (H + 63) // 64,
+                                  bf16)
                 continue
         if W_t != NULL:                    # dz (rows, 4H) @ W.T held as (4H, H)
             _gemm_rowmajor(False, n_active, H, G, dz_loc, G, W_t, H, dh_loc, H)
@@ -114,7 +115,7 @@ cdef void _lstm_forward_fused_units_thread(
         Py_ssize_t n_slices, Py_ssize_t slice_groups, float* acts, float* act_tmp,
         const fl_layout_f32* out, float* c_unclipped, float* h_buf,
         float* c_loc, fastlstm_spin_barrier* barrier, const float* pack_wh,
-        const float* pack_wx) noexcept nogil:
+        const float* pack_wx, bint bf16) noexcept nogil:
     # The fused step with the hidden units split over threads: slice s = groups
     # s * slice_groups ..., all rows; thread k runs slices k, k + n_threads, ...; one
     # barrier per step lets every slice see the whole new h (double-buffered in h_buf).
@@ -140,7 +141,7 @@ cdef void _lstm_forward_fused_units_thread(
             fl_lstm_fwd_fused_f32(n_active, H, &h_buf[(t % 2) * B * H], W_fused, rows, B, t,
                                   xproj, I, x, bias, peep, use_peep, forget_bias, clip,
                                   c_loc, &h_buf[((t + 1) % 2) * B * H], acts, act_tmp, out,
-                                  c_unclipped, g_lo, g_hi)
+                                  c_unclipped, g_lo, g_hi, bf16)
             s = s + n_threads
         fastlstm_spin_barrier_wait(barrier, n_threads)
 
@@ -190,6 +191,7 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
     cdef floating[:, ::1] pack_into = plan.pack_into
     cdef const floating[:, ::1] pack_wh = plan.pack_wh
     cdef const floating[:, ::1] pack_wx = plan.pack_wx
+    cdef bint bf16 = plan.bf16
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], T = hs.shape[0] - 1, n_chunks, k, start
     cdef Py_ssize_t I = 0, x_t = 0, x_b = 0
     if hs.shape[0] < 1:
@@ -248,9 +250,14 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
             layout.c, layout.c_t, layout.c_b = &c_final[0, 0], 0, H
     elif out is not None:
         raise ValueError("out is for the fused float32 path")
+    if bf16 and (floating is not float or W_fused is None or not _BF16_KERNELS):
+        raise ValueError("bf16 needs float32, W_fused packed by pack_fused_bf16 and a CPU "
+                         "with AVX512-BF16 (have_bf16_kernels())")
     if W_fused is not None and floating is float:
-        if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != (I + H) * 64:
-            raise ValueError("W_fused is not W (or [W_x; W_h] with x) packed by pack_fused")
+        if W_fused.shape[0] != (H + 15) // 16 or W_fused.shape[1] != (
+                (I + 1) // 2 + (H + 1) // 2 if bf16 else I + H) * 64:
+            raise ValueError("W_fused is not W (or [W_x; W_h] with x) packed by pack_fused"
+                             + ("_bf16" if bf16 else ""))
         wf = &W_fused[0, 0]
     cdef const floating* pwh = NULL
     cdef const floating* pwx = NULL
@@ -291,7 +298,7 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
                     wf, xp, I, xx, bb, &peepholes[0, 0], use_peepholes, fb, clip,
                     &seq_len[0], &order[0], B, H, unit_slices, slice_groups, ac,
                     &units_work[offs[2]], &layout, cu, &units_work[offs[0]],
-                    &units_work[offs[1]], &barrier, pwh, pwx)
+                    &units_work[offs[1]], &barrier, pwh, pwx, bf16)
             return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     order = _chunk_order(seq_len, n_chunks)
@@ -318,7 +325,7 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
                                 &cs[0, 0, 0], ac, cu, &work[offs[0] + start * H],
                                 &work[offs[1] + start * H], &work[offs[2] + start * H],
                                 &work[offs[3] + start * 4 * H], &work[offs[4] + k * 4 * H], I,
-                                xx, bb, &layout)
+                                xx, bb, &layout, bf16)
 
 
 cdef const floating* _transposed_weights(const floating[:, ::1] W_t,
@@ -330,6 +337,21 @@ cdef const floating* _transposed_weights(const floating[:, ::1] W_t,
     if W_t.shape[0] != 4 * H or W_t.shape[1] != H:
         raise ValueError("W_t must be W.T, (4H, H)")
     return &W_t[0, 0]
+
+
+cdef bint _check_packed_t(WT_fused, bf16, Py_ssize_t H) except -1:
+    """``bf16`` as a C flag, after checking that ``WT_fused`` is ``W_h.T`` packed by
+    ``pack_fused_t`` (``pack_fused_t_bf16`` with ``bf16``: half the rows, in pairs), and
+    that bfloat16 products have their packed weights and kernels."""
+    if bf16 and (WT_fused is None or not _BF16_KERNELS):
+        raise ValueError("bf16 needs WT_fused packed by pack_fused_t_bf16 and a CPU with "
+                         "AVX512-BF16 (have_bf16_kernels())")
+    if WT_fused is not None and (
+            WT_fused.shape[0] != (H + 63) // 64 or WT_fused.shape[2] != 64
+            or WT_fused.shape[1] != (2 * H if bf16 else 4 * H)):
+        raise ValueError("WT_fused is not W.T packed by pack_fused_t"
+                         + ("_bf16" if bf16 else ""))
+    return bool(bf16)
 
 
 cdef int _check_lstm_backward(const floating[:, ::1] W, const floating[:, ::1] peepholes,
@@ -395,10 +417,8 @@ def lstm_backward(cell, const int64_t[::1] seq_len, const floating[:, :, ::1] cs
     cdef const floating* cu = &c_unclipped[0, 0, 0] if cell_clip > 0 else NULL
     cdef floating clip = <floating>cell_clip
     cdef const floating* wt = NULL
+    cdef bint bf16 = _check_packed_t(WT_fused, plan.bf16, H)
     if WT_fused is not None and floating is float:
-        if WT_fused.shape[0] != (H + 63) // 64 or WT_fused.shape[1] != 4 * H \
-                or WT_fused.shape[2] != 64:
-            raise ValueError("WT_fused is not W.T packed by pack_fused_t")
         wt = &WT_fused[0, 0, 0]
     cdef const floating* w_t = _transposed_weights(W_t, H)
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
@@ -410,7 +430,8 @@ def lstm_backward(cell, const int64_t[::1] seq_len, const floating[:, :, ::1] cs
                              &cs[0, 0, 0],
                              &acts[0, 0, 0], cu, &d_outputs[0, 0, 0], d_t, d_b, &dh[0, 0],
                              &dc[0, 0], &dz[0, 0, 0], &work[offs[0] + start * H],
-                             &work[offs[1] + start * H], &work[offs[2] + start * 4 * H])
+                             &work[offs[1] + start * H], &work[offs[2] + start * 4 * H],
+                             bf16)
 
 
 # ------------------------------------------------------- LSTM, hidden units over threads
@@ -545,7 +566,7 @@ cdef void _lstm_backward_units_thread(
         const floating* c_unclipped, const floating* d_out, Py_ssize_t d_t, Py_ssize_t d_b,
         floating* dh, floating* dc, floating* dz, floating* dh_loc, floating* dc_loc,
         floating* dz_buf, const floating* WT_fused, const floating* W_t,
-        fastlstm_spin_barrier* barrier) noexcept nogil:
+        fastlstm_spin_barrier* barrier, bint bf16) noexcept nogil:
     # WT_fused != NULL (float32, fused kernels): the slice's dz W_h^T by the packed tiles of
     # fused_step.h (slices are whole 64-unit blocks then), else one BLAS call per slice.
     cdef int tid = threadid(), n_threads = fastlstm_num_threads()
@@ -590,7 +611,7 @@ cdef void _lstm_backward_units_thread(
             if floating is float:
                 if WT_fused != NULL:
                     fl_gemm_dz_wt_f32(n_active, H, dzl, WT_fused, dh_loc, u0 // 64,
-                                      (u0 + n + 63) // 64)
+                                      (u0 + n + 63) // 64, bf16)
                     s = s + n_threads
                     continue
             if W_t != NULL:                # the slice's columns of W.T (4H, H)
@@ -637,11 +658,10 @@ def lstm_backward_units(cell, const int64_t[::1] seq_len, const floating[:, :, :
         return
     cdef Py_ssize_t d_t, d_b
     _row_strides(d_outputs, &d_t, &d_b)
+    cdef bint bf16 = _check_packed_t(WT_fused, plan.bf16, H)
     if WT_fused is not None:
-        if floating is not float or width % 64 != 0 or WT_fused.shape[0] != (H + 63) // 64 \
-                or WT_fused.shape[1] != 4 * H:
-            raise ValueError("WT_fused needs float32, W.T packed by pack_fused_t and "
-                             "slices of whole 64-unit blocks")
+        if floating is not float or width % 64 != 0:
+            raise ValueError("WT_fused needs float32 and slices of whole 64-unit blocks")
         wt = &WT_fused[0, 0, 0]
     cdef int64_t[::1] order = _chunk_order(seq_len)
     dtype = np.float32 if floating is float else np.float64
@@ -660,4 +680,4 @@ def lstm_backward_units(cell, const int64_t[::1] seq_len, const floating[:, :, :
                                     &cs[0, 0, 0], &acts[0, 0, 0], cu, &d_outputs[0, 0, 0],
                                     d_t, d_b, &dh[0, 0], &dc[0, 0], &dz[0, 0, 0],
                                     &work[offs[0]], &work[offs[1]], &work[offs[2]], wt,
-                                    w_t, &barrier)
+                                    w_t, &barrier, bf16)

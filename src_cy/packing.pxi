@@ -57,3 +57,71 @@ def pack_fused_t(const float[:, ::1] W, out=None, int n_threads=1):
         fl_pack_fused_t_f32(n, K, &W[0, 0], &o[0, 0, 0], part * blocks // n_parts,
                             (part + 1) * blocks // n_parts)
     return out
+
+
+def _bf16_kernels_or_raise():
+    if not _BF16_KERNELS:
+        raise ValueError("the bfloat16 kernels need a CPU with AVX512-BF16 "
+                         "(have_bf16_kernels() is False here)")
+
+
+def pack_fused_bf16(const float[:, ::1] W_h, const float[:, ::1] W_x=None, out=None,
+                    int n_threads=1):
+    """``[W_x; W_h]`` (or ``W_h``) rounded to bfloat16 (to nearest even) and packed for
+    the fused bfloat16 step: :func:`pack_fused`'s groups of 16 units with two rows of k
+    in each dword row, ``(bf16(W[2m, j]), bf16(W[2m + 1, j]))`` in its (low, high)
+    halves, W_x's and W_h's rows each padded to an even count with zeros: (ceil(H / 16),
+    (ceil(I / 2) + ceil(H / 2)) * 64) uint32 (see ``fastlstm.backends._chunking``'s
+    NumPy layout). ``out``: such an array to pack into; ``n_threads`` pack the groups
+    of weights of ``PARALLEL_PACK_MIN_BYTES`` or more."""
+    _bf16_kernels_or_raise()
+    cdef Py_ssize_t H = W_h.shape[0], I = 0 if W_x is None else W_x.shape[0]
+    if W_h.shape[1] != 4 * H or (W_x is not None and W_x.shape[1] != 4 * H):
+        raise ValueError("W_h must be (H, 4H) and W_x (I, 4H)")
+    cdef Py_ssize_t groups = (H + 15) // 16, width = ((I + 1) // 2 + (H + 1) // 2) * 64
+    if out is None:
+        out = np.empty((groups, width), np.uint32)
+    cdef uint32_t[:, ::1] o = out
+    if o.shape[0] != groups or o.shape[1] != width:
+        raise ValueError("out has the wrong shape")
+    cdef const float* wx = &W_x[0, 0] if I > 0 else NULL
+    cdef Py_ssize_t n_parts = 1, part
+    if H == 0:
+        return out
+    if (I + H) * 4 * H * 4 >= _thresholds.PARALLEL_PACK_MIN_BYTES:
+        n_parts = max(1, min(n_threads, groups))
+    if n_parts == 1:
+        with nogil:
+            fl_pack_fused_bf16(I, wx, H, &W_h[0, 0], &o[0, 0], 0, groups)
+        return out
+    for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
+        fl_pack_fused_bf16(I, wx, H, &W_h[0, 0], &o[0, 0], part * groups // n_parts,
+                           (part + 1) * groups // n_parts)
+    return out
+
+
+def pack_fused_t_bf16(const float[:, ::1] W, out=None, int n_threads=1):
+    """``W.T`` for ``W`` (n, K) rounded to bfloat16 and packed as :func:`pack_fused_t`'s
+    blocks of 64 of its n rows, two values of k per dword: ((n + 63) // 64, ceil(K / 2),
+    64) uint32, ``(bf16(W[64c + j, 2m]), bf16(W[64c + j, 2m + 1]))`` at block c, row m,
+    column j (zero past n and K). ``out`` and ``n_threads`` as in :func:`pack_fused_t`."""
+    _bf16_kernels_or_raise()
+    cdef Py_ssize_t n = W.shape[0], K = W.shape[1], blocks = (n + 63) // 64, n_parts = 1
+    cdef Py_ssize_t part
+    if out is None:
+        out = np.empty((blocks, (K + 1) // 2, 64), np.uint32)
+    cdef uint32_t[:, :, ::1] o = out
+    if o.shape[0] != blocks or o.shape[1] != (K + 1) // 2 or o.shape[2] != 64:
+        raise ValueError("out has the wrong shape")
+    if n == 0 or K == 0:
+        return out
+    if n * K * 4 >= _thresholds.PARALLEL_PACK_MIN_BYTES:
+        n_parts = max(1, min(n_threads, blocks))
+    if n_parts == 1:
+        with nogil:
+            fl_pack_fused_t_bf16(n, K, &W[0, 0], &o[0, 0, 0], 0, blocks)
+        return out
+    for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
+        fl_pack_fused_t_bf16(n, K, &W[0, 0], &o[0, 0, 0], part * blocks // n_parts,
+                             (part + 1) * blocks // n_parts)
+    return out

@@ -54,20 +54,25 @@ class ForwardPlan:
     W_packed, width : optional
         BLAS-path unit split (``lstm_forward_units``): the slices' columns of ``W`` and
         the slice width.
+    bf16 : bool
+        Fused path: bfloat16 products, ``W_fused`` packed by ``pack_fused_bf16`` (viewed
+        as float32) and the kernels of ``src_cy/fused_tiles_bf16.h``.
     """
 
     __slots__ = ("chunk_rows", "unit_slices", "W_fused", "pack_into", "pack_wh", "pack_wx",
-                 "x", "bias", "out", "out_batch_major", "c_final", "W_packed", "width")
+                 "x", "bias", "out", "out_batch_major", "c_final", "W_packed", "width",
+                 "bf16")
 
     def __init__(self, chunk_rows=1, unit_slices=0, W_fused=None, pack_into=None,
                  pack_wh=None, pack_wx=None, x=None, bias=None, out=None,
-                 out_batch_major=False, c_final=None, W_packed=None, width=0):
+                 out_batch_major=False, c_final=None, W_packed=None, width=0, bf16=False):
         self.chunk_rows, self.unit_slices = chunk_rows, unit_slices
         self.W_fused, self.pack_into, self.pack_wh, self.pack_wx = (W_fused, pack_into,
                                                                     pack_wh, pack_wx)
         self.x, self.bias = x, bias
         self.out, self.out_batch_major, self.c_final = out, bool(out_batch_major), c_final
         self.W_packed, self.width = W_packed, width
+        self.bf16 = bool(bf16)
 
 
 class BackwardPlan:
@@ -83,10 +88,14 @@ class BackwardPlan:
         Fused path: ``W.T`` packed by ``pack_fused_t``.
     W_t : ndarray (4H, H), optional
         BLAS path: ``W.T``, C-contiguous, for the few-row AVX2 kernel.
+    bf16 : bool
+        Fused path: bfloat16 products, ``WT_fused`` packed by ``pack_fused_t_bf16``
+        (viewed as float32).
     """
 
-    __slots__ = ("chunk_rows", "n_slices", "width", "WT_fused", "W_t")
+    __slots__ = ("chunk_rows", "n_slices", "width", "WT_fused", "W_t", "bf16")
 
-    def __init__(self, chunk_rows=1, n_slices=0, width=0, WT_fused=None, W_t=None):
+    def __init__(self, chunk_rows=1, n_slices=0, width=0, WT_fused=None, W_t=None,
+                 bf16=False):
         self.chunk_rows, self.n_slices, self.width = chunk_rows, n_slices, width
-        self.WT_fused, self.W_t = WT_fused, W_t
+        self.WT_fused, self.W_t, self.bf16 = WT_fused, W_t, bool(bf16)

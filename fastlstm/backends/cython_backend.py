@@ -30,6 +30,9 @@ openmp_enabled = _recurrent.openmp_enabled
 swap_leading_axes = _recurrent.swap_leading_axes
 #: The fused float32 LSTM step runs on this CPU (src_cy/fused_step.h; AVX-512 or AVX2).
 FUSED_STEP = _recurrent.have_fused_step()
+#: Kinds with bfloat16 kernels on this CPU (the fused LSTM step on AVX512-BF16,
+#: src_cy/fused_tiles_bf16.h): their kernels take ``bf16=True``.
+BF16_CELLS = ("lstm",) if _recurrent.have_bf16_kernels() else ()
 
 
 def kernel_path():
@@ -135,21 +138,25 @@ def _run_fused(run, kind, batch_size, num_units, weight_rows, steps, n_threads):
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
-                 acts, c_unclipped, n_threads=1):
+                 acts, c_unclipped, n_threads=1, bf16=False):
     """LSTM recurrence; see :func:`fastlstm.reference.lstm_forward`.
 
     Batches of one chunk split the hidden units over the cores instead of the batch.
+    ``bf16``: bfloat16 products (``BF16_CELLS``; the same plans, weights packed in
+    bfloat16 pairs).
     """
     cell = LSTMCellArgs(W, peepholes, use_peepholes, forget_bias, cell_clip)
     B, H = hs.shape[1], hs.shape[2]
-    if FUSED_STEP and W.dtype == np.float32:
+    if (FUSED_STEP and W.dtype == np.float32) or bf16:
         # no BLAS runs in the fused step: no thread limit to set
         def run(rows, slices):
             _recurrent.lstm_forward(cell, xproj, seq_len, hs, cs, acts, c_unclipped,
                                     n_threads, ForwardPlan(
                                         rows, unit_slices=slices,
-                                        **_fused_weights(W, None, B, rows, slices, n_threads)))
-        _run_fused(run, "forward", B, H, H, xproj.shape[0], n_threads)
+                                        **_fused_weights(W, None, B, rows, slices, n_threads,
+                                                         bf16)))
+        _run_fused(run, "forward_bf16" if bf16 else "forward", B, H, H, xproj.shape[0],
+                   n_threads)
         return
     plan = unit_slices(B, H)
     if plan is None:
@@ -165,10 +172,11 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
                                           width=width))
 
 
-def fuses_input(dtype, batch_size, input_size, num_units):
+def fuses_input(dtype, batch_size, input_size, num_units, bf16=False):
     """True when :func:`lstm_forward_input` runs these sizes: float32 on the fused
     path with ``input_size + num_units`` at most ``MAX_FUSED_INPUT_WIDTH`` and, for a
-    batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2``."""
+    batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2`` (the same
+    rule for bfloat16 products, ``bf16``)."""
     return (FUSED_STEP and np.dtype(dtype) == np.float32
             and input_size + num_units <= _thresholds.MAX_FUSED_INPUT_WIDTH
             and (batch_size >= _thresholds.MIN_BATCH_FUSED_WIDE_INPUT
@@ -176,14 +184,15 @@ def fuses_input(dtype, batch_size, input_size, num_units):
 
 
 def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
-                       seq_len, hs, cs, acts, c_unclipped, n_threads=1):
+                       seq_len, hs, cs, acts, c_unclipped, n_threads=1, bf16=False):
     """:func:`lstm_forward` with the input projection inside the fused step.
 
     The step computes ``z = [x_t, h] [W_x; W_h] + bias`` (TensorFlow 1.x's own order of
     the sum) instead of reading ``xproj = x W_x + bias`` from a GEMM before the loop:
     measured at the seed's size, that GEMM (K = I = 28, far below the machine's rate) and
     the 7 MB round trip of xproj were ~20% of an inference. Only where
-    :func:`fuses_input`; x (T, B, I), W_x (I, 4H), bias (4H,).
+    :func:`fuses_input`; x (T, B, I), W_x (I, 4H), bias (4H,). ``bf16``: bfloat16
+    products, x rounded inside the step.
     """
     cell = LSTMCellArgs(W, peepholes, use_peepholes, forget_bias, cell_clip)
     # no BLAS runs in the fused step: no thread limit to set
@@ -193,13 +202,15 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
         _recurrent.lstm_forward(cell, _NO_XPROJ, seq_len, hs, cs, acts, c_unclipped,
                                 n_threads, ForwardPlan(
                                     rows, unit_slices=slices, x=x, bias=bias,
-                                    **_fused_weights(W, W_x, B, rows, slices, n_threads)))
-    _run_fused(run, "forward_input", B, hs.shape[2], W_x.shape[0] + W.shape[0], x.shape[0],
-               n_threads)
+                                    **_fused_weights(W, W_x, B, rows, slices, n_threads,
+                                                     bf16)))
+    _run_fused(run, "forward_input_bf16" if bf16 else "forward_input", B, hs.shape[2],
+               W_x.shape[0] + W.shape[0], x.shape[0], n_threads)
 
 
 def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
-                     seq_len, h0, c_state, out, out_batch_major, c_unclipped, n_threads=1):
+                     seq_len, h0, c_state, out, out_batch_major, c_unclipped, n_threads=1,
+                     bf16=False):
     """Inference without a history, where :func:`fuses_input`: as
     :func:`lstm_forward_input`, but the outputs go straight to ``out`` ((B, T, H) with
     ``out_batch_major``, else (T, B, H); written at existing steps only) and no hs / cs /
@@ -217,9 +228,10 @@ def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cel
                                 c_unclipped, n_threads, ForwardPlan(
                                     rows, unit_slices=slices, x=x, bias=bias, out=out,
                                     out_batch_major=out_batch_major, c_final=c_state,
-                                    **_fused_weights(W, W_x, B, rows, slices, n_threads)))
-    _run_fused(run, "infer_input", B, h0.shape[1], W_x.shape[0] + W.shape[0], x.shape[0],
-               n_threads)
+                                    **_fused_weights(W, W_x, B, rows, slices, n_threads,
+                                                     bf16)))
+    _run_fused(run, "infer_input_bf16" if bf16 else "infer_input", B, h0.shape[1],
+               W_x.shape[0] + W.shape[0], x.shape[0], n_threads)
 
 
 _NO_XPROJ = np.empty((0, 0, 0), np.float32)
@@ -234,7 +246,15 @@ def _packed(W, W_x=None, n_threads=1):
     return _recurrent.pack_fused(W, W_x, out, n_threads)
 
 
-def _fused_weights(W, W_x, batch_size, rows, slices, n_threads):
+def _packed_bf16(W, W_x=None, n_threads=1):
+    """``[W_x; W_h]`` rounded to bfloat16 and packed in pairs for the fused bfloat16
+    forward (``pack_fused_bf16``), in this thread's scratch buffer, as float32 bits."""
+    H, I = W.shape[0], 0 if W_x is None else W_x.shape[0]
+    out = scratch("packed_bf16", (-(-H // 16), (-(-I // 2) + -(-H // 2)) * 64), np.uint32)
+    return _recurrent.pack_fused_bf16(W, W_x, out, n_threads).view(np.float32)
+
+
+def _fused_weights(W, W_x, batch_size, rows, slices, n_threads, bf16=False):
     """The fused forward's weight arguments: the kernel's threads pack ``[W_x; W_h]``
     themselves, each what it reads (``pack_into``: the groups of its unit slices, or in
     batch chunks a copy of its own), except weights of ``PARALLEL_PACK_MIN_BYTES`` or more
@@ -242,6 +262,8 @@ def _fused_weights(W, W_x, batch_size, rows, slices, n_threads):
     thread would double that work. A copy shared by the cores cost the next call's
     packing a wait on the other core for every line it had read: (8, 100, 64, 128) 50 us
     against 9.5 for its 393 KB (see ``_recurrent.lstm_forward``)."""
+    if bf16:                     # packed once here, the threads' own copies not (yet)
+        return {"W_fused": _packed_bf16(W, W_x, n_threads), "bf16": True}
     H, I = W.shape[0], 0 if W_x is None else W_x.shape[0]
     shape = (-(-H // 16), (I + H) * 64)
     copies = 1 if slices else min(n_threads, -(-batch_size // rows))
@@ -251,20 +273,25 @@ def _fused_weights(W, W_x, batch_size, rows, slices, n_threads):
     return {"pack_into": out, "pack_wh": W, "pack_wx": W_x}
 
 
-def _packed_t(W, n_threads=1):
-    """``W_h^T`` packed for the fused backward, in this thread's scratch buffer."""
+def _packed_t(W, n_threads=1, bf16=False):
+    """``W_h^T`` packed for the fused backward, in this thread's scratch buffer (``bf16``:
+    rounded to bfloat16, in pairs, as float32 bits)."""
     H = W.shape[0]
+    if bf16:
+        out = scratch("packed_t_bf16", (-(-H // 64), 2 * H, 64), np.uint32)
+        return _recurrent.pack_fused_t_bf16(W, out, n_threads).view(np.float32)
     return _recurrent.pack_fused_t(W, scratch("packed_t", (-(-H // 64), 4 * H, 64),
                                                 np.float32), n_threads)
 
 
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
-                  d_outputs, dh, dc, dz, n_threads=1):
-    """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
+                  d_outputs, dh, dc, dz, n_threads=1, bf16=False):
+    """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`. ``bf16``:
+    bfloat16 products (``BF16_CELLS``)."""
     cell = LSTMCellArgs(W, peepholes, use_peepholes, 0.0, cell_clip)
-    if FUSED_STEP and W.dtype == np.float32:
+    if (FUSED_STEP and W.dtype == np.float32) or bf16:
         _fused_backward(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh, dc, dz,
-                        n_threads)
+                        n_threads, bf16)
         return
     plan = unit_slices(dh.shape[0], dh.shape[1])
     # the few-row AVX2 kernel takes the per-step dz W^T with W^T laid out (4H, H): one
@@ -284,7 +311,8 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
                                        BackwardPlan(n_slices=n_slices, width=width, W_t=W_t))
 
 
-def _fused_backward(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh, dc, dz, n_threads):
+def _fused_backward(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh, dc, dz, n_threads,
+                    bf16=False):
     """The fused float32 backward (no BLAS): batch chunks, or the hidden units split in
     slices of whole 64-unit blocks of the packed W_h^T; a batch of one chunk with
     weights under ``UNIT_SPLIT_MIN_WEIGHT_BYTES`` may take the tuner's choice between the
@@ -306,12 +334,14 @@ def _fused_backward(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh, dc, dz,
             _recurrent.lstm_backward(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh, dc,
                                      dz, n_threads, BackwardPlan(
                                          chunk_rows(B, True, cores),
-                                         WT_fused=_packed_t(W, n_threads)))
+                                         WT_fused=_packed_t(W, n_threads, bf16), bf16=bf16))
         else:
             _recurrent.lstm_backward_units(cell, seq_len, cs, acts, c_unclipped, d_outputs, dh,
                                            dc, dz, n_threads, BackwardPlan(
                                                n_slices=-(-H // width), width=width,
-                                               WT_fused=_packed_t(W, n_threads)))
+                                               WT_fused=_packed_t(W, n_threads, bf16),
+                                               bf16=bf16))
 
     fixed = 0 if plan is None else width   # plan's width, rounded up to whole blocks
-    _run_tuned(run, fixed, split, ("backward", B, H), d_outputs.shape[0], n_threads, cores)
+    _run_tuned(run, fixed, split, ("backward_bf16" if bf16 else "backward", B, H),
+               d_outputs.shape[0], n_threads, cores)
