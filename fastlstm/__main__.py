@@ -31,23 +31,30 @@ def kernels(args):
     x = rng.standard_normal((B, T, I)).astype(np.float32)
     lengths = rng.integers(T // 2, T + 1, size=B)
     d_out = rng.standard_normal((B, T, H)).astype(np.float32)
+    cd = args.compute_dtype
     print(f"fastlstm {fl.__version__}: BasicLSTMCell(num_units={H}, input_size={I}), "
-          f"batch {B}, {T} steps, lengths {lengths.min()}..{lengths.max()}, float32")
+          f"batch {B}, {T} steps, lengths {lengths.min()}..{lengths.max()}, float32"
+          + (f", compute_dtype={cd!r}" if cd else ""))
     print(f"backends available: {', '.join(fl.available_backends())}; "
           f"threads: {args.threads or fl.get_num_threads()}")
     if "cython" in fl.available_backends():
         from .backends.cython_backend import kernel_path
         print(f"cython kernels here: {kernel_path()}")
-    ref_out, ref_state = fl.dynamic_rnn(cell, x, lengths, backend="numpy")
+        from ._recurrent import have_bf16_kernels
+        print("compute_dtype='bfloat16': " + (
+            "the LSTM's kernels and the GEMMs on bfloat16 tiles (AVX512-BF16)"
+            if have_bf16_kernels() else "emulated in NumPy (slow: no AVX512-BF16 here)"))
+    ref_out, ref_state = fl.dynamic_rnn(cell, x, lengths, backend="numpy", compute_dtype=cd)
     print(f"outputs {ref_out.shape}, state.c {ref_state.c.shape}, state.h {ref_state.h.shape}")
     print(f"{'backend':>8} {'forward ms':>11} {'fwd+bwd ms':>11} {'max |diff| vs numpy':>20}")
     with fl.threads(args.threads):
         for name in fl.available_backends():
             def forward():
-                return fl.dynamic_rnn(cell, x, lengths, backend=name)
+                return fl.dynamic_rnn(cell, x, lengths, backend=name, compute_dtype=cd)
 
             def train_step():
-                _, _, cache = fl.dynamic_rnn(cell, x, lengths, backend=name, return_cache=True)
+                _, _, cache = fl.dynamic_rnn(cell, x, lengths, backend=name, return_cache=True,
+                                             compute_dtype=cd)
                 return fl.dynamic_rnn_backward(cell, cache, d_out)
 
             diff = float(np.abs(forward()[0] - ref_out).max())
@@ -60,7 +67,8 @@ def kernels(args):
 def demo(args):
     from .demo import run
     run(args.dataset, epochs=args.epochs, plot=args.plot, threads=args.threads,
-        random_state=args.random_state, augment=not args.no_augment)
+        random_state=args.random_state, augment=not args.no_augment,
+        compute_dtype=args.compute_dtype)
     return 0
 
 
@@ -79,6 +87,9 @@ def main(argv=None):
     d.add_argument("--plot", default=None, help="save loss / accuracy curves to this PNG")
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--random-state", type=int, default=0)
+    d.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default=None,
+                   help="bfloat16: bfloat16 products, float32 state (LSTMClassifier's "
+                        "compute_dtype)")
     d.add_argument("--no-augment", action="store_true",
                    help="train without the data set's augmentation (MNIST: random shifts)")
     d.set_defaults(func=demo)
@@ -89,6 +100,8 @@ def main(argv=None):
     k.add_argument("--units", type=int, default=128)
     k.add_argument("--repeats", type=int, default=20)
     k.add_argument("--threads", type=int, default=None)
+    k.add_argument("--compute-dtype", choices=("bfloat16",), default=None,
+                   help="time bfloat16 products (float32 state) instead of float32")
     k.set_defaults(func=kernels)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -211,28 +211,33 @@ def tiles_take_input_gradient(n_rows, I, K):
             and n_rows * I * K >= _thresholds.MIN_BLOCKED_MACS)
 
 
-def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED):
+def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED,
+                   bf16=False):
     """dL/dx = dz W_x^T for the rows (t * B + b) of ``dz2`` (T * B, 4H) that exist
     (``rows``, or all), in the caller's layout, (T, B, I) or (B, T, I), zero at the steps
     past each end. On the tiles where :func:`tiles_take_input_gradient`: dz read
     in place and each row written straight to its place (no gathered copy of dz, no
-    scatter, no transposing copy); elsewhere one BLAS product over the gathered rows."""
+    scatter, no transposing copy); elsewhere one BLAS product over the gathered rows.
+    ``bf16``: on the bfloat16 tiles, always (``kernels`` must have them)."""
     I = W_x.shape[0]
     shape = (T, B, I) if time_major else (B, T, I)
     kernels = _kernels(kernels)
-    if (kernels is not None and dz2.dtype == W_x.dtype == np.float32
-            and tiles_take_input_gradient(T * B if rows is None else len(rows), I,
-                                          dz2.shape[1])
-            and kernels.have_fused_step()):
+    if bf16 or (kernels is not None and dz2.dtype == W_x.dtype == np.float32
+                and tiles_take_input_gradient(T * B if rows is None else len(rows), I,
+                                              dz2.shape[1])
+                and kernels.have_fused_step()):
         k = np.arange(T * B, dtype=np.int64) if rows is None else rows.astype(np.int64)
         t, b = np.divmod(k, B)
         offsets = (k if time_major else b * T + t) * I
         out = np.empty(shape, np.float32) if rows is None else np.zeros(shape, np.float32)
-        packed = kernels.pack_fused_t(W_x, scratch("packed_x_t", (-(-I // 64),
-                                                                  W_x.shape[1], 64),
-                                                   np.float32), n_threads)
+        if bf16:
+            packed = kernels.pack_fused_t_bf16(W_x, n_threads=n_threads).view(np.float32)
+        else:
+            packed = kernels.pack_fused_t(W_x, scratch("packed_x_t", (-(-I // 64),
+                                                                      W_x.shape[1], 64),
+                                                       np.float32), n_threads)
         kernels.gemm_rows_wt(dz2, packed, I, out.reshape(-1), offsets,
-                             None if rows is None else k, n_threads)
+                             None if rows is None else k, n_threads, bf16)
         return out
     d_x = matmul_nt(dz2 if rows is None else dz2[rows], W_x, n_threads, kernels=kernels)
     if rows is not None:
@@ -294,29 +299,89 @@ class Gemm:
 
 
 class BFloat16Gemm(Gemm):
-    """:class:`Gemm` with bfloat16 products: both operands rounded to bfloat16, then the
-    float32 product (exact products of bfloat16 values, float32 sums: the arithmetic of
-    ``compute_dtype="bfloat16"``; see :mod:`fastlstm._bfloat16`). The rounding is a pass
-    over each operand; the products run at float32's rate."""
+    """:class:`Gemm` with bfloat16 products: both operands rounded to bfloat16 (to nearest
+    even), exact products summed in float32: the arithmetic of ``compute_dtype="bfloat16"``
+    (:mod:`fastlstm._bfloat16`). Where the compiled extension has the bfloat16 kernels,
+    the bfloat16 tiles (vdpbf16ps: ``gemm_rows_wt`` on weights packed in bfloat16 pairs,
+    ``gemm_tn_bf16`` for the weight gradients); elsewhere both operands are rounded and
+    multiplied in float32: the same values, summed in another order, at float32's rate."""
+
+    def _tiles(self, *arrays):
+        """The extension, when its bfloat16 tiles take these float32 operands."""
+        kernels = _kernels(self.kernels)
+        if (kernels is None or not kernels.have_bf16_kernels()
+                or not all(a.dtype == np.float32 and a.ndim == 2 for a in arrays)):
+            return None
+        return kernels
+
+    def _rounded(self, a, n_threads):
+        if 0 in a.strides:          # a broadcast (the bias's column of ones) stays one
+            lead = tuple(slice(0, 1) if s == 0 else slice(None) for s in a.strides)
+            return np.broadcast_to(self._rounded(a[lead].copy(), n_threads), a.shape)
+        kernels = _kernels(self.kernels)
+        if kernels is not None and kernels.have_bf16_kernels():
+            return kernels.round_bf16(a, n_threads)
+        from ._bfloat16 import round_to_bfloat16
+        return round_to_bfloat16(a)
+
+    def _rows_times_wt(self, kernels, a, wt, n_threads, out):
+        """``a @ wt.T`` on the tiles: ``wt`` (n, K) packed once (from its transpose's rows
+        where that is the contiguous one), ``a``'s rows rounded in the tiles."""
+        n = wt.shape[0]
+        if out is None:
+            out = np.empty((a.shape[0], n), np.float32)
+        if wt.T.strides[1] == 4 or wt.shape[0] < 2:
+            packed = kernels.pack_rows_bf16(wt.T, n_threads)
+        else:
+            packed = kernels.pack_fused_t_bf16(np.ascontiguousarray(wt), n_threads=n_threads)
+        kernels.gemm_rows_wt(a, packed.view(np.float32), n, out.reshape(-1),
+                             np.arange(a.shape[0], dtype=np.int64) * n, None, n_threads,
+                             True)
+        return out
+
+    def _rows_ok(self, a, out):
+        return ((a.shape[1] < 2 or a.strides[1] == 4) and a.shape[1] > 0
+                and (out is None or (out.dtype == np.float32 and out.flags.c_contiguous)))
 
     def matmul(self, a, b, n_threads, out=None):
-        return super().matmul(_rounded(a), _rounded(b), n_threads, out)
+        kernels = self._tiles(a, b)
+        if kernels is not None and self._rows_ok(a, out):
+            return self._rows_times_wt(kernels, a, b.T, n_threads, out)
+        r = self._rounded
+        return super().matmul(r(a, n_threads), r(b, n_threads), n_threads, out)
 
     def matmul_nt(self, a, b, n_threads, out=None):
-        return super().matmul_nt(_rounded(a), _rounded(b), n_threads, out)
+        kernels = self._tiles(a, b)
+        if kernels is not None and self._rows_ok(a, out):
+            return self._rows_times_wt(kernels, a, b, n_threads, out)
+        r = self._rounded
+        return super().matmul_nt(r(a, n_threads), r(b, n_threads), n_threads, out)
 
     def matmul_tn(self, a, b, n_threads, out=None):
-        return super().matmul_tn(_rounded(a), _rounded(b), n_threads, out)
+        if out is None:
+            return self.matmul_tn_stacked([a], b, n_threads, False)
+        r = self._rounded
+        return super().matmul_tn(r(a, n_threads), r(b, n_threads), n_threads, out)
 
     def matmul_tn_stacked(self, parts, b, n_threads, merge, rows=None):
-        return super().matmul_tn_stacked([_rounded(p) for p in parts], _rounded(b),
+        parts = list(parts) if isinstance(parts, (list, tuple)) else [parts]
+        kernels = self._tiles(b, *parts)
+        if (kernels is not None and b.shape[1] % 64 == 0 and len(parts) <= 8
+                and (b.shape[1] < 2 or b.strides[1] == 4)
+                and all(p.shape[1] < 2 or p.strides[1] == 4 for p in parts)):
+            out = np.empty((sum(p.shape[1] for p in parts), b.shape[1]), np.float32)
+            kernels.gemm_tn_bf16(parts, b, out, n_threads,
+                                 None if rows is None else np.ascontiguousarray(rows, np.int64))
+            return out
+        r = self._rounded
+        return super().matmul_tn_stacked([r(p, n_threads) for p in parts], r(b, n_threads),
                                          n_threads, merge, rows)
 
     def input_gradient(self, dz2, W_x, rows, T, B, time_major, n_threads):
-        return super().input_gradient(_rounded(dz2), _rounded(W_x), rows, T, B, time_major,
-                                      n_threads)
-
-
-def _rounded(a):
-    from ._bfloat16 import round_to_bfloat16
-    return round_to_bfloat16(a)
+        kernels = self._tiles(dz2, W_x)
+        if kernels is not None and dz2.strides[1] == 4 and W_x.shape[0] > 0:
+            return input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels,
+                                  bf16=True)
+        r = self._rounded
+        return super().input_gradient(r(dz2, n_threads), r(W_x, n_threads), rows, T, B,
+                                      time_major, n_threads)

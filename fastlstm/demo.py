@@ -64,11 +64,12 @@ CONFIGS = {
 
 
 def run(dataset="mnist", epochs=None, plot=None, threads=None, random_state=0,
-        augment=True, out=print):
+        augment=True, out=print, compute_dtype=None):
     """Train and evaluate one configuration; returns a dict of the results.
 
     ``augment=False`` trains without the configuration's ``augment`` (for MNIST: the
-    MNIST model trained as in ``benchmarks/bench_fit.py``).
+    MNIST model trained as in ``benchmarks/bench_fit.py``). ``compute_dtype``: the
+    classifier's (``"bfloat16"``: bfloat16 products).
     """
     description, load, params, scale, default_epochs = CONFIGS[dataset]
     epochs = default_epochs if epochs is None else epochs
@@ -78,8 +79,10 @@ def run(dataset="mnist", epochs=None, plot=None, threads=None, random_state=0,
     Xtr, Xte, ytr, yte = load()
     out(f"fastlstm demo: {dataset}: {description}")
     out(f"train {len(Xtr)} sequences, test {len(Xte)}, {epochs} epochs")
+    if compute_dtype is not None:
+        description += f"; compute_dtype={compute_dtype!r}"
     clf = LSTMClassifier(**params, max_iter=1, warm_start=True, n_jobs=threads,
-                         random_state=random_state, tol=0.0)
+                         random_state=random_state, tol=0.0, compute_dtype=compute_dtype)
     model = make_pipeline(SequenceScaler(), clf) if scale else clf
     if scale:                     # fit the scaler once; the epochs then train the LSTM only
         scaler = model[0].fit(Xtr)
@@ -106,6 +109,7 @@ def run(dataset="mnist", epochs=None, plot=None, threads=None, random_state=0,
     result = dict(dataset=dataset, epochs=epochs, test_accuracy=accuracy, fit_seconds=fit_time,
                   train_samples_per_second=len(Xtr) * epochs / fit_time,
                   predict_seconds=predict_time, backend=clf.backend_,
+                  compute_dtype=compute_dtype, random_state=random_state,
                   loss_curve=list(clf.loss_curve_), test_accuracy_curve=test_acc)
     out(f"test accuracy {accuracy:.4f}; fit {fit_time:.1f} s "
         f"({result['train_samples_per_second']:.0f} training samples/s); predict "

@@ -161,7 +161,6 @@ static inline void fl_tile_8xv_bf16(ptrdiff_t K, const float* const a[8],
         if (V > 1) _mm512_store_ps(tile[i] + 16, c1[i]);
     }
 }
-#undef FL_BF16_DOT
 
 /* The gate math is float32 whatever the products: the AVX-512 function itself. */
 #define fl_fused_gates_bf16 fl_fused_gates_avx512
@@ -232,6 +231,78 @@ static void fl_pack_fused_t_bf16(ptrdiff_t n, ptrdiff_t K, const float* W, uint3
     }
 }
 
+/* Pair rows of the operands of a weight gradient a^T b, summed over K_sum rows of k:
+ * out[m * ld + j] = (bf16(A[r(2m)][j]), bf16(A[r(2m + 1)][j])) for j < n, with r(i) =
+ * rows[i] (or i) and a zero half past K_sum; pair rows m_lo .. m_hi - 1. A's rows are lda
+ * floats apart (0: one repeated row), its elements contiguous. */
+FL_BF16_TARGET
+static void fl_pack_row_pairs_bf16(ptrdiff_t K_sum, const int64_t* rows, const float* A,
+                                   ptrdiff_t lda, ptrdiff_t n, uint32_t* out, ptrdiff_t ld,
+                                   ptrdiff_t m_lo, ptrdiff_t m_hi) {
+    for (ptrdiff_t m = m_lo; m < m_hi; m++) {
+        const ptrdiff_t k0 = 2 * m, k1 = 2 * m + 1;
+        const float* a0 = A + (rows ? rows[k0] : k0) * lda;
+        const float* a1 = k1 < K_sum ? A + (rows ? rows[k1] : k1) * lda : NULL;
+        for (ptrdiff_t j = 0; j < n; j += 16) {
+            const __mmask16 mask = (__mmask16)(n - j >= 16 ? 0xFFFF : (1u << (n - j)) - 1u);
+            const __m512 lo = _mm512_maskz_loadu_ps(mask, a0 + j);
+            const __m512 hi = a1 ? _mm512_maskz_loadu_ps(mask, a1 + j) : _mm512_setzero_ps();
+            _mm512_mask_storeu_epi32(out + m * ld + j, mask, fl_bf16_pairs16(lo, hi));
+        }
+    }
+}
+
+/* C[m0 + i][0:64] for i < nm (<= 4) = the sum over the K2 pair rows p, in order, of both
+ * products of Ap[p * lda + m0 + i] with the pair row Bp[p * 64 .. + 63]. */
+FL_BF16_TARGET
+static void fl_tn_tile_bf16(ptrdiff_t K2, const uint32_t* restrict Ap, ptrdiff_t lda,
+                            ptrdiff_t m0, ptrdiff_t nm, const uint32_t* restrict Bp,
+                            float* restrict C, ptrdiff_t ldc) {
+    float tile[4][64] __attribute__((aligned(64)));
+    /* rows past nm repeat the last one (in bounds), and are not stored */
+    const uint32_t* a0 = Ap + m0;
+    const ptrdiff_t i1 = nm > 1 ? 1 : 0, i2 = nm > 2 ? 2 : nm - 1, i3 = nm > 3 ? 3 : nm - 1;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+    __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+    __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    for (ptrdiff_t p = 0; p < K2; p++) {
+        const uint32_t* w = Bp + p * 64;
+        const uint32_t* a = a0 + p * lda;
+        const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 16);
+        const __m512i w2 = _mm512_loadu_si512(w + 32), w3 = _mm512_loadu_si512(w + 48);
+        __m512i s = _mm512_set1_epi32((int)a[0]);
+        FL_BF16_DOT(c00, s, w0); FL_BF16_DOT(c01, s, w1);
+        FL_BF16_DOT(c02, s, w2); FL_BF16_DOT(c03, s, w3);
+        s = _mm512_set1_epi32((int)a[i1]);
+        FL_BF16_DOT(c10, s, w0); FL_BF16_DOT(c11, s, w1);
+        FL_BF16_DOT(c12, s, w2); FL_BF16_DOT(c13, s, w3);
+        s = _mm512_set1_epi32((int)a[i2]);
+        FL_BF16_DOT(c20, s, w0); FL_BF16_DOT(c21, s, w1);
+        FL_BF16_DOT(c22, s, w2); FL_BF16_DOT(c23, s, w3);
+        s = _mm512_set1_epi32((int)a[i3]);
+        FL_BF16_DOT(c30, s, w0); FL_BF16_DOT(c31, s, w1);
+        FL_BF16_DOT(c32, s, w2); FL_BF16_DOT(c33, s, w3);
+    }
+    FL_STORE_4X64(tile, c)
+    for (ptrdiff_t i = 0; i < nm; i++) memcpy(C + (m0 + i) * ldc, tile[i], sizeof(tile[i]));
+}
+
+/* C (M, N) = A^T B from the pair rows Ap (K2, M) and Bp (N / 64 blocks of K2 pair rows of
+ * 64), for the work items item_lo .. item_hi - 1 of the (N / 64) * ceil(M / 4) tiles,
+ * block-major (a thread's tiles share a block of Bp while it stays in cache). */
+FL_BF16_TARGET
+static void fl_gemm_tn_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t M,
+                            const uint32_t* Bp, float* C, ptrdiff_t N, ptrdiff_t item_lo,
+                            ptrdiff_t item_hi) {
+    const ptrdiff_t tiles = (M + 3) / 4;
+    for (ptrdiff_t item = item_lo; item < item_hi; item++) {
+        const ptrdiff_t c = item / tiles, m0 = 4 * (item % tiles);
+        fl_tn_tile_bf16(K2, Ap, M, m0, M - m0 < 4 ? M - m0 : 4, Bp + c * K2 * 64,
+                        C + 64 * c, N);
+    }
+}
+
 /* a[0:n] rounded to bfloat16 by the kernels' own instruction (vcvtneps2bf16), as float32
  * values: for the test that the NumPy emulation rounds as the CPU does. */
 FL_BF16_TARGET
@@ -243,5 +314,7 @@ static void fl_bf16_round_array(ptrdiff_t n, const float* a, float* out) {
         _mm512_mask_storeu_ps(out + k, m, _mm512_castsi512_ps(w));
     }
 }
+
+#undef FL_BF16_DOT
 
 #endif

@@ -3,18 +3,23 @@
 
 def gemm_rows_wt(const float[:, :] a, const float[:, :, ::1] wt_packed, Py_ssize_t n,
                  float[::1] out, const int64_t[::1] out_offsets,
-                 const int64_t[::1] rows=None, int n_threads=1):
+                 const int64_t[::1] rows=None, int n_threads=1, bint bf16=False):
     """Rows of ``a @ W.T`` (``W`` (n, K) packed by :func:`pack_fused_t`) written to
     ``out[out_offsets[m]:][:n]``: row m from ``a``'s row ``rows[m]`` (or m), for m over
     ``out_offsets``; the fused kernels' tiles (where :func:`have_fused_step`), the rows
     dealt to the OpenMP threads, each element one in-order sum over K: the same bits for
-    any count."""
+    any count. ``bf16``: bfloat16 products, ``W`` packed by :func:`pack_fused_t_bf16`
+    (viewed as float32) and ``a``'s rows rounded in the tiles."""
     cdef Py_ssize_t m = out_offsets.shape[0], K = a.shape[1], k, per, lo, hi
     cdef Py_ssize_t n_blocks = (n + 63) // 64
     if not _FUSED_STEP:
         raise RuntimeError("the fused kernels do not run here: use the BLAS blocks")
-    if wt_packed.shape[0] != n_blocks or wt_packed.shape[1] != K or wt_packed.shape[2] != 64:
-        raise ValueError("wt_packed must be W (n, K) packed by pack_fused_t")
+    if bf16:
+        _bf16_kernels_or_raise()
+    if (wt_packed.shape[0] != n_blocks or wt_packed.shape[2] != 64
+            or wt_packed.shape[1] != ((K + 1) // 2 if bf16 else K)):
+        raise ValueError("wt_packed must be W (n, K) packed by pack_fused_t"
+                         + ("_bf16" if bf16 else ""))
     if K > 1 and a.strides[1] != sizeof(float):
         raise ValueError("gemm_rows_wt needs rows with contiguous elements")
     if rows is not None and rows.shape[0] != m:
@@ -37,7 +42,7 @@ def gemm_rows_wt(const float[:, :] a, const float[:, :, ::1] wt_packed, Py_ssize
             fl_gemm_rows_wt_f32(hi - lo, rp + lo if rp != NULL else NULL, K,
                                 &a[0, 0] if rp != NULL else &a[lo, 0], lda,
                                 &wt_packed[0, 0, 0], n, &out[0], &out_offsets[lo], 0, 0,
-                                n_blocks, 0)
+                                n_blocks, bf16)
 
 
 # --------------------------------------------------------------- the GEMMs outside the loop
@@ -100,6 +105,73 @@ def gemm_tn_tiles(segments, const float[:, :] b, float[:, ::1] out, int n_thread
             fl_gemm_tn_f32(K_sum, krows, n_seg, seg_ptr, seg_ld, seg_m, &b[0, 0], ldb,
                            &out[0, 0], N, k * per, min(n_blocks, (k + 1) * per),
                            &pieces[k, 0])
+
+
+def gemm_tn_bf16(segments, const float[:, :] b, float[:, ::1] out, int n_threads,
+                 const int64_t[::1] rows=None):
+    """:func:`gemm_tn_tiles` with bfloat16 products (both operands rounded to nearest
+    even, float32 sums): the segments and ``b`` are first rounded into pair rows (two
+    rows of k per dword, threads split over the pairs), then tiles of 4 rows of ``out``
+    by 64 columns, dealt to the threads, sum the pairs in order: the same bits for any
+    thread count. Needs the bfloat16 kernels."""
+    _bf16_kernels_or_raise()
+    if not isinstance(segments, (list, tuple)):
+        segments = [segments]
+    cdef Py_ssize_t K = b.shape[0], N = b.shape[1], n_seg = len(segments), s, M = 0
+    cdef Py_ssize_t K_sum = K, K2, lo, hi, part, n_items, per
+    cdef const int64_t* krows = NULL
+    if rows is not None:
+        if rows.shape[0] and (np.min(rows) < 0 or np.max(rows) >= K):
+            raise ValueError("rows must index the K rows of b")
+        K_sum = rows.shape[0]
+        krows = &rows[0] if K_sum else NULL
+    if n_seg < 1 or n_seg > 8:
+        raise ValueError("gemm_tn_bf16 takes 1 to 8 segments")
+    cdef const float* seg_ptr[8]
+    cdef Py_ssize_t seg_ld[8]
+    cdef Py_ssize_t seg_m[8]
+    cdef Py_ssize_t seg_off[8]
+    cdef const float[:, :] a
+    for s in range(n_seg):
+        a = segments[s]
+        if a.shape[0] != K:
+            raise ValueError("every segment needs the K rows of b")
+        if a.shape[1] > 1 and a.strides[1] != sizeof(float):
+            raise ValueError("gemm_tn_bf16 needs rows with contiguous elements")
+        seg_ptr[s] = &a[0, 0] if a.shape[0] and a.shape[1] else NULL
+        seg_ld[s] = a.strides[0] // <Py_ssize_t>sizeof(float)
+        seg_m[s] = a.shape[1]
+        seg_off[s] = M
+        M += a.shape[1]
+    if out.shape[0] != M or out.shape[1] != N or N % 64:
+        raise ValueError("gemm_tn_bf16 needs out (M, N) and N % 64 == 0")
+    if N > 1 and b.strides[1] != sizeof(float):
+        raise ValueError("gemm_tn_bf16 needs rows with contiguous elements")
+    if M == 0 or N == 0:
+        return
+    if K_sum == 0:
+        out[...] = 0
+        return
+    K2 = (K_sum + 1) // 2
+    cdef uint32_t[:, ::1] a_pairs = np.empty((K2, M), np.uint32)
+    cdef uint32_t[:, :, ::1] b_pairs = np.empty((N // 64, K2, 64), np.uint32)
+    cdef Py_ssize_t ldb = b.strides[0] // <Py_ssize_t>sizeof(float), n_parts, c
+    n_parts = max(1, min(n_threads, K2))
+    for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
+        lo = K2 * part // n_parts
+        hi = K2 * (part + 1) // n_parts
+        for s in range(n_seg):
+            if seg_m[s]:
+                fl_pack_row_pairs_bf16(K_sum, krows, seg_ptr[s], seg_ld[s], seg_m[s],
+                                       &a_pairs[0, seg_off[s]], M, lo, hi)
+        for c in range(N // 64):
+            fl_pack_row_pairs_bf16(K_sum, krows, &b[0, 64 * c], ldb, 64, &b_pairs[c, 0, 0],
+                                   64, lo, hi)
+    n_items = (N // 64) * ((M + 3) // 4)
+    n_parts = max(1, min(n_threads, n_items))
+    for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
+        fl_gemm_tn_bf16(K2, &a_pairs[0, 0], M, &b_pairs[0, 0, 0], &out[0, 0], N,
+                        n_items * part // n_parts, n_items * (part + 1) // n_parts)
 
 
 def swap_leading_axes(const floating[:, :, :] src, floating[:, :, ::1] out, int n_threads):

@@ -51,14 +51,3 @@ def set_barrier_spins(int spins, int yields=16):
     fastlstm_spins_before_yield = spins
     fastlstm_yields_before_sleep = yields
     return previous
-
-
-def bf16_round_array(const float[::1] x):
-    """``x`` rounded to bfloat16 by the CPU's own vcvtneps2bf16, as float32 values (for the
-    test that fastlstm._bfloat16 rounds as the kernels do); needs the bfloat16 kernels."""
-    _bf16_kernels_or_raise()
-    out = np.empty(x.shape[0], np.float32)
-    cdef float[::1] y = out
-    if x.shape[0]:
-        fl_bf16_round_array(x.shape[0], &x[0], &y[0])
-    return out

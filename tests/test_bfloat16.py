@@ -56,8 +56,15 @@ def test_numpy_rounds_as_the_cpu_instruction():
         x = np.concatenate([mant * scale, rng.integers(0, 2**32, 50_000, dtype=np.uint64)
                             .astype(np.uint32).view(np.float32)])
     x = x[~np.isnan(x)]
-    got = _recurrent.bf16_round_array(x)
-    np.testing.assert_array_equal(got.view(np.uint32), round_to_bfloat16(x).view(np.uint32))
+    want = round_to_bfloat16(x).view(np.uint32)
+    # 1 MB: split over the threads at 16-value boundaries
+    for n_threads in (1, 2, 3):
+        got = _recurrent.round_bf16(x, n_threads)
+        np.testing.assert_array_equal(got.view(np.uint32), want)
+    strided = x[:x.size // 35 * 35].reshape(-1, 7, 5)[:, ::2]
+    got = _recurrent.round_bf16(strided, 2)
+    assert got.shape == strided.shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, round_to_bfloat16(strided))
 
 
 @pytest.mark.parametrize("bad", ["float16", "bf16", 3, "float64"])
@@ -117,6 +124,99 @@ def test_pack_fused_t_bf16_layout(n, K):
     want = padded.reshape(-1, 64, packed.shape[1], 2).transpose(0, 2, 1, 3)
     np.testing.assert_array_equal(lo, want[..., 0])
     np.testing.assert_array_equal(hi, want[..., 1])
+
+
+@needs_kernels
+@pytest.mark.parametrize("K,n", [(7, 20), (64, 64), (130, 70), (1, 3)])
+def test_pack_rows_bf16_packs_the_transpose_without_copying_it(K, n):
+    B = np.random.default_rng(K).standard_normal((K, 2 * n)).astype(np.float32)[:, ::2]
+    want = _recurrent.pack_fused_t_bf16(np.ascontiguousarray(B.T))
+    with pytest.raises(ValueError, match="contiguous"):
+        _recurrent.pack_rows_bf16(B)
+    for n_threads in (1, 2):
+        np.testing.assert_array_equal(
+            _recurrent.pack_rows_bf16(np.ascontiguousarray(B), n_threads), want)
+
+
+def _rounded64(a):
+    return round_to_bfloat16(a).astype(np.float64)
+
+
+@needs_kernels
+@pytest.mark.parametrize("K,widths,N,rows", [
+    (37, [5, 1, 16], 128, None), (600, [28, 70], 192, None), (1, [3], 64, None),
+    (50, [7, 9], 64, [0, 3, 4, 9, 10, 11, 40]), (8, [2], 64, [])])
+def test_gemm_tn_bf16_against_the_rounded_products(K, widths, N, rows):
+    """Weight gradients on the bfloat16 tiles: the exact products of the rounded operands
+    summed in float32 (against float64 sums), the bias's broadcast column of ones among
+    the segments, variable lengths as rows, the same bits for any thread count."""
+    rng = np.random.default_rng(K)
+    parts = [rng.standard_normal((K, m)).astype(np.float32) for m in widths]
+    parts.append(np.broadcast_to(np.ones((1, 1), np.float32), (K, 1)))
+    b = rng.standard_normal((K, N)).astype(np.float32)
+    rows = None if rows is None else np.array(rows, np.int64)
+    M = sum(widths) + 1
+    outs = []
+    for n_threads in (1, 2, 3):
+        out = np.full((M, N), np.nan, np.float32)
+        _recurrent.gemm_tn_bf16(parts, b, out, n_threads, rows)
+        outs.append(out)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+    A = np.concatenate(parts, axis=1)
+    sel = slice(None) if rows is None else rows
+    want = _rounded64(A[sel]).T @ _rounded64(b[sel])
+    scale = np.abs(_rounded64(A[sel])).T @ np.abs(_rounded64(b[sel]))
+    assert np.all(np.abs(outs[0] - want) <= 1e-6 * scale + 1e-30)
+    with pytest.raises(ValueError, match="N % 64"):
+        _recurrent.gemm_tn_bf16(parts, b[:, :N - 1], np.empty((M, N - 1), np.float32), 1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("M,K,n", [(1, 5, 3), (9, 40, 70), (130, 129, 64)])
+def test_gemm_rows_wt_bf16_against_the_rounded_products(M, K, n):
+    rng = np.random.default_rng(M)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    W = rng.standard_normal((n, K)).astype(np.float32)
+    packed = _recurrent.pack_fused_t_bf16(W).view(np.float32)
+    out = np.empty(M * n, np.float32)
+    _recurrent.gemm_rows_wt(a, packed, n, out, np.arange(M, dtype=np.int64) * n, None, 2,
+                            True)
+    want = _rounded64(a) @ _rounded64(W).T
+    scale = np.abs(_rounded64(a)) @ np.abs(_rounded64(W)).T
+    assert np.all(np.abs(out.reshape(M, n) - want) <= 1e-6 * scale)
+    with pytest.raises(ValueError, match="pack_fused_t_bf16"):
+        _recurrent.gemm_rows_wt(a, _recurrent.pack_fused_t(W), n, out,
+                                np.arange(M, dtype=np.int64) * n, None, 1, True)
+
+
+@needs_kernels
+def test_the_bfloat16_gemms_tiles_give_the_rounding_paths_values():
+    """Backend.gemm with bfloat16 products: the compiled tiles (kernels) against both
+    operands rounded then multiplied by BLAS (no kernels), every product the layers use."""
+    from fastlstm._gemm import BFloat16Gemm
+    tiles, blas = BFloat16Gemm("compiled"), BFloat16Gemm(None)
+    rng = np.random.default_rng(5)
+    T, B, I, H = 6, 5, 20, 16
+    x2 = rng.standard_normal((T * B, I)).astype(np.float32)
+    h2 = rng.standard_normal((T * B, H)).astype(np.float32)
+    dz2 = rng.standard_normal((T * B, 4 * H)).astype(np.float32)
+    W_x = rng.standard_normal((I, 4 * H)).astype(np.float32)
+    ones = np.broadcast_to(np.ones((1, 1), np.float32), (T * B, 1))
+    rows = np.sort(rng.choice(T * B, 17, replace=False))
+    cases = [
+        ("matmul", lambda g: g.matmul(x2, W_x, 2)),
+        ("matmul strided rows", lambda g: g.matmul(x2[::2], W_x, 2)),
+        ("matmul_nt", lambda g: g.matmul_nt(dz2, W_x, 2)),
+        ("matmul_tn", lambda g: g.matmul_tn(x2, dz2, 2)),
+        ("stacked", lambda g: g.matmul_tn_stacked([x2, h2, ones], dz2, 2, True)),
+        ("stacked rows", lambda g: g.matmul_tn_stacked([x2, h2, ones], dz2, 2, False, rows)),
+        ("input_gradient", lambda g: g.input_gradient(dz2, W_x, None, T, B, False, 2)),
+        ("input_gradient rows", lambda g: g.input_gradient(dz2, W_x, rows, T, B, True, 2)),
+    ]
+    for name, product in cases:
+        np.testing.assert_allclose(product(tiles), product(blas), rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
 
 
 # ------------------------------------------------- the kernels against the emulation
