@@ -334,9 +334,12 @@ class BFloat16Gemm(Gemm):
             packed = kernels.pack_rows_bf16(wt.T, n_threads)
         else:
             packed = kernels.pack_fused_t_bf16(np.ascontiguousarray(wt), n_threads=n_threads)
-        kernels.gemm_rows_wt(a, packed.view(np.float32), n, out.reshape(-1),
-                             np.arange(a.shape[0], dtype=np.int64) * n, None, n_threads,
-                             True)
+        if n % 64 == 0:         # whole blocks: a's rows rounded once, L1-sized passes
+            kernels.gemm_rows_bf16(a, packed, out.reshape(a.shape[0], n), n_threads)
+        else:
+            kernels.gemm_rows_wt(a, packed.view(np.float32), n, out.reshape(-1),
+                                 np.arange(a.shape[0], dtype=np.int64) * n, None, n_threads,
+                                 True)
         return out
 
     def _rows_ok(self, a, out):

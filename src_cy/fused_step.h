@@ -264,9 +264,12 @@ static void fl_bf16_round_array(ptrdiff_t n, const float* a, float* out) {}
 static void fl_pack_row_pairs_bf16(ptrdiff_t K_sum, const int64_t* rows, const float* A,
                                    ptrdiff_t lda, ptrdiff_t n, uint32_t* out, ptrdiff_t ld,
                                    ptrdiff_t m_lo, ptrdiff_t m_hi) {}
-static void fl_gemm_tn_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t M,
-                            const uint32_t* Bp, float* C, ptrdiff_t N, ptrdiff_t item_lo,
-                            ptrdiff_t item_hi) {}
+static void fl_gemm_pairs_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp, ptrdiff_t sm,
+                               const uint32_t* Bp, float* C, ptrdiff_t ldc, ptrdiff_t c_lo,
+                               ptrdiff_t c_hi, ptrdiff_t m_lo, ptrdiff_t m_hi) {}
+static void fl_pack_pairs_of_rows_bf16(ptrdiff_t K, const float* A, ptrdiff_t lda,
+                                       uint32_t* Ap, ptrdiff_t ld, ptrdiff_t m_lo,
+                                       ptrdiff_t m_hi) {}
 static void fl_avx2_math_array(int which, ptrdiff_t n, const float* x, float* y) {}
 static void fl_lstm_fwd_fused_f32(
         ptrdiff_t n_rows, ptrdiff_t H, const float* h_old, const float* Wp,

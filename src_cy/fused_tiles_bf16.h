@@ -252,55 +252,99 @@ static void fl_pack_row_pairs_bf16(ptrdiff_t K_sum, const int64_t* rows, const f
     }
 }
 
-/* C[m0 + i][0:64] for i < nm (<= 4) = the sum over the K2 pair rows p, in order, of both
- * products of Ap[p * lda + m0 + i] with the pair row Bp[p * 64 .. + 63]. */
-FL_BF16_TARGET
-static void fl_tn_tile_bf16(ptrdiff_t K2, const uint32_t* restrict Ap, ptrdiff_t lda,
-                            ptrdiff_t m0, ptrdiff_t nm, const uint32_t* restrict Bp,
-                            float* restrict C, ptrdiff_t ldc) {
-    float tile[4][64] __attribute__((aligned(64)));
+/* C[m0 + i][0:64] for i < nm (<= 4), summed over the pair rows p_lo .. p_hi - 1 in
+ * order: both products of A's pair (m0 + i, p), at Ap[p * sp + (m0 + i) * sm], with the
+ * pair row Bp[p * 64 .. + 63]. acc: the sum goes on from C's values (pair rows before
+ * p_lo: the same in-order sum as one pass), else from zero. */
+FL_BF16_TARGET __attribute__((always_inline))
+static inline void fl_pairs_tile_bf16(ptrdiff_t p_lo, ptrdiff_t p_hi,
+                                      const uint32_t* restrict Ap, ptrdiff_t sp,
+                                      ptrdiff_t sm, ptrdiff_t m0, ptrdiff_t nm,
+                                      const uint32_t* restrict Bp, float* restrict C,
+                                      ptrdiff_t ldc, int acc) {
     /* rows past nm repeat the last one (in bounds), and are not stored */
-    const uint32_t* a0 = Ap + m0;
     const ptrdiff_t i1 = nm > 1 ? 1 : 0, i2 = nm > 2 ? 2 : nm - 1, i3 = nm > 3 ? 3 : nm - 1;
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
-    __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
-    __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;
-    for (ptrdiff_t p = 0; p < K2; p++) {
+    const uint32_t* a0 = Ap + m0 * sm;
+    const ptrdiff_t o1 = i1 * sm, o2 = i2 * sm, o3 = i3 * sm;
+    float* c0 = C + m0 * ldc;
+    float* c1 = c0 + i1 * ldc;
+    float* c2 = c0 + i2 * ldc;
+    float* c3 = c0 + i3 * ldc;
+    __m512 c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33;
+    if (acc) {
+        c00 = _mm512_loadu_ps(c0); c01 = _mm512_loadu_ps(c0 + 16);
+        c02 = _mm512_loadu_ps(c0 + 32); c03 = _mm512_loadu_ps(c0 + 48);
+        c10 = _mm512_loadu_ps(c1); c11 = _mm512_loadu_ps(c1 + 16);
+        c12 = _mm512_loadu_ps(c1 + 32); c13 = _mm512_loadu_ps(c1 + 48);
+        c20 = _mm512_loadu_ps(c2); c21 = _mm512_loadu_ps(c2 + 16);
+        c22 = _mm512_loadu_ps(c2 + 32); c23 = _mm512_loadu_ps(c2 + 48);
+        c30 = _mm512_loadu_ps(c3); c31 = _mm512_loadu_ps(c3 + 16);
+        c32 = _mm512_loadu_ps(c3 + 32); c33 = _mm512_loadu_ps(c3 + 48);
+    } else {
+        c00 = _mm512_setzero_ps(); c01 = c00; c02 = c00; c03 = c00;
+        c10 = c00; c11 = c00; c12 = c00; c13 = c00;
+        c20 = c00; c21 = c00; c22 = c00; c23 = c00;
+        c30 = c00; c31 = c00; c32 = c00; c33 = c00;
+    }
+    for (ptrdiff_t p = p_lo; p < p_hi; p++) {
         const uint32_t* w = Bp + p * 64;
-        const uint32_t* a = a0 + p * lda;
+        const uint32_t* a = a0 + p * sp;
         const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 16);
         const __m512i w2 = _mm512_loadu_si512(w + 32), w3 = _mm512_loadu_si512(w + 48);
         __m512i s = _mm512_set1_epi32((int)a[0]);
         FL_BF16_DOT(c00, s, w0); FL_BF16_DOT(c01, s, w1);
         FL_BF16_DOT(c02, s, w2); FL_BF16_DOT(c03, s, w3);
-        s = _mm512_set1_epi32((int)a[i1]);
+        s = _mm512_set1_epi32((int)a[o1]);
         FL_BF16_DOT(c10, s, w0); FL_BF16_DOT(c11, s, w1);
         FL_BF16_DOT(c12, s, w2); FL_BF16_DOT(c13, s, w3);
-        s = _mm512_set1_epi32((int)a[i2]);
+        s = _mm512_set1_epi32((int)a[o2]);
         FL_BF16_DOT(c20, s, w0); FL_BF16_DOT(c21, s, w1);
         FL_BF16_DOT(c22, s, w2); FL_BF16_DOT(c23, s, w3);
-        s = _mm512_set1_epi32((int)a[i3]);
+        s = _mm512_set1_epi32((int)a[o3]);
         FL_BF16_DOT(c30, s, w0); FL_BF16_DOT(c31, s, w1);
         FL_BF16_DOT(c32, s, w2); FL_BF16_DOT(c33, s, w3);
     }
-    FL_STORE_4X64(tile, c)
-    for (ptrdiff_t i = 0; i < nm; i++) memcpy(C + (m0 + i) * ldc, tile[i], sizeof(tile[i]));
+    /* the repeated rows are stored first, so row i's own store comes last */
+    _mm512_storeu_ps(c3, c30); _mm512_storeu_ps(c3 + 16, c31);
+    _mm512_storeu_ps(c3 + 32, c32); _mm512_storeu_ps(c3 + 48, c33);
+    _mm512_storeu_ps(c2, c20); _mm512_storeu_ps(c2 + 16, c21);
+    _mm512_storeu_ps(c2 + 32, c22); _mm512_storeu_ps(c2 + 48, c23);
+    _mm512_storeu_ps(c1, c10); _mm512_storeu_ps(c1 + 16, c11);
+    _mm512_storeu_ps(c1 + 32, c12); _mm512_storeu_ps(c1 + 48, c13);
+    _mm512_storeu_ps(c0, c00); _mm512_storeu_ps(c0 + 16, c01);
+    _mm512_storeu_ps(c0 + 32, c02); _mm512_storeu_ps(c0 + 48, c03);
 }
 
-/* C (M, N) = A^T B from the pair rows Ap (K2, M) and Bp (N / 64 blocks of K2 pair rows of
- * 64), for the work items item_lo .. item_hi - 1 of the (N / 64) * ceil(M / 4) tiles,
- * block-major (a thread's tiles share a block of Bp while it stays in cache). */
+/* Pair rows of B per pass over the rows of C: 128 x 256 bytes, a quarter of a 48 KB L1
+ * (a 1024-row block streamed from L2 for every 4 rows held the GEMM to ~70% of peak). */
+#define FL_PAIRS_CHUNK 128
+
+/* C (M x 64 (c_hi - c_lo), rows ldc apart, from column 64 c_lo) = A B over K2 pair rows,
+ * rows m_lo .. m_hi - 1: A's pair (m, p) at Ap[p * sp + m * sm], B in blocks of 64
+ * columns (block c: K2 pair rows of 64 dwords at Bp + c * K2 * 64). Each element is one
+ * in-order sum over p (the chunks continue it), so any split of rows or blocks between
+ * threads gives the same bits. */
 FL_BF16_TARGET
-static void fl_gemm_tn_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t M,
-                            const uint32_t* Bp, float* C, ptrdiff_t N, ptrdiff_t item_lo,
-                            ptrdiff_t item_hi) {
-    const ptrdiff_t tiles = (M + 3) / 4;
-    for (ptrdiff_t item = item_lo; item < item_hi; item++) {
-        const ptrdiff_t c = item / tiles, m0 = 4 * (item % tiles);
-        fl_tn_tile_bf16(K2, Ap, M, m0, M - m0 < 4 ? M - m0 : 4, Bp + c * K2 * 64,
-                        C + 64 * c, N);
-    }
+static void fl_gemm_pairs_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp, ptrdiff_t sm,
+                               const uint32_t* Bp, float* C, ptrdiff_t ldc, ptrdiff_t c_lo,
+                               ptrdiff_t c_hi, ptrdiff_t m_lo, ptrdiff_t m_hi) {
+    for (ptrdiff_t c = c_lo; c < c_hi; c++)
+        for (ptrdiff_t p0 = 0; p0 < K2; p0 += FL_PAIRS_CHUNK) {
+            const ptrdiff_t p1 = K2 - p0 < FL_PAIRS_CHUNK ? K2 : p0 + FL_PAIRS_CHUNK;
+            for (ptrdiff_t m0 = m_lo; m0 < m_hi; m0 += 4)
+                fl_pairs_tile_bf16(p0, p1, Ap, sp, sm, m0, m_hi - m0 < 4 ? m_hi - m0 : 4,
+                                   Bp + c * K2 * 64, C + 64 * c, ldc, p0 > 0);
+        }
+}
+
+/* Rows m_lo .. m_hi - 1 of A (K wide, rows lda floats apart) rounded into pair rows:
+ * Ap[m * ld + p] = (bf16(A[m][2p]), bf16(A[m][2p + 1])), zero past K; ld >= FL_BF16_ROWS(K)
+ * + 8 (whole 256-bit stores). */
+FL_BF16_TARGET
+static void fl_pack_pairs_of_rows_bf16(ptrdiff_t K, const float* A, ptrdiff_t lda,
+                                       uint32_t* Ap, ptrdiff_t ld, ptrdiff_t m_lo,
+                                       ptrdiff_t m_hi) {
+    for (ptrdiff_t m = m_lo; m < m_hi; m++) fl_bf16_row_pairs(K, A + m * lda, Ap + m * ld);
 }
 
 /* a[0:n] rounded to bfloat16 by the kernels' own instruction (vcvtneps2bf16), as float32

@@ -191,6 +191,34 @@ def test_gemm_rows_wt_bf16_against_the_rounded_products(M, K, n):
 
 
 @needs_kernels
+@pytest.mark.parametrize("M,K,N", [(1, 5, 64), (9, 300, 128), (130, 129, 192), (37, 1, 64)])
+def test_gemm_rows_bf16_against_the_rounded_products(M, K, N):
+    """The input projection's GEMM: rows rounded into pairs once, passes of 128 pair rows
+    (K = 300: three) continuing one in-order sum, the same bits for any split."""
+    rng = np.random.default_rng(K)
+    a = rng.standard_normal((M, 2 * K)).astype(np.float32)[:, :K]      # rows lda apart
+    Bm = rng.standard_normal((K, N)).astype(np.float32)
+    packed = _recurrent.pack_rows_bf16(Bm)
+    outs = []
+    for n_threads in (1, 2, 3):
+        out = np.full((M, N), np.nan, np.float32)
+        _recurrent.gemm_rows_bf16(a, packed, out, n_threads)
+        outs.append(out)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+    # the same sums as the per-row tiles (gemm_rows_wt), which run them in one pass
+    one_pass = np.empty(M * N, np.float32)
+    _recurrent.gemm_rows_wt(a, packed.view(np.float32), N, one_pass,
+                            np.arange(M, dtype=np.int64) * N, None, 1, True)
+    np.testing.assert_array_equal(outs[0], one_pass.reshape(M, N))
+    want = _rounded64(a) @ _rounded64(Bm)
+    assert np.all(np.abs(outs[0] - want) <= 1e-6 * (np.abs(_rounded64(a))
+                                                    @ np.abs(_rounded64(Bm))))
+    with pytest.raises(ValueError, match="N % 64"):
+        _recurrent.gemm_rows_bf16(a, packed, np.empty((M, N + 1), np.float32), 1)
+
+
+@needs_kernels
 def test_the_bfloat16_gemms_tiles_give_the_rounding_paths_values():
     """Backend.gemm with bfloat16 products: the compiled tiles (kernels) against both
     operands rounded then multiplied by BLAS (no kernels), every product the layers use."""
