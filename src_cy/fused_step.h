@@ -202,12 +202,14 @@ static inline void fl_prefetch_gates(const float* p, ptrdiff_t H) {
 /* bfloat16 products: weights in pair rows (fused_tiles_bf16.h), float32 elsewhere */
 #define FL_PACKED_ROWS(K) FL_BF16_ROWS(K)
 #define FL_NO_GEMM_TN
+#define FL_PAIRS_PASSES
 #define FL_ISA(name) FL_ISA_CAT(name, _bf16)
 #define FL_ISA_TARGET FL_BF16_TARGET
 #include "fused_step_isa.h"
 #undef FL_ISA
 #undef FL_ISA_TARGET
 #undef FL_NO_GEMM_TN
+#undef FL_PAIRS_PASSES
 #undef FL_PACKED_ROWS
 
 /* The public entry points: the copy of fused_step_isa.h for the chosen ISA, or, with

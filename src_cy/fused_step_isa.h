@@ -46,6 +46,40 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
         }
         return;
     }
+#ifdef FL_PAIRS_PASSES
+    /* bfloat16: the rows' [x_t, h] rounded into pair rows once per step (not once per
+     * group), then each group's products in passes of FL_PAIRS_CHUNK pair rows over all
+     * rows (L1-sized, as gemm_rows_bf16), z kept per row until the gate math */
+    const ptrdiff_t KPX = FL_PACKED_ROWS(KX), ld = KP + 8;
+    uint32_t* pairs = (uint32_t*)_mm_malloc((size_t)(n_rows * ld + n_rows * 64) * 4, 64);
+    if (pairs) {
+        float* z = (float*)(pairs + n_rows * ld);
+        for (ptrdiff_t r = 0; r < n_rows; r++) {
+            if (x) fl_bf16_row_pairs(KX, x + t * out->x_t + rows[r] * out->x_b, pairs + r * ld);
+            fl_bf16_row_pairs(H, h_old + r * H, pairs + r * ld + KPX);
+        }
+        for (ptrdiff_t g = g_lo; g < g_hi; g++) {
+            const uint32_t* Wg = (const uint32_t*)(Wp + g * KP * 64);
+            const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
+            if (!x)
+                for (ptrdiff_t r = 0; r < n_rows; r++)
+                    fl_prefetch_gates(xproj + (t * B + rows[r]) * G + u0, H);
+            fl_gemm_pairs_bf16(KP, pairs, 1, ld, Wg, z, 64, 0, 1, 0, n_rows);
+            for (ptrdiff_t r = 0; r < n_rows; r++) {
+                const ptrdiff_t b = rows[r], xo = (t * B + b) * G + u0;
+                FL_ISA(fl_fused_gates)(n, H, x ? bias + u0 : xproj + xo, z + r * 64,
+                                       peep + u0, use_peep, forget_bias, clip,
+                                       c_loc + r * H + u0, h_new + r * H + u0,
+                                       acts ? acts + xo : act_tmp + u0,
+                                       out->c + t * out->c_t + b * out->c_b + u0,
+                                       out->h + t * out->h_t + b * out->h_b + u0,
+                                       clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
+            }
+        }
+        _mm_free(pairs);
+        return;
+    }                                   /* out of memory: the tiles below, per group */
+#endif
     for (ptrdiff_t g = g_lo; g < g_hi; g++) {
         const float* Wg = Wp + g * KP * 64;
         const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
