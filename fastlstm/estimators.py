@@ -762,8 +762,8 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         The products' arithmetic. None: the parameters' ``dtype``. ``"bfloat16"``
         (float32 only; Keras's mixed precision): every product, forward and backward,
         multiplies operands rounded to bfloat16 and sums in float32, while the weights,
-        the state, the gate math and the optimizer stay float32. The LSTM cells run it
-        on their own kernels where the CPU has AVX512-BF16 (``backend="cython"`` or
+        the state, the gate math and the optimizer stay float32. Every cell runs it on
+        its own kernels where the CPU has AVX512-BF16 (``backend="cython"`` or
         ``"auto"``); elsewhere it is a slow NumPy emulation, for checking results.
     n_jobs : int or None, default None
         Threads of the kernels. None: the cores this process may run on, capped by

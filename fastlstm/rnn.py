@@ -218,8 +218,8 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, time_maj
         product (input projection, recurrence, and in the backward the recurrent,
         weight and input gradients) multiplies operands rounded to bfloat16 (to nearest
         even) and sums in float32; the state, the gate math and the results stay
-        float32. On CPUs with AVX512-BF16 the LSTM's recurrence runs on its own
-        bfloat16 kernels (``backend="cython"``); other cells and CPUs run a NumPy
+        float32. On CPUs with AVX512-BF16 every cell's recurrence runs on its own
+        bfloat16 kernels (``backend="cython"``); other backends and CPUs run a NumPy
         emulation of the same arithmetic, which is slow. The backward uses the
         forward's compute dtype (it is kept in the cache). A ``Backend`` passed as
         ``backend`` with ``compute_dtype=None`` keeps its own (``Backend.computing``).

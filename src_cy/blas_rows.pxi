@@ -1,4 +1,5 @@
-# The float / double fused type and the row-major BLAS product of the per-step paths.
+# The float / double fused type and the row-major products of the per-step paths (BLAS,
+# or bfloat16 tiles).
 
 ctypedef fused floating:
     float
@@ -49,3 +50,35 @@ cdef inline void _gemm_rowmajor(bint trans_b, int m, int n, int k, const floatin
         sgemm(&ta, &tb, &n, &m, &k, &alpha, <float*>B, &ldb, <float*>A, &lda, &beta, C, &ldc)
     else:
         dgemm(&ta, &tb, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
+
+
+cdef inline void _step_product(const float* packed, bint trans_b, int m, int n, int k,
+                               const floating* A, int lda, const floating* B, int ldb,
+                               floating* C, int ldc) noexcept nogil:
+    """:func:`_gemm_rowmajor`, or with ``packed`` (not NULL; float32 only) bfloat16 products
+    on the tiles of ``gemm_rows_wt``: ``op(B)`` (k, n) rounded and packed once per call by
+    ``pack_rows_bf16`` (``op(B) = B``) or ``pack_fused_t_bf16`` (``op(B) = B.T``), A's
+    rows rounded in the tiles."""
+    if packed != NULL:
+        if floating is float:
+            fl_gemm_rows_wt_f32(m, NULL, k, A, lda, packed, n, C, NULL, ldc, 0, (n + 63) // 64,
+                                1)
+        return
+    _gemm_rowmajor(trans_b, m, n, k, A, lda, B, ldb, C, ldc)
+
+
+cdef const float* _packed_bf16_or_null(packed, Py_ssize_t k, Py_ssize_t n,
+                                       bint is_float) except? NULL:
+    """The address of ``packed`` (uint32 pair rows of a (k, n) operand, as ``pack_rows_bf16``
+    gives them), checked; NULL for None."""
+    if packed is None:
+        return NULL
+    if not is_float:
+        raise ValueError("bfloat16 products need float32 arrays")
+    _bf16_kernels_or_raise()
+    cdef const uint32_t[:, :, ::1] p = packed
+    if p.shape[0] != (n + 63) // 64 or p.shape[1] != (k + 1) // 2 or p.shape[2] != 64:
+        raise ValueError(f"a packed operand must be ({(n + 63) // 64}, {(k + 1) // 2}, 64) "
+                         f"(pack_rows_bf16 of the ({k}, {n}) operand), got "
+                         f"{np.shape(packed)}")
+    return <const float*>&p[0, 0, 0]

@@ -348,22 +348,50 @@ def test_bf16_plans_need_their_packed_weights():
                                 ForwardPlan(1, bf16=True))
 
 
-def test_the_bfloat16_kernels_run_where_the_cpu_has_them(monkeypatch):
-    """Fails on a CPU with AVX512-BF16 unless the LSTM's bfloat16 path is its kernels
+CELL_NAMES = ["lstm", "peephole_clip", "gru", "gru_reset_after", "rnn"]
+
+
+@needs_kernels
+def test_gru_and_rnn_kernels_check_their_packed_operands():
+    H, B, T = 16, 3, 4
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((H, 3 * H)).astype(np.float32)
+    seq_len = np.full(B, T, np.int64)
+    hs = np.zeros((T + 1, B, H), np.float32)
+    xproj = np.zeros((T, B, 3 * H), np.float32)
+    empty = np.zeros((0, 0, 0), np.float32)
+    W_ru = _recurrent.pack_rows_bf16(W[:, :2 * H])
+    with pytest.raises(ValueError, match="w_bf16 and w_c_bf16"):
+        _recurrent.gru_forward(xproj, W, np.zeros(3 * H, np.float32), False, seq_len, hs,
+                               empty, empty, 1, B, w_bf16=W_ru)
+    x_rnn, W_rnn = xproj[..., :H].copy(), W[:, :H].copy()
+    with pytest.raises(ValueError, match="packed operand must be"):
+        _recurrent.rnn_forward(x_rnn, W_rnn, seq_len, hs, 1, B,
+                               w_bf16=_recurrent.pack_rows_bf16(W.T.copy()))   # K = 3H
+    with pytest.raises(ValueError, match="float32"):
+        _recurrent.rnn_forward(x_rnn.astype(np.float64), W_rnn.astype(np.float64), seq_len,
+                               hs.astype(np.float64), 1, B,
+                               w_bf16=_recurrent.pack_rows_bf16(W_rnn))
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_the_bfloat16_kernels_run_where_the_cpu_has_them(monkeypatch, name):
+    """Fails on a CPU with AVX512-BF16 unless every cell's bfloat16 path is its kernels
     (not the emulation); on others, the emulation runs and says so."""
     switched_off = any(os.environ.get(k) == "1"
                        for k in ("FASTLSTM_NO_AVX512", "FASTLSTM_NO_FUSED"))
     be = get_backend("cython").computing("bfloat16")
+    kind = name.split("_")[0].replace("peephole", "lstm")
     if not _recurrent.cpu_has_bf16() or switched_off:
-        assert be.emulates("lstm")
+        assert be.emulates(kind)
         pytest.skip("no AVX512-BF16 here (or switched off): the emulation runs")
-    assert HAVE_KERNELS and not be.emulates("lstm") and be.emulates("gru")
+    assert HAVE_KERNELS and not be.emulates(kind)
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the LSTM's bfloat16 products ran the emulation")
-    monkeypatch.setattr(_bf16_emulation, "lstm_forward", refuse)
-    monkeypatch.setattr(_bf16_emulation, "lstm_backward", refuse)
-    cell = make_cell("peephole_clip", 24, 5, dtype=np.float32)
+        raise AssertionError(f"the {kind}'s bfloat16 products ran the emulation")
+    for direction in ("forward", "backward"):
+        monkeypatch.setattr(_bf16_emulation, f"{kind}_{direction}", refuse)
+    cell = make_cell(name, 24, 5, dtype=np.float32)
     x, lengths, state = make_case(cell, 4, 6)
     out, _, cache = fl.dynamic_rnn(cell, x, lengths, state, backend="cython",
                                    return_cache=True, compute_dtype="bfloat16")
@@ -372,7 +400,6 @@ def test_the_bfloat16_kernels_run_where_the_cpu_has_them(monkeypatch):
 
 
 # ------------------------------------------------------------ through dynamic_rnn
-CELL_NAMES = ["lstm", "peephole_clip", "gru", "gru_reset_after", "rnn"]
 
 
 @pytest.mark.parametrize("name", CELL_NAMES)

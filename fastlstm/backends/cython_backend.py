@@ -30,9 +30,10 @@ openmp_enabled = _recurrent.openmp_enabled
 swap_leading_axes = _recurrent.swap_leading_axes
 #: The fused float32 LSTM step runs on this CPU (src_cy/fused_step.h; AVX-512 or AVX2).
 FUSED_STEP = _recurrent.have_fused_step()
-#: Kinds with bfloat16 kernels on this CPU (the fused LSTM step on AVX512-BF16,
-#: src_cy/fused_tiles_bf16.h): their kernels take ``bf16=True``.
-BF16_CELLS = ("lstm",) if _recurrent.have_bf16_kernels() else ()
+#: Kinds with bfloat16 kernels on this CPU (AVX512-BF16: the fused LSTM step, the GRU's
+#: and the RNN's per-step products on the tiles of src_cy/fused_tiles_bf16.h): their
+#: kernels take ``bf16=True``.
+BF16_CELLS = ("lstm", "gru", "rnn") if _recurrent.have_bf16_kernels() else ()
 
 
 def kernel_path():
@@ -54,21 +55,50 @@ def kernel_path():
 LSTM_BACKWARD_STRIDED_D_OUTPUTS = True
 
 
-def _single_threaded_blas(kernel, batch_axis):
-    """Wrap a kernel: BLAS at one thread, and the chunk size of this batch appended."""
-    def run(*args):
+def _single_threaded_blas(kernel, batch_axis, bf16_operands=None):
+    """Wrap a kernel: BLAS at one thread, and the chunk size of this batch appended.
+    ``bf16=True``: bfloat16 products, the per-step operands that
+    ``bf16_operands(*args)`` returns (a dict of keyword arguments) packed once per call."""
+    def run(*args, bf16=False):
+        if bf16 and bf16_operands is None:
+            raise ValueError(f"{kernel.__name__} has no bfloat16 products")
+        packed = bf16_operands(*args) if bf16 else {}
         with blas_threads(1):
-            kernel(*args, chunk_rows(args[batch_axis].shape[-2]))
+            kernel(*args, chunk_rows(args[batch_axis].shape[-2]), **packed)
     run.__name__ = kernel.__name__
     run.__doc__ = kernel.__doc__
     return run
 
 
+def _rnn_forward_bf16(xproj, W, *args):
+    return {"w_bf16": _recurrent.pack_rows_bf16(W)}                    # h W
+
+
+def _rnn_backward_bf16(W, *args):
+    return {"w_bf16": _recurrent.pack_fused_t_bf16(W)}                 # dz W^T
+
+
+def _gru_forward_bf16(xproj, W, b_h, reset_after, *args):
+    if reset_after:                                                     # h W
+        return {"w_bf16": _recurrent.pack_rows_bf16(W)}
+    H = W.shape[0]                                                      # h W_ru, (r h) W_c
+    return {"w_bf16": _recurrent.pack_rows_bf16(W[:, :2 * H]),
+            "w_c_bf16": _recurrent.pack_rows_bf16(W[:, 2 * H:])}
+
+
+def _gru_backward_bf16(W, reset_after, *args):
+    if reset_after:
+        return {"w_bf16": _recurrent.pack_fused_t_bf16(W)}
+    H = W.shape[0]
+    return {"w_bf16": _recurrent.pack_fused_t_bf16(np.ascontiguousarray(W[:, :2 * H])),
+            "w_c_bf16": _recurrent.pack_fused_t_bf16(np.ascontiguousarray(W[:, 2 * H:]))}
+
+
 # The argument whose second-to-last axis is the batch: hs / dh in the contract.
-rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3)
-rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4)
-gru_forward = _single_threaded_blas(_recurrent.gru_forward, 5)
-gru_backward = _single_threaded_blas(_recurrent.gru_backward, 7)
+rnn_forward = _single_threaded_blas(_recurrent.rnn_forward, 3, _rnn_forward_bf16)
+rnn_backward = _single_threaded_blas(_recurrent.rnn_backward, 4, _rnn_backward_bf16)
+gru_forward = _single_threaded_blas(_recurrent.gru_forward, 5, _gru_forward_bf16)
+gru_backward = _single_threaded_blas(_recurrent.gru_backward, 7, _gru_backward_bf16)
 
 
 def fused_unit_slices(batch_size, num_units, weight_rows=0):
