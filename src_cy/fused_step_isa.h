@@ -61,12 +61,17 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
         for (ptrdiff_t g = g_lo; g < g_hi; g++) {
             const uint32_t* Wg = (const uint32_t*)(Wp + g * KP * 64);
             const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
+            /* xproj's four gate lines of a row: the first rows' during the products, the
+             * rest FL_XPROJ_AHEAD rows ahead of the gate math (all at once overflowed
+             * the miss buffers: the gate math waited on these loads, 60% of its time) */
             if (!x)
-                for (ptrdiff_t r = 0; r < n_rows; r++)
+                for (ptrdiff_t r = 0; r < n_rows && r < FL_XPROJ_AHEAD; r++)
                     fl_prefetch_gates(xproj + (t * B + rows[r]) * G + u0, H);
             fl_gemm_pairs_bf16(KP, pairs, 1, ld, Wg, z, 64, 0, 1, 0, n_rows);
             for (ptrdiff_t r = 0; r < n_rows; r++) {
                 const ptrdiff_t b = rows[r], xo = (t * B + b) * G + u0;
+                if (!x && r + FL_XPROJ_AHEAD < n_rows)
+                    fl_prefetch_gates(xproj + (t * B + rows[r + FL_XPROJ_AHEAD]) * G + u0, H);
                 FL_ISA(fl_fused_gates)(n, H, x ? bias + u0 : xproj + xo, z + r * 64,
                                        peep + u0, use_peep, forget_bias, clip,
                                        c_loc + r * H + u0, h_new + r * H + u0,
