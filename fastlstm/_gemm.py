@@ -231,7 +231,9 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED
         offsets = (k if time_major else b * T + t) * I
         out = np.empty(shape, np.float32) if rows is None else np.zeros(shape, np.float32)
         if bf16:
-            packed = kernels.pack_fused_t_bf16(W_x, n_threads=n_threads).view(np.float32)
+            packed = kernels.pack_fused_t_bf16(
+                W_x, scratch("packed_x_t_bf16", (-(-I // 64), -(-W_x.shape[1] // 2), 64),
+                             np.uint32), n_threads).view(np.float32)
         else:
             packed = kernels.pack_fused_t(W_x, scratch("packed_x_t", (-(-I // 64),
                                                                       W_x.shape[1], 64),
@@ -330,10 +332,12 @@ class BFloat16Gemm(Gemm):
         n = wt.shape[0]
         if out is None:
             out = np.empty((a.shape[0], n), np.float32)
+        shape = (-(-n // 64), -(-wt.shape[1] // 2), 64)
+        work = scratch("bf16_packed_b", shape, np.uint32)
         if wt.T.strides[1] == 4 or wt.shape[0] < 2:
-            packed = kernels.pack_rows_bf16(wt.T, n_threads)
+            packed = kernels.pack_rows_bf16(wt.T, n_threads, work)
         else:
-            packed = kernels.pack_fused_t_bf16(np.ascontiguousarray(wt), n_threads=n_threads)
+            packed = kernels.pack_fused_t_bf16(np.ascontiguousarray(wt), work, n_threads)
         if n % 64 == 0:         # whole blocks: a's rows rounded once, L1-sized passes
             kernels.gemm_rows_bf16(a, packed, out.reshape(a.shape[0], n), n_threads)
         else:

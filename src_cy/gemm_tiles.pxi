@@ -153,8 +153,9 @@ def gemm_tn_bf16(segments, const float[:, :] b, float[:, ::1] out, int n_threads
         out[...] = 0
         return
     K2 = (K_sum + 1) // 2
-    cdef uint32_t[:, ::1] a_pairs = np.empty((K2, M), np.uint32)
-    cdef uint32_t[:, :, ::1] b_pairs = np.empty((N // 64, K2, 64), np.uint32)
+    # this thread's scratch buffers: fresh pages would cost a fault each
+    cdef uint32_t[:, ::1] a_pairs = scratch("gemm_tn_bf16_a", (K2, M), np.uint32)
+    cdef uint32_t[:, :, ::1] b_pairs = scratch("gemm_tn_bf16_b", (N // 64, K2, 64), np.uint32)
     cdef Py_ssize_t ldb = b.strides[0] // <Py_ssize_t>sizeof(float), n_parts, c
     n_parts = max(1, min(n_threads, K2))
     for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
@@ -212,7 +213,7 @@ def gemm_rows_bf16(const float[:, :] a, const uint32_t[:, :, ::1] b_packed,
         out[...] = 0
         return
     cdef Py_ssize_t ld = K2 + 8, lda = a.strides[0] // <Py_ssize_t>sizeof(float)
-    cdef uint32_t[:, ::1] a_pairs = np.empty((M, ld), np.uint32)
+    cdef uint32_t[:, ::1] a_pairs = scratch("gemm_rows_bf16_a", (M, ld), np.uint32)
     n_parts = max(1, min(n_threads, M))
     for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
         fl_pack_pairs_of_rows_bf16(K, &a[0, 0], lda, &a_pairs[0, 0], ld, M * part // n_parts,

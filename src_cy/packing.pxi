@@ -128,19 +128,25 @@ def round_bf16(a, int n_threads=1):
     return out
 
 
-def pack_rows_bf16(const float[:, :] B, int n_threads=1):
+def pack_rows_bf16(const float[:, :] B, int n_threads=1, out=None):
     """``B`` (K, n), rows with contiguous elements, rounded to bfloat16 and packed as
     :func:`pack_fused_t_bf16` packs ``B.T``: ((n + 63) // 64, ceil(K / 2), 64) uint32,
     ``(bf16(B[2m, 64c + j]), bf16(B[2m + 1, 64c + j]))`` at block c, pair row m, column j
     (zero past n and K). Two rows of B make a pair row, with no transposing copy (16 ms
-    for a 1024 x 4096 B on the AMD EPYC here); pair rows split over ``n_threads``."""
+    for a 1024 x 4096 B on the AMD EPYC here); pair rows split over ``n_threads``.
+    ``out``: an array of that shape to write (a scratch buffer: fresh pages cost faults)."""
     _bf16_kernels_or_raise()
     cdef Py_ssize_t K = B.shape[0], n = B.shape[1], K2 = (K + 1) // 2
     cdef Py_ssize_t blocks = (n + 63) // 64, c, part, n_parts, lo, hi
     if n > 1 and B.strides[1] != sizeof(float):
         raise ValueError("pack_rows_bf16 needs rows with contiguous elements")
-    out = (np.zeros if n % 64 else np.empty)((blocks, K2, 64), np.uint32)
+    if out is None:
+        out = np.empty((blocks, K2, 64), np.uint32)
     cdef uint32_t[:, :, ::1] o = out
+    if o.shape[0] != blocks or o.shape[1] != K2 or o.shape[2] != 64:
+        raise ValueError("out has the wrong shape")
+    if n % 64:                  # the last block's columns past n
+        out[blocks - 1] = 0
     if K == 0 or n == 0:
         return out
     cdef Py_ssize_t ld = B.strides[0] // <Py_ssize_t>sizeof(float)

@@ -136,6 +136,11 @@ def test_pack_rows_bf16_packs_the_transpose_without_copying_it(K, n):
     for n_threads in (1, 2):
         np.testing.assert_array_equal(
             _recurrent.pack_rows_bf16(np.ascontiguousarray(B), n_threads), want)
+    reused = np.full(want.shape, 0xFFFFFFFF, np.uint32)     # a scratch buffer's leftovers
+    _recurrent.pack_rows_bf16(np.ascontiguousarray(B), 2, reused)
+    np.testing.assert_array_equal(reused, want)
+    with pytest.raises(ValueError, match="wrong shape"):
+        _recurrent.pack_rows_bf16(np.ascontiguousarray(B), 1, reused[:, :-1].copy())
 
 
 def _rounded64(a):
