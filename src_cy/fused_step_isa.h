@@ -8,6 +8,17 @@
  * (fused_step.h) call one copy or another by the ISA chosen at import and the call's
  * compute dtype. */
 
+/* The gate math of row r (sequence b) for units u0 .. u0 + n - 1 from its products z (64
+ * floats): what every schedule of the step below passes alike. */
+#define FL_ROW_GATES(r, b, u0, n, z)                                                      \
+    FL_ISA(fl_fused_gates)(n, H, x ? bias + (u0) : xproj + (t * B + (b)) * G + (u0), z,   \
+                           peep + (u0), use_peep, forget_bias, clip,                     \
+                           c_loc + (r) * H + (u0), h_new + (r) * H + (u0),               \
+                           acts ? acts + (t * B + (b)) * G + (u0) : act_tmp + (u0),      \
+                           out->c + t * out->c_t + (b) * out->c_b + (u0),                \
+                           out->h + t * out->h_t + (b) * out->h_b + (u0),                \
+                           clip > 0 ? c_unclipped + (t * B + (b)) * H + (u0) : NULL)
+
 /* x == NULL: z = xproj[t, b] + h W_h (xproj = x W_x + b from a GEMM before the loop).
  * x != NULL: z = [x_t, h] [W_x; W_h] + b in one sum, W_x packed above W_h in Wp (group g:
  * I + H rows), and xproj is not read (the input projection needs no pass of its own). */
@@ -35,13 +46,7 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
                                   Wp + g0 * KP * 64, KP * 64, nb, ztile);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 const ptrdiff_t u0 = 16 * (g0 + j), n = H - u0 < 16 ? H - u0 : 16;
-                const ptrdiff_t xo = (t * B + b) * G + u0;
-                FL_ISA(fl_fused_gates)(n, H, x ? bias + u0 : xproj + xo, ztile[j],
-                                       peep + u0, use_peep, forget_bias, clip, c_loc + u0,
-                                       h_new + u0, acts ? acts + xo : act_tmp + u0,
-                                       out->c + t * out->c_t + b * out->c_b + u0,
-                                       out->h + t * out->h_t + b * out->h_b + u0,
-                                       clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
+                FL_ROW_GATES(0, b, u0, n, ztile[j]);
             }
         }
         return;
@@ -69,16 +74,9 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
                     fl_prefetch_gates(xproj + (t * B + rows[r]) * G + u0, H);
             fl_gemm_pairs_bf16(KP, pairs, 1, ld, Wg, z, 64, 0, 1, 0, n_rows);
             for (ptrdiff_t r = 0; r < n_rows; r++) {
-                const ptrdiff_t b = rows[r], xo = (t * B + b) * G + u0;
                 if (!x && r + FL_XPROJ_AHEAD < n_rows)
                     fl_prefetch_gates(xproj + (t * B + rows[r + FL_XPROJ_AHEAD]) * G + u0, H);
-                FL_ISA(fl_fused_gates)(n, H, x ? bias + u0 : xproj + xo, z + r * 64,
-                                       peep + u0, use_peep, forget_bias, clip,
-                                       c_loc + r * H + u0, h_new + r * H + u0,
-                                       acts ? acts + xo : act_tmp + u0,
-                                       out->c + t * out->c_t + b * out->c_b + u0,
-                                       out->h + t * out->h_t + b * out->h_b + u0,
-                                       clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
+                FL_ROW_GATES(r, rows[r], u0, n, z + r * 64);
             }
         }
         _mm_free(pairs);
@@ -102,20 +100,13 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
                                  fl_tile_row(h_old, H, r0, nr, 1),
                                  fl_tile_row(h_old, H, r0, nr, 2),
                                  fl_tile_row(h_old, H, r0, nr, 3), Wg, ztile);
-            for (ptrdiff_t rr = 0; rr < nr; rr++) {
-                const ptrdiff_t r = r0 + rr, b = rows[r];
-                const ptrdiff_t xo = (t * B + b) * G + u0;
-                FL_ISA(fl_fused_gates)(n, H, x ? bias + u0 : xproj + xo, ztile[rr],
-                                       peep + u0, use_peep, forget_bias, clip,
-                                       c_loc + r * H + u0, h_new + r * H + u0,
-                                       acts ? acts + xo : act_tmp + u0,
-                                       out->c + t * out->c_t + b * out->c_b + u0,
-                                       out->h + t * out->h_t + b * out->h_b + u0,
-                                       clip > 0 ? c_unclipped + (t * B + b) * H + u0 : NULL);
-            }
+            for (ptrdiff_t rr = 0; rr < nr; rr++)
+                FL_ROW_GATES(r0 + rr, rows[r0 + rr], u0, n, ztile[rr]);
         }
     }
 }
+
+#undef FL_ROW_GATES
 
 /* Rows of A W^T, for W (N x K) packed by fl_pack_fused_t_f32: row m of the result, from
  * row rows[m] of A (K wide, rows lda apart; rows NULL: row m), goes to C + c_off[m]
