@@ -335,7 +335,7 @@ class BFloat16Gemm(Gemm):
         shape = (-(-n // 64), -(-wt.shape[1] // 2), 64)
         work = scratch("bf16_packed_b", shape, np.uint32)
         if wt.T.strides[1] == 4 or wt.shape[0] < 2:
-            packed = kernels.pack_rows_bf16(wt.T, n_threads, work)
+            packed = kernels.pack_rows_bf16(wt.T, work, n_threads)
         else:
             packed = kernels.pack_fused_t_bf16(np.ascontiguousarray(wt), work, n_threads)
         if n % 64 == 0:         # whole blocks: a's rows rounded once, L1-sized passes

@@ -67,7 +67,7 @@ cdef bint _BF16_KERNELS = (_FUSED_ISA == FL_ISA_AVX512 and fl_cpu_has_avx512_bf1
 
 def have_bf16_kernels():
     """True when ``compute_dtype="bfloat16"`` runs on this CPU's own instructions (the
-    LSTM's fused bfloat16 kernels: AVX512-BF16); elsewhere it is emulated."""
+    bfloat16 kernels and GEMM tiles: AVX512-BF16); elsewhere it is emulated."""
     return bool(_BF16_KERNELS)
 
 

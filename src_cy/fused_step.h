@@ -174,12 +174,12 @@ static inline const float* fl_tile_row(const float* base, ptrdiff_t ld, ptrdiff_
     return base + (r0 + (i < nr ? i : nr - 1)) * ld;
 }
 
-/* The four gate lines of one row's 16-unit group in xproj (p: its gate i, gates H floats
- * apart) toward L1, issued before that row's sums: read in place after them they were a
- * memory miss per gate call (rows 16 KB apart at H = 1024). */
 /* Rows ahead of the gate math whose xproj lines are being prefetched (bfloat16 step). */
 #define FL_XPROJ_AHEAD 8
 
+/* The four gate lines of one row's 16-unit group in xproj (p: its gate i, gates H floats
+ * apart) toward L1, issued before that row's sums: read in place after them they were a
+ * memory miss per gate call (rows 16 KB apart at H = 1024). */
 static inline void fl_prefetch_gates(const float* p, ptrdiff_t H) {
     for (int gate = 0; gate < 4; gate++)
         _mm_prefetch((const char*)(p + gate * H), _MM_HINT_T0);

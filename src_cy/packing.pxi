@@ -128,13 +128,13 @@ def round_bf16(a, int n_threads=1):
     return out
 
 
-def pack_rows_bf16(const float[:, :] B, int n_threads=1, out=None):
+def pack_rows_bf16(const float[:, :] B, out=None, int n_threads=1):
     """``B`` (K, n), rows with contiguous elements, rounded to bfloat16 and packed as
     :func:`pack_fused_t_bf16` packs ``B.T``: ((n + 63) // 64, ceil(K / 2), 64) uint32,
     ``(bf16(B[2m, 64c + j]), bf16(B[2m + 1, 64c + j]))`` at block c, pair row m, column j
     (zero past n and K). Two rows of B make a pair row, with no transposing copy (16 ms
-    for a 1024 x 4096 B on the AMD EPYC here); pair rows split over ``n_threads``.
-    ``out``: an array of that shape to write (a scratch buffer: fresh pages cost faults)."""
+    for a 1024 x 4096 B on the AMD EPYC here). ``out`` and ``n_threads`` as in
+    :func:`pack_fused_t_bf16` (the threads split the pair rows)."""
     _bf16_kernels_or_raise()
     cdef Py_ssize_t K = B.shape[0], n = B.shape[1], K2 = (K + 1) // 2
     cdef Py_ssize_t blocks = (n + 63) // 64, c, part, n_parts, lo, hi

@@ -135,12 +135,25 @@ def test_pack_rows_bf16_packs_the_transpose_without_copying_it(K, n):
         _recurrent.pack_rows_bf16(B)
     for n_threads in (1, 2):
         np.testing.assert_array_equal(
-            _recurrent.pack_rows_bf16(np.ascontiguousarray(B), n_threads), want)
+            _recurrent.pack_rows_bf16(np.ascontiguousarray(B), n_threads=n_threads), want)
     reused = np.full(want.shape, 0xFFFFFFFF, np.uint32)     # a scratch buffer's leftovers
-    _recurrent.pack_rows_bf16(np.ascontiguousarray(B), 2, reused)
+    _recurrent.pack_rows_bf16(np.ascontiguousarray(B), reused, 2)
     np.testing.assert_array_equal(reused, want)
     with pytest.raises(ValueError, match="wrong shape"):
-        _recurrent.pack_rows_bf16(np.ascontiguousarray(B), 1, reused[:, :-1].copy())
+        _recurrent.pack_rows_bf16(np.ascontiguousarray(B), reused[:, :-1].copy())
+
+
+def _same_bits_for_any_thread_count(product, shape):
+    """``product(out, n_threads)`` into a NaN-filled ``out`` of ``shape`` for 1, 2 and 3
+    threads: the three results, bit for bit equal; returns the first."""
+    outs = []
+    for n_threads in (1, 2, 3):
+        out = np.full(shape, np.nan, np.float32)
+        product(out, n_threads)
+        outs.append(out)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+    return outs[0]
 
 
 def _rounded64(a):
@@ -161,18 +174,13 @@ def test_gemm_tn_bf16_against_the_rounded_products(K, widths, N, rows):
     b = rng.standard_normal((K, N)).astype(np.float32)
     rows = None if rows is None else np.array(rows, np.int64)
     M = sum(widths) + 1
-    outs = []
-    for n_threads in (1, 2, 3):
-        out = np.full((M, N), np.nan, np.float32)
-        _recurrent.gemm_tn_bf16(parts, b, out, n_threads, rows)
-        outs.append(out)
-    for out in outs[1:]:
-        np.testing.assert_array_equal(out, outs[0])
+    got = _same_bits_for_any_thread_count(
+        lambda out, n_threads: _recurrent.gemm_tn_bf16(parts, b, out, n_threads, rows), (M, N))
     A = np.concatenate(parts, axis=1)
     sel = slice(None) if rows is None else rows
     want = _rounded64(A[sel]).T @ _rounded64(b[sel])
     scale = np.abs(_rounded64(A[sel])).T @ np.abs(_rounded64(b[sel]))
-    assert np.all(np.abs(outs[0] - want) <= 1e-6 * scale + 1e-30)
+    assert np.all(np.abs(got - want) <= 1e-6 * scale + 1e-30)
     with pytest.raises(ValueError, match="N % 64"):
         _recurrent.gemm_tn_bf16(parts, b[:, :N - 1], np.empty((M, N - 1), np.float32), 1)
 
@@ -204,21 +212,16 @@ def test_gemm_rows_bf16_against_the_rounded_products(M, K, N):
     a = rng.standard_normal((M, 2 * K)).astype(np.float32)[:, :K]      # rows lda apart
     Bm = rng.standard_normal((K, N)).astype(np.float32)
     packed = _recurrent.pack_rows_bf16(Bm)
-    outs = []
-    for n_threads in (1, 2, 3):
-        out = np.full((M, N), np.nan, np.float32)
-        _recurrent.gemm_rows_bf16(a, packed, out, n_threads)
-        outs.append(out)
-    for out in outs[1:]:
-        np.testing.assert_array_equal(out, outs[0])
+    got = _same_bits_for_any_thread_count(
+        lambda out, n_threads: _recurrent.gemm_rows_bf16(a, packed, out, n_threads), (M, N))
     # the same sums as the per-row tiles (gemm_rows_wt), which run them in one pass
     one_pass = np.empty(M * N, np.float32)
     _recurrent.gemm_rows_wt(a, packed.view(np.float32), N, one_pass,
                             np.arange(M, dtype=np.int64) * N, None, 1, True)
-    np.testing.assert_array_equal(outs[0], one_pass.reshape(M, N))
+    np.testing.assert_array_equal(got, one_pass.reshape(M, N))
     want = _rounded64(a) @ _rounded64(Bm)
-    assert np.all(np.abs(outs[0] - want) <= 1e-6 * (np.abs(_rounded64(a))
-                                                    @ np.abs(_rounded64(Bm))))
+    assert np.all(np.abs(got - want) <= 1e-6 * (np.abs(_rounded64(a))
+                                                @ np.abs(_rounded64(Bm))))
     with pytest.raises(ValueError, match="N % 64"):
         _recurrent.gemm_rows_bf16(a, packed, np.empty((M, N + 1), np.float32), 1)
 

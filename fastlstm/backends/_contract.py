@@ -15,8 +15,8 @@ A backend is a module (``fastlstm/backends/<name>_backend.py``) that declares:
     the weight and input gradients after it; :mod:`fastlstm._gemm`): ``None`` for BLAS
     blocks, ``"compiled"`` for the compiled extension's blocks and tiles.
 
-and optionally ``BF16_CELLS`` (the kinds whose kernels, and ``fuses_input``,
-``lstm_forward_input``, ``lstm_infer_input``, take ``bf16=True`` for bfloat16 products on
+and optionally ``BF16_CELLS`` (the kinds whose kernels, and ``lstm_forward_input`` and
+``lstm_infer_input``, take ``bf16=True`` for bfloat16 products on
 this CPU; every other kind is emulated: :mod:`._bf16_emulation`), ``NEEDS_ZEROED_HISTORY``
 (its kernels write every row of the history and of ``dz``, masked, and need them zeroed),
 ``LSTM_BACKWARD_STRIDED_D_OUTPUTS`` (its ``lstm_backward`` reads ``d_outputs`` through
@@ -86,7 +86,8 @@ class Backend:
         if compute_dtype == self.compute_dtype:
             return self
         if compute_dtype is None:
-            return get_plain(self)
+            from . import get_backend
+            return get_backend(self.name)
         if compute_dtype not in self._variants:
             self._variants[compute_dtype] = Backend(self.module, compute_dtype)
         return self._variants[compute_dtype]
@@ -101,11 +102,14 @@ class Backend:
         and ``dz`` zeroed first."""
         return self._zeroed or self.emulates(kind)
 
+    def _products(self, fn):
+        """``fn`` of the module, with ``bf16=True`` for the bfloat16 variant."""
+        return functools.partial(fn, bf16=True) if self.compute_dtype else fn
+
     def fused(self, name):
         """The fused LSTM path ``name`` (``"lstm_forward_input"``, ``"lstm_infer_input"``),
         with bfloat16 products for the bfloat16 variant."""
-        fn = getattr(self.module, name)
-        return functools.partial(fn, bf16=True) if self.compute_dtype else fn
+        return self._products(getattr(self.module, name))
 
     def kernel(self, kind, direction):
         """The ``<kind>_<direction>`` kernel (``direction``: "forward" or "backward").
@@ -122,16 +126,12 @@ class Backend:
         if self.emulates(kind):
             from . import _bf16_emulation
             return getattr(_bf16_emulation, name)
-        fn = getattr(self.module, name)
-        return functools.partial(fn, bf16=True) if self.compute_dtype else fn
+        return self._products(getattr(self.module, name))
 
     def fuses_input(self, kind, dtype, batch_size, input_size, num_units):
         """Whether the LSTM step computes ``x W_x + b`` itself at these sizes (the
-        ``lstm_forward_input`` path); False for every other kind and backend."""
-        if self.compute_dtype:
-            return (kind == "lstm" and self._fuses_input is not None
-                    and self._fuses_input(dtype, batch_size, input_size, num_units,
-                                          bf16=True))
+        ``lstm_forward_input`` path, with either compute dtype); False for every other
+        kind and backend, and for an emulated LSTM."""
         return (kind == "lstm" and self._fuses_input is not None
                 and self._fuses_input(dtype, batch_size, input_size, num_units))
 
@@ -144,8 +144,3 @@ class Backend:
         self._swap(src, out, n_threads)
         return out
 
-
-def get_plain(backend):
-    """The float32-products Backend of ``backend``'s module (the one get_backend gives)."""
-    from . import get_backend
-    return get_backend(backend.name)

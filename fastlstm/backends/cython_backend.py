@@ -202,11 +202,11 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
                                           width=width))
 
 
-def fuses_input(dtype, batch_size, input_size, num_units, bf16=False):
+def fuses_input(dtype, batch_size, input_size, num_units):
     """True when :func:`lstm_forward_input` runs these sizes: float32 on the fused
     path with ``input_size + num_units`` at most ``MAX_FUSED_INPUT_WIDTH`` and, for a
-    batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2`` (the same
-    rule for bfloat16 products, ``bf16``)."""
+    batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2`` (bfloat16
+    products take the same rule: their kernels imply the fused path)."""
     return (FUSED_STEP and np.dtype(dtype) == np.float32
             and input_size + num_units <= _thresholds.MAX_FUSED_INPUT_WIDTH
             and (batch_size >= _thresholds.MIN_BATCH_FUSED_WIDE_INPUT
