@@ -176,7 +176,7 @@ def main(argv=None):
           f"threads {args.threads}; torch {torch.__version__} "
           f"(mkldnn={torch.backends.mkldnn.is_available()}); numpy {np.__version__}")
     print(f"BLAS: {'; '.join(sorted(set(blas)))}; OpenBLAS env: {env}")
-    from fastlstm.backends import numba_backend
+    from fastlstm.backends import _numba_tiles
     from fastlstm.backends.cython_backend import BF16_CELLS, _recurrent, kernel_path
     switches = {k: os.environ[k] for k in ("FASTLSTM_NO_AVX512", "FASTLSTM_NO_FUSED",
                                            "FASTLSTM_NO_SMALL_GEMM") if k in os.environ}
@@ -184,8 +184,8 @@ def main(argv=None):
           + (f"; bfloat16 kernels: {_recurrent.cpu_has_bf16() and 'lstm' in BF16_CELLS}"
              if bf16 else "")
           + (f"; switches {switches}" if switches else "")
-          + "; numba: vectorized gate math, a BLAS call per step for chunks of more than "
-          f"{numba_backend.SMALL_PRODUCT_ROWS} rows")
+          + "; numba: vectorized gate math, per-step products in register tiles of "
+          f"{_numba_tiles.TILE_ROWS} x {_numba_tiles.PANEL_WIDTH}")
     print(f"sgemm 2048^3 rate: {rate:.0f} GFLOP/s\n")
 
     cases = [(c, None) for c in configs]

@@ -107,7 +107,8 @@ def _compiled():
 
 #: ``kernels=COMPILED`` (the default of every product here): the compiled extension's
 #: blocks and tiles where it is built, BLAS blocks on a thread pool where it is not.
-#: ``kernels=None``: BLAS blocks only (the NumPy and Numba backends' GEMMs).
+#: ``kernels=None``: BLAS blocks on a thread pool (the NumPy backend's GEMMs); a backend's
+#: own kernels module (the Numba backend's ``_numba_gemm``) runs the blocks on its threads.
 COMPILED = "compiled"
 
 

@@ -6,7 +6,6 @@ import pytest
 from numba import njit
 
 from fastlstm.backends import _numba_math
-from fastlstm.backends import numba_backend as nb
 
 ULP = np.finfo(np.float32).eps
 
@@ -70,18 +69,3 @@ def test_float64_keeps_libm():
     x = np.linspace(-30, 30, 10_001)
     np.testing.assert_allclose(fast("tanh", x), np.tanh(x), rtol=1e-15)     # libm, 1 ulp
     np.testing.assert_allclose(fast("sigmoid", x), 1 / (1 + np.exp(-x)), rtol=1e-15)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [0, 1, 3, nb.SMALL_PRODUCT_ROWS, nb.SMALL_PRODUCT_ROWS + 1, 9])
-def test_step_product_loop_and_blas_agree(dtype, n):
-    """A few rows run the vectorized loop, more one BLAS call; both are the product, and
-    the rows past n are left alone."""
-    rng = np.random.default_rng(n)
-    a = rng.standard_normal((10, 37)).astype(dtype)
-    W = rng.standard_normal((37, 70)).astype(dtype)
-    out = np.full((10, 70), 7.0, dtype)
-    nb._rows_times(a, n, W, out)
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12)
-    np.testing.assert_allclose(out[:n], a[:n].astype(np.float64) @ W, **tol)
-    assert np.all(out[n:] == 7.0)

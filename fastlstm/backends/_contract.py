@@ -13,7 +13,9 @@ A backend is a module (``fastlstm/backends/<name>_backend.py``) that declares:
 ``GEMM_KERNELS``
     What runs the layer's large products (the input projection before the recurrence,
     the weight and input gradients after it; :mod:`fastlstm._gemm`): ``None`` for BLAS
-    blocks, ``"compiled"`` for the compiled extension's blocks and tiles.
+    blocks on a thread pool, ``"compiled"`` for the compiled extension's blocks and
+    tiles, or a module of the backend's own with ``gemm_blocks`` (the numba backend's
+    :mod:`._numba_gemm`, BLAS blocks on its own threads).
 
 and optionally ``BF16_CELLS`` (the kinds whose kernels, and ``lstm_forward_input`` and
 ``lstm_infer_input``, take ``bf16=True`` for bfloat16 products on

@@ -2,75 +2,47 @@
 
 The batch is sorted by length (longest first) and cut into fixed chunks of ``CHUNK`` rows;
 each chunk runs its whole time loop alone (no per-step barrier), the rows that still
-have a step form a prefix of the chunk, and the per-step product is one ``np.dot`` on
-them (SciPy's BLAS, limited to one thread while the kernels run). One chunk function
-holds the math; a serial and a ``parallel=True`` driver hand the chunks out. The
-chunking does not depend on the thread count, so results are bit-identical for any.
+have a step form a prefix of the chunk, and the per-step product multiplies them by the
+recurrent weights packed once per call, in register tiles (:mod:`._numba_tiles`; no BLAS
+call per step). One chunk function holds the math; a serial and a ``parallel=True``
+driver hand the chunks out. The chunking does not depend on the thread count, and a
+product's bits not on its tiling, so results are bit-identical for any thread count.
+The layer's large GEMMs run as BLAS blocks on Numba's threads (:mod:`._numba_gemm`).
 
 Everything is compiled lazily at first call (``import fastlstm`` compiles nothing).
 ``FASTLSTM_NUMBA_CACHE=1`` caches the compiled kernels on disk.
 """
 
-import os
-
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .._threads import blas_threads
+from . import _numba_gemm
 from ._chunking import chunk_rows
+from ._numba_jit import kernel, parallel_kernel
 from ._numba_math import sigmoid, tanh
+from ._numba_tiles import pack_panels, padded, panel_product
 
 NAME = "numba"
 #: Cell kinds with kernels here.
 CELLS = ("rnn", "lstm", "gru")
-#: Its layer GEMMs: BLAS blocks on a thread pool (fastlstm._gemm with kernels=None).
-GEMM_KERNELS = None
-
-#: The one fastmath setting of the project: contraction to FMA, reciprocal, no signed
-#: zeros. Never ``nnan`` / ``ninf``: the kernels must see and keep NaN and inf.
-FASTMATH = {"contract", "arcp", "nsz"}
-CACHE = os.environ.get("FASTLSTM_NUMBA_CACHE", "0") not in ("", "0")
-#: Up to this many rows, a step's product is a vectorized loop instead of a BLAS call.
-SMALL_PRODUCT_ROWS = 4
-
-# error_model="numpy": a float division is IEEE's (no zero test raising Python's
-# ZeroDivisionError), which is what lets LLVM vectorize the gate math's loops.
-_kernel = njit(nogil=True, fastmath=FASTMATH, cache=CACHE, error_model="numpy")
-_parallel_kernel = njit(nogil=True, fastmath=FASTMATH, cache=CACHE, parallel=True,
-                        error_model="numpy")
+#: Its layer GEMMs: BLAS blocks on Numba's threads.
+GEMM_KERNELS = _numba_gemm
 
 
-@_kernel
+@kernel
 def _sigmoid(x, one):
     return sigmoid(x)
 
 
 # ---------------------------------------------------------------- per-step products
-@_kernel
-def _rows_times(a, n, W, out):
-    """``out[:n] = a[:n] @ W``: one BLAS call for many rows; for a few, a loop over W's
-    rows per row whose inner loop (over out's columns) LLVM vectorizes, with no per-step
-    call into BLAS (a call cost more than the product of a row or two: (1, 100, 32, 64)
-    took 4.3 us a step, 1.3 with the loop). The sum over k runs in order. (Four rows per
-    pass over W did not vectorize: LLVM cannot tell the four output rows apart.)"""
-    if n > SMALL_PRODUCT_ROWS:
-        np.dot(a[:n], W, out[:n])
-        return
-    K, N = W.shape
-    for r in range(n):
-        o = out[r]
-        for j in range(N):
-            o[j] = 0
-        for k in range(K):
-            ark = a[r, k]
-            w = W[k]
-            for j in range(N):
-                o[j] += ark * w[j]
+#: ``_rows_times(a, n, P, out)``: ``out[:n] = a[:n] @ W`` for ``P = pack_panels(W)``, in
+#: register tiles (no BLAS call per step; ``out`` is :func:`padded` wide).
+_rows_times = panel_product()
 
 
 # --------------------------------------------------------------------------- basic RNN
-@_kernel
+@kernel
 def _rnn_forward_chunk(xproj, W, seq_len, rows, hs, h_loc, z_loc):
     n_rows, H = rows.shape[0], hs.shape[2]
     n_active = n_rows
@@ -87,13 +59,13 @@ def _rnn_forward_chunk(xproj, W, seq_len, rows, hs, h_loc, z_loc):
                 hs[t + 1, b, u] = h_loc[r, u]
 
 
-@_kernel
+@kernel
 def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, one):
     n_rows, H = rows.shape[0], hs.shape[2]
     n_active = 0
     for t in range(seq_len[rows[0]] - 1, -1, -1):
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
-            dh_loc[n_active] = dh[rows[n_active]]
+            dh_loc[n_active, :H] = dh[rows[n_active]]
             n_active += 1
         for r in range(n_active):
             b = rows[r]
@@ -103,11 +75,11 @@ def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, on
                 dz[t, b, u] = dz_loc[r, u]
         _rows_times(dz_loc, n_active, WT, dh_loc)
     for r in range(n_active):          # rows of length 0 keep dh as it came
-        dh[rows[r]] = dh_loc[r]
+        dh[rows[r]] = dh_loc[r, :H]
 
 
 # -------------------------------------------------------------------------------- LSTM
-@_kernel
+@kernel
 def _lstm_gates_row(x, z, c, h, peep, use_peep, forget_bias, clip, c_unclipped, store_cun):
     """One row's LSTM step, in passes LLVM vectorizes (each touches few arrays, so its
     runtime overlap checks stay within LLVM's limit). ``z`` (4H) comes in holding
@@ -143,10 +115,10 @@ def _lstm_gates_row(x, z, c, h, peep, use_peep, forget_bias, clip, c_unclipped, 
         h[u] = o * tanh(c[u])
 
 
-@_kernel
+@kernel
 def _lstm_forward_chunk(xproj, W, peep, use_peep, forget_bias, clip, seq_len, rows, hs, cs,
                         acts, c_unclipped, h_loc, c_loc, z_loc, one):
-    n_rows = rows.shape[0]
+    n_rows, H = rows.shape[0], hs.shape[2]
     n_active = n_rows
     store_acts = acts.shape[0] > 0          # empty: inference
     store_cun = clip > 0 and c_unclipped.shape[0] > 0
@@ -165,10 +137,10 @@ def _lstm_forward_chunk(xproj, W, peep, use_peep, forget_bias, clip, seq_len, ro
             hs[t + 1, b] = h_loc[r]
             cs[t + 1, b] = c_loc[r]
             if store_acts:
-                acts[t, b] = z_loc[r]
+                acts[t, b] = z_loc[r, :4 * H]
 
 
-@_kernel
+@kernel
 def _lstm_grads_row(dh, d_out, c, c_prev, a, cun, peep, use_peep, clip, dc, dz, one):
     """One row's LSTM backward step, in passes LLVM vectorizes: ``dh`` (H), ``dc`` (H)
     come in as the gradients from step t+1 (``dc`` leaves as the one to step t-1), ``a``
@@ -210,14 +182,14 @@ def _lstm_grads_row(dh, d_out, c, c_prev, a, cun, peep, use_peep, clip, dc, dz, 
             dc[u] = dc_t * f
 
 
-@_kernel
+@kernel
 def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_unclipped,
                          d_out, dh, dc, dz, dh_loc, dc_loc, dz_loc, one):
-    n_rows = rows.shape[0]
+    n_rows, H = rows.shape[0], dh.shape[1]
     n_active = 0
     for t in range(seq_len[rows[0]] - 1, -1, -1):
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
-            dh_loc[n_active] = dh[rows[n_active]]
+            dh_loc[n_active, :H] = dh[rows[n_active]]
             dc_loc[n_active] = dc[rows[n_active]]
             n_active += 1
         for r in range(n_active):
@@ -228,12 +200,12 @@ def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_un
             dz[t, b] = dz_loc[r]
         _rows_times(dz_loc, n_active, WT, dh_loc)
     for r in range(n_active):          # rows of length 0 keep dh, dc as they came
-        dh[rows[r]] = dh_loc[r]
+        dh[rows[r]] = dh_loc[r, :H]
         dc[rows[r]] = dc_loc[r]
 
 
 # --------------------------------------------------------------------------------- GRU
-@_kernel
+@kernel
 def _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, reset_after, seq_len, rows, hs, acts, hzc,
                        h_loc, z_loc, zru_loc, rh_loc, g_loc, u_loc, one):
     """Gate order (r, u, c). ``reset_after``: one product ``h W`` per step (``z_loc``,
@@ -289,14 +261,14 @@ def _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, reset_after, seq_len, rows, hs,
                     h_loc[r, u] = h
 
 
-@_kernel
+@kernel
 def _gru_backward_chunk(WT, W_ruT, W_cT, reset_after, seq_len, rows, hs, acts, hzc, d_out,
                         dh, dz, dh_loc, dzh_loc, dzru_loc, dzc_loc, drh_loc, dhu_loc, one):
     n_rows, H = rows.shape[0], hs.shape[2]
     n_active = 0
     for t in range(seq_len[rows[0]] - 1, -1, -1):
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
-            dh_loc[n_active] = dh[rows[n_active]]
+            dh_loc[n_active, :H] = dh[rows[n_active]]
             n_active += 1
         for r in range(n_active):
             b = rows[r]
@@ -336,34 +308,34 @@ def _gru_backward_chunk(WT, W_ruT, W_cT, reset_after, seq_len, rows, hs, acts, h
             for u in range(H):
                 dh_loc[r, u] = dhu_loc[r, u] + dh_loc[r, u]
     for r in range(n_active):          # rows of length 0 keep dh as it came
-        dh[rows[r]] = dh_loc[r]
+        dh[rows[r]] = dh_loc[r, :H]
 
 
 # ------------------------------------------------------------- drivers: chunks -> threads
 # Chunk k owns rows order[k*chunk : (k+1)*chunk] and the same rows of the work
 # buffers. The serial and parallel drivers differ only in range / prange.
-@_kernel
+@kernel
 def _span(k, chunk, n):
     """Rows of the batch order (and of the work buffers) that chunk ``k`` owns."""
     s, e = k * chunk, min(k * chunk + chunk, n)
     return s, e
 
 
-@_kernel
+@kernel
 def _rnn_forward_serial(xproj, W, seq_len, order, chunk, hs, h_w, z_w):
     for k in range((order.shape[0] + chunk - 1) // chunk):
         s, e = _span(k, chunk, order.shape[0])
         _rnn_forward_chunk(xproj, W, seq_len, order[s:e], hs, h_w[s:e], z_w[s:e])
 
 
-@_parallel_kernel
+@parallel_kernel
 def _rnn_forward_parallel(xproj, W, seq_len, order, chunk, hs, h_w, z_w):
     for k in prange((order.shape[0] + chunk - 1) // chunk):
         s, e = _span(k, chunk, order.shape[0])
         _rnn_forward_chunk(xproj, W, seq_len, order[s:e], hs, h_w[s:e], z_w[s:e])
 
 
-@_kernel
+@kernel
 def _rnn_backward_serial(WT, seq_len, order, chunk, hs, d_out, dh, dz, dh_w, dz_w, one):
     for k in range((order.shape[0] + chunk - 1) // chunk):
         s, e = _span(k, chunk, order.shape[0])
@@ -371,7 +343,7 @@ def _rnn_backward_serial(WT, seq_len, order, chunk, hs, d_out, dh, dz, dh_w, dz_
                             one)
 
 
-@_parallel_kernel
+@parallel_kernel
 def _rnn_backward_parallel(WT, seq_len, order, chunk, hs, d_out, dh, dz, dh_w, dz_w, one):
     for k in prange((order.shape[0] + chunk - 1) // chunk):
         s, e = _span(k, chunk, order.shape[0])
@@ -379,7 +351,7 @@ def _rnn_backward_parallel(WT, seq_len, order, chunk, hs, d_out, dh, dz, dh_w, d
                             one)
 
 
-@_kernel
+@kernel
 def _lstm_forward_serial(xproj, W, peep, use_peep, fb, clip, seq_len, order, chunk, hs, cs,
                          acts, cun, h_w, c_w, z_w, one):
     for k in range((order.shape[0] + chunk - 1) // chunk):
@@ -388,7 +360,7 @@ def _lstm_forward_serial(xproj, W, peep, use_peep, fb, clip, seq_len, order, chu
                             acts, cun, h_w[s:e], c_w[s:e], z_w[s:e], one)
 
 
-@_parallel_kernel
+@parallel_kernel
 def _lstm_forward_parallel(xproj, W, peep, use_peep, fb, clip, seq_len, order, chunk, hs, cs,
                            acts, cun, h_w, c_w, z_w, one):
     for k in prange((order.shape[0] + chunk - 1) // chunk):
@@ -397,7 +369,7 @@ def _lstm_forward_parallel(xproj, W, peep, use_peep, fb, clip, seq_len, order, c
                             acts, cun, h_w[s:e], c_w[s:e], z_w[s:e], one)
 
 
-@_kernel
+@kernel
 def _lstm_backward_serial(WT, peep, use_peep, clip, seq_len, order, chunk, cs, acts, cun,
                           d_out, dh, dc, dz, dh_w, dc_w, dz_w, one):
     for k in range((order.shape[0] + chunk - 1) // chunk):
@@ -406,7 +378,7 @@ def _lstm_backward_serial(WT, peep, use_peep, clip, seq_len, order, chunk, cs, a
                              d_out, dh, dc, dz, dh_w[s:e], dc_w[s:e], dz_w[s:e], one)
 
 
-@_parallel_kernel
+@parallel_kernel
 def _lstm_backward_parallel(WT, peep, use_peep, clip, seq_len, order, chunk, cs, acts, cun,
                             d_out, dh, dc, dz, dh_w, dc_w, dz_w, one):
     for k in prange((order.shape[0] + chunk - 1) // chunk):
@@ -415,7 +387,7 @@ def _lstm_backward_parallel(WT, peep, use_peep, clip, seq_len, order, chunk, cs,
                              d_out, dh, dc, dz, dh_w[s:e], dc_w[s:e], dz_w[s:e], one)
 
 
-@_kernel
+@kernel
 def _gru_forward_serial(xproj, W, W_ru, W_c, b_h, ra, seq_len, order, chunk, hs, acts, hzc,
                         w, one):
     for k in range((order.shape[0] + chunk - 1) // chunk):
@@ -425,7 +397,7 @@ def _gru_forward_serial(xproj, W, W_ru, W_c, b_h, ra, seq_len, order, chunk, hs,
                            one)
 
 
-@_parallel_kernel
+@parallel_kernel
 def _gru_forward_parallel(xproj, W, W_ru, W_c, b_h, ra, seq_len, order, chunk, hs, acts, hzc,
                           w, one):
     for k in prange((order.shape[0] + chunk - 1) // chunk):
@@ -435,7 +407,7 @@ def _gru_forward_parallel(xproj, W, W_ru, W_c, b_h, ra, seq_len, order, chunk, h
                            one)
 
 
-@_kernel
+@kernel
 def _gru_backward_serial(WT, W_ruT, W_cT, ra, seq_len, order, chunk, hs, acts, hzc, d_out, dh,
                          dz, w, one):
     for k in range((order.shape[0] + chunk - 1) // chunk):
@@ -445,7 +417,7 @@ def _gru_backward_serial(WT, W_ruT, W_cT, ra, seq_len, order, chunk, hs, acts, h
                             w[5][s:e], one)
 
 
-@_parallel_kernel
+@parallel_kernel
 def _gru_backward_parallel(WT, W_ruT, W_cT, ra, seq_len, order, chunk, hs, acts, hzc, d_out,
                            dh, dz, w, one):
     for k in prange((order.shape[0] + chunk - 1) // chunk):
@@ -466,16 +438,20 @@ def _plan(seq_len, n_threads):
 
 
 def _run(serial, parallel, threads, *args):
-    with blas_threads(1):
-        if threads > 1:
-            previous = numba.get_num_threads()
-            numba.set_num_threads(threads)
-            try:
-                parallel(*args)
-            finally:
-                numba.set_num_threads(previous)
-        else:
-            serial(*args)
+    if threads > 1:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            parallel(*args)
+        finally:
+            numba.set_num_threads(previous)
+    else:
+        serial(*args)
+
+
+def _work(n_rows, width, dtype):
+    """A chunk work buffer that a step's product writes: rows of whole panels."""
+    return np.empty((n_rows, padded(width)), dtype)
 
 
 def rnn_forward(xproj, W, seq_len, hs, n_threads=1):
@@ -483,9 +459,10 @@ def rnn_forward(xproj, W, seq_len, hs, n_threads=1):
     if xproj.shape[0] == 0:
         return
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
-    work = np.empty((2, n_work, hs.shape[2]), hs.dtype)
+    H = hs.shape[2]
     _run(_rnn_forward_serial, _rnn_forward_parallel, threads,
-         xproj, W, seq_len, order, chunk, hs, work[0], work[1])
+         xproj, pack_panels(W), seq_len, order, chunk, hs, np.empty((n_work, H), hs.dtype),
+         _work(n_work, H, hs.dtype))
 
 
 def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
@@ -493,10 +470,10 @@ def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
     if d_outputs.shape[0] == 0:
         return
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
-    work = np.empty((2, n_work, dh.shape[1]), dh.dtype)
+    H = dh.shape[1]
     _run(_rnn_backward_serial, _rnn_backward_parallel, threads,
-         np.ascontiguousarray(W.T), seq_len, order, chunk, hs, d_outputs, dh, dz, work[0],
-         work[1], dh.dtype.type(1))
+         pack_panels(W.T), seq_len, order, chunk, hs, d_outputs, dh, dz,
+         _work(n_work, H, dh.dtype), np.empty((n_work, H), dh.dtype), dh.dtype.type(1))
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
@@ -507,10 +484,10 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H, dt = hs.shape[2], hs.dtype.type
     h_w, c_w = np.empty((n_work, H), hs.dtype), np.empty((n_work, H), hs.dtype)
-    z_w = np.empty((n_work, 4 * H), hs.dtype)
     _run(_lstm_forward_serial, _lstm_forward_parallel, threads,
-         xproj, W, peepholes, bool(use_peepholes), dt(forget_bias), dt(cell_clip), seq_len,
-         order, chunk, hs, cs, acts, c_unclipped, h_w, c_w, z_w, dt(1))
+         xproj, pack_panels(W), peepholes, bool(use_peepholes), dt(forget_bias),
+         dt(cell_clip), seq_len, order, chunk, hs, cs, acts, c_unclipped, h_w, c_w,
+         _work(n_work, 4 * H, hs.dtype), dt(1))
 
 
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
@@ -520,11 +497,11 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
         return
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H, dt = dh.shape[1], dh.dtype.type
-    dh_w, dc_w = np.empty((n_work, H), dh.dtype), np.empty((n_work, H), dh.dtype)
-    dz_w = np.empty((n_work, 4 * H), dh.dtype)
+    dc_w, dz_w = np.empty((n_work, H), dh.dtype), np.empty((n_work, 4 * H), dh.dtype)
     _run(_lstm_backward_serial, _lstm_backward_parallel, threads,
-         np.ascontiguousarray(W.T), peepholes, bool(use_peepholes), dt(cell_clip), seq_len,
-         order, chunk, cs, acts, c_unclipped, d_outputs, dh, dc, dz, dh_w, dc_w, dz_w, dt(1))
+         pack_panels(W.T), peepholes, bool(use_peepholes), dt(cell_clip), seq_len,
+         order, chunk, cs, acts, c_unclipped, d_outputs, dh, dc, dz,
+         _work(n_work, H, dh.dtype), dc_w, dz_w, dt(1))
 
 
 def gru_forward(xproj, W, recurrent_bias, reset_after, seq_len, hs, acts, hzc, n_threads=1):
@@ -533,11 +510,17 @@ def gru_forward(xproj, W, recurrent_bias, reset_after, seq_len, hs, acts, hzc, n
         return
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H, dt = hs.shape[2], hs.dtype.type
-    # np.dot needs contiguous operands: every work array and block of W on its own
-    work = tuple(np.empty((n_work, k * H), hs.dtype) for k in (1, 3, 2, 1, 1, 1))
-    W_ru, W_c = np.ascontiguousarray(W[:, :2 * H]), np.ascontiguousarray(W[:, 2 * H:])
+    # h, h W (3H), h W_ru (2H), r * h, (r * h) W_c, u
+    work = (np.empty((n_work, H), hs.dtype), _work(n_work, 3 * H, hs.dtype),
+            _work(n_work, 2 * H, hs.dtype), np.empty((n_work, H), hs.dtype),
+            _work(n_work, H, hs.dtype), np.empty((n_work, H), hs.dtype))
+    if reset_after:            # one product per step: W_ru, W_c are not read
+        panels = (pack_panels(W),) + (np.empty((0, 0, 0), W.dtype),) * 2
+    else:
+        panels = (np.empty((0, 0, 0), W.dtype), pack_panels(W[:, :2 * H]),
+                  pack_panels(W[:, 2 * H:]))
     _run(_gru_forward_serial, _gru_forward_parallel, threads,
-         xproj, W, W_ru, W_c, recurrent_bias, bool(reset_after), seq_len, order, chunk, hs,
+         xproj, *panels, recurrent_bias, bool(reset_after), seq_len, order, chunk, hs,
          acts, hzc, work, dt(1))
 
 
@@ -548,9 +531,15 @@ def gru_backward(W, reset_after, seq_len, hs, acts, hzc, d_outputs, dh, dz, n_th
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H, dt = dh.shape[1], dh.dtype.type
     # dh, dzh (3H), dz_ru (2H), dz_c, d(r * h), dh * u
-    work = tuple(np.empty((n_work, k * H), dh.dtype) for k in (1, 3, 2, 1, 1, 1))
-    WT = np.ascontiguousarray(W.T)
+    work = (_work(n_work, H, dh.dtype), np.empty((n_work, 3 * H), dh.dtype),
+            np.empty((n_work, 2 * H), dh.dtype), np.empty((n_work, H), dh.dtype),
+            _work(n_work, H, dh.dtype), np.empty((n_work, H), dh.dtype))
+    WT = W.T
+    if reset_after:
+        panels = (pack_panels(WT),) + (np.empty((0, 0, 0), W.dtype),) * 2
+    else:
+        panels = (np.empty((0, 0, 0), W.dtype), pack_panels(WT[:2 * H]),
+                  pack_panels(WT[2 * H:]))
     _run(_gru_backward_serial, _gru_backward_parallel, threads,
-         WT, np.ascontiguousarray(WT[:2 * H]), np.ascontiguousarray(WT[2 * H:]),
-         bool(reset_after), seq_len, order, chunk, hs, acts, hzc, d_outputs, dh, dz, work,
-         dt(1))
+         *panels, bool(reset_after), seq_len, order, chunk, hs, acts, hzc, d_outputs, dh,
+         dz, work, dt(1))

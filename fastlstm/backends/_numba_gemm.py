@@ -1,0 +1,119 @@
+"""The Numba backend's large GEMMs: BLAS blocks run on Numba's own threads.
+
+:mod:`fastlstm._gemm` cuts a large product (the input projection, the weight and input
+gradients) into one block per core, each one single-threaded BLAS call over the whole
+sum, and hands the blocks to a backend's ``GEMM_KERNELS``. Run on a Python thread pool,
+the blocks fought Numba's OpenMP workers, which spin for a while after each parallel
+region: the input projection of (64, 25, 512, 512) took 14.3 ms right after the
+recurrence against 8.0 ms alone (2-core AMD EPYC, Zen 5). Here a ``prange`` over the
+blocks runs them on those same workers (7.6 ms right after the recurrence).
+
+Each block is one call of SciPy's BLAS ``?gemm`` (the BLAS Numba's ``np.dot`` uses) on
+the operands in place, with their leading dimensions: no block is copied. This module is
+what ``_gemm`` asks of compiled kernels: :func:`gemm_blocks`, and the queries that say it
+has none of the Cython extension's tiles.
+"""
+
+import ctypes
+
+import numba
+import numpy as np
+from numba import prange
+from numba.extending import get_cython_function_address
+
+from ._numba_jit import kernel, parallel_kernel
+
+_GEMM_TYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))
+_N, _T = ord("N"), ord("T")
+
+
+def _make_blocks(routine, dtype):
+    """The jitted block loop for the BLAS routine ``routine`` ("sgemm" / "dgemm")."""
+    gemm = _GEMM_TYPE(get_cython_function_address("scipy.linalg.cython_blas", routine))
+
+    @kernel
+    def block(a, b, out, trans_a, trans_b, r0, r1, c0, c1):
+        # BLAS is column-major: the C array out (M, N) is out^T, so the block is
+        # out^T[c0:c1, r0:r1] = op(b)[:, c0:c1]^T @ op(a)[r0:r1]^T
+        K = a.shape[0] if trans_a else a.shape[1]
+        M, N = out.shape
+        ints = np.empty(6, np.int32)
+        ints[0], ints[1], ints[2] = c1 - c0, r1 - r0, K
+        ints[3] = b.shape[1]                    # b's row length: its leading dimension
+        ints[4] = a.shape[1]
+        ints[5] = N
+        flags = np.empty(2, np.uint8)
+        flags[0] = _T if trans_b else _N
+        flags[1] = _T if trans_a else _N
+        scalars = np.empty(2, dtype)
+        scalars[0], scalars[1] = 1, 0
+        b_flat, a_flat, o_flat = b.reshape(-1), a.reshape(-1), out.reshape(-1)
+        b_first = c0 * b.shape[1] if trans_b else c0
+        a_first = r0 if trans_a else r0 * a.shape[1]
+        gemm(flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes,
+             ints[2:].ctypes, scalars[0:].ctypes, b_flat[b_first:].ctypes, ints[3:].ctypes,
+             a_flat[a_first:].ctypes, ints[4:].ctypes, scalars[1:].ctypes,
+             o_flat[r0 * N + c0:].ctypes, ints[5:].ctypes)
+
+    @parallel_kernel
+    def blocks(a, b, out, trans_a, trans_b, row_block, col_block):
+        M, N = out.shape
+        n_cb = (N + col_block - 1) // col_block
+        n_blocks = (M + row_block - 1) // row_block * n_cb
+        for k in prange(n_blocks):
+            r0, c0 = k // n_cb * row_block, k % n_cb * col_block
+            block(a, b, out, trans_a, trans_b, r0, min(r0 + row_block, M), c0,
+                  min(c0 + col_block, N))
+
+    return blocks
+
+
+_BLOCKS = {}
+
+
+def gemm_blocks(a, b, out, trans_a, trans_b, row_block, col_block, n_threads):
+    """``out (M, N) = op(a) @ op(b)`` in blocks of ``row_block`` x ``col_block``, one
+    single-threaded BLAS call per block (the caller limits BLAS to one thread), the blocks
+    over ``n_threads`` of Numba's threads. As the Cython extension's ``gemm_blocks``:
+    ``op(a)`` is ``a`` (M, K) or, with ``trans_a``, ``a.T`` for ``a`` (K, M), likewise
+    ``op(b)``; all three C-contiguous, one float dtype. Each block sums over the whole K,
+    so the split never changes a bit of the result."""
+    dtype = np.dtype(out.dtype)
+    if not (a.dtype == b.dtype == dtype and dtype in (np.float32, np.float64)
+            and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+        raise ValueError("gemm_blocks: a, b and out must be C-contiguous, all float32 or "
+                         "all float64")
+    K = a.shape[0] if trans_a else a.shape[1]
+    if ((a.shape[1] if trans_a else a.shape[0]) != out.shape[0]
+            or (b.shape[1] if trans_b else b.shape[0]) != K
+            or (b.shape[0] if trans_b else b.shape[1]) != out.shape[1]):
+        raise ValueError(f"gemm_blocks: op(a) of {a.shape} (trans {trans_a}) @ op(b) of "
+                         f"{b.shape} (trans {trans_b}) does not give out {out.shape}")
+    if out.size == 0:
+        return out
+    if K == 0:
+        out[...] = 0
+        return out
+    if dtype not in _BLOCKS:
+        _BLOCKS[dtype] = _make_blocks("sgemm" if dtype == np.float32 else "dgemm",
+                                      dtype.type)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        _BLOCKS[dtype](a, b, out, bool(trans_a), bool(trans_b), row_block, col_block)
+    finally:
+        numba.set_num_threads(previous)
+    return out
+
+
+def fused_isa():
+    """No fused-step tiles here (``_gemm`` asks before using them)."""
+    return "none"
+
+
+def have_fused_step():
+    return False
+
+
+def have_bf16_kernels():
+    return False

@@ -1,0 +1,86 @@
+"""The Numba kernels' register-tiled products (fastlstm/backends/_numba_tiles.py).
+
+Every panel width is compiled and checked on any CPU (LLVM splits the vectors into the
+registers it has), so the widths chosen for other CPUs are tested here too.
+"""
+
+import numpy as np
+import pytest
+
+from fastlstm.backends import _numba_tiles as tiles
+
+WIDTHS = (8, 16, 32)
+
+
+def in_order_product(a, W):
+    """float32 ``a @ W``, each element an in-order sum of fused multiply-adds: the float32
+    product is exact in float64 and the float64 sum, rounded to float32, is the FMA's
+    result (barring a double rounding, which the tests' data do not meet)."""
+    out = np.zeros((a.shape[0], W.shape[1]), a.dtype)
+    for k in range(a.shape[1]):
+        out = (out.astype(np.float64) + a[:, k:k + 1].astype(np.float64) * W[k]).astype(a.dtype)
+    return out
+
+
+def test_panel_width_fits_the_cpu():
+    assert tiles.PANEL_WIDTH in WIDTHS
+    assert tiles.padded(1) == tiles.padded(tiles.PANEL_WIDTH) == tiles.PANEL_WIDTH
+    assert tiles.padded(70, 16) == 80
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_pack_panels_layout(width):
+    W = np.arange(5 * 37, dtype=np.float32).reshape(5, 37)
+    P = tiles.pack_panels(W, width)
+    assert P.shape == (-(-37 // width), 5, width) and P.flags.c_contiguous
+    flat = P.transpose(1, 0, 2).reshape(5, -1)
+    np.testing.assert_array_equal(flat[:, :37], W)
+    assert np.all(flat[:, 37:] == 0)
+    np.testing.assert_array_equal(tiles.pack_panels(W.T.copy().T, width), P)   # any strides
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 9])
+def test_product_float32_is_the_in_order_fma_sum(width, n):
+    """float32: bit-identical to the in-order FMA sum for every row-tile size;
+    the padding columns get zeros and rows past n are left alone."""
+    rng = np.random.default_rng(n)
+    K, N = 37, 70
+    a = rng.standard_normal((10, K + 3)).astype(np.float32)
+    W = rng.standard_normal((K, N)).astype(np.float32)
+    out = np.full((10, tiles.padded(N, width) + 5), 7.0, np.float32)
+    tiles.panel_product(width)(a, n, tiles.pack_panels(W, width), out)
+    np.testing.assert_array_equal(out[:n, :N], in_order_product(a[:n, :K], W))
+    assert np.all(out[:n, N:tiles.padded(N, width)] == 0)
+    assert np.all(out[:n, tiles.padded(N, width):] == 7.0)
+    assert np.all(out[n:] == 7.0)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_product_float64(width):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((6, 50))
+    W = rng.standard_normal((50, 33))
+    out = np.zeros((6, tiles.padded(33, width)))
+    tiles.panel_product(width)(a, 6, tiles.pack_panels(W, width), out)
+    np.testing.assert_allclose(out[:, :33], a @ W, rtol=1e-13, atol=1e-13)
+
+
+def test_bits_do_not_depend_on_the_panel_width():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((9, 128)).astype(np.float32)
+    W = rng.standard_normal((128, 512)).astype(np.float32)
+    results = []
+    for width in WIDTHS:
+        out = np.zeros((9, 512), np.float32)
+        tiles.panel_product(width)(a, 9, tiles.pack_panels(W, width), out)
+        results.append(out)
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
+
+def test_empty_sum_gives_zeros():
+    out = np.full((2, 8), 3.0, np.float32)
+    tiles.panel_product(8)(np.zeros((2, 0), np.float32), 2, np.zeros((1, 0, 8), np.float32),
+                           out)
+    assert np.all(out == 0)
