@@ -59,6 +59,13 @@ TUNER_REPROBE_AFTER = 2000
 #: Largest I + H for which the step computes x W_x itself (a group of packed [W_x; W_h]
 #: must stay in L2: (64, 25, 512, 512) 3% faster in-step, (64, 25, 1024, 1024) 23% slower).
 MAX_FUSED_INPUT_WIDTH = 1024
+#: Numba backend: largest I + H for which the LSTM step computes x W_x itself (no GEMM
+#: before the loop, no xproj round trip; inference ms unfused / fused, 2-core Zen 5: seed
+#: 2.14 / 1.75, (64, 25, 512, 512) 21.8 / 21.1, (64, 25, 1024, 1024) 76.7 / 91.3).
+MAX_FUSED_INPUT_WIDTH_NUMBA = 1024
+#: Numba backend: smallest batch whose LSTM step computes x W_x itself, one 4-row tile
+#: ((4, 100, 64, 128) 0.74 / 0.58 ms; (1, 150, 256, 256) 1.70 / 3.30).
+MIN_BATCH_FUSED_INPUT_NUMBA = 4
 #: Below this batch size x W_x stays in the step only for I <= H / 2 (a tiny batch's
 #: step is a chain of latencies that x W_x lengthens; one GEMM before the loop does not).
 MIN_BATCH_FUSED_WIDE_INPUT = 8

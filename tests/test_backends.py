@@ -69,6 +69,27 @@ def test_input_projection_inside_the_step_or_before_it(cell_name, monkeypatch):
     compare(cell, "cython", 7, 6)
 
 
+@pytest.mark.parametrize("B", [2, 9])               # 2: xproj from a GEMM; 9: in the step
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("cell_name", ["lstm", "lstm_clip", "peephole_clip"])
+def test_numba_lstm_inference_and_training_match_the_reference(cell_name, dtype, time_major,
+                                                                B):
+    """The numba LSTM's paths: inference straight into the caller's layout and the
+    training forward with the input projection in the step (batches of a register tile
+    or more), xproj from a GEMM below; variable lengths (one empty) and a given state."""
+    from fastlstm.backends import numba_backend as nb
+    cell = make_cell(cell_name, 20, 5, dtype=dtype, seed=3)
+    assert nb.fuses_input(dtype, B, 5, 20) == (B >= _thresholds.MIN_BATCH_FUSED_INPUT_NUMBA)
+    x, lengths, state = make_case(cell, B, 6, seed=B, time_major=time_major)
+    ref = fl.dynamic_rnn(cell, x, lengths, state, time_major, backend="numpy")
+    got = fl.dynamic_rnn(cell, x, lengths, state, time_major, backend="numba")
+    assert_close(got[0], ref[0], dtype, "outputs")
+    for a, b in zip(got[1], ref[1]):
+        assert_close(a, b, dtype, "final state")
+    compare(cell, "numba", B, 6, time_major, seed=B)
+
+
 @pytest.mark.parametrize("cell_name", sorted(CELLS))
 @pytest.mark.parametrize("backend", COMPILED + ["numpy"])
 def test_reused_buffers_leave_nothing_stale(backend, cell_name):

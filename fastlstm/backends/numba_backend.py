@@ -17,6 +17,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .. import _thresholds
 from . import _numba_gemm
 from ._chunking import chunk_rows
 from ._numba_jit import kernel, parallel_kernel
@@ -116,28 +117,47 @@ def _lstm_gates_row(x, z, c, h, peep, use_peep, forget_bias, clip, c_unclipped, 
 
 
 @kernel
-def _lstm_forward_chunk(xproj, W, peep, use_peep, forget_bias, clip, seq_len, rows, hs, cs,
-                        acts, c_unclipped, h_loc, c_loc, z_loc, one):
-    n_rows, H = rows.shape[0], hs.shape[2]
+def _lstm_forward_chunk(xproj, x, bias, P, peep, use_peep, forget_bias, clip, seq_len, rows,
+                        h_init, c_init, h_out, out_shift, batch_major, cs, c_final, acts,
+                        c_unclipped, a_loc, c_loc, z_loc):
+    """A chunk's LSTM time loop. Rows of ``a_loc`` hold ``[x_t, h]`` (``x`` (T, B, I) given:
+    the step computes ``[x_t, h] [W_x; W_h] + bias``, TensorFlow's order, from the panels
+    ``P`` of ``[W_x; W_h]``) or ``h`` alone (``x`` empty: ``xproj[t] + h W_h``). Outputs go
+    to ``h_out[t + out_shift, b]`` (1: the history, ``h_out[0]`` the initial state) or,
+    with ``batch_major``, to ``h_out[b, t]``; ``cs`` (history) and ``acts`` may be empty, and a
+    non-empty ``c_final`` gets each row's last cell state."""
+    n_rows, H, I = rows.shape[0], c_loc.shape[1], x.shape[2]
+    fused = x.shape[0] > 0
     n_active = n_rows
     store_acts = acts.shape[0] > 0          # empty: inference
     store_cun = clip > 0 and c_unclipped.shape[0] > 0
     for r in range(n_rows):
-        h_loc[r] = hs[0, rows[r]]
-        c_loc[r] = cs[0, rows[r]]
-    for t in range(seq_len[rows[0]]):
+        a_loc[r, I:I + H] = h_init[rows[r]]
+        c_loc[r] = c_init[rows[r]]
+    for t in range(seq_len[rows[0]] if n_rows > 0 else 0):
         while seq_len[rows[n_active - 1]] <= t:
             n_active -= 1
-        _rows_times(h_loc, n_active, W, z_loc)
+        if fused:
+            for r in range(n_active):
+                a_loc[r, :I] = x[t, rows[r]]
+        _rows_times(a_loc, n_active, P, z_loc)
         for r in range(n_active):
             b = rows[r]
-            _lstm_gates_row(xproj[t, b], z_loc[r], c_loc[r], h_loc[r], peep, use_peep,
-                            forget_bias, clip, c_unclipped[t, b] if store_cun
+            h = a_loc[r, I:I + H]
+            _lstm_gates_row(bias if fused else xproj[t, b], z_loc[r], c_loc[r], h, peep,
+                            use_peep, forget_bias, clip, c_unclipped[t, b] if store_cun
                             else c_loc[r], store_cun)
-            hs[t + 1, b] = h_loc[r]
-            cs[t + 1, b] = c_loc[r]
+            if batch_major:
+                h_out[b, t] = h
+            else:
+                h_out[t + out_shift, b] = h
+            if cs.shape[0] > 0:
+                cs[t + 1, b] = c_loc[r]
             if store_acts:
                 acts[t, b] = z_loc[r, :4 * H]
+    if c_final.shape[0] > 0:            # a row that ended keeps its last cell state
+        for r in range(n_rows):
+            c_final[rows[r]] = c_loc[r]
 
 
 @kernel
@@ -352,21 +372,19 @@ def _rnn_backward_parallel(WT, seq_len, order, chunk, hs, d_out, dh, dz, dh_w, d
 
 
 @kernel
-def _lstm_forward_serial(xproj, W, peep, use_peep, fb, clip, seq_len, order, chunk, hs, cs,
-                         acts, cun, h_w, c_w, z_w, one):
+def _lstm_forward_serial(order, chunk, args, work):
     for k in range((order.shape[0] + chunk - 1) // chunk):
         s, e = _span(k, chunk, order.shape[0])
-        _lstm_forward_chunk(xproj, W, peep, use_peep, fb, clip, seq_len, order[s:e], hs, cs,
-                            acts, cun, h_w[s:e], c_w[s:e], z_w[s:e], one)
+        _lstm_forward_chunk(*args[:9], order[s:e], *args[9:], work[0][s:e], work[1][s:e],
+                            work[2][s:e])
 
 
 @parallel_kernel
-def _lstm_forward_parallel(xproj, W, peep, use_peep, fb, clip, seq_len, order, chunk, hs, cs,
-                           acts, cun, h_w, c_w, z_w, one):
+def _lstm_forward_parallel(order, chunk, args, work):
     for k in prange((order.shape[0] + chunk - 1) // chunk):
         s, e = _span(k, chunk, order.shape[0])
-        _lstm_forward_chunk(xproj, W, peep, use_peep, fb, clip, seq_len, order[s:e], hs, cs,
-                            acts, cun, h_w[s:e], c_w[s:e], z_w[s:e], one)
+        _lstm_forward_chunk(*args[:9], order[s:e], *args[9:], work[0][s:e], work[1][s:e],
+                            work[2][s:e])
 
 
 @kernel
@@ -476,18 +494,71 @@ def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
          _work(n_work, H, dh.dtype), np.empty((n_work, H), dh.dtype), dh.dtype.type(1))
 
 
+def _lstm_forward(xproj, x, bias, W_stacked, peepholes, use_peepholes, forget_bias,
+                  cell_clip, seq_len, h_init, c_init, h_out, out_shift, batch_major, cs,
+                  c_final, acts, c_unclipped, n_threads):
+    """Every LSTM forward entry point: the arguments of :func:`_lstm_forward_chunk`."""
+    if seq_len.shape[0] == 0:
+        return
+    order, chunk, n_work, threads = _plan(seq_len, n_threads)
+    H, I, dtype = c_init.shape[1], x.shape[2], c_init.dtype
+    dt = dtype.type
+    args = (xproj, x, bias, pack_panels(W_stacked), peepholes, bool(use_peepholes),
+            dt(forget_bias), dt(cell_clip), seq_len, h_init, c_init, h_out, out_shift,
+            bool(batch_major), cs, c_final, acts, c_unclipped)
+    work = (np.empty((n_work, I + H), dtype), np.empty((n_work, H), dtype),
+            _work(n_work, 4 * H, dtype))
+    _run(_lstm_forward_serial, _lstm_forward_parallel, threads, order, chunk, args, work)
+
+
+def _none(dtype, ndim):
+    """An empty array: "not given" for the chunk's optional arrays."""
+    return np.empty((0,) * ndim, dtype)
+
+
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
                  acts, c_unclipped, n_threads=1):
     """LSTM recurrence; see :func:`fastlstm.reference.lstm_forward`."""
     if xproj.shape[0] == 0:
         return
-    order, chunk, n_work, threads = _plan(seq_len, n_threads)
-    H, dt = hs.shape[2], hs.dtype.type
-    h_w, c_w = np.empty((n_work, H), hs.dtype), np.empty((n_work, H), hs.dtype)
-    _run(_lstm_forward_serial, _lstm_forward_parallel, threads,
-         xproj, pack_panels(W), peepholes, bool(use_peepholes), dt(forget_bias),
-         dt(cell_clip), seq_len, order, chunk, hs, cs, acts, c_unclipped, h_w, c_w,
-         _work(n_work, 4 * H, hs.dtype), dt(1))
+    _lstm_forward(xproj, _none(hs.dtype, 3), _none(hs.dtype, 1), W, peepholes, use_peepholes,
+                  forget_bias, cell_clip, seq_len, hs[0], cs[0], hs, 1, False, cs,
+                  _none(hs.dtype, 2), acts, c_unclipped, n_threads)
+
+
+def fuses_input(dtype, batch_size, input_size, num_units):
+    """True when :func:`lstm_forward_input` runs these sizes: the step's product takes
+    ``[x_t, h]`` when ``input_size + num_units`` is at most ``MAX_FUSED_INPUT_WIDTH_NUMBA``
+    and the batch fills a register tile (a few rows per step multiply ``W_x`` at a
+    fraction of the rate of one GEMM over all steps: (1, 150, 256, 256) 3.3 ms fused
+    against 1.7)."""
+    return (input_size + num_units <= _thresholds.MAX_FUSED_INPUT_WIDTH_NUMBA
+            and batch_size >= _thresholds.MIN_BATCH_FUSED_INPUT_NUMBA)
+
+
+def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
+                       seq_len, hs, cs, acts, c_unclipped, n_threads=1):
+    """:func:`lstm_forward` with the input projection inside the step: ``z = [x_t, h]
+    [W_x; W_h] + bias`` (TensorFlow 1.x's order of the sum), no ``xproj`` from a GEMM
+    before the loop (its bias pass and its (T, B, 4H) round trip). x (T, B, I)."""
+    if x.shape[0] == 0:
+        return
+    _lstm_forward(_none(hs.dtype, 3), x, bias, np.concatenate([W_x, W]), peepholes,
+                  use_peepholes, forget_bias, cell_clip, seq_len, hs[0], cs[0], hs, 1, False,
+                  cs, _none(hs.dtype, 2), acts, c_unclipped, n_threads)
+
+
+def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
+                     seq_len, h0, c_state, out, out_batch_major, c_unclipped, n_threads=1):
+    """Inference without a history: as :func:`lstm_forward_input`, but the outputs go
+    straight to ``out`` ((B, T, H) with ``out_batch_major``, else (T, B, H); written at
+    existing steps only) and no hs / cs / acts are kept. ``c_state`` (B, H) holds the
+    initial cell state on entry and each sequence's final one on return; ``h0`` (B, H)
+    is the initial output."""
+    _lstm_forward(_none(h0.dtype, 3), x, bias, np.concatenate([W_x, W]), peepholes,
+                  use_peepholes, forget_bias, cell_clip, seq_len, h0, c_state, out, 0,
+                  out_batch_major, _none(h0.dtype, 3), c_state, _none(h0.dtype, 3),
+                  c_unclipped, n_threads)
 
 
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
