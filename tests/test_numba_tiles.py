@@ -31,12 +31,15 @@ def test_panel_width_fits_the_cpu():
 @pytest.mark.parametrize("width", WIDTHS)
 def test_pack_panels_layout(width):
     W = np.arange(5 * 37, dtype=np.float32).reshape(5, 37)
-    P = tiles.pack_panels(W, width)
+    P = tiles.pack_panels(W, width=width)
     assert P.shape == (-(-37 // width), 5, width) and P.flags.c_contiguous
     flat = P.transpose(1, 0, 2).reshape(5, -1)
     np.testing.assert_array_equal(flat[:, :37], W)
     assert np.all(flat[:, 37:] == 0)
-    np.testing.assert_array_equal(tiles.pack_panels(W.T.copy().T, width), P)   # any strides
+    np.testing.assert_array_equal(tiles.pack_panels(W.T.copy().T, width=width), P)   # any strides
+    np.testing.assert_array_equal(tiles.pack_panels(W[:2], W[2:], width=width), P)  # stacked
+    with pytest.raises(ValueError, match="same columns"):
+        tiles.pack_panels(W, W[:, 1:], width=width)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -49,7 +52,7 @@ def test_product_float32_is_the_in_order_fma_sum(width, n):
     a = rng.standard_normal((10, K + 3)).astype(np.float32)
     W = rng.standard_normal((K, N)).astype(np.float32)
     out = np.full((10, tiles.padded(N, width) + 5), 7.0, np.float32)
-    tiles.panel_product(width)(a, n, tiles.pack_panels(W, width), out)
+    tiles.panel_product(width)(a, n, tiles.pack_panels(W, width=width), out)
     np.testing.assert_array_equal(out[:n, :N], in_order_product(a[:n, :K], W))
     assert np.all(out[:n, N:tiles.padded(N, width)] == 0)
     assert np.all(out[:n, tiles.padded(N, width):] == 7.0)
@@ -62,7 +65,7 @@ def test_product_float64(width):
     a = rng.standard_normal((6, 50))
     W = rng.standard_normal((50, 33))
     out = np.zeros((6, tiles.padded(33, width)))
-    tiles.panel_product(width)(a, 6, tiles.pack_panels(W, width), out)
+    tiles.panel_product(width)(a, 6, tiles.pack_panels(W, width=width), out)
     np.testing.assert_allclose(out[:, :33], a @ W, rtol=1e-13, atol=1e-13)
 
 
@@ -73,7 +76,7 @@ def test_bits_do_not_depend_on_the_panel_width():
     results = []
     for width in WIDTHS:
         out = np.zeros((9, 512), np.float32)
-        tiles.panel_product(width)(a, 9, tiles.pack_panels(W, width), out)
+        tiles.panel_product(width)(a, 9, tiles.pack_panels(W, width=width), out)
         results.append(out)
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])

@@ -55,26 +55,33 @@ def padded(n, width=None):
 
 
 @parallel_kernel
-def _pack(W, P):
-    n_panels, K, width = P.shape
-    N = W.shape[1]
+def _pack(W, P, k0):
+    """Rows k0 .. k0 + K of the panels ``P`` from ``W`` (K, N)."""
+    n_panels, width = P.shape[0], P.shape[2]
+    K, N = W.shape
     for p in prange(n_panels):        # on the kernels' threads (not beside them, spinning)
         j0 = p * width
         for k in range(K):
             for c in range(min(width, N - j0)):
-                P[p, k, c] = W[k, j0 + c]
+                P[p, k0 + k, c] = W[k, j0 + c]
 
 
-def pack_panels(W, width=None):
+def pack_panels(*blocks, width=None):
     """``W`` (K, N) -> panels (ceil(N / width), K, width): panel p, row k holds
-    ``W[k, p*width : (p+1)*width]`` (zero past N), each panel contiguous.
+    ``W[k, p*width : (p+1)*width]`` (zero past N), each panel contiguous. Several
+    ``blocks`` (K_i, N) are packed as ``W = np.concatenate(blocks)``, without that copy.
 
     ``width`` defaults to :data:`PANEL_WIDTH`.
     """
     width = PANEL_WIDTH if width is None else width
-    K, N = W.shape
-    P = np.zeros((-(-N // width), K, width), W.dtype)
-    _pack(W, P)
+    N = blocks[0].shape[1]
+    if any(W.shape[1] != N or W.dtype != blocks[0].dtype for W in blocks):
+        raise ValueError("pack_panels: blocks must have the same columns and dtype")
+    P = np.zeros((-(-N // width), sum(W.shape[0] for W in blocks), width), blocks[0].dtype)
+    k0 = 0
+    for W in blocks:
+        _pack(W, P, k0)
+        k0 += W.shape[0]
     return P
 
 

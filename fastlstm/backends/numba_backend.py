@@ -494,16 +494,17 @@ def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
          _work(n_work, H, dh.dtype), np.empty((n_work, H), dh.dtype), dh.dtype.type(1))
 
 
-def _lstm_forward(xproj, x, bias, W_stacked, peepholes, use_peepholes, forget_bias,
+def _lstm_forward(xproj, x, bias, W_blocks, peepholes, use_peepholes, forget_bias,
                   cell_clip, seq_len, h_init, c_init, h_out, out_shift, batch_major, cs,
                   c_final, acts, c_unclipped, n_threads):
-    """Every LSTM forward entry point: the arguments of :func:`_lstm_forward_chunk`."""
+    """Every LSTM forward entry point: the arguments of :func:`_lstm_forward_chunk`, the
+    weights as the row blocks of the stacked matrix (``(W_x, W_h)`` or ``(W_h,)``)."""
     if seq_len.shape[0] == 0:
         return
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H, I, dtype = c_init.shape[1], x.shape[2], c_init.dtype
     dt = dtype.type
-    args = (xproj, x, bias, pack_panels(W_stacked), peepholes, bool(use_peepholes),
+    args = (xproj, x, bias, pack_panels(*W_blocks), peepholes, bool(use_peepholes),
             dt(forget_bias), dt(cell_clip), seq_len, h_init, c_init, h_out, out_shift,
             bool(batch_major), cs, c_final, acts, c_unclipped)
     work = (np.empty((n_work, I + H), dtype), np.empty((n_work, H), dtype),
@@ -521,7 +522,7 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
     """LSTM recurrence; see :func:`fastlstm.reference.lstm_forward`."""
     if xproj.shape[0] == 0:
         return
-    _lstm_forward(xproj, _none(hs.dtype, 3), _none(hs.dtype, 1), W, peepholes, use_peepholes,
+    _lstm_forward(xproj, _none(hs.dtype, 3), _none(hs.dtype, 1), (W,), peepholes, use_peepholes,
                   forget_bias, cell_clip, seq_len, hs[0], cs[0], hs, 1, False, cs,
                   _none(hs.dtype, 2), acts, c_unclipped, n_threads)
 
@@ -543,7 +544,7 @@ def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, c
     before the loop (its bias pass and its (T, B, 4H) round trip). x (T, B, I)."""
     if x.shape[0] == 0:
         return
-    _lstm_forward(_none(hs.dtype, 3), x, bias, np.concatenate([W_x, W]), peepholes,
+    _lstm_forward(_none(hs.dtype, 3), x, bias, (W_x, W), peepholes,
                   use_peepholes, forget_bias, cell_clip, seq_len, hs[0], cs[0], hs, 1, False,
                   cs, _none(hs.dtype, 2), acts, c_unclipped, n_threads)
 
@@ -555,7 +556,7 @@ def lstm_infer_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cel
     existing steps only) and no hs / cs / acts are kept. ``c_state`` (B, H) holds the
     initial cell state on entry and each sequence's final one on return; ``h0`` (B, H)
     is the initial output."""
-    _lstm_forward(_none(h0.dtype, 3), x, bias, np.concatenate([W_x, W]), peepholes,
+    _lstm_forward(_none(h0.dtype, 3), x, bias, (W_x, W), peepholes,
                   use_peepholes, forget_bias, cell_clip, seq_len, h0, c_state, out, 0,
                   out_batch_major, _none(h0.dtype, 3), c_state, _none(h0.dtype, 3),
                   c_unclipped, n_threads)
