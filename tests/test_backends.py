@@ -315,6 +315,15 @@ def test_available_backends_and_auto():
     names = fl.available_backends()
     assert {"numpy", "cython", "numba"} <= set(names)
     assert "cuda" not in names
+    from fastlstm.backends import cython_backend
+    assert get_backend("auto").name == ("cython" if cython_backend.FUSED_STEP else "numba")
+
+
+def test_auto_takes_numba_where_the_cython_extension_has_no_fused_step(monkeypatch):
+    from fastlstm.backends import cython_backend
+    monkeypatch.setattr(cython_backend, "FUSED_STEP", False)
+    assert get_backend("auto").name == "numba"
+    monkeypatch.setattr(cython_backend, "FUSED_STEP", True)
     assert get_backend("auto").name == "cython"
 
 

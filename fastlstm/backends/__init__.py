@@ -13,11 +13,16 @@ from ._contract import Backend
 #: Backends in the order ``"auto"`` tries them; the first that loads wins. The order is a
 #: measurement, not a guess: see ``AUTO_ORDER_MEASUREMENT``.
 AUTO_ORDER = ("cython", "numba", "numpy")
+#: The order on a CPU where the Cython extension has no fused step kernels (neither
+#: AVX-512 nor AVX2 + FMA: ARM, older x86), whose per-step products go through BLAS.
+AUTO_ORDER_WITHOUT_FUSED_STEP = ("numba", "cython", "numpy")
 AUTO_ORDER_MEASUREMENT = (
     "benchmarks/bench_kernels.py, 2026-11-27, 2-core AMD EPYC (AVX-512), 2 threads, float32: "
     "Cython was faster than Numba in all 20 rows (seed size 128x28x28x128: inference "
     "1.79 ms vs 13.9 ms, training 8.2 vs 22.8 ms; 64x25x1024x1024 training 220 vs 348 ms); "
-    "the NumPy reference is the fallback")
+    "the NumPy reference is the fallback. Without the fused kernels (FASTLSTM_NO_FUSED=1 "
+    "FASTLSTM_NO_SMALL_GEMM=1, the Cython BLAS path), 2026-12-05, same CPU: see "
+    "docs/benchmarks.md, 'The Numba backend'")
 
 #: Every backend fastlstm knows, with the module that holds it and how to get it.
 _KNOWN = {
@@ -70,6 +75,14 @@ def available_backends():
     return sorted(names)
 
 
+def _auto_order():
+    try:
+        fused = _load("cython").module.FUSED_STEP
+    except ImportError:
+        fused = False
+    return AUTO_ORDER if fused else AUTO_ORDER_WITHOUT_FUSED_STEP
+
+
 def get_backend(name="auto"):
     """The :class:`Backend` called ``name``; ``"auto"`` is the fastest CPU backend that
     loads; a :class:`Backend` is returned as it is.
@@ -84,7 +97,7 @@ def get_backend(name="auto"):
     if isinstance(name, Backend):
         return name
     if name == "auto":
-        for candidate in AUTO_ORDER:
+        for candidate in _auto_order():
             try:
                 return _load(candidate)
             except ImportError:
