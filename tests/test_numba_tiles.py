@@ -82,6 +82,21 @@ def test_bits_do_not_depend_on_the_panel_width():
         np.testing.assert_array_equal(other, results[0])
 
 
+def test_bits_do_not_depend_on_the_row_tiles():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((23, 70)).astype(np.float32)
+    P = tiles.pack_panels(rng.standard_normal((70, 96)).astype(np.float32))
+    results = []
+    for tile_rows in range(1, tiles.MAX_TILE_ROWS + 1):
+        out = np.zeros((23, 96), np.float32)
+        tiles.panel_product(tile_rows=tile_rows)(a, 23, P, out)
+        results.append(out)
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    with pytest.raises(ValueError, match="tile_rows"):
+        tiles.panel_product(tile_rows=tiles.MAX_TILE_ROWS + 1)
+
+
 def test_empty_sum_gives_zeros():
     out = np.full((2, 8), 3.0, np.float32)
     tiles.panel_product(8)(np.zeros((2, 0), np.float32), 2, np.zeros((1, 0, 8), np.float32),

@@ -4,15 +4,15 @@ A recurrence step multiplies a few rows (a chunk's states) by the same ``W_h`` e
 A BLAS call per step packs ``W_h`` again each time and is tuned for large matrices: at 8
 rows times (256, 1024), OpenBLAS on one core ran at 55 GFLOP/s. Here ``W`` is packed once
 per call into *panels* of ``PANEL_WIDTH`` columns (:func:`pack_panels`), and each panel
-is multiplied by 4 rows at a time with the 4 x ``PANEL_WIDTH`` partial sums held in
-vector registers over the whole sum over k (210 GFLOP/s at the same size on the 2-core
-AMD EPYC, Zen 5, one core; 95% of its sgemm rate).
+is multiplied by up to 6 rows at a time with the rows x ``PANEL_WIDTH`` partial sums held
+in vector registers over the whole sum over k (on one core of the 2-core AMD EPYC, Zen 5:
+203 GFLOP/s at that size, 244-257 from 16 rows up; 4-row tiles gave 216-229 there).
 
 Numba has no vector type and LLVM does not register-block the scalar form of this loop,
-so the tile's loop is written in LLVM IR (:func:`_tile`, a Numba intrinsic) on vectors of
-``PANEL_WIDTH`` floats; LLVM splits them into the registers of the CPU it compiles for
-(AVX-512, AVX2, NEON or SSE). The panel width follows the CPU's vector registers (two
-registers per row, so four rows keep eight independent FMA chains).
+so the tile's loop is written in LLVM IR (a Numba intrinsic, :func:`_make_tile`) on
+vectors of ``PANEL_WIDTH`` floats; LLVM splits them into the registers of the CPU it
+compiles for (AVX-512, AVX2, NEON or SSE). The panel width follows the CPU's vector
+registers (two registers per row, so six rows keep twelve independent FMA chains).
 
 Every output element is one in-order sum over k, ``s = fma(a[r, k], W[k, j], s)`` from
 ``s = 0``, whatever the tile, the panel width or the row count: the bits of a product do
@@ -30,8 +30,12 @@ from numba.extending import intrinsic
 
 from ._numba_jit import kernel, parallel_kernel
 
-#: Rows per register tile (the tail of a chunk takes a tile of 1 to 3 rows).
-TILE_ROWS = 4
+#: Rows per register tile at most: 6 rows of two vector registers each keep 12 partial
+#: sums in registers, with room for the panel's two vectors and a broadcast in the 16
+#: registers of AVX2 and SSE (32 on AVX-512 and NEON).
+MAX_TILE_ROWS = 6
+#: Rows per register tile at most, used by the kernels.
+TILE_ROWS = 6
 
 
 def _panel_width():
@@ -167,37 +171,50 @@ def _make_tile(rows, width):
 _PRODUCTS = {}
 
 
-def panel_product(width=None):
+def panel_product(width=None, tile_rows=None):
     """The jitted ``rows_times(a, n, P, out)`` for panels of ``width`` columns (default
     :data:`PANEL_WIDTH`): ``out[:n, :N'] = a[:n, :K] @ W`` for ``P = pack_panels(W)``
     (K = P.shape[1], N' = P.shape[0] * width, the padding columns get zeros).
 
-    ``a`` and ``out`` are C-contiguous 2-D arrays of P's dtype, ``out`` at least N' wide;
-    rows of ``out`` past ``n`` are left alone. Call it from other jitted code.
+    The rows go in tiles of at most ``tile_rows`` (default :data:`TILE_ROWS`), as even as
+    possible (8 rows: two tiles of 4, not 6 and 2). ``a`` and ``out`` are C-contiguous 2-D
+    arrays of P's dtype, ``out`` at least N' wide; rows of ``out`` past ``n`` are left
+    alone. Call it from other jitted code.
     """
     width = PANEL_WIDTH if width is None else width
-    if width in _PRODUCTS:
-        return _PRODUCTS[width]
-    tiles = [_make_tile(r, width) for r in range(1, TILE_ROWS + 1)]
-    tile1, tile2, tile3, tile4 = tiles
+    tile_rows = TILE_ROWS if tile_rows is None else tile_rows
+    if not 1 <= tile_rows <= MAX_TILE_ROWS:
+        raise ValueError(f"tile_rows must be 1 to {MAX_TILE_ROWS}, got {tile_rows}")
+    if (width, tile_rows) in _PRODUCTS:
+        return _PRODUCTS[width, tile_rows]
+    t1, t2, t3, t4, t5, t6 = (_make_tile(r, width) for r in range(1, MAX_TILE_ROWS + 1))
+
+    @kernel
+    def tile(rows, a, a_off, P, w_off, K, out, o_off):
+        if rows == 6:
+            t6(a, a_off, P, w_off, K, out, o_off)
+        elif rows == 5:
+            t5(a, a_off, P, w_off, K, out, o_off)
+        elif rows == 4:
+            t4(a, a_off, P, w_off, K, out, o_off)
+        elif rows == 3:
+            t3(a, a_off, P, w_off, K, out, o_off)
+        elif rows == 2:
+            t2(a, a_off, P, w_off, K, out, o_off)
+        else:
+            t1(a, a_off, P, w_off, K, out, o_off)
 
     @kernel
     def rows_times(a, n, P, out):
         K = P.shape[1]
         lda, ldo = a.shape[1], out.shape[1]
+        n_tiles = (n + tile_rows - 1) // tile_rows
         for p in range(P.shape[0]):
-            w_off = p * K * width
             r0 = 0
-            while r0 + TILE_ROWS <= n:
-                tile4(a, r0 * lda, P, w_off, K, out, r0 * ldo + p * width)
-                r0 += TILE_ROWS
-            left = n - r0
-            if left == 3:
-                tile3(a, r0 * lda, P, w_off, K, out, r0 * ldo + p * width)
-            elif left == 2:
-                tile2(a, r0 * lda, P, w_off, K, out, r0 * ldo + p * width)
-            elif left == 1:
-                tile1(a, r0 * lda, P, w_off, K, out, r0 * ldo + p * width)
+            for i in range(n_tiles):
+                rows = (n - r0) // (n_tiles - i)     # the rows left over the tiles left
+                tile(rows, a, r0 * lda, P, p * K * width, K, out, r0 * ldo + p * width)
+                r0 += rows
 
-    _PRODUCTS[width] = rows_times
+    _PRODUCTS[width, tile_rows] = rows_times
     return rows_times
