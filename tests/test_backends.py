@@ -90,6 +90,49 @@ def test_numba_lstm_inference_and_training_match_the_reference(cell_name, dtype,
     compare(cell, "numba", B, 6, time_major, seed=B)
 
 
+class _Forced:
+    """A split tuner that always answers ``schedule``."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def choose(self, key, candidates):
+        assert self.schedule in candidates
+        return self.schedule, False
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
+def test_numba_unit_split_gives_the_bits_of_one_core(cell_name, dtype, B, monkeypatch):
+    """A one-chunk batch on the numba backend: its hidden units split over the threads
+    (a parallel region per step) or all on one core, chosen by timing, give the same bits
+    (inference, the training forward and so the gradients) and match the reference."""
+    from fastlstm.backends import _numba_tiles
+    from fastlstm.backends import numba_backend as nb
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here: no unit split to compare")
+    split_calls = []
+    split = nb._lstm_forward_split
+    monkeypatch.setattr(nb, "_lstm_forward_split",
+                        lambda *args: split_calls.append(1) or split(*args))
+    H = 3 * _numba_tiles.PANEL_WIDTH              # three slices' worth: uneven over 2
+    cell = make_cell(cell_name, H, 5, dtype=dtype, seed=4)
+    x, lengths, state = make_case(cell, B, 7, seed=B)
+    results = {}
+    for schedule in ("split", "one chunk"):
+        monkeypatch.setattr(nb, "_SPLIT_TUNER", _Forced(schedule))
+        with fl.threads(2):
+            inference = fl.dynamic_rnn(cell, x, lengths, state, backend="numba")
+            training = compare(cell, "numba", B, 7, seed=B)
+        results[schedule] = [inference[0], *inference[1], training[0], *training[1],
+                             *flat_grads(training[2]).values()]
+    assert len(split_calls) == 2                  # inference and the training forward
+    for a, b in zip(results["split"], results["one chunk"]):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("cell_name", sorted(CELLS))
 @pytest.mark.parametrize("backend", COMPILED + ["numpy"])
 def test_reused_buffers_leave_nothing_stale(backend, cell_name):

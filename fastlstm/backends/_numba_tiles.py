@@ -89,11 +89,12 @@ def pack_panels(*blocks, width=None):
     return P
 
 
-def _make_tile(rows, width):
+def _make_tile(rows, width, panels=1):
     """The intrinsic ``tile(a, a_off, P, w_off, K, out, o_off)``: rows ``0..rows-1`` of
     the tile start at element ``a_off`` of ``a`` (row stride ``a.shape[1]``), the panel
-    at element ``w_off`` of ``P`` (K rows of ``width``), and the result is stored at
-    element ``o_off`` of ``out`` (row stride ``out.shape[1]``, ``width`` columns)."""
+    at element ``w_off`` of ``P`` (K rows of ``width``; ``panels`` consecutive panels),
+    and the result is stored at element ``o_off`` of ``out`` (row stride
+    ``out.shape[1]``, ``panels * width`` columns)."""
 
     @intrinsic
     def tile(typingctx, a, a_off, P, w_off, K, out, o_off):
@@ -130,9 +131,14 @@ def _make_tile(rows, width):
 
             builder.position_at_end(loop)
             k = builder.phi(intp)
-            sums = [builder.phi(vector) for _ in range(rows)]
-            w_ptr = builder.gep(p_arr.data, [builder.add(w_off, builder.mul(k, const(width)))])
-            w = builder.load(builder.bitcast(w_ptr, vector.as_pointer()), align=4)
+            sums = [builder.phi(vector) for _ in range(rows * panels)]
+            panel_size = builder.mul(K, const(width))
+            w = []
+            for q in range(panels):
+                w_idx = builder.add(builder.add(w_off, builder.mul(panel_size, const(q))),
+                                    builder.mul(k, const(width)))
+                w_ptr = builder.gep(p_arr.data, [w_idx])
+                w.append(builder.load(builder.bitcast(w_ptr, vector.as_pointer()), align=4))
             new_sums = []
             for r in range(rows):
                 a_idx = builder.add(builder.add(a_off, builder.mul(lda, const(r))), k)
@@ -141,7 +147,9 @@ def _make_tile(rows, width):
                                                ir.Constant(ir.IntType(32), 0))
                 broadcast = builder.shuffle_vector(lane0, ir.Constant(vector, ir.Undefined),
                                                    splat)
-                new_sums.append(builder.call(fmuladd, [broadcast, w, sums[r]]))
+                for q in range(panels):
+                    new_sums.append(builder.call(fmuladd,
+                                                 [broadcast, w[q], sums[r * panels + q]]))
             k_next = builder.add(k, const(1))
             k.add_incoming(const(0), entry)
             k.add_incoming(k_next, loop)
@@ -157,10 +165,13 @@ def _make_tile(rows, width):
                 result.add_incoming(zero, entry)
                 result.add_incoming(s_new, loop)
                 results.append(result)
-            for r, result in enumerate(results):
-                o_idx = builder.add(o_off, builder.mul(ldo, const(r)))
-                o_ptr = builder.gep(o_arr.data, [o_idx])
-                builder.store(result, builder.bitcast(o_ptr, vector.as_pointer()), align=4)
+            for r in range(rows):
+                for q in range(panels):
+                    o_idx = builder.add(builder.add(o_off, builder.mul(ldo, const(r))),
+                                        const(q * width))
+                    o_ptr = builder.gep(o_arr.data, [o_idx])
+                    builder.store(results[r * panels + q],
+                                  builder.bitcast(o_ptr, vector.as_pointer()), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -171,7 +182,7 @@ def _make_tile(rows, width):
 _PRODUCTS = {}
 
 
-def panel_product(width=None, tile_rows=None):
+def panel_product(width=None, tile_rows=None, column_range=False):
     """The jitted ``rows_times(a, n, P, out)`` for panels of ``width`` columns (default
     :data:`PANEL_WIDTH`): ``out[:n, :N'] = a[:n, :K] @ W`` for ``P = pack_panels(W)``
     (K = P.shape[1], N' = P.shape[0] * width, the padding columns get zeros).
@@ -179,15 +190,21 @@ def panel_product(width=None, tile_rows=None):
     The rows go in tiles of at most ``tile_rows`` (default :data:`TILE_ROWS`), as even as
     possible (8 rows: two tiles of 4, not 6 and 2). ``a`` and ``out`` are C-contiguous 2-D
     arrays of P's dtype, ``out`` at least N' wide; rows of ``out`` past ``n`` are left
-    alone. Call it from other jitted code.
+    alone. Call it from other jitted code. ``column_range``: the function
+    ``rows_times(a, n, P, out, p0, p1)`` instead, which computes the panels ``p0 .. p1 - 1``
+    only (their columns of ``out``).
     """
     width = PANEL_WIDTH if width is None else width
     tile_rows = TILE_ROWS if tile_rows is None else tile_rows
     if not 1 <= tile_rows <= MAX_TILE_ROWS:
         raise ValueError(f"tile_rows must be 1 to {MAX_TILE_ROWS}, got {tile_rows}")
-    if (width, tile_rows) in _PRODUCTS:
-        return _PRODUCTS[width, tile_rows]
+    key = (width, tile_rows, column_range)
+    if key in _PRODUCTS:
+        return _PRODUCTS[key]
     t1, t2, t3, t4, t5, t6 = (_make_tile(r, width) for r in range(1, MAX_TILE_ROWS + 1))
+    # one or two rows: several panels at once, for as many independent FMA chains as a
+    # 4-row tile (one row and one panel waited on the FMA latency: 8.7 us for 1 x (256, 1024))
+    t1x4, t2x2 = _make_tile(1, width, 4), _make_tile(2, width, 2)
 
     @kernel
     def tile(rows, a, a_off, P, w_off, K, out, o_off):
@@ -205,16 +222,33 @@ def panel_product(width=None, tile_rows=None):
             t1(a, a_off, P, w_off, K, out, o_off)
 
     @kernel
-    def rows_times(a, n, P, out):
+    def rows_times_range(a, n, P, out, p0, p1):
         K = P.shape[1]
         lda, ldo = a.shape[1], out.shape[1]
+        if n == 1 or n == 2:
+            p = p0
+            while p + 4 // n <= p1:
+                if n == 1:
+                    t1x4(a, 0, P, p * K * width, K, out, p * width)
+                else:
+                    t2x2(a, 0, P, p * K * width, K, out, p * width)
+                p += 4 // n
+            for q in range(p, p1):
+                tile(n, a, 0, P, q * K * width, K, out, q * width)
+            return
         n_tiles = (n + tile_rows - 1) // tile_rows
-        for p in range(P.shape[0]):
+        for p in range(p0, p1):
             r0 = 0
             for i in range(n_tiles):
                 rows = (n - r0) // (n_tiles - i)     # the rows left over the tiles left
                 tile(rows, a, r0 * lda, P, p * K * width, K, out, r0 * ldo + p * width)
                 r0 += rows
 
-    _PRODUCTS[width, tile_rows] = rows_times
+    @kernel
+    def rows_times(a, n, P, out):
+        rows_times_range(a, n, P, out, 0, P.shape[0])
+
+    if column_range:
+        rows_times = rows_times_range
+    _PRODUCTS[key] = rows_times
     return rows_times

@@ -13,6 +13,8 @@ Everything is compiled lazily at first call (``import fastlstm`` compiles nothin
 ``FASTLSTM_NUMBA_CACHE=1`` caches the compiled kernels on disk.
 """
 
+import time
+
 import numba
 import numpy as np
 from numba import prange
@@ -20,9 +22,10 @@ from numba import prange
 from .. import _thresholds
 from . import _numba_gemm
 from ._chunking import chunk_rows
+from ._split_tuner import SplitTuner
 from ._numba_jit import kernel, parallel_kernel
 from ._numba_math import sigmoid, tanh
-from ._numba_tiles import pack_panels, padded, panel_product
+from ._numba_tiles import PANEL_WIDTH, pack_panels, padded, panel_product
 
 NAME = "numba"
 #: Cell kinds with kernels here.
@@ -40,6 +43,8 @@ def _sigmoid(x, one):
 #: ``_rows_times(a, n, P, out)``: ``out[:n] = a[:n] @ W`` for ``P = pack_panels(W)``, in
 #: register tiles (no BLAS call per step; ``out`` is :func:`padded` wide).
 _rows_times = panel_product()
+#: ``_rows_times_range(a, n, P, out, p0, p1)``: the panels ``p0 .. p1 - 1`` only.
+_rows_times_range = panel_product(column_range=True)
 
 
 # --------------------------------------------------------------------------- basic RNN
@@ -81,38 +86,50 @@ def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, on
 
 # -------------------------------------------------------------------------------- LSTM
 @kernel
-def _lstm_gates_row(x, z, c, h, peep, use_peep, forget_bias, clip, c_unclipped, store_cun):
-    """One row's LSTM step, in passes LLVM vectorizes (each touches few arrays, so its
-    runtime overlap checks stay within LLVM's limit). ``z`` (4H) comes in holding
-    ``h_{t-1} W_h`` and leaves holding the activations (i, j, f, o); ``c`` (H) goes from
-    c_{t-1} to c_t, ``h`` (H) gets h_t. Same operation order as the reference."""
+def _lstm_gates_row(x, z, c, h, peep, use_peep, forget_bias, clip, c_unclipped, store_cun,
+                    u0, u1):
+    """One row's LSTM step for the units ``u0 .. u1 - 1``, in passes LLVM vectorizes (each
+    touches few arrays, so its runtime overlap checks stay within LLVM's limit). ``z``
+    (4H) comes in holding ``h_{t-1} W_h`` and leaves holding the activations (i, j, f, o);
+    ``c`` (H) goes from c_{t-1} to c_t, ``h`` (H) gets h_t. Same operation order as the
+    reference."""
     H = c.shape[0]
-    for k in range(4 * H):
-        z[k] = x[k] + z[k]
-    for u in range(H):
-        z[2 * H + u] = z[2 * H + u] + forget_bias
+    # one view per gate: indexing one z at u, H + u, ... vectorized only when the loop ran
+    # over all H units (LLVM could not tell the gates apart otherwise: 8x slower, scalar)
+    for g in range(4):
+        x_g, z_g = x[g * H + u0:g * H + u1], z[g * H + u0:g * H + u1]
+        for u in range(z_g.shape[0]):
+            z_g[u] = x_g[u] + z_g[u]
+    z_i, z_j, z_f, z_o = (z[u0:u1], z[H + u0:H + u1], z[2 * H + u0:2 * H + u1],
+                          z[3 * H + u0:3 * H + u1])
+    c, h, c_unclipped = c[u0:u1], h[u0:u1], c_unclipped[u0:u1]
+    n = c.shape[0]
+    for u in range(n):
+        z_f[u] = z_f[u] + forget_bias
     if use_peep:
-        for u in range(H):
-            z[u] = z[u] + peep[0, u] * c[u]
-            z[2 * H + u] = z[2 * H + u] + peep[1, u] * c[u]
-    for u in range(H):
-        i = sigmoid(z[u])
-        j = tanh(z[H + u])
-        f = sigmoid(z[2 * H + u])
-        z[u], z[H + u], z[2 * H + u] = i, j, f
+        p_i, p_f = peep[0, u0:u1], peep[1, u0:u1]
+        for u in range(n):
+            z_i[u] = z_i[u] + p_i[u] * c[u]
+            z_f[u] = z_f[u] + p_f[u] * c[u]
+    for u in range(n):
+        i = sigmoid(z_i[u])
+        j = tanh(z_j[u])
+        f = sigmoid(z_f[u])
+        z_i[u], z_j[u], z_f[u] = i, j, f
         c[u] = f * c[u] + i * j
     if store_cun:
-        for u in range(H):
+        for u in range(n):
             c_unclipped[u] = c[u]
     if clip > 0:
-        for u in range(H):
+        for u in range(n):
             c[u] = min(max(c[u], -clip), clip)
     if use_peep:
-        for u in range(H):
-            z[3 * H + u] = z[3 * H + u] + peep[2, u] * c[u]   # sees the new cell
-    for u in range(H):
-        o = sigmoid(z[3 * H + u])
-        z[3 * H + u] = o
+        p_o = peep[2, u0:u1]
+        for u in range(n):
+            z_o[u] = z_o[u] + p_o[u] * c[u]   # sees the new cell
+    for u in range(n):
+        o = sigmoid(z_o[u])
+        z_o[u] = o
         h[u] = o * tanh(c[u])
 
 
@@ -146,7 +163,7 @@ def _lstm_forward_chunk(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
             h = a_loc[r, I:I + H]
             _lstm_gates_row(bias if fused else xproj[t, b], z_loc[r], c_loc[r], h, peep,
                             use_peep, forget_bias, clip, c_unclipped[t, b] if store_cun
-                            else c_loc[r], store_cun)
+                            else c_loc[r], store_cun, 0, H)
             if batch_major:
                 h_out[b, t] = h
             else:
@@ -156,6 +173,69 @@ def _lstm_forward_chunk(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
             if store_acts:
                 acts[t, b] = z_loc[r, :4 * H]
     if c_final.shape[0] > 0:            # a row that ended keeps its last cell state
+        for r in range(n_rows):
+            c_final[rows[r]] = c_loc[r]
+
+
+@parallel_kernel
+def _lstm_split_step(t, n_active, rows, a_in, a_out, xproj, x, bias, P, peep, use_peep,
+                     forget_bias, clip, h_out, out_shift, batch_major, cs, acts, c_unclipped,
+                     c_loc, z_loc, width):
+    """One step of the rows ``rows[:n_active]`` with the hidden units split over the
+    threads, ``width`` units each (whole panels): each slice multiplies ``a_in`` (the
+    rows' ``[x_t, h_{t-1}]``) by its units' panels of the four gates, then runs their gate
+    math, writing h_t into ``a_out``. The parallel region's end is the step's barrier."""
+    H, I = c_loc.shape[1], a_in.shape[1] - c_loc.shape[1]
+    fused = x.shape[0] > 0
+    store_acts = acts.shape[0] > 0
+    store_cun = clip > 0 and c_unclipped.shape[0] > 0
+    per_gate = H // PANEL_WIDTH
+    for s in prange((H + width - 1) // width):
+        u0, u1 = s * width, min(s * width + width, H)
+        for g in range(4):
+            _rows_times_range(a_in, n_active, P, z_loc, g * per_gate + u0 // PANEL_WIDTH,
+                              g * per_gate + u1 // PANEL_WIDTH)
+        for r in range(n_active):
+            b = rows[r]
+            h = a_out[r, I:I + H]
+            _lstm_gates_row(bias if fused else xproj[t, b], z_loc[r], c_loc[r], h, peep,
+                            use_peep, forget_bias, clip, c_unclipped[t, b] if store_cun
+                            else c_loc[r], store_cun, u0, u1)
+            if batch_major:
+                h_out[b, t, u0:u1] = h[u0:u1]
+            else:
+                h_out[t + out_shift, b, u0:u1] = h[u0:u1]
+            if cs.shape[0] > 0:
+                cs[t + 1, b, u0:u1] = c_loc[r, u0:u1]
+            if store_acts:
+                for g in range(4):
+                    acts[t, b, g * H + u0:g * H + u1] = z_loc[r, g * H + u0:g * H + u1]
+
+
+@kernel
+def _lstm_forward_split(xproj, x, bias, P, peep, use_peep, forget_bias, clip, seq_len, rows,
+                        h_init, c_init, h_out, out_shift, batch_major, cs, c_final, acts,
+                        c_unclipped, a_loc, c_loc, z_loc, width):
+    """:func:`_lstm_forward_chunk` for one chunk with its hidden units split over the
+    threads (:func:`_lstm_split_step` each step; ``a_loc`` (2, rows, I + H): ``[x_t, h]``
+    of this step and the next, in turn). The same sums in the same order: the same bits."""
+    n_rows, H, I = rows.shape[0], c_loc.shape[1], x.shape[2]
+    n_active = n_rows
+    for r in range(n_rows):
+        a_loc[0, r, I:I + H] = h_init[rows[r]]
+        c_loc[r] = c_init[rows[r]]
+    cur = 0
+    for t in range(seq_len[rows[0]] if n_rows > 0 else 0):
+        while seq_len[rows[n_active - 1]] <= t:
+            n_active -= 1
+        if x.shape[0] > 0:
+            for r in range(n_active):
+                a_loc[cur, r, :I] = x[t, rows[r]]
+        _lstm_split_step(t, n_active, rows, a_loc[cur], a_loc[1 - cur], xproj, x, bias, P,
+                         peep, use_peep, forget_bias, clip, h_out, out_shift, batch_major,
+                         cs, acts, c_unclipped, c_loc, z_loc, width)
+        cur = 1 - cur
+    if c_final.shape[0] > 0:
         for r in range(n_rows):
             c_final[rows[r]] = c_loc[r]
 
@@ -455,16 +535,25 @@ def _plan(seq_len, n_threads):
     return order, chunk, order.shape[0], threads
 
 
+def _with_threads(threads, fn, *args):
+    """``fn(*args)`` with Numba's parallel regions on ``threads`` threads."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        fn(*args)
+    finally:
+        numba.set_num_threads(previous)
+
+
 def _run(serial, parallel, threads, *args):
     if threads > 1:
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            parallel(*args)
-        finally:
-            numba.set_num_threads(previous)
+        _with_threads(threads, parallel, *args)
     else:
         serial(*args)
+
+
+#: Per shape, one core or the unit split (same bits; see :func:`_lstm_forward`).
+_SPLIT_TUNER = SplitTuner()
 
 
 def _work(n_rows, width, dtype):
@@ -498,7 +587,12 @@ def _lstm_forward(xproj, x, bias, W_blocks, peepholes, use_peepholes, forget_bia
                   cell_clip, seq_len, h_init, c_init, h_out, out_shift, batch_major, cs,
                   c_final, acts, c_unclipped, n_threads):
     """Every LSTM forward entry point: the arguments of :func:`_lstm_forward_chunk`, the
-    weights as the row blocks of the stacked matrix (``(W_x, W_h)`` or ``(W_h,)``)."""
+    weights as the row blocks of the stacked matrix (``(W_x, W_h)`` or ``(W_h,)``).
+
+    A batch that forms one chunk runs either on one core or with its hidden units split
+    over the threads (:func:`_lstm_forward_split`): the same bits, so the split tuner
+    chooses by timing the caller's own calls (a parallel region per step costs ~1 us with
+    Numba's OpenMP layer, more with others; measure, do not guess)."""
     if seq_len.shape[0] == 0:
         return
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
@@ -507,9 +601,33 @@ def _lstm_forward(xproj, x, bias, W_blocks, peepholes, use_peepholes, forget_bia
     args = (xproj, x, bias, pack_panels(*W_blocks), peepholes, bool(use_peepholes),
             dt(forget_bias), dt(cell_clip), seq_len, h_init, c_init, h_out, out_shift,
             bool(batch_major), cs, c_final, acts, c_unclipped)
-    work = (np.empty((n_work, I + H), dtype), np.empty((n_work, H), dtype),
+    slice_threads = min(n_threads, numba.config.NUMBA_NUM_THREADS, H // PANEL_WIDTH)
+    if order.shape[0] <= chunk and slice_threads >= 2 and H % PANEL_WIDTH == 0:
+        width = -(-H // slice_threads // PANEL_WIDTH) * PANEL_WIDTH
+        key = ("lstm_forward", seq_len.shape[0], xproj.shape[0] or x.shape[0], I, H,
+               acts.shape[0] > 0, slice_threads)
+        schedule, timed = _SPLIT_TUNER.choose(key, ("split", "one chunk"))
+        if schedule == "split":
+            work = (np.empty((2, n_work, I + H), dtype), np.empty((n_work, H), dtype),
+                    _work(n_work, 4 * H, dtype))
+            start = time.perf_counter()
+            _with_threads(slice_threads, _lstm_forward_split, *args[:9], order, *args[9:],
+                          *work, width)
+        else:
+            start = time.perf_counter()
+            _lstm_forward_serial(order, chunk, args, _lstm_work(n_work, I, H, dtype))
+        if timed:
+            steps = max(1, int(seq_len.max()))
+            _SPLIT_TUNER.record(key, schedule, (time.perf_counter() - start) / steps)
+        return
+    _run(_lstm_forward_serial, _lstm_forward_parallel, threads, order, chunk, args,
+         _lstm_work(n_work, I, H, dtype))
+
+
+def _lstm_work(n_work, I, H, dtype):
+    """The chunks' work rows: ``[x_t, h]``, c, and the step's product (whole panels)."""
+    return (np.empty((n_work, I + H), dtype), np.empty((n_work, H), dtype),
             _work(n_work, 4 * H, dtype))
-    _run(_lstm_forward_serial, _lstm_forward_parallel, threads, order, chunk, args, work)
 
 
 def _none(dtype, ndim):
