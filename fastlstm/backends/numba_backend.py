@@ -134,6 +134,40 @@ def _lstm_gates_row(x, z, c, h, peep, use_peep, forget_bias, clip, c_unclipped, 
 
 
 @kernel
+def _lstm_chunk_start(rows, h_init, c_init, a_loc, c_loc):
+    """The chunk's rows of the initial state into its work rows (h after the inputs)."""
+    I = a_loc.shape[1] - c_loc.shape[1]
+    for r in range(rows.shape[0]):
+        a_loc[r, I:] = h_init[rows[r]]
+        c_loc[r] = c_init[rows[r]]
+
+
+@kernel
+def _lstm_chunk_end(rows, c_loc, c_final):
+    """Each row's last cell state into a non-empty ``c_final`` (a row that ended kept it)."""
+    if c_final.shape[0] > 0:
+        for r in range(rows.shape[0]):
+            c_final[rows[r]] = c_loc[r]
+
+
+@kernel
+def _lstm_store_row(t, b, u0, u1, h, c, z, h_out, out_shift, batch_major, cs, acts):
+    """Row ``b``'s step-``t`` results for the units ``u0 .. u1 - 1``: h to ``h_out``
+    (``[t + out_shift, b]``, or ``[b, t]`` with ``batch_major``), c to a non-empty ``cs``
+    history, the activations ``z`` to a non-empty ``acts``."""
+    H = c.shape[0]
+    if batch_major:
+        h_out[b, t, u0:u1] = h[u0:u1]
+    else:
+        h_out[t + out_shift, b, u0:u1] = h[u0:u1]
+    if cs.shape[0] > 0:
+        cs[t + 1, b, u0:u1] = c[u0:u1]
+    if acts.shape[0] > 0:
+        for g in range(4):
+            acts[t, b, g * H + u0:g * H + u1] = z[g * H + u0:g * H + u1]
+
+
+@kernel
 def _lstm_forward_chunk(xproj, x, bias, P, peep, use_peep, forget_bias, clip, seq_len, rows,
                         h_init, c_init, h_out, out_shift, batch_major, cs, c_final, acts,
                         c_unclipped, a_loc, c_loc, z_loc):
@@ -146,11 +180,8 @@ def _lstm_forward_chunk(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
     n_rows, H, I = rows.shape[0], c_loc.shape[1], x.shape[2]
     fused = x.shape[0] > 0
     n_active = n_rows
-    store_acts = acts.shape[0] > 0          # empty: inference
     store_cun = clip > 0 and c_unclipped.shape[0] > 0
-    for r in range(n_rows):
-        a_loc[r, I:I + H] = h_init[rows[r]]
-        c_loc[r] = c_init[rows[r]]
+    _lstm_chunk_start(rows, h_init, c_init, a_loc, c_loc)
     for t in range(seq_len[rows[0]] if n_rows > 0 else 0):
         while seq_len[rows[n_active - 1]] <= t:
             n_active -= 1
@@ -164,17 +195,9 @@ def _lstm_forward_chunk(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
             _lstm_gates_row(bias if fused else xproj[t, b], z_loc[r], c_loc[r], h, peep,
                             use_peep, forget_bias, clip, c_unclipped[t, b] if store_cun
                             else c_loc[r], store_cun, 0, H)
-            if batch_major:
-                h_out[b, t] = h
-            else:
-                h_out[t + out_shift, b] = h
-            if cs.shape[0] > 0:
-                cs[t + 1, b] = c_loc[r]
-            if store_acts:
-                acts[t, b] = z_loc[r, :4 * H]
-    if c_final.shape[0] > 0:            # a row that ended keeps its last cell state
-        for r in range(n_rows):
-            c_final[rows[r]] = c_loc[r]
+            _lstm_store_row(t, b, 0, H, h, c_loc[r], z_loc[r], h_out, out_shift, batch_major,
+                            cs, acts)
+    _lstm_chunk_end(rows, c_loc, c_final)
 
 
 @parallel_kernel
@@ -187,7 +210,6 @@ def _lstm_split_step(t, n_active, rows, a_in, a_out, xproj, x, bias, P, peep, us
     math, writing h_t into ``a_out``. The parallel region's end is the step's barrier."""
     H, I = c_loc.shape[1], a_in.shape[1] - c_loc.shape[1]
     fused = x.shape[0] > 0
-    store_acts = acts.shape[0] > 0
     store_cun = clip > 0 and c_unclipped.shape[0] > 0
     per_gate = H // PANEL_WIDTH
     for s in prange((H + width - 1) // width):
@@ -201,15 +223,8 @@ def _lstm_split_step(t, n_active, rows, a_in, a_out, xproj, x, bias, P, peep, us
             _lstm_gates_row(bias if fused else xproj[t, b], z_loc[r], c_loc[r], h, peep,
                             use_peep, forget_bias, clip, c_unclipped[t, b] if store_cun
                             else c_loc[r], store_cun, u0, u1)
-            if batch_major:
-                h_out[b, t, u0:u1] = h[u0:u1]
-            else:
-                h_out[t + out_shift, b, u0:u1] = h[u0:u1]
-            if cs.shape[0] > 0:
-                cs[t + 1, b, u0:u1] = c_loc[r, u0:u1]
-            if store_acts:
-                for g in range(4):
-                    acts[t, b, g * H + u0:g * H + u1] = z_loc[r, g * H + u0:g * H + u1]
+            _lstm_store_row(t, b, u0, u1, h, c_loc[r], z_loc[r], h_out, out_shift,
+                            batch_major, cs, acts)
 
 
 @kernel
@@ -219,11 +234,9 @@ def _lstm_forward_split(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
     """:func:`_lstm_forward_chunk` for one chunk with its hidden units split over the
     threads (:func:`_lstm_split_step` each step; ``a_loc`` (2, rows, I + H): ``[x_t, h]``
     of this step and the next, in turn). The same sums in the same order: the same bits."""
-    n_rows, H, I = rows.shape[0], c_loc.shape[1], x.shape[2]
+    n_rows, I = rows.shape[0], x.shape[2]
     n_active = n_rows
-    for r in range(n_rows):
-        a_loc[0, r, I:I + H] = h_init[rows[r]]
-        c_loc[r] = c_init[rows[r]]
+    _lstm_chunk_start(rows, h_init, c_init, a_loc[0], c_loc)
     cur = 0
     for t in range(seq_len[rows[0]] if n_rows > 0 else 0):
         while seq_len[rows[n_active - 1]] <= t:
@@ -235,9 +248,7 @@ def _lstm_forward_split(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
                          peep, use_peep, forget_bias, clip, h_out, out_shift, batch_major,
                          cs, acts, c_unclipped, c_loc, z_loc, width)
         cur = 1 - cur
-    if c_final.shape[0] > 0:
-        for r in range(n_rows):
-            c_final[rows[r]] = c_loc[r]
+    _lstm_chunk_end(rows, c_loc, c_final)
 
 
 @kernel
