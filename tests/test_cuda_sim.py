@@ -1,8 +1,10 @@
 """The "cuda" backend under Numba's CUDA simulator, on the CPU.
 
-NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported, so the checks run in a fresh
-interpreter. Tiny shapes, 4 threads and 2 sequences per block: several blocks run, the
-last one partial, and every thread loops over several (row, unit) pairs.
+NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported, so the checks run in fresh
+interpreters. Tiny shapes and blocks of 4 threads: several tiles, the last ones partial,
+every thread looping over several (row, unit) pairs. The simulator's cooperative grids
+have one block, so a persistent plan runs there as one block owning every tile; several
+blocks waiting on each other are checked on a GPU by benchmarks/gpu_check.py.
 """
 
 import os
@@ -15,47 +17,145 @@ from _helpers import require
 
 TESTS = pathlib.Path(__file__).resolve().parent
 
-SCRIPT = textwrap.dedent("""
-    import sys
-    import numpy as np
-    sys.path.insert(0, sys.argv[1])
-    import fastlstm as fl
-    from test_backends import compare
-    from _helpers import CELLS, make_cell
+PRELUDE = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import fastlstm as fl
+from fastlstm.backends import cuda_backend as cb, _cuda_kernels
+from test_backends import compare
+from _helpers import CELLS, make_case, make_cell, loss_weights, run_forward_backward
+from _helpers import flat_grads
+assert "cuda" in fl.available_backends(), fl.available_backends()
+"""
 
-    assert "cuda" in fl.available_backends(), fl.available_backends()
-    n = 0
-    for cell_name in sorted(CELLS):
-        for dtype in (np.float32, np.float64):
-            for time_major in (False, True):
-                for B, T, I, H in ((5, 3, 2, 3), (1, 1, 1, 1), (4, 4, 3, 5)):
-                    cell = make_cell(cell_name, H, I, dtype=dtype, seed=B + H)
-                    compare(cell, "cuda", B, T, time_major=time_major, seed=T)
-                    n += 1
-    # the estimator on the cuda backend: same predictions as on the CPU
-    rng = np.random.RandomState(0)
-    X = rng.standard_normal((12, 4, 2)).astype(np.float32)
-    y = (X[:, 0, 0] > 0).astype(int)
-    gpu = fl.LSTMClassifier(hidden_size=3, max_iter=2, backend="cuda", random_state=0)
-    cpu = fl.LSTMClassifier(hidden_size=3, max_iter=2, backend="numpy", random_state=0)
-    gpu.fit(X, y)
-    cpu.fit(X, y)
-    assert gpu.backend_ == "cuda"
-    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4,
-                               atol=1e-5)
-    gpu.set_params(cell="gru").fit(X, y)
-    cpu.set_params(cell="gru").fit(X, y)
-    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4,
-                               atol=1e-5)
-    print(f"cuda simulator OK: {n} comparisons")
-""")
+DEFAULT_PLANS = """
+n = 0
+for cell_name in sorted(CELLS):
+    for dtype in (np.float32, np.float64):
+        for time_major in (False, True):
+            for B, T, I, H in ((5, 3, 2, 3), (1, 1, 1, 1), (4, 4, 3, 5)):
+                cell = make_cell(cell_name, H, I, dtype=dtype, seed=B + H)
+                compare(cell, "cuda", B, T, time_major=time_major, seed=T)
+                n += 1
+# the estimator on the cuda backend: same predictions as on the CPU
+rng = np.random.RandomState(0)
+X = rng.standard_normal((12, 4, 2)).astype(np.float32)
+y = (X[:, 0, 0] > 0).astype(int)
+gpu = fl.LSTMClassifier(hidden_size=3, max_iter=2, backend="cuda", random_state=0)
+cpu = fl.LSTMClassifier(hidden_size=3, max_iter=2, backend="numpy", random_state=0)
+gpu.fit(X, y)
+cpu.fit(X, y)
+assert gpu.backend_ == "cuda"
+np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4, atol=1e-5)
+gpu.set_params(cell="gru").fit(X, y)
+cpu.set_params(cell="gru").fit(X, y)
+np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4, atol=1e-5)
+print(f"cuda simulator OK: {n} comparisons")
+"""
+
+REGIMES = """
+# Every regime forced in turn, three cells (peepholes, clip and both GRU forms included),
+# both dtypes, lengths 0..T: against the reference, and bit for bit against each other.
+launched = []
+original = _cuda_kernels.kernel
+def spy(kind, direction, dtype, grid_barrier):
+    launched.append((kind, direction, grid_barrier))
+    return original(kind, direction, dtype, grid_barrier)
+cb._kernels.kernel = spy
+FORCED = {"block_local": dict(rows_per_tile=2),
+          "persistent": dict(rows_per_tile=2, units_per_tile=2),
+          "per_step": dict(rows_per_tile=3, units_per_tile=2)}
+B, T, I, H = 5, 4, 2, 3
+n = 0
+for cell_name in sorted(CELLS):
+    for dtype in (np.float32, np.float64):
+        cell = make_cell(cell_name, H, I, dtype=dtype, seed=B + H)
+        x, lengths, state = make_case(cell, B, T, seed=3)
+        R, S = loss_weights(cell, B, T, seed=3)
+        results = {}
+        for regime, tile in FORCED.items():
+            with cb.forced_plan(regime=regime, threads=4, **tile):
+                compare(cell, "cuda", B, T, seed=3)
+                results[regime] = run_forward_backward(cell, x, lengths, state, R, S,
+                                                       backend="cuda")
+            n += 1
+        first = results["block_local"]
+        for regime, got in results.items():
+            np.testing.assert_array_equal(got[0], first[0], err_msg=regime)
+            for name, g in flat_grads(got[2]).items():
+                np.testing.assert_array_equal(g, flat_grads(first[2])[name],
+                                              err_msg=f"{regime} {name}")
+for kind in ("rnn", "lstm", "gru"):
+    for direction in ("forward", "backward"):
+        assert (kind, direction, True) in launched, (kind, direction, "grid barrier")
+        assert (kind, direction, False) in launched, (kind, direction, "block barrier")
+print(f"cuda regimes OK: {n} comparisons")
+"""
+
+TRANSFERS = """
+# The kernel contract copies each input in once and each output back once; output-only
+# buffers are zeroed on the device; the workspace keeps its buffers between calls; the
+# device-level kernels copy nothing.
+rng = np.random.default_rng(0)
+T, B, H = 3, 4, 2
+f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+seq_len = np.array([3, 0, 2, 3])
+xproj, W, peep = f32(T, B, 4 * H), f32(H, 4 * H), f32(3, H)
+hs, cs = np.zeros((T + 1, B, H), np.float32), np.zeros((T + 1, B, H), np.float32)
+acts, cun = np.zeros((T, B, 4 * H), np.float32), np.zeros((T, B, H), np.float32)
+
+def counted(fn, *args):
+    before = dict(cb.TRANSFERS)
+    fn(*args)
+    return {k: cb.TRANSFERS[k] - before.get(k, 0) for k in ("to_device", "to_host")}
+
+args = (xproj, W, peep, True, 1.0, 0.5, seq_len, hs, cs, acts, cun)
+# in: xproj, W, peepholes, seq_len, order, hs[0], cs[0]; out: hs, cs, acts, c_unclipped
+assert counted(cb.lstm_forward, *args) == {"to_device": 7, "to_host": 4}
+ws = cb.workspace()
+kept = {name: id(buf) for name, buf in ws._buffers.items()}
+assert counted(cb.lstm_forward, *args) == {"to_device": 7, "to_host": 4}
+assert {name: id(buf) for name, buf in ws._buffers.items()} == kept, "reallocated"
+# inference: no activations, no c_unclipped (cell_clip 0): nothing of theirs moves
+empty = np.zeros((0, B, 4 * H), np.float32), np.zeros((0, B, H), np.float32)
+args = (xproj, W, peep, False, 1.0, 0.0, seq_len, hs, cs) + empty
+assert counted(cb.lstm_forward, *args) == {"to_device": 7, "to_host": 2}
+dh, dc, dz = f32(B, H), f32(B, H), np.zeros((T, B, 4 * H), np.float32)
+d_out = f32(T, B, H)
+args = (W, peep, True, 0.5, seq_len, cs, acts, cun, d_out, dh, dc, dz)
+# in: W, peepholes, seq_len, order, cs, acts, c_unclipped, d_outputs, dh, dc; out: dh, dc, dz
+assert counted(cb.lstm_backward, *args) == {"to_device": 10, "to_host": 3}
+
+dev = {name: cuda.to_device(a) for name, a in dict(
+    xproj=xproj, W=W, peep=peep, seq_len=seq_len, order=cb.sort_order(seq_len), hs=hs,
+    cs=cs, acts=acts, cun=cun).items()}
+assert counted(cb.lstm_forward_device, dev["xproj"], dev["W"], dev["peep"], True, 1.0, 0.5,
+               dev["seq_len"], dev["order"], dev["hs"], dev["cs"], dev["acts"],
+               dev["cun"]) == {"to_device": 0, "to_host": 0}
+print("cuda transfers OK")
+"""
+
+
+def run_in_simulator(body):
+    require("numba.cuda")
+    # The planner's own tiles (on the simulator's limits); 4 threads a block, set through
+    # the environment as gpu_check does.
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTLSTM_CUDA_THREADS="4")
+    script = textwrap.dedent(PRELUDE) + "from numba import cuda\n" + textwrap.dedent(body)
+    run = subprocess.run([sys.executable, "-c", script, str(TESTS)], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
 
 
 def test_cuda_backend_matches_reference_in_the_simulator():
-    require("numba.cuda")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTLSTM_CUDA_THREADS="4",
-               FASTLSTM_CUDA_ROWS="2")
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(TESTS)], env=env,
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "cuda simulator OK: 84 comparisons" in run.stdout
+    assert "cuda simulator OK: 84 comparisons" in run_in_simulator(DEFAULT_PLANS)
+
+
+def test_every_regime_matches_reference_and_gives_the_same_bits():
+    assert "cuda regimes OK: 42 comparisons" in run_in_simulator(REGIMES)
+
+
+def test_each_input_and_output_crosses_once():
+    assert "cuda transfers OK" in run_in_simulator(TRANSFERS)

@@ -1,25 +1,35 @@
-"""The ``"cuda"`` backend: numba.cuda kernels that keep the whole time loop on the GPU.
+"""The ``"cuda"`` backend: numba.cuda recurrences with the time loop on the GPU.
 
-Design: one kernel launch per layer and direction, not per step (a Numba launch costs
-tens of microseconds, more than a small step). The batch, sorted by length, is cut into
-blocks of ``ROWS_PER_BLOCK`` sequences; each CUDA block runs the whole time loop for its
-sequences, its threads sharing the (row, unit) pairs, with one ``syncthreads`` per step:
-blocks never wait for each other, so no grid-wide synchronisation is needed. Each thread
-computes all four gates of its (row, unit) pairs, the recurrent product included, so no
-reduction crosses threads. ``h`` is double-buffered in global memory.
+The host side of :mod:`._cuda_kernels`: it plans each recurrence
+(:mod:`._cuda_plan`: a block-local, a persistent or a per-step layout of tiles, each
+block keeping its slice of ``W_h`` in shared memory), launches it, and moves data.
 
-The input projection and the weight gradients stay the layer's large GEMMs (done by
-:mod:`fastlstm.rnn` on the host); this backend implements the same four-function kernel
-contract as the CPU backends (fastlstm/reference.py), copying to and from the device.
+Two levels:
+
+* ``<kind>_forward_device`` / ``<kind>_backward_device`` take device arrays and never
+  copy between host and device; their scratch (sorted state, double buffers) comes from a
+  per-thread :class:`Workspace` that is reused, not allocated per call.
+* ``<kind>_forward`` / ``<kind>_backward``, the kernel contract of the CPU backends
+  (fastlstm/reference.py), copy each input to the device once and each output back once
+  (:data:`TRANSFERS` counts them); output-only buffers are zeroed on the device instead.
+
+The input projection and the weight gradients are still the layer's GEMMs on the host
+(:mod:`fastlstm.rnn`).
 
 Tested on the CPU under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, see
-tests/test_cuda_sim.py). ``FASTLSTM_CUDA_THREADS`` / ``FASTLSTM_CUDA_ROWS`` set the
-threads per block and the sequences per block.
+tests/test_cuda_sim.py), whose cooperative grids have one block: there a persistent plan
+runs as one block that owns every tile. ``FASTLSTM_CUDA_REGIME``, ``FASTLSTM_CUDA_ROWS``,
+``FASTLSTM_CUDA_UNITS`` and ``FASTLSTM_CUDA_THREADS`` force a regime, a tile or the block
+size (tests, benchmarks); :func:`forced_plan` does the same in code.
 """
 
-import math
+import collections
+import contextlib
+import ctypes
 import os
+import threading
 
+import numba
 import numpy as np
 
 try:
@@ -54,432 +64,461 @@ def _check_kernels_compile():
 
 _check_kernels_compile()
 
+from . import _cuda_kernels as _kernels          # noqa: E402  (after the checks above)
+from ._cuda_plan import GpuLimits, plan_recurrence  # noqa: E402
+
 NAME = "cuda"
 #: Cell kinds with kernels here.
 CELLS = ("rnn", "lstm", "gru")
 #: Its layer GEMMs: BLAS blocks on a thread pool (fastlstm._gemm with kernels=None).
 GEMM_KERNELS = None
-THREADS_PER_BLOCK = int(os.environ.get("FASTLSTM_CUDA_THREADS", "128"))
-ROWS_PER_BLOCK = int(os.environ.get("FASTLSTM_CUDA_ROWS", "8"))
+#: The contract's outputs are copied back whole; rows past a sequence's end are zeroed
+#: on the device, so the layer zeroes them on the host too.
+NEEDS_ZEROED_HISTORY = True
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+#: The simulator's limits: small shared memory, enough SMs for the tests' forced tiles.
+SIMULATOR_LIMITS = GpuLimits(sm_count=64, shared_per_block=48 * 1024)
+#: Dynamic shared memory a block gets without opting in.
+DEFAULT_SHARED = 48 * 1024
+#: Host <-> device copies made by the kernel contract: ``"to_device"``, ``"to_host"``.
+TRANSFERS = collections.Counter()
+_THREADS_1D = 256
+
+_forced = {}
+_ENV_FORCED = (("regime", "FASTLSTM_CUDA_REGIME", str),
+               ("rows_per_tile", "FASTLSTM_CUDA_ROWS", int),
+               ("units_per_tile", "FASTLSTM_CUDA_UNITS", int),
+               ("threads", "FASTLSTM_CUDA_THREADS", int))
 
 
-@cuda.jit(device=True)
-def _sigmoid(x, one):
-    return one / (one + math.exp(-x))
+@contextlib.contextmanager
+def forced_plan(**overrides):
+    """Within the ``with`` block, plan every recurrence with these keywords of
+    :func:`~fastlstm.backends._cuda_plan.plan_recurrence` (``regime``, ``rows_per_tile``,
+    ``units_per_tile``, ``threads``): tests and benchmarks run each regime in turn."""
+    global _forced
+    saved = _forced
+    _forced = {**saved, **overrides}
+    try:
+        yield
+    finally:
+        _forced = saved
 
 
-@cuda.jit
-def _rnn_forward_kernel(xproj, W, seq_len, order, rows, hs, h_buf, zero):
-    start = cuda.blockIdx.x * rows
-    n_rows = min(rows, order.shape[0] - start)
-    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
-    H = hs.shape[2]
-    for idx in range(tid, n_rows * H, nth):
-        r, u = idx // H, idx % H
-        h_buf[0, start + r, u] = hs[0, order[start + r], u]
-    cuda.syncthreads()
-    n_active = n_rows
-    for t in range(seq_len[order[start]]):
-        while seq_len[order[start + n_active - 1]] <= t:
-            n_active -= 1
-        src, dst = t % 2, 1 - t % 2
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            b = order[start + r]
-            acc = zero
-            for k in range(H):
-                acc += h_buf[src, start + r, k] * W[k, u]
-            h = math.tanh(xproj[t, b, u] + acc)
-            hs[t + 1, b, u] = h
-            h_buf[dst, start + r, u] = h
-        cuda.syncthreads()
+_limits = []
 
 
-@cuda.jit
-def _rnn_backward_kernel(W, seq_len, order, rows, hs, d_out, dh, dz, dh_buf, zero, one):
-    start = cuda.blockIdx.x * rows
-    n_rows = min(rows, order.shape[0] - start)
-    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
-    H = dh.shape[1]
-    n_active = 0
-    for t in range(seq_len[order[start]] - 1, -1, -1):
-        n_before = n_active
-        while n_active < n_rows and seq_len[order[start + n_active]] > t:
-            n_active += 1
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            b = order[start + r]
-            if r >= n_before:                       # the row's last step: load dL/dh
-                dh_buf[start + r, u] = dh[b, u]
-            h = hs[t + 1, b, u]
-            dz[t, b, u] = (dh_buf[start + r, u] + d_out[t, b, u]) * (one - h * h)
-        cuda.syncthreads()
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            b = order[start + r]
-            acc = zero
-            for k in range(H):
-                acc += dz[t, b, k] * W[u, k]
-            dh_buf[start + r, u] = acc
-        cuda.syncthreads()
-    for idx in range(tid, n_active * H, nth):
-        r, u = idx // H, idx % H
-        dh[order[start + r], u] = dh_buf[start + r, u]
+def device_limits():
+    """The current GPU's :class:`GpuLimits` (the simulator's: :data:`SIMULATOR_LIMITS`).
+    ``FASTLSTM_CUDA_SHARED`` caps the shared memory a block may use (bytes)."""
+    if not _limits:
+        if SIMULATOR:
+            limits = SIMULATOR_LIMITS
+        else:
+            dev = cuda.get_current_device()
+            shared = int(os.environ.get("FASTLSTM_CUDA_SHARED", "0") or 0)
+            limits = GpuLimits(dev.MULTIPROCESSOR_COUNT,
+                               shared or dev.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                               dev.MAX_THREADS_PER_BLOCK)
+        _limits.append(limits)
+    return _limits[0]
 
 
-@cuda.jit
-def _lstm_forward_kernel(xproj, W, peep, use_peep, forget_bias, clip, seq_len, order, rows,
-                         hs, cs, acts, cun, h_buf, c_buf, zero, one):
-    start = cuda.blockIdx.x * rows
-    n_rows = min(rows, order.shape[0] - start)
-    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
-    H = hs.shape[2]
-    for idx in range(tid, n_rows * H, nth):
-        r, u = idx // H, idx % H
-        h_buf[0, start + r, u] = hs[0, order[start + r], u]
-        c_buf[start + r, u] = cs[0, order[start + r], u]
-    cuda.syncthreads()
-    n_active = n_rows
-    for t in range(seq_len[order[start]]):
-        while seq_len[order[start + n_active - 1]] <= t:
-            n_active -= 1
-        src, dst = t % 2, 1 - t % 2
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            b = order[start + r]
-            a_i, a_j, a_f, a_o = zero, zero, zero, zero
-            for k in range(H):
-                h_k = h_buf[src, start + r, k]
-                a_i += h_k * W[k, u]
-                a_j += h_k * W[k, H + u]
-                a_f += h_k * W[k, 2 * H + u]
-                a_o += h_k * W[k, 3 * H + u]
-            # Same operation order as the reference (and TensorFlow).
-            z_i = xproj[t, b, u] + a_i
-            z_j = xproj[t, b, H + u] + a_j
-            z_f = (xproj[t, b, 2 * H + u] + a_f) + forget_bias
-            z_o = xproj[t, b, 3 * H + u] + a_o
-            c_prev = c_buf[start + r, u]
-            if use_peep:
-                z_i = z_i + peep[0, u] * c_prev
-                z_f = z_f + peep[1, u] * c_prev
-            i = _sigmoid(z_i, one)
-            j = math.tanh(z_j)
-            f = _sigmoid(z_f, one)
-            c = f * c_prev + i * j
-            if clip > 0:
-                cun[t, b, u] = c
-                c = min(max(c, -clip), clip)
-            if use_peep:
-                z_o = z_o + peep[2, u] * c              # the output gate sees the new cell
-            o = _sigmoid(z_o, one)
-            h = o * math.tanh(c)
-            if acts.shape[0] > 0:                     # empty: inference
-                acts[t, b, u] = i
-                acts[t, b, H + u] = j
-                acts[t, b, 2 * H + u] = f
-                acts[t, b, 3 * H + u] = o
-            hs[t + 1, b, u] = h
-            cs[t + 1, b, u] = c
-            h_buf[dst, start + r, u] = h
-            c_buf[start + r, u] = c
-        cuda.syncthreads()
+def plan_for(kind, batch_size, num_units, dtype):
+    """The :class:`~fastlstm.backends._cuda_plan.RecurrencePlan` this backend runs, with
+    any forced keywords (:func:`forced_plan`, then ``FASTLSTM_CUDA_*``) applied."""
+    overrides = {key: cast(os.environ[env]) for key, env, cast in _ENV_FORCED
+                 if os.environ.get(env)}
+    overrides.update(_forced)
+    return plan_recurrence(kind, batch_size, num_units, np.dtype(dtype).itemsize,
+                           device_limits(), **overrides)
 
 
-@cuda.jit
-def _lstm_backward_kernel(W, peep, use_peep, clip, seq_len, order, rows, cs, acts, cun,
-                          d_out, dh, dc, dz, dh_buf, dc_buf, zero, one):
-    start = cuda.blockIdx.x * rows
-    n_rows = min(rows, order.shape[0] - start)
-    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
-    H = dh.shape[1]
-    n_active = 0
-    for t in range(seq_len[order[start]] - 1, -1, -1):
-        n_before = n_active
-        while n_active < n_rows and seq_len[order[start + n_active]] > t:
-            n_active += 1
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            b = order[start + r]
-            if r >= n_before:                       # the row's last step: load dL/dstate
-                dh_buf[start + r, u] = dh[b, u]
-                dc_buf[start + r, u] = dc[b, u]
-            i = acts[t, b, u]
-            j = acts[t, b, H + u]
-            f = acts[t, b, 2 * H + u]
-            o = acts[t, b, 3 * H + u]
-            dh_t = dh_buf[start + r, u] + d_out[t, b, u]
-            tanh_c = math.tanh(cs[t + 1, b, u])
-            dz_o = dh_t * tanh_c * o * (one - o)
-            dc_t = dc_buf[start + r, u] + dh_t * o * (one - tanh_c * tanh_c)
-            if use_peep:
-                dc_t = dc_t + dz_o * peep[2, u]
-            if clip > 0:
-                if cun[t, b, u] < -clip or cun[t, b, u] > clip:   # clipped: no gradient
-                    dc_t = zero
-            dz_i = dc_t * j * i * (one - i)
-            dz_j = dc_t * i * (one - j * j)
-            dz_f = dc_t * cs[t, b, u] * f * (one - f)
-            if use_peep:
-                dc_buf[start + r, u] = dc_t * f + dz_i * peep[0, u] + dz_f * peep[1, u]
-            else:
-                dc_buf[start + r, u] = dc_t * f
-            dz[t, b, u] = dz_i
-            dz[t, b, H + u] = dz_j
-            dz[t, b, 2 * H + u] = dz_f
-            dz[t, b, 3 * H + u] = dz_o
-        cuda.syncthreads()
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            b = order[start + r]
-            acc = zero
-            for k in range(4 * H):
-                acc += dz[t, b, k] * W[u, k]
-            dh_buf[start + r, u] = acc
-        cuda.syncthreads()
-    for idx in range(tid, n_active * H, nth):
-        r, u = idx // H, idx % H
-        dh[order[start + r], u] = dh_buf[start + r, u]
-        dc[order[start + r], u] = dc_buf[start + r, u]
+def sort_order(seq_len):
+    """Rows by decreasing length (stable): the order the tiles walk the batch in."""
+    return np.argsort(-np.asarray(seq_len), kind="stable").astype(np.int64)
 
 
-@cuda.jit
-def _gru_forward_kernel(xproj, W, b_h, reset_after, seq_len, order, rows, hs, acts, hzc,
-                        h_buf, rh_buf, u_buf, zero, one):
-    """Gate order (r, u, c); without ``reset_after`` two phases per step: the gates and
-    ``r * h``, then (after a barrier) the candidate's product ``(r * h) W_c``."""
-    start = cuda.blockIdx.x * rows
-    n_rows = min(rows, order.shape[0] - start)
-    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
-    H = hs.shape[2]
-    store_acts = acts.shape[0] > 0
-    store_hzc = hzc.shape[0] > 0
-    for idx in range(tid, n_rows * H, nth):
-        r, u = idx // H, idx % H
-        h_buf[0, start + r, u] = hs[0, order[start + r], u]
-    cuda.syncthreads()
-    n_active = n_rows
-    for t in range(seq_len[order[start]]):
-        while seq_len[order[start + n_active - 1]] <= t:
-            n_active -= 1
-        src, dst = t % 2, 1 - t % 2
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            b = order[start + r]
-            a_r = zero
-            a_u = zero
-            a_c = zero
-            for k in range(H):
-                h_k = h_buf[src, start + r, k]
-                a_r += h_k * W[k, u]
-                a_u += h_k * W[k, H + u]
-                if reset_after:
-                    a_c += h_k * W[k, 2 * H + u]
-            if reset_after:
-                rg = _sigmoid(xproj[t, b, u] + (a_r + b_h[u]), one)
-                ug = _sigmoid(xproj[t, b, H + u] + (a_u + b_h[H + u]), one)
-                hz_c = a_c + b_h[2 * H + u]
-                c = math.tanh(xproj[t, b, 2 * H + u] + rg * hz_c)
-                h = ug * h_buf[src, start + r, u] + (one - ug) * c
-                if store_acts:
-                    acts[t, b, u] = rg
-                    acts[t, b, H + u] = ug
-                    acts[t, b, 2 * H + u] = c
-                if store_hzc:
-                    hzc[t, b, u] = hz_c
-                hs[t + 1, b, u] = h
-                h_buf[dst, start + r, u] = h
-            else:
-                rg = _sigmoid(xproj[t, b, u] + a_r, one)
-                ug = _sigmoid(xproj[t, b, H + u] + a_u, one)
-                if store_acts:
-                    acts[t, b, u] = rg
-                    acts[t, b, H + u] = ug
-                u_buf[start + r, u] = ug
-                rh_buf[start + r, u] = rg * h_buf[src, start + r, u]
-        cuda.syncthreads()
-        if reset_after:
-            continue
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            b = order[start + r]
-            a_c = zero
-            for k in range(H):
-                a_c += rh_buf[start + r, k] * W[k, 2 * H + u]
-            ug = u_buf[start + r, u]
-            c = math.tanh(xproj[t, b, 2 * H + u] + a_c)
-            h = ug * h_buf[src, start + r, u] + (one - ug) * c
-            if store_acts:
-                acts[t, b, 2 * H + u] = c
-            hs[t + 1, b, u] = h
-            h_buf[dst, start + r, u] = h
-        cuda.syncthreads()
+# ------------------------------------------------------------------ device memory
+class Workspace:
+    """Device buffers by name, kept between calls and reallocated only when a shape or
+    dtype changes (allocating per call cost more than small steps)."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, name, shape, dtype):
+        """The buffer ``name`` (contents undefined)."""
+        shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = cuda.device_array(shape, dtype)
+            self._buffers[name] = buf
+        return buf
+
+    def zeros(self, name, shape, dtype):
+        """The buffer ``name``, zeroed on the device."""
+        buf = self.get(name, shape, dtype)
+        if buf.size:
+            flat = buf.reshape(buf.size)
+            _kernels.fill_zero[_blocks(buf.size), _THREADS_1D](flat)
+        return buf
 
 
-@cuda.jit
-def _gru_backward_kernel(W, reset_after, seq_len, order, rows, hs, acts, hzc, d_out, dh, dz,
-                         dh_buf, dzh_buf, dhu_buf, zero, one):
-    start = cuda.blockIdx.x * rows
-    n_rows = min(rows, order.shape[0] - start)
-    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
-    H = dh.shape[1]
-    n_active = 0
-    for t in range(seq_len[order[start]] - 1, -1, -1):
-        n_before = n_active
-        while n_active < n_rows and seq_len[order[start + n_active]] > t:
-            n_active += 1
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            b = order[start + r]
-            if r >= n_before:                       # the row's last step: load dL/dh
-                dh_buf[start + r, u] = dh[b, u]
-            rg = acts[t, b, u]
-            ug = acts[t, b, H + u]
-            c = acts[t, b, 2 * H + u]
-            dh_t = dh_buf[start + r, u] + d_out[t, b, u]
-            dz_c = dh_t * (one - ug) * (one - c * c)
-            dz_u = dh_t * (hs[t, b, u] - c) * ug * (one - ug)
-            dz[t, b, H + u] = dz_u
-            dz[t, b, 2 * H + u] = dz_c
-            dhu_buf[start + r, u] = dh_t * ug
-            if reset_after:
-                dz_r = dz_c * hzc[t, b, u] * rg * (one - rg)
-                dz[t, b, u] = dz_r
-                dzh_buf[start + r, u] = dz_r
-                dzh_buf[start + r, H + u] = dz_u
-                dzh_buf[start + r, 2 * H + u] = dz_c * rg
-        cuda.syncthreads()
-        if not reset_after:                 # dz_r needs d(r h) = dz_c W_c^T first
-            for idx in range(tid, n_active * H, nth):
-                r, u = idx // H, idx % H
-                b = order[start + r]
-                d_rh = zero
-                for k in range(H):
-                    d_rh += dz[t, b, 2 * H + k] * W[u, 2 * H + k]
-                rg = acts[t, b, u]
-                dz_r = d_rh * hs[t, b, u] * rg * (one - rg)
-                dz[t, b, u] = dz_r
-                dzh_buf[start + r, u] = dz_r
-                dzh_buf[start + r, H + u] = dz[t, b, H + u]
-                dhu_buf[start + r, u] = dhu_buf[start + r, u] + d_rh * rg
-            cuda.syncthreads()
-        width = 3 * H if reset_after else 2 * H
-        for idx in range(tid, n_active * H, nth):
-            r, u = idx // H, idx % H
-            acc = zero
-            for k in range(width):
-                acc += dzh_buf[start + r, k] * W[u, k]
-            dh_buf[start + r, u] = dhu_buf[start + r, u] + acc
-        cuda.syncthreads()
-    for idx in range(tid, n_active * H, nth):
-        r, u = idx // H, idx % H
-        dh[order[start + r], u] = dh_buf[start + r, u]
+_local = threading.local()
 
 
-# --------------------------------------------------------- the kernel contract (host)
-def _launch(seq_len):
-    order = np.argsort(-seq_len, kind="stable").astype(np.int64)
-    blocks = max(1, -(-order.shape[0] // ROWS_PER_BLOCK))
-    return order, (blocks, THREADS_PER_BLOCK)
+def workspace():
+    """This thread's :class:`Workspace`."""
+    if not hasattr(_local, "workspace"):
+        _local.workspace = Workspace()
+    return _local.workspace
 
 
-def _to_device(*arrays):
-    """Host arrays -> device copies (the kernel contract works on host arrays)."""
-    return [cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
+def _blocks(n):
+    return max(1, -(-n // _THREADS_1D))
 
 
-def _to_host(*pairs):
-    """Copy each ``(device, host)`` pair's device array back into its host array."""
-    for dev, host in pairs:
-        dev.copy_to_host(host)
+def _upload(host, dev):
+    """Copy ``host`` into the device array ``dev`` (one counted transfer)."""
+    if host.size:
+        dev.copy_to_device(np.ascontiguousarray(host))
+        TRANSFERS["to_device"] += 1
+    return dev
+
+
+def _download(dev, host):
+    """Copy the device array ``dev`` into ``host`` (one counted transfer)."""
+    if host.size:
+        if host.flags.c_contiguous:
+            dev.copy_to_host(host)
+        else:
+            host[...] = dev.copy_to_host()
+        TRANSFERS["to_host"] += 1
+
+
+def _inputs(ws, **arrays):
+    """Upload each array into the workspace buffer of its name."""
+    return [_upload(a, ws.get(name, a.shape, a.dtype)) for name, a in arrays.items()]
+
+
+def _history(ws, name, host):
+    """A zeroed device copy of ``host`` (T + 1, B, H) with only ``host[0]`` uploaded."""
+    dev = ws.zeros(name, host.shape, host.dtype)
+    _upload(host[0], dev[0])
+    return dev
+
+
+# ---------------------------------------------------------------------- launching
+_opted_in = set()
+
+
+def _compiled(kernel, args):
+    return kernel.compile(tuple(numba.typeof(a) for a in args))
+
+
+def _allow_shared(compiled, nbytes):
+    """Let ``compiled`` use ``nbytes`` (> 48 KiB) of dynamic shared memory (the driver's
+    opt-in, which numba's launcher does not make)."""
+    if id(compiled) in _opted_in:
+        return
+    handle = compiled.library.get_cufunc().handle
+    handle = int(getattr(handle, "value", None) or int(handle))
+    attribute = 8                        # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    status = ctypes.CDLL("libcuda.so.1").cuFuncSetAttribute(
+        ctypes.c_void_p(handle), ctypes.c_int(attribute), ctypes.c_int(nbytes))
+    if status != 0:
+        raise RuntimeError(f"cuFuncSetAttribute failed ({status}) opting in to {nbytes} "
+                           "bytes of shared memory; set FASTLSTM_CUDA_SHARED=49152 to "
+                           "plan within the default")
+    _opted_in.add(id(compiled))
+
+
+def _launch(kernel, grid, plan, args):
+    if plan.shared_bytes > DEFAULT_SHARED and not SIMULATOR:
+        _allow_shared(_compiled(kernel, args), plan.shared_bytes)
+    kernel[grid, plan.threads, 0, plan.shared_bytes](*args)
+
+
+def _cooperative_blocks(kernel, plan, args):
+    """How many blocks of ``kernel`` can be resident at once (a grid barrier needs all)."""
+    if SIMULATOR:
+        return kernel.overloads[None].max_cooperative_grid_blocks(plan.threads)
+    compiled = _compiled(kernel, args)
+    if plan.shared_bytes > DEFAULT_SHARED:
+        _allow_shared(compiled, plan.shared_bytes)
+    return compiled.max_cooperative_grid_blocks(plan.threads, plan.shared_bytes)
+
+
+def _recur(kind, direction, plan, dtype, n_steps, make_args, step_phases):
+    """Run a recurrence's ``n_steps`` under ``plan``.
+
+    ``make_args(a, b, phases)`` gives the kernel's arguments for steps ``a .. b`` in the
+    kernel's convention (forward ``t0, t1``; backward ``t_hi, t_lo``) and the phase bits;
+    ``step_phases`` are a step's phases in order, launched one by one per step.
+    """
+    forward = direction == "forward"
+    if plan.regime == "per_step":
+        kernel = _kernels.kernel(kind, direction, dtype, False)
+        for t in (range(n_steps) if forward else range(n_steps - 1, -1, -1)):
+            for phase in step_phases:
+                args = make_args(t, t + 1, phase) if forward else make_args(t + 1, t, phase)
+                _launch(kernel, plan.grid, plan, args)
+        return
+    persistent = plan.regime == "persistent"
+    kernel = _kernels.kernel(kind, direction, dtype, persistent)
+    every = sum(step_phases)
+    args = make_args(0, n_steps, every) if forward else make_args(n_steps, 0, every)
+    grid = plan.grid
+    if persistent:       # fewer resident blocks than tiles: blocks take several (reloading)
+        grid = max(1, min(grid, _cooperative_blocks(kernel, plan, args)))
+    _launch(kernel, grid, plan, args)
+
+
+def _gather(src, order, dst):
+    _kernels.gather_rows[_blocks(dst.size), _THREADS_1D](src, order, dst)
+
+
+def _scatter(src, order, seq_len, dst):
+    _kernels.scatter_rows[_blocks(src.size), _THREADS_1D](src, order, seq_len, dst)
+
+
+def _tiles(plan):
+    return plan.rows_per_tile, plan.units_per_tile, plan.unit_tiles
+
+
+# ------------------------------------------------------------ device-level kernels
+def rnn_forward_device(xproj, W, seq_len, order, hs, plan=None):
+    """Basic RNN recurrence on device arrays; see :func:`lstm_forward_device`."""
+    T, B = xproj.shape[:2]
+    H = W.shape[0]
+    if T == 0 or B == 0:
+        return
+    plan = plan or plan_for("rnn", B, H, hs.dtype)
+    h_buf = workspace().get("h_buf", (2, B, H), hs.dtype)
+    _gather(hs[0], order, h_buf[0])
+    dt = hs.dtype.type
+
+    def args(a, b, phases):
+        return (xproj, W, seq_len, order, *_tiles(plan), a, b, hs, h_buf, dt(0))
+    _recur("rnn", "forward", plan, hs.dtype, T, args, (1,))
+
+
+def rnn_backward_device(W, seq_len, order, hs, d_outputs, dh, dz, plan=None):
+    """Backward of :func:`rnn_forward_device`; see :func:`lstm_backward_device`."""
+    T, B, H = d_outputs.shape
+    if T == 0 or B == 0:
+        return
+    plan = plan or plan_for("rnn", B, H, dh.dtype)
+    ws = workspace()
+    dh_buf = ws.get("dh_buf", (B, H), dh.dtype)
+    dz_buf = ws.get("dz_buf", (2, B, H), dh.dtype)
+    dt = dh.dtype.type
+
+    def args(a, b, phases):
+        return (W, seq_len, order, *_tiles(plan), a, b, phases, hs, d_outputs, dh, dz, dh_buf,
+                dz_buf, dt(0), dt(1))
+    _recur("rnn", "backward", plan, dh.dtype, T, args, (1, 2))
+    _scatter(dh_buf, order, seq_len, dh)
+
+
+def lstm_forward_device(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len,
+                        order, hs, cs, acts, c_unclipped, plan=None):
+    """LSTM recurrence on device arrays (no host copies).
+
+    Parameters
+    ----------
+    xproj : device array, shape (T, B, 4H)
+    W : device array, shape (H, 4H)
+    peepholes : device array, shape (3, H)
+    seq_len : device array of int, shape (B,)
+    order : device array of int64, shape (B,)
+        :func:`sort_order` of ``seq_len``.
+    hs, cs : device arrays, shape (T + 1, B, H)
+        ``[0]`` holds the initial state; steps that exist are written.
+    acts : device array, shape (T, B, 4H), or (0, B, 4H) for inference
+    c_unclipped : device array, shape (T, B, H) (written where ``cell_clip > 0``)
+    plan : RecurrencePlan, optional
+        By default :func:`plan_for`'s.
+
+    See :func:`fastlstm.reference.lstm_forward` for the arithmetic.
+    """
+    T, B = xproj.shape[:2]
+    H = W.shape[0]
+    if T == 0 or B == 0:
+        return
+    plan = plan or plan_for("lstm", B, H, hs.dtype)
+    ws = workspace()
+    h_buf = ws.get("h_buf", (2, B, H), hs.dtype)
+    c_buf = ws.get("c_buf", (B, H), hs.dtype)
+    _gather(hs[0], order, h_buf[0])
+    _gather(cs[0], order, c_buf)
+    dt = hs.dtype.type
+
+    def args(a, b, phases):
+        return (xproj, W, peepholes, bool(use_peepholes), dt(forget_bias), dt(cell_clip),
+                seq_len, order, *_tiles(plan), a, b, hs, cs, acts, c_unclipped, h_buf, c_buf,
+                dt(0), dt(1))
+    _recur("lstm", "forward", plan, hs.dtype, T, args, (1,))
+
+
+def lstm_backward_device(W, peepholes, use_peepholes, cell_clip, seq_len, order, cs, acts,
+                         c_unclipped, d_outputs, dh, dc, dz, plan=None):
+    """Backward of :func:`lstm_forward_device` on device arrays.
+
+    ``dh``, ``dc`` (B, H): dL/d(final state) in, dL/d(initial state) out; ``dz``
+    (T, B, 4H): the gate pre-activations' gradients, written for the steps that exist.
+    See :func:`fastlstm.reference.lstm_backward`.
+    """
+    T, B, H = d_outputs.shape
+    if T == 0 or B == 0:
+        return
+    plan = plan or plan_for("lstm", B, H, dh.dtype)
+    ws = workspace()
+    dh_buf = ws.get("dh_buf", (B, H), dh.dtype)
+    dc_buf = ws.get("dc_buf", (B, H), dh.dtype)
+    dz_buf = ws.get("dz_buf", (2, B, 4 * H), dh.dtype)
+    dt = dh.dtype.type
+
+    def args(a, b, phases):
+        return (W, peepholes, bool(use_peepholes), dt(cell_clip), seq_len, order,
+                *_tiles(plan), a, b, phases, cs, acts, c_unclipped, d_outputs, dh, dc, dz,
+                dh_buf, dc_buf, dz_buf, dt(0), dt(1))
+    _recur("lstm", "backward", plan, dh.dtype, T, args, (1, 2))
+    _scatter(dh_buf, order, seq_len, dh)
+    _scatter(dc_buf, order, seq_len, dc)
+
+
+def gru_forward_device(xproj, W, recurrent_bias, reset_after, seq_len, order, hs, acts, hzc,
+                       plan=None):
+    """GRU recurrence on device arrays; see :func:`lstm_forward_device` and
+    :func:`fastlstm.reference.gru_forward`."""
+    T, B = xproj.shape[:2]
+    H = W.shape[0]
+    if T == 0 or B == 0:
+        return
+    plan = plan or plan_for("gru", B, H, hs.dtype)
+    ws = workspace()
+    h_buf = ws.get("h_buf", (2, B, H), hs.dtype)
+    rh_buf = ws.get("rh_buf", (1, B, H), hs.dtype)
+    u_buf = ws.get("u_buf", (B, H), hs.dtype)
+    _gather(hs[0], order, h_buf[0])
+    dt = hs.dtype.type
+
+    def args(a, b, phases):
+        return (xproj, W, recurrent_bias, bool(reset_after), seq_len, order, *_tiles(plan), a,
+                b, phases, hs, acts, hzc, h_buf, rh_buf, u_buf, dt(0), dt(1))
+    _recur("gru", "forward", plan, hs.dtype, T, args, (1,) if reset_after else (1, 2))
+
+
+def gru_backward_device(W, reset_after, seq_len, order, hs, acts, hzc, d_outputs, dh, dz,
+                        plan=None):
+    """Backward of :func:`gru_forward_device`; see :func:`lstm_backward_device`."""
+    T, B, H = d_outputs.shape
+    if T == 0 or B == 0:
+        return
+    plan = plan or plan_for("gru", B, H, dh.dtype)
+    ws = workspace()
+    dh_buf = ws.get("dh_buf", (B, H), dh.dtype)
+    dz_buf = ws.get("dz_buf", (2, B, 3 * H), dh.dtype)
+    dhu_buf = ws.get("dhu_buf", (B, H), dh.dtype)
+    dt = dh.dtype.type
+
+    def args(a, b, phases):
+        return (W, bool(reset_after), seq_len, order, *_tiles(plan), a, b, phases, hs, acts,
+                hzc, d_outputs, dh, dz, dh_buf, dz_buf, dhu_buf, dt(0), dt(1))
+    _recur("gru", "backward", plan, dh.dtype, T, args, (1, 4) if reset_after else (1, 2, 4))
+    _scatter(dh_buf, order, seq_len, dh)
+
+
+# --------------------------------------------- the kernel contract (host arrays)
+def _outputs(ws, **arrays):
+    return [ws.zeros(name, a.shape, a.dtype) for name, a in arrays.items()]
 
 
 def rnn_forward(xproj, W, seq_len, hs, n_threads=1):
     """Basic RNN recurrence; see :func:`fastlstm.reference.rnn_forward`."""
-    if xproj.shape[0] == 0:
+    if xproj.shape[0] == 0 or xproj.shape[1] == 0:
         return
-    order, grid = _launch(seq_len)
-    d = _to_device(xproj, W, seq_len, order, hs)
-    h_buf = cuda.device_array((2,) + hs.shape[1:], hs.dtype)
-    _rnn_forward_kernel[grid](*d[:4], ROWS_PER_BLOCK, d[4], h_buf, hs.dtype.type(0))
-    _to_host((d[4], hs))
+    ws = workspace()
+    d_xp, d_W, d_len, d_ord = _inputs(ws, xproj=xproj, W=W, seq_len=seq_len,
+                                      order=sort_order(seq_len))
+    d_hs = _history(ws, "hs", hs)
+    rnn_forward_device(d_xp, d_W, d_len, d_ord, d_hs)
+    _download(d_hs, hs)
 
 
 def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
     """Backward of the basic RNN; see :func:`fastlstm.reference.rnn_backward`."""
-    if d_outputs.shape[0] == 0:
+    if d_outputs.shape[0] == 0 or d_outputs.shape[1] == 0:
         return
-    order, grid = _launch(seq_len)
-    dW, dlen, dord, dhs, dout, ddh, ddz = _to_device(W, seq_len, order, hs, d_outputs, dh, dz)
-    dh_buf = cuda.device_array(dh.shape, dh.dtype)
-    dt = dh.dtype.type
-    _rnn_backward_kernel[grid](dW, dlen, dord, ROWS_PER_BLOCK, dhs, dout, ddh, ddz, dh_buf,
-                               dt(0), dt(1))
-    _to_host((ddh, dh), (ddz, dz))
+    ws = workspace()
+    d_W, d_len, d_ord, d_hs, d_out, d_dh = _inputs(
+        ws, W=W, seq_len=seq_len, order=sort_order(seq_len), hs=hs, d_outputs=d_outputs,
+        dh=dh)
+    (d_dz,) = _outputs(ws, dz=dz)
+    rnn_backward_device(d_W, d_len, d_ord, d_hs, d_out, d_dh, d_dz)
+    _download(d_dh, dh)
+    _download(d_dz, dz)
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
                  acts, c_unclipped, n_threads=1):
     """LSTM recurrence; see :func:`fastlstm.reference.lstm_forward`."""
-    if xproj.shape[0] == 0:
+    if xproj.shape[0] == 0 or xproj.shape[1] == 0:
         return
-    order, grid = _launch(seq_len)
-    dxp, dW, dpeep, dlen, dord, dhs, dcs, dacts, dcun = _to_device(
-        xproj, W, peepholes, seq_len, order, hs, cs, acts, c_unclipped)
-    h_buf = cuda.device_array((2,) + hs.shape[1:], hs.dtype)
-    c_buf = cuda.device_array(hs.shape[1:], hs.dtype)
-    dt = hs.dtype.type
-    _lstm_forward_kernel[grid](dxp, dW, dpeep, bool(use_peepholes), dt(forget_bias),
-                               dt(cell_clip), dlen, dord, ROWS_PER_BLOCK, dhs, dcs, dacts,
-                               dcun, h_buf, c_buf, dt(0), dt(1))
-    _to_host((dhs, hs), (dcs, cs), (dacts, acts), (dcun, c_unclipped))
+    ws = workspace()
+    d_xp, d_W, d_peep, d_len, d_ord = _inputs(
+        ws, xproj=xproj, W=W, peepholes=peepholes, seq_len=seq_len, order=sort_order(seq_len))
+    d_hs, d_cs = _history(ws, "hs", hs), _history(ws, "cs", cs)
+    d_acts, d_cun = _outputs(ws, acts=acts, c_unclipped=c_unclipped)
+    lstm_forward_device(d_xp, d_W, d_peep, use_peepholes, forget_bias, cell_clip, d_len, d_ord,
+                        d_hs, d_cs, d_acts, d_cun)
+    for dev, host in ((d_hs, hs), (d_cs, cs), (d_acts, acts), (d_cun, c_unclipped)):
+        _download(dev, host)
 
 
 def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_unclipped,
                   d_outputs, dh, dc, dz, n_threads=1):
     """Backward of the LSTM; see :func:`fastlstm.reference.lstm_backward`."""
-    if d_outputs.shape[0] == 0:
+    if d_outputs.shape[0] == 0 or d_outputs.shape[1] == 0:
         return
-    order, grid = _launch(seq_len)
-    dW, dpeep, dlen, dord, dcs, dacts, dcun, dout, ddh, ddc, ddz = _to_device(
-        W, peepholes, seq_len, order, cs, acts, c_unclipped, d_outputs, dh, dc, dz)
-    dh_buf = cuda.device_array(dh.shape, dh.dtype)
-    dc_buf = cuda.device_array(dh.shape, dh.dtype)
-    dt = dh.dtype.type
-    _lstm_backward_kernel[grid](dW, dpeep, bool(use_peepholes), dt(cell_clip), dlen, dord,
-                                ROWS_PER_BLOCK, dcs, dacts, dcun, dout, ddh, ddc, ddz,
-                                dh_buf, dc_buf, dt(0), dt(1))
-    _to_host((ddh, dh), (ddc, dc), (ddz, dz))
+    ws = workspace()
+    d_W, d_peep, d_len, d_ord, d_cs, d_acts, d_cun, d_out, d_dh, d_dc = _inputs(
+        ws, W=W, peepholes=peepholes, seq_len=seq_len, order=sort_order(seq_len), cs=cs,
+        acts=acts, c_unclipped=c_unclipped, d_outputs=d_outputs, dh=dh, dc=dc)
+    (d_dz,) = _outputs(ws, dz=dz)
+    lstm_backward_device(d_W, d_peep, use_peepholes, cell_clip, d_len, d_ord, d_cs, d_acts,
+                         d_cun, d_out, d_dh, d_dc, d_dz)
+    for dev, host in ((d_dh, dh), (d_dc, dc), (d_dz, dz)):
+        _download(dev, host)
 
 
 def gru_forward(xproj, W, recurrent_bias, reset_after, seq_len, hs, acts, hzc, n_threads=1):
     """GRU recurrence; see :func:`fastlstm.reference.gru_forward`."""
-    if xproj.shape[0] == 0:
+    if xproj.shape[0] == 0 or xproj.shape[1] == 0:
         return
-    order, grid = _launch(seq_len)
-    dxp, dW, dbh, dlen, dord, dhs, dacts, dhzc = _to_device(
-        xproj, W, recurrent_bias, seq_len, order, hs, acts, hzc)
-    h_buf = cuda.device_array((2,) + hs.shape[1:], hs.dtype)
-    rh_buf = cuda.device_array(hs.shape[1:], hs.dtype)
-    u_buf = cuda.device_array(hs.shape[1:], hs.dtype)
-    dt = hs.dtype.type
-    _gru_forward_kernel[grid](dxp, dW, dbh, bool(reset_after), dlen, dord, ROWS_PER_BLOCK, dhs,
-                              dacts, dhzc, h_buf, rh_buf, u_buf, dt(0), dt(1))
-    _to_host((dhs, hs), (dacts, acts), (dhzc, hzc))
+    ws = workspace()
+    d_xp, d_W, d_bh, d_len, d_ord = _inputs(
+        ws, xproj=xproj, W=W, recurrent_bias=recurrent_bias, seq_len=seq_len,
+        order=sort_order(seq_len))
+    d_hs = _history(ws, "hs", hs)
+    d_acts, d_hzc = _outputs(ws, acts=acts, hzc=hzc)
+    gru_forward_device(d_xp, d_W, d_bh, reset_after, d_len, d_ord, d_hs, d_acts, d_hzc)
+    for dev, host in ((d_hs, hs), (d_acts, acts), (d_hzc, hzc)):
+        _download(dev, host)
 
 
 def gru_backward(W, reset_after, seq_len, hs, acts, hzc, d_outputs, dh, dz, n_threads=1):
     """Backward of the GRU; see :func:`fastlstm.reference.gru_backward`."""
-    if d_outputs.shape[0] == 0:
+    if d_outputs.shape[0] == 0 or d_outputs.shape[1] == 0:
         return
-    order, grid = _launch(seq_len)
-    dW, dlen, dord, dhs, dacts, dhzc, dout, ddh, ddz = _to_device(
-        W, seq_len, order, hs, acts, hzc, d_outputs, dh, dz)
-    B, H = dh.shape
-    dh_buf = cuda.device_array((B, H), dh.dtype)
-    dzh_buf = cuda.device_array((B, 3 * H), dh.dtype)
-    dhu_buf = cuda.device_array((B, H), dh.dtype)
-    dt = dh.dtype.type
-    _gru_backward_kernel[grid](dW, bool(reset_after), dlen, dord, ROWS_PER_BLOCK, dhs, dacts,
-                               dhzc, dout, ddh, ddz, dh_buf, dzh_buf, dhu_buf, dt(0), dt(1))
-    _to_host((ddh, dh), (ddz, dz))
+    ws = workspace()
+    d_W, d_len, d_ord, d_hs, d_acts, d_hzc, d_out, d_dh = _inputs(
+        ws, W=W, seq_len=seq_len, order=sort_order(seq_len), hs=hs, acts=acts, hzc=hzc,
+        d_outputs=d_outputs, dh=dh)
+    (d_dz,) = _outputs(ws, dz=dz)
+    gru_backward_device(d_W, reset_after, d_len, d_ord, d_hs, d_acts, d_hzc, d_out, d_dh, d_dz)
+    _download(d_dh, dh)
+    _download(d_dz, dz)
