@@ -137,6 +137,49 @@ print("cuda transfers OK")
 """
 
 
+LAYER = """
+# The device-resident LSTM layer (projection, recurrence, gradients on device arrays)
+# against the host layer on the reference backend.
+from fastlstm.backends import _cuda_layer as layer
+B, T, I, H = 5, 4, 2, 3
+for name in ("lstm", "peephole_clip"):
+    for dtype in (np.float32, np.float64):
+        cell = make_cell(name, H, I, dtype=dtype, seed=1)
+        x, lengths, state = make_case(cell, B, T, seed=2, time_major=True)
+        rng = np.random.default_rng(5)
+        d_out, d_h, d_c = (rng.standard_normal(s).astype(dtype)
+                           for s in ((T, B, H), (B, H), (B, H)))
+        out, st, cache = fl.dynamic_rnn(cell, x, sequence_length=lengths,
+                                        initial_state=state, time_major=True,
+                                        backend="numpy", return_cache=True)
+        ref = fl.dynamic_rnn_backward(cell, cache, d_out, fl.LSTMStateTuple(d_c, d_h),
+                                      input_gradient=True)
+        p = layer.to_device_params(cell)
+        fwd = layer.lstm_forward(cuda.to_device(x), cuda.to_device(lengths),
+                                 cuda.to_device(state.h), cuda.to_device(state.c),
+                                 p["kernel"], p["recurrent_kernel"], p["bias"],
+                                 p["peepholes"], cell.forget_bias, cell.cell_clip or 0.0,
+                                 training=True)
+        got = layer.lstm_backward(fwd, p["kernel"], p["recurrent_kernel"],
+                                  cuda.to_device(d_out), cuda.to_device(d_h),
+                                  cuda.to_device(d_c))
+        tol = (dict(rtol=1e-4, atol=1e-5) if dtype == np.float32
+               else dict(rtol=1e-10, atol=1e-12))
+        pairs = [(fwd.outputs, out), (fwd.h, st.h), (fwd.c, st.c),
+                 (got["inputs"], ref["inputs"]),
+                 (got["initial_state"][0], ref["initial_state"].h),
+                 (got["initial_state"][1], ref["initial_state"].c)]
+        names = ["kernel", "recurrent_kernel", "bias"]
+        if cell.use_peepholes:
+            names += ["w_i_diag", "w_f_diag", "w_o_diag"]
+        pairs += [(got[k], ref[k]) for k in names]
+        for i, (dev, host) in enumerate(pairs):
+            np.testing.assert_allclose(dev.copy_to_host(), host, err_msg=str(i), **tol)
+        assert set(got) == set(names) | {"inputs", "initial_state"}
+print("cuda layer OK")
+"""
+
+
 def run_in_simulator(body):
     require("numba.cuda")
     # The planner's own tiles (on the simulator's limits); 4 threads a block, set through
@@ -159,3 +202,19 @@ def test_every_regime_matches_reference_and_gives_the_same_bits():
 
 def test_each_input_and_output_crosses_once():
     assert "cuda transfers OK" in run_in_simulator(TRANSFERS)
+
+
+def test_the_device_layer_matches_the_host_layer():
+    assert "cuda layer OK" in run_in_simulator(LAYER)
+
+
+def test_the_gpu_check_script_runs():
+    """benchmarks/gpu_check.py can only be measured on a GPU; here it must at least run
+    (tiny shapes) and pass its agreement checks, so that it is ready when one is lent."""
+    require("numba.cuda")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTLSTM_CUDA_THREADS="4")
+    script = TESTS.parent / "benchmarks" / "gpu_check.py"
+    run = subprocess.run([sys.executable, "-W", "ignore", str(script), "--smoke"], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "gpu_check: all agreement checks passed" in run.stdout
