@@ -4,7 +4,7 @@
 2. Agreement: the ``"cuda"`` backend against the NumPy reference (outputs, states, every
    gradient; three cells, variable lengths with 0) with each regime forced in turn, on
    many blocks; every regime and a repeat give the same bits.
-3. The device-resident LSTM layer (``fastlstm.backends._cuda_layer``: input projection,
+3. The device-resident LSTM layer (``fastlstm.backends.cuda_layer``: input projection,
    recurrence, gradients, no host copies) against the reference.
 4. Timings, CUDA events, medians: the device layer against ``torch.nn.LSTM`` on cuDNN,
    inputs on the device on both sides; inference, and training (forward + backward with
@@ -152,7 +152,7 @@ def layer_agreement(smoke):
     """The device-resident layer against the reference (float32, peepholes and clip)."""
     from numba import cuda
     import fastlstm as fl
-    from fastlstm.backends import _cuda_layer as layer
+    from fastlstm.backends import cuda_layer as layer
     rng = np.random.default_rng(1)
     B, T, I, H = (4, 3, 2, 3) if smoke else (33, 17, 20, 48)
     cell = fl.LSTMCell(H, I, use_peepholes=True, cell_clip=1.5, random_state=0)
@@ -183,7 +183,7 @@ def layer_agreement(smoke):
 def timings(configs, repeats, varlen):
     from numba import cuda
     import fastlstm as fl
-    from fastlstm.backends import _cuda_layer as layer
+    from fastlstm.backends import cuda_layer as layer
     try:
         import torch
         have_torch = torch.cuda.is_available()

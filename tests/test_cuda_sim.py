@@ -140,7 +140,7 @@ print("cuda transfers OK")
 LAYER = """
 # The device-resident LSTM layer (projection, recurrence, gradients on device arrays)
 # against the host layer on the reference backend.
-from fastlstm.backends import _cuda_layer as layer
+from fastlstm.backends import cuda_layer as layer
 B, T, I, H = 5, 4, 2, 3
 for name in ("lstm", "peephole_clip"):
     for dtype in (np.float32, np.float64):
