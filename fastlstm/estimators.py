@@ -319,6 +319,7 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         # The state after the last completed epoch, taken as the next one starts: a
         # Ctrl-C inside an epoch goes back to it (the first epoch has none to go back to).
         completed = None
+        trainer = self._device_trainer(network, optimizer, seq, targets, weights, backend)
         try:
             with self._threads(), blas_threads(1):
                 self._print_header(val is not None)
@@ -328,8 +329,12 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                                      copy.deepcopy(rng))
                     t0 = time.perf_counter()
                     lr = optimizer.learning_rate
-                    loss = self._epoch(network, optimizer, seq, targets, weights, train_idx,
-                                       rng, backend)
+                    if trainer is None:
+                        loss = self._epoch(network, optimizer, seq, targets, weights,
+                                           train_idx, rng, backend)
+                    else:
+                        loss = trainer.epoch(train_idx, rng, optimizer.learning_rate)
+                        trainer.download(network, optimizer)
                     self._check_finite_params(network, epoch + 1)
                     v_loss = v_score = np.nan
                     if val is not None:
@@ -410,6 +415,16 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
                                        + history["val_score"])
             self.best_validation_score_ = float(max(self.validation_scores_))
         return self
+
+    def _device_trainer(self, network, optimizer, seq, targets, weights, backend):
+        """The device-resident epochs (fastlstm.backends.cuda_training) for
+        ``backend="cuda"`` where the model allows them; None: the host loop."""
+        if backend.name != "cuda":
+            return None
+        from .backends import cuda_training
+        if cuda_training.unsupported(self, network) is not None:
+            return None
+        return cuda_training.DeviceTrainer(self, network, optimizer, seq, targets, weights)
 
     def _given_validation(self, X_val, y_val, n_features):
         """The caller's validation set, checked as ``predict`` checks its input."""

@@ -180,6 +180,96 @@ print("cuda layer OK")
 """
 
 
+OPTIMIZERS = """
+# One launch per step updates every parameter, as fastlstm.optimizers does on the host
+# (coefficients rounded to the parameters' dtype here: a last-bit difference in float32).
+from fastlstm import optimizers
+from fastlstm.backends import cuda_optim
+rng = np.random.default_rng(0)
+shapes = {"kernel": (3, 8), "bias": (8,), "dense": (2, 5)}
+launches = []
+for name in ("_adam", "_momentum"):
+    kernel = getattr(cuda_optim, name)
+    class Counted:
+        def __init__(self, kernel):
+            self.kernel = kernel
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return self.kernel[grid]
+    setattr(cuda_optim, name, Counted(kernel))
+for dtype in (np.float32, np.float64):
+    host = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    for ref_opt, dev_opt in ((optimizers.Adam(0.01), cuda_optim.DeviceAdam(0.01)),
+                             (optimizers.SGD(0.05, 0.8), cuda_optim.DeviceSGD(0.05, 0.8))):
+        ref = {k: v.copy() for k, v in host.items()}
+        dev = cuda_optim.DeviceParams.from_host(host)
+        for step in range(3):
+            g = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+            ref_opt.step(ref, g)
+            before = len(launches)
+            dev_opt.step(dev, cuda_optim.DeviceParams.from_host(g))
+            assert len(launches) == before + 1, "one launch per step"
+        tol = 2e-7 if dtype == np.float32 else 1e-15
+        got = dev.to_host()
+        for k in shapes:
+            np.testing.assert_allclose(got[k], ref[k], rtol=tol, atol=tol, err_msg=k)
+            np.testing.assert_array_equal(dev[k].copy_to_host(), got[k])
+try:
+    other = cuda_optim.DeviceParams.from_host({"kernel": host["kernel"]})
+    cuda_optim.DeviceAdam().step(dev, other)
+except ValueError as exc:
+    assert "layout" in str(exc)
+else:
+    raise AssertionError("a gradient of another layout was accepted")
+print("cuda optimizers OK")
+"""
+
+
+DEVICE_FIT = """
+# LSTMClassifier(backend="cuda") trains on the device (data, parameters, gradients and
+# optimizer state there; one fused optimizer launch a step) and reaches the CPU fit's
+# model: same batches, same updates. Ragged lengths, a partial last batch, the input
+# projection, peepholes with clipping, L2, label smoothing and sample weights; then a
+# warm start from the downloaded state. A model it does not support runs the host loop.
+from fastlstm.backends import cuda_training
+epochs = []
+original = cuda_training.DeviceTrainer.epoch
+def spy(self, *args):
+    epochs.append(args)
+    return original(self, *args)
+cuda_training.DeviceTrainer.epoch = spy
+rng = np.random.RandomState(0)
+X = [rng.standard_normal((n, 2)).astype(np.float32) for n in rng.randint(1, 6, 13)]
+y = np.array([int(x[0, 0] > 0) + (2 if len(x) > 3 else 0) for x in X])
+sw = rng.uniform(0.5, 2, 13)
+common = dict(hidden_size=3, max_iter=2, batch_size=7, random_state=0, cell="peephole",
+              cell_clip=0.8, input_projection=4, alpha=1e-2, label_smoothing=0.1,
+              learning_rate=0.05)
+gpu = fl.LSTMClassifier(backend="cuda", **common).fit(X, y, sample_weight=sw)
+cpu = fl.LSTMClassifier(backend="numpy", **common).fit(X, y, sample_weight=sw)
+assert len(epochs) == 2, len(epochs)
+np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-5)
+for name, value in cpu.network_.params.items():
+    np.testing.assert_allclose(gpu.network_.params[name], value, rtol=1e-4, atol=1e-5,
+                               err_msg=name)
+    np.testing.assert_allclose(gpu._optimizer_.m[name], cpu._optimizer_.m[name], rtol=1e-4,
+                               atol=1e-6, err_msg=name)
+assert gpu._optimizer_.t == cpu._optimizer_.t == 4
+gpu.set_params(warm_start=True, max_iter=1).fit(X, y, sample_weight=sw)
+cpu.set_params(warm_start=True, max_iter=1).fit(X, y, sample_weight=sw)
+np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4,
+                           atol=1e-5)
+assert len(epochs) == 3
+why = cuda_training.unsupported(fl.LSTMClassifier(cell="gru"), gpu.network_)
+assert why is None          # the network decides the cell; the estimator the rest
+gru = fl.LSTMClassifier(hidden_size=3, max_iter=1, cell="gru", backend="cuda",
+                        random_state=0).fit(X, y)
+assert len(epochs) == 3 and gru.backend_ == "cuda"
+assert "cell='gru'" in cuda_training.unsupported(gru, gru.network_)
+print("cuda device fit OK")
+"""
+
+
 def run_in_simulator(body):
     require("numba.cuda")
     # The planner's own tiles (on the simulator's limits); 4 threads a block, set through
@@ -206,6 +296,14 @@ def test_each_input_and_output_crosses_once():
 
 def test_the_device_layer_matches_the_host_layer():
     assert "cuda layer OK" in run_in_simulator(LAYER)
+
+
+def test_the_optimizer_kernels_match_the_host_optimizers():
+    assert "cuda optimizers OK" in run_in_simulator(OPTIMIZERS)
+
+
+def test_the_device_fit_reaches_the_cpu_fit():
+    assert "cuda device fit OK" in run_in_simulator(DEVICE_FIT)
 
 
 def test_the_gpu_check_script_runs():

@@ -79,7 +79,7 @@ class LSTMForward:
 
 
 def lstm_forward(x, seq_len, h0, c0, kernel, recurrent_kernel, bias, peepholes=None,
-                 forget_bias=1.0, cell_clip=0.0, training=False):
+                 forget_bias=1.0, cell_clip=0.0, training=False, workspace=None):
     """An LSTM layer's forward on device arrays.
 
     Parameters
@@ -95,6 +95,9 @@ def lstm_forward(x, seq_len, h0, c0, kernel, recurrent_kernel, bias, peepholes=N
     forget_bias, cell_clip : float
     training : bool
         Keep the activations for :func:`lstm_backward`.
+    workspace : cuda_backend.Workspace, optional
+        Where the results go (reused by the next call with it: a training loop's);
+        by default fresh device arrays.
 
     Returns
     -------
@@ -103,29 +106,26 @@ def lstm_forward(x, seq_len, h0, c0, kernel, recurrent_kernel, bias, peepholes=N
     T, B, I = x.shape
     H = recurrent_kernel.shape[0]
     dtype = x.dtype
-    ws = cuda_backend.workspace()
-    xproj = ws.get("layer_xproj", (T, B, 4 * H), dtype)
+    new = _allocator(workspace, "forward")
+    xproj = cuda_backend.workspace().get("layer_xproj", (T, B, 4 * H), dtype)
     _cuda_gemm.matmul(x.reshape(T * B, I), kernel, xproj.reshape(T * B, 4 * H), bias=bias)
-    hs = cuda.device_array((T + 1, B, H), dtype)
-    cs = cuda.device_array((T + 1, B, H), dtype)
-    acts = cuda.device_array((T, B, 4 * H) if training else (0, B, 4 * H), dtype)
     clip = (cell_clip or 0.0) > 0
-    c_unclipped = cuda.device_array((T, B, H) if clip else (0, B, H), dtype)
-    for arr in (hs, cs, acts, c_unclipped):
-        _zero(arr)
+    hs = new("hs", (T + 1, B, H), dtype, zero=True)
+    cs = new("cs", (T + 1, B, H), dtype, zero=True)
+    acts = new("acts", (T, B, 4 * H) if training else (0, B, 4 * H), dtype, zero=True)
+    c_unclipped = new("c_unclipped", (T, B, H) if clip else (0, B, H), dtype, zero=True)
     hs[0].copy_to_device(h0)
     cs[0].copy_to_device(c0)
-    order = cuda.device_array(B, np.int64)
+    order = new("order", (B,), np.int64)
     _sort_order[_grid(B)](seq_len, order)
     use_peepholes = peepholes is not None
     if peepholes is None:
-        peepholes = cuda.device_array((3, H), dtype)
-        _zero(peepholes)
+        peepholes = new("no_peepholes", (3, H), dtype, zero=True)
     cuda_backend.lstm_forward_device(xproj, recurrent_kernel, peepholes, use_peepholes,
                                      forget_bias, cell_clip or 0.0, seq_len, order, hs, cs,
                                      acts, c_unclipped)
-    h = cuda.device_array((B, H), dtype)
-    c = cuda.device_array((B, H), dtype)
+    h = new("h", (B, H), dtype)
+    c = new("c", (B, H), dtype)
     for src, dst in ((hs, h), (cs, c)):
         _final_state[_grid(B * H)](src, seq_len, dst)
     return LSTMForward(outputs=hs[1:], h=h, c=c, hs=hs, cs=cs, acts=acts,
@@ -134,8 +134,8 @@ def lstm_forward(x, seq_len, h0, c0, kernel, recurrent_kernel, bias, peepholes=N
                        cell_clip=cell_clip or 0.0)
 
 
-def lstm_backward(fwd, kernel, recurrent_kernel, d_outputs, d_h=None, d_c=None,
-                  input_gradient=True):
+def lstm_backward(fwd, kernel, recurrent_kernel, d_outputs=None, d_h=None, d_c=None,
+                  input_gradient=True, out=None, workspace=None):
     """Gradients of an LSTM layer on device arrays.
 
     Parameters
@@ -144,11 +144,17 @@ def lstm_backward(fwd, kernel, recurrent_kernel, d_outputs, d_h=None, d_c=None,
         From :func:`lstm_forward` with ``training=True``.
     kernel, recurrent_kernel : device arrays
         As passed to the forward.
-    d_outputs : device array, shape (T, B, H)
+    d_outputs : device array, shape (T, B, H), optional
+        dL/d(outputs); zeros when None (a loss on the final state alone).
     d_h, d_c : device arrays, shape (B, H), optional
         dL/d(final state); zeros when None.
     input_gradient : bool
         Also compute dL/dx.
+    out : dict of device arrays, optional
+        Arrays to write gradients into (by the names returned; ``peepholes`` (3, H) for
+        the three peephole gradients at once), e.g. views of one flat buffer.
+    workspace : cuda_backend.Workspace, optional
+        Where the other results go (see :func:`lstm_forward`).
 
     Returns
     -------
@@ -160,38 +166,60 @@ def lstm_backward(fwd, kernel, recurrent_kernel, d_outputs, d_h=None, d_c=None,
     if fwd.acts.shape[0] == 0 and fwd.hs.shape[0] > 1:
         raise ValueError("lstm_backward needs the forward's activations: call "
                          "lstm_forward(..., training=True)")
-    T, B, H = d_outputs.shape
-    I = fwd.x.shape[2]
-    dtype = d_outputs.dtype
-    dh = cuda.device_array((B, H), dtype)
-    dc = cuda.device_array((B, H), dtype)
+    T, B, I = fwd.x.shape
+    H = recurrent_kernel.shape[0]
+    dtype = fwd.hs.dtype
+    out = dict(out or {})
+    new = _allocator(workspace, "backward")
+    scratch = cuda_backend.workspace()
+    if d_outputs is None:
+        d_outputs = scratch.zeros("layer_no_d_outputs", (T, B, H), dtype)
+    dh = new("dh", (B, H), dtype)
+    dc = new("dc", (B, H), dtype)
     for given, dst in ((d_h, dh), (d_c, dc)):
         if given is None:
             _zero(dst)
         else:
             dst.copy_to_device(given)
-    dz = cuda_backend.workspace().zeros("layer_dz", (T, B, 4 * H), dtype)
+    dz = scratch.zeros("layer_dz", (T, B, 4 * H), dtype)
     cuda_backend.lstm_backward_device(recurrent_kernel, fwd.peepholes, fwd.use_peepholes,
                                       fwd.cell_clip, fwd.seq_len, fwd.order, fwd.cs,
                                       fwd.acts, fwd.c_unclipped, d_outputs, dh, dc, dz)
     dz2 = dz.reshape(T * B, 4 * H)
-    grads = {"kernel": cuda.device_array((I, 4 * H), dtype),
-             "recurrent_kernel": cuda.device_array((H, 4 * H), dtype),
-             "bias": cuda.device_array(4 * H, dtype),
-             "initial_state": (dh, dc)}
+
+    def target(name, shape):
+        return out[name] if out.get(name) is not None else new("d_" + name, shape, dtype)
+
+    grads = {"kernel": target("kernel", (I, 4 * H)),
+             "recurrent_kernel": target("recurrent_kernel", (H, 4 * H)),
+             "bias": target("bias", (4 * H,)), "initial_state": (dh, dc)}
     _cuda_gemm.matmul(fwd.x.reshape(T * B, I), dz2, grads["kernel"], trans_a=True)
     _cuda_gemm.matmul(fwd.hs[:T].reshape(T * B, H), dz2, grads["recurrent_kernel"],
                       trans_a=True)
     _cuda_gemm.column_sums(dz2, grads["bias"])
     if fwd.use_peepholes:
-        sums = cuda.device_array((3, H), dtype)
+        sums = target("peepholes", (3, H))
         _peephole_sums[_grid(3 * H)](dz, fwd.cs, sums)
         grads.update(w_i_diag=sums[0], w_f_diag=sums[1], w_o_diag=sums[2])
     if input_gradient:
-        dx = cuda.device_array((T, B, I), dtype)
+        dx = target("inputs", (T, B, I))
         _cuda_gemm.matmul(dz2, kernel, dx.reshape(T * B, I), trans_b=True)
         grads["inputs"] = dx
     return grads
+
+
+def _allocator(workspace, prefix):
+    """``new(name, shape, dtype, zero=False)``: a device array from ``workspace`` (under
+    ``prefix/name``) or, without one, a fresh one."""
+    def new(name, shape, dtype, zero=False):
+        if workspace is not None:
+            arr = workspace.get(f"{prefix}/{name}", shape, dtype)
+        else:
+            arr = cuda.device_array(shape, dtype)
+        if zero:
+            _zero(arr)
+        return arr
+    return new
 
 
 def _zero(arr):
