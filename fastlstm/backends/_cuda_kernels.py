@@ -60,6 +60,41 @@ def _active_rows(seq_len, order, p0, n_rows, t):
 
 
 @cuda.jit(device=True)
+def _tile_at(tile, R, U, unit_tiles, seq_len, order, H, t):
+    """First sorted row, rows active at step ``t``, first unit and units of ``tile``."""
+    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, order.shape[0], H)
+    return p0, _active_rows(seq_len, order, p0, n_rows, t), u0, n_units
+
+
+@cuda.jit(device=True)
+def _owns_one_tile(B, R, unit_tiles):
+    """Whether every block owns one tile (at most): its slice then stays loaded."""
+    return cuda.gridDim.x >= (B + R - 1) // R * unit_tiles
+
+
+@cuda.jit(device=True)
+def _load_own_columns(W, smem, G, B, R, U, unit_tiles):
+    """The forward's slice of this block's tile, once, where it owns one; returns that."""
+    resident = _owns_one_tile(B, R, unit_tiles)
+    if resident and cuda.blockIdx.x < (B + R - 1) // R * unit_tiles:
+        p0, n_rows, u0, n_units = _tile(cuda.blockIdx.x, R, U, unit_tiles, B, W.shape[0])
+        _load_columns(W, smem, G, U, u0, n_units)
+    cuda.syncthreads()
+    return resident
+
+
+@cuda.jit(device=True)
+def _load_own_rows(W, smem, B, R, U, unit_tiles):
+    """The backward's slice of this block's tile, as :func:`_load_own_columns`."""
+    resident = _owns_one_tile(B, R, unit_tiles)
+    if resident and cuda.blockIdx.x < (B + R - 1) // R * unit_tiles:
+        p0, n_rows, u0, n_units = _tile(cuda.blockIdx.x, R, U, unit_tiles, B, W.shape[0])
+        _load_rows(W, smem, u0, n_units)
+    cuda.syncthreads()
+    return resident
+
+
+@cuda.jit(device=True)
 def _load_columns(W, smem, G, U, u0, n_units):
     """The forward's slice: ``smem[k G U + g U + j] = W[k, g H + u0 + j]``."""
     H = W.shape[0]
@@ -127,16 +162,12 @@ def _rnn_forward(sdt, barrier):
         smem = cuda.shared.array(0, sdt)
         B, H = order.shape[0], W.shape[0]
         n_tiles = (B + R - 1) // R * unit_tiles
-        resident = cuda.gridDim.x >= n_tiles
-        if resident and cuda.blockIdx.x < n_tiles:
-            p0, n_rows, u0, n_units = _tile(cuda.blockIdx.x, R, U, unit_tiles, B, H)
-            _load_columns(W, smem, 1, U, u0, n_units)
-        cuda.syncthreads()
+        resident = _load_own_columns(W, smem, 1, B, R, U, unit_tiles)
         for t in range(t0, t1):
             s = t % 2
             for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len, order,
+                                                     H, t)
                 if n_active > 0:
                     if not resident:
                         _load_columns(W, smem, 1, U, u0, n_units)
@@ -166,17 +197,13 @@ def _rnn_backward(sdt, barrier):
         smem = cuda.shared.array(0, sdt)
         B, H = order.shape[0], W.shape[0]
         n_tiles = (B + R - 1) // R * unit_tiles
-        resident = cuda.gridDim.x >= n_tiles
-        if resident and cuda.blockIdx.x < n_tiles:
-            p0, n_rows, u0, n_units = _tile(cuda.blockIdx.x, R, U, unit_tiles, B, H)
-            _load_rows(W, smem, u0, n_units)
-        cuda.syncthreads()
+        resident = _load_own_rows(W, smem, B, R, U, unit_tiles)
         for t in range(t_hi - 1, t_lo - 1, -1):
             s = t % 2
             if phases & 1:                      # dz of the tile's units
                 for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                    n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                    p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len,
+                                                         order, H, t)
                     for idx in range(cuda.threadIdx.x, n_active * n_units, cuda.blockDim.x):
                         r = idx // n_units
                         p = p0 + r
@@ -191,8 +218,8 @@ def _rnn_backward(sdt, barrier):
                 barrier()
             if phases & 2:                      # dh = dz W^T for the tile's units
                 for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                    n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                    p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len,
+                                                         order, H, t)
                     if n_active > 0:
                         if not resident:
                             _load_rows(W, smem, u0, n_units)
@@ -217,16 +244,12 @@ def _lstm_forward(sdt, barrier):
         B, H = order.shape[0], W.shape[0]
         GU = 4 * U
         n_tiles = (B + R - 1) // R * unit_tiles
-        resident = cuda.gridDim.x >= n_tiles
-        if resident and cuda.blockIdx.x < n_tiles:
-            p0, n_rows, u0, n_units = _tile(cuda.blockIdx.x, R, U, unit_tiles, B, H)
-            _load_columns(W, smem, 4, U, u0, n_units)
-        cuda.syncthreads()
+        resident = _load_own_columns(W, smem, 4, B, R, U, unit_tiles)
         for t in range(t0, t1):
             s = t % 2
             for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len, order,
+                                                     H, t)
                 if n_active > 0:
                     if not resident:
                         _load_columns(W, smem, 4, U, u0, n_units)
@@ -288,17 +311,13 @@ def _lstm_backward(sdt, barrier):
         smem = cuda.shared.array(0, sdt)
         B, H = order.shape[0], W.shape[0]
         n_tiles = (B + R - 1) // R * unit_tiles
-        resident = cuda.gridDim.x >= n_tiles
-        if resident and cuda.blockIdx.x < n_tiles:
-            p0, n_rows, u0, n_units = _tile(cuda.blockIdx.x, R, U, unit_tiles, B, H)
-            _load_rows(W, smem, u0, n_units)
-        cuda.syncthreads()
+        resident = _load_own_rows(W, smem, B, R, U, unit_tiles)
         for t in range(t_hi - 1, t_lo - 1, -1):
             s = t % 2
             if phases & 1:                      # dz of the tile's units, dc carried
                 for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                    n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                    p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len,
+                                                         order, H, t)
                     for idx in range(cuda.threadIdx.x, n_active * n_units, cuda.blockDim.x):
                         r = idx // n_units
                         p = p0 + r
@@ -338,8 +357,8 @@ def _lstm_backward(sdt, barrier):
                 barrier()
             if phases & 2:                      # dh = dz W^T for the tile's units
                 for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                    n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                    p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len,
+                                                         order, H, t)
                     if n_active > 0:
                         if not resident:
                             _load_rows(W, smem, u0, n_units)
@@ -368,17 +387,13 @@ def _gru_forward(sdt, barrier):
         store_acts = acts.shape[0] > 0
         store_hzc = hzc.shape[0] > 0
         n_tiles = (B + R - 1) // R * unit_tiles
-        resident = cuda.gridDim.x >= n_tiles
-        if resident and cuda.blockIdx.x < n_tiles:
-            p0, n_rows, u0, n_units = _tile(cuda.blockIdx.x, R, U, unit_tiles, B, H)
-            _load_columns(W, smem, 3, U, u0, n_units)
-        cuda.syncthreads()
+        resident = _load_own_columns(W, smem, 3, B, R, U, unit_tiles)
         for t in range(t0, t1):
             s = t % 2
             if phases & 1:
                 for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                    n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                    p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len,
+                                                         order, H, t)
                     if n_active > 0:
                         if not resident:
                             _load_columns(W, smem, 3, U, u0, n_units)
@@ -424,8 +439,8 @@ def _gru_forward(sdt, barrier):
                 barrier()
             if phases & 2:                      # TF1 form: c from every unit's r * h
                 for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                    n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                    p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len,
+                                                         order, H, t)
                     if n_active > 0:
                         if not resident:
                             _load_columns(W, smem, 3, U, u0, n_units)
@@ -464,17 +479,13 @@ def _gru_backward(sdt, barrier):
         B, H = order.shape[0], W.shape[0]
         GH = 3 * H
         n_tiles = (B + R - 1) // R * unit_tiles
-        resident = cuda.gridDim.x >= n_tiles
-        if resident and cuda.blockIdx.x < n_tiles:
-            p0, n_rows, u0, n_units = _tile(cuda.blockIdx.x, R, U, unit_tiles, B, H)
-            _load_rows(W, smem, u0, n_units)
-        cuda.syncthreads()
+        resident = _load_own_rows(W, smem, B, R, U, unit_tiles)
         for t in range(t_hi - 1, t_lo - 1, -1):
             s = t % 2
             if phases & 1:
                 for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                    n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                    p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len,
+                                                         order, H, t)
                     for idx in range(cuda.threadIdx.x, n_active * n_units, cuda.blockDim.x):
                         r = idx // n_units
                         p = p0 + r
@@ -502,8 +513,8 @@ def _gru_backward(sdt, barrier):
                 barrier()
             if phases & 2:                      # TF1 form: dz_r needs d(r h) first
                 for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                    n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                    p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len,
+                                                         order, H, t)
                     if n_active > 0:
                         if not resident:
                             _load_rows(W, smem, u0, n_units)
@@ -527,8 +538,8 @@ def _gru_backward(sdt, barrier):
             if phases & 4:
                 width = GH if reset_after else 2 * H
                 for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-                    p0, n_rows, u0, n_units = _tile(tile, R, U, unit_tiles, B, H)
-                    n_active = _active_rows(seq_len, order, p0, n_rows, t)
+                    p0, n_active, u0, n_units = _tile_at(tile, R, U, unit_tiles, seq_len,
+                                                         order, H, t)
                     if n_active > 0:
                         if not resident:
                             _load_rows(W, smem, u0, n_units)
