@@ -562,6 +562,11 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
         """Outputs (or, with ``features``, the readout features) of the sequences ``idx``,
         in that order, computed in batches of at most ``PREDICT_BATCH`` that keep no
         history (``_length_groups`` splits a very ragged one)."""
+        if backend.name == "cuda" and backend.compute_dtype is None:
+            from .backends import cuda_training
+            if cuda_training.unsupported_model(network) is None:     # on the device
+                return cuda_training.outputs(network, seq, idx, _thresholds.PREDICT_BATCH,
+                                             features)
         result = None
         key = self._work_key(network, backend, "predict", seq)
         for start in range(0, len(idx), _thresholds.PREDICT_BATCH):

@@ -257,9 +257,19 @@ for name, value in cpu.network_.params.items():
 assert gpu._optimizer_.t == cpu._optimizer_.t == 4
 gpu.set_params(warm_start=True, max_iter=1).fit(X, y, sample_weight=sw)
 cpu.set_params(warm_start=True, max_iter=1).fit(X, y, sample_weight=sw)
-np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4,
-                           atol=1e-5)
 assert len(epochs) == 3
+# prediction on the device too, in batches (the last one partial): probabilities and
+# the readout features as the CPU computes them from the same parameters
+predicted = []
+original_outputs = cuda_training.outputs
+cuda_training.outputs = lambda *args: predicted.append(args) or original_outputs(*args)
+from fastlstm import _thresholds
+_thresholds.PREDICT_BATCH = 5
+cpu.network_.set_params(gpu.network_.copy_params())
+np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-5,
+                           atol=1e-6)
+np.testing.assert_allclose(gpu.transform(X), cpu.transform(X), rtol=1e-5, atol=1e-6)
+assert len(predicted) == 2
 why = cuda_training.unsupported(fl.LSTMClassifier(cell="gru"), gpu.network_)
 assert why is None          # the network decides the cell; the estimator the rest
 gru = fl.LSTMClassifier(hidden_size=3, max_iter=1, cell="gru", backend="cuda",

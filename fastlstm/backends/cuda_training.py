@@ -26,28 +26,38 @@ _THREADS = 128
 _PEEPHOLES = ("w_i_diag", "w_f_diag", "w_o_diag")
 
 
-def unsupported(estimator, network):
-    """Why ``estimator`` (about to train ``network``) cannot train on the device: a
-    sentence, or None when it can."""
-    from ..estimators import LSTMClassifier
+def unsupported_model(network):
+    """Why ``network`` cannot run on the device (prediction and training): a sentence, or
+    None when it can."""
     c = network.config
-    reasons = [
-        (not isinstance(estimator, LSTMClassifier), "only LSTMClassifier trains there"),
+    found = [why for bad, why in [
         (c["cell"] not in ("lstm", "peephole"), f"cell={c['cell']!r}"),
         (c["num_layers"] != 1, f"num_layers={c['num_layers']}"),
         (c["bidirectional"], "bidirectional=True"),
         (c["readout"] != "last", f"readout={c['readout']!r}"),
+    ] if bad]
+    if found:
+        return ("the device-resident model is one unidirectional LSTM layer read out at "
+                "the last step; not " + ", ".join(found))
+    return None
+
+
+def unsupported(estimator, network):
+    """Why ``estimator`` (about to train ``network``) cannot train on the device: a
+    sentence, or None when it can."""
+    from ..estimators import LSTMClassifier
+    found = [why for bad, why in [
+        (not isinstance(estimator, LSTMClassifier), "only LSTMClassifier trains there"),
         (estimator.dropout > 0, f"dropout={estimator.dropout}"),
         (estimator.augment is not None, "augment"),
         (estimator.clip_grad_norm is not None, "clip_grad_norm"),
         (estimator.compute_dtype == "bfloat16", "compute_dtype='bfloat16'"),
-    ]
-    found = [why for bad, why in reasons if bad]
+    ] if bad]
+    model = unsupported_model(network)
     if found:
-        return ("the device-resident fit supports one unidirectional LSTM layer read out "
-                "at the last step, without dropout, augment or clip_grad_norm; not "
+        return ((model + "; " if model else "") + "the device-resident fit has no "
                 + ", ".join(found))
-    return None
+    return model
 
 
 def _grid(n):
@@ -138,6 +148,78 @@ def _add_batch_loss(per_row, squares, l2_coef, total):
         squares[0] = 0.0
 
 
+def _forward(P, cell, xb, len_b, ws, training):
+    """The model on a gathered batch ``xb (T_b, B, F)``: the input projection (where the
+    network has one), the LSTM layer and the readout's logits ``(B, K)``; returns the
+    layer's input, the layer's :class:`.cuda_layer.LSTMForward` and the logits."""
+    T_b, B, F = xb.shape
+    dt = xb.dtype
+    layer_in = xb
+    if "input/kernel" in P.shapes:
+        width = P["input/kernel"].shape[1]
+        layer_in = ws.get("projected", (T_b, B, width), dt)
+        matmul(xb.reshape(T_b * B, F), P["input/kernel"], layer_in.reshape(T_b * B, width),
+               bias=P["input/bias"])
+    zeros = ws.zeros("zero_state", (B, cell.num_units), dt)
+    fwd = cuda_layer.lstm_forward(
+        layer_in, len_b, zeros, zeros, P["layer0/fw/kernel"], P["layer0/fw/recurrent_kernel"],
+        P["layer0/fw/bias"], _peepholes(P, cell), cell.forget_bias, cell.cell_clip or 0.0,
+        training=training, workspace=ws)
+    logits = ws.get("logits", (B, P["output/kernel"].shape[1]), dt)
+    matmul(fwd.h, P["output/kernel"], logits, bias=P["output/bias"])
+    return layer_in, fwd, logits
+
+
+def _peepholes(packed, cell):
+    """The three peephole vectors of ``packed`` as one (3, H) view (packed last, in
+    order: :func:`_packing_order`), or None without peepholes."""
+    if not cell.use_peepholes:
+        return None
+    start = packed.offset("layer0/fw/w_i_diag")
+    return packed.flat[start:start + 3 * cell.num_units].reshape(3, cell.num_units)
+
+
+def _packing_order(network):
+    """The parameter names with the peepholes last, so that they form one (3, H) view."""
+    names = [n for n in network.params if not n.endswith(_PEEPHOLES)]
+    return names + [n for n in network.params if n.endswith(_PEEPHOLES)]
+
+
+def outputs(network, seq, idx, batch_size, features=False):
+    """The logits (or, with ``features``, the final hidden states) of the sequences
+    ``idx`` of ``seq``, computed on the device in batches of ``batch_size``: one upload
+    of the parameters and of the rows, one download of the result.
+
+    Returns
+    -------
+    ndarray (len(idx), n_outputs or hidden_size)
+    """
+    cell = network.cells[0]["fw"]
+    dt = network.dtype
+    P = cuda_optim.DeviceParams.from_host({n: network.params[n]
+                                           for n in _packing_order(network)})
+    X = cuda.to_device(np.ascontiguousarray(seq.values[idx], dtype=dt))
+    host_lengths = np.asarray(seq.lengths[idx], np.int64)
+    lengths = cuda.to_device(host_lengths)
+    n = len(idx)
+    order = cuda.to_device(np.arange(n, dtype=np.int64))
+    width = cell.num_units if features else network.params["output/kernel"].shape[1]
+    result = cuda.device_array((n, width), dt)
+    ws = cuda_backend.Workspace()
+    unused = cuda.device_array(n, np.int64), cuda.device_array(n, np.float64)
+    for start in range(0, n, batch_size):
+        B = min(batch_size, n - start)
+        T_b = int(host_lengths[start:start + B].max())
+        xb = ws.get("xb", (T_b, B, X.shape[2]), dt)
+        len_b = ws.get("len_b", (B,), np.int64)
+        _gather_batch[_grid(T_b * B * X.shape[2])](
+            X, lengths, unused[0], unused[1], order, start, xb, len_b,
+            ws.get("tgt_b", (B,), np.int64), ws.get("w_b", (B,), np.float64))
+        _, fwd, logits = _forward(P, cell, xb, len_b, ws, training=False)
+        result[start:start + B].copy_to_device(fwd.h if features else logits)
+    return result.copy_to_host()
+
+
 class DeviceTrainer:
     """Epochs of an estimator's fit on the device (see the module docstring).
 
@@ -163,9 +245,8 @@ class DeviceTrainer:
         self.targets = cuda.to_device(np.asarray(targets, np.int64))
         self.host_weights = np.asarray(weights, np.float64)
         self.weights = cuda.to_device(self.host_weights)
-        names = [n for n in network.params if not n.endswith(_PEEPHOLES)]
-        names += [n for n in network.params if n.endswith(_PEEPHOLES)]   # a (3, H) view
-        self.params = cuda_optim.DeviceParams.from_host({n: network.params[n] for n in names})
+        self.params = cuda_optim.DeviceParams.from_host(
+            {n: network.params[n] for n in _packing_order(network)})
         self.grads = self.params.zeros_like()
         self.optimizer = self._device_optimizer(optimizer)
         self.workspace = cuda_backend.Workspace()
@@ -191,15 +272,6 @@ class DeviceTrainer:
     def _packed(self, state):
         return cuda_optim.DeviceParams.from_host(
             {n: state.get(n, np.zeros(s, self.dtype)) for n, s in self.params.shapes.items()})
-
-    def _peepholes(self, packed):
-        """The three peephole vectors of ``packed`` as one (3, H) view (packed last, in
-        order), or None without peepholes."""
-        if not self.cell.use_peepholes:
-            return None
-        H = self.cell.num_units
-        start = packed.offset("layer0/fw/w_i_diag")
-        return packed.flat[start:start + 3 * H].reshape(3, H)
 
     def epoch(self, idx, rng, learning_rate):
         """One epoch over the rows ``idx``, shuffled from ``rng`` as the host loop does;
@@ -234,21 +306,9 @@ class DeviceTrainer:
         w_b = ws.get("w_b", (B,), np.float64)
         _gather_batch[_grid(T_b * B * F)](self.X, self.lengths, self.targets, self.weights,
                                           order, start, xb, len_b, tgt_b, w_b)
-        layer_in = xb
         projected = "input/kernel" in net.params
-        if projected:
-            width = P["input/kernel"].shape[1]
-            layer_in = ws.get("projected", (T_b, B, width), dt)
-            matmul(xb.reshape(T_b * B, F), P["input/kernel"],
-                   layer_in.reshape(T_b * B, width), bias=P["input/bias"])
-        zeros = ws.zeros("zero_state", (B, H), dt)
-        fwd = cuda_layer.lstm_forward(
-            layer_in, len_b, zeros, zeros, P["layer0/fw/kernel"],
-            P["layer0/fw/recurrent_kernel"], P["layer0/fw/bias"], self._peepholes(P),
-            self.cell.forget_bias, self.cell.cell_clip or 0.0, training=True, workspace=ws)
-        K = P["output/kernel"].shape[1]
-        logits = ws.get("logits", (B, K), dt)
-        matmul(fwd.h, P["output/kernel"], logits, bias=P["output/bias"])
+        layer_in, fwd, logits = _forward(P, self.cell, xb, len_b, ws, training=True)
+        K = logits.shape[1]
         d_logits = ws.get("d_logits", (B, K), dt)
         per_row = ws.get("per_row", (B,), np.float64)
         _softmax_loss[_grid(B)](logits, tgt_b, w_b, wsum, float(est.label_smoothing),
@@ -258,7 +318,7 @@ class DeviceTrainer:
         d_features = ws.get("d_features", (B, H), dt)
         matmul(d_logits, P["output/kernel"], d_features, trans_b=True)
         out = {name: G[f"layer0/fw/{name}"] for name in ("kernel", "recurrent_kernel", "bias")}
-        out["peepholes"] = self._peepholes(G)
+        out["peepholes"] = _peepholes(G, self.cell)
         grads = cuda_layer.lstm_backward(fwd, P["layer0/fw/kernel"],
                                          P["layer0/fw/recurrent_kernel"], None,
                                          d_h=d_features, input_gradient=projected, out=out,
