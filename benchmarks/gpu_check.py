@@ -149,35 +149,48 @@ def agreement(smoke):
 
 
 def layer_agreement(smoke):
-    """The device-resident layer against the reference (float32, peepholes and clip)."""
+    """The device-resident layers against the reference (float32; the LSTM with
+    peepholes and clip, the GRU with reset_after, the basic RNN)."""
     from numba import cuda
     import fastlstm as fl
     from fastlstm.backends import cuda_layer as layer
     rng = np.random.default_rng(1)
     B, T, I, H = (4, 3, 2, 3) if smoke else (33, 17, 20, 48)
-    cell = fl.LSTMCell(H, I, use_peepholes=True, cell_clip=1.5, random_state=0)
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
-    lengths = rng.integers(0, T + 1, B)
-    h0, c0 = (rng.standard_normal((B, H)).astype(np.float32) for _ in range(2))
-    d_out = rng.standard_normal((T, B, H)).astype(np.float32)
-    out, state, cache = fl.dynamic_rnn(cell, x, lengths, fl.LSTMStateTuple(c0, h0),
-                                       time_major=True, backend="numpy", return_cache=True)
-    ref = fl.dynamic_rnn_backward(cell, cache, d_out, input_gradient=True)
-    p = layer.to_device_params(cell)
-    fwd = layer.lstm_forward(cuda.to_device(x), cuda.to_device(lengths), cuda.to_device(h0),
-                             cuda.to_device(c0), p["kernel"], p["recurrent_kernel"],
-                             p["bias"], p["peepholes"], cell.forget_bias, cell.cell_clip,
-                             training=True)
-    grads = layer.lstm_backward(fwd, p["kernel"], p["recurrent_kernel"],
-                                cuda.to_device(d_out))
-    pairs = [(fwd.outputs, out), (fwd.h, state.h), (fwd.c, state.c),
-             (grads["inputs"], ref["inputs"])]
-    pairs += [(grads[k], ref[k]) for k in ("kernel", "recurrent_kernel", "bias", "w_i_diag",
-                                           "w_f_diag", "w_o_diag")]
-    err = max(float(np.max(np.abs(d.copy_to_host() - r) / (1e-4 + np.abs(r)))) for d, r in pairs)
-    good = err < 1e-2
-    print(f"  device layer: max rel diff {err:.1e} -> {'OK' if good else 'MISMATCH'}")
-    return good
+    ok = True
+    for cell in (fl.LSTMCell(H, I, use_peepholes=True, cell_clip=1.5, random_state=0),
+                 fl.GRUCell(H, I, reset_after=True, random_state=1),
+                 fl.BasicRNNCell(H, I, random_state=2)):
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        lengths = rng.integers(0, T + 1, B)
+        h0, c0 = (rng.standard_normal((B, H)).astype(np.float32) for _ in range(2))
+        d_out = rng.standard_normal((T, B, H)).astype(np.float32)
+        lstm = cell.kind == "lstm"
+        state = fl.LSTMStateTuple(c0, h0) if lstm else h0
+        out, final, cache = fl.dynamic_rnn(cell, x, lengths, state, time_major=True,
+                                           backend="numpy", return_cache=True)
+        ref = fl.dynamic_rnn_backward(cell, cache, d_out, input_gradient=True)
+        p = layer.to_device_params(cell)
+        args = (cuda.to_device(x), cuda.to_device(lengths), cuda.to_device(h0))
+        weights = (p["kernel"], p["recurrent_kernel"], p["bias"])
+        if lstm:
+            fwd = layer.lstm_forward(*args, cuda.to_device(c0), *weights, p["peepholes"],
+                                     cell.forget_bias, cell.cell_clip, training=True)
+        elif cell.kind == "gru":
+            fwd = layer.gru_forward(*args, *weights, p["recurrent_bias"], training=True)
+        else:
+            fwd = layer.rnn_forward(*args, *weights, training=True)
+        backward = getattr(layer, f"{cell.kind}_backward")
+        grads = backward(fwd, p["kernel"], p["recurrent_kernel"], cuda.to_device(d_out))
+        pairs = [(fwd.outputs, out), (fwd.h, final.h if lstm else final),
+                 (grads["inputs"], ref["inputs"])]
+        pairs += [(grads[k], ref[k]) for k in cell.params]
+        err = max(float(np.max(np.abs(d.copy_to_host() - r) / (1e-4 + np.abs(r))))
+                  for d, r in pairs)
+        good = err < 1e-2
+        ok &= good
+        print(f"  device layer {type(cell).__name__:>12}: max rel diff {err:.1e} -> "
+              f"{'OK' if good else 'MISMATCH'}")
+    return ok
 
 
 def timings(configs, repeats, varlen):

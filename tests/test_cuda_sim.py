@@ -138,44 +138,54 @@ print("cuda transfers OK")
 
 
 LAYER = """
-# The device-resident LSTM layer (projection, recurrence, gradients on device arrays)
-# against the host layer on the reference backend.
+# The device-resident layers (projection, recurrence, gradients on device arrays)
+# against the host layer on the reference backend: basic RNN, LSTM with and without
+# peepholes and clipping, GRU (reset_after).
 from fastlstm.backends import cuda_layer as layer
 B, T, I, H = 5, 4, 2, 3
-for name in ("lstm", "peephole_clip"):
+for name in ("rnn", "lstm", "peephole_clip", "gru_reset_after"):
     for dtype in (np.float32, np.float64):
         cell = make_cell(name, H, I, dtype=dtype, seed=1)
         x, lengths, state = make_case(cell, B, T, seed=2, time_major=True)
         rng = np.random.default_rng(5)
         d_out, d_h, d_c = (rng.standard_normal(s).astype(dtype)
                            for s in ((T, B, H), (B, H), (B, H)))
+        lstm = cell.kind == "lstm"
+        h0 = state.h if lstm else state
+        d_state = fl.LSTMStateTuple(d_c, d_h) if lstm else d_h
         out, st, cache = fl.dynamic_rnn(cell, x, sequence_length=lengths,
                                         initial_state=state, time_major=True,
                                         backend="numpy", return_cache=True)
-        ref = fl.dynamic_rnn_backward(cell, cache, d_out, fl.LSTMStateTuple(d_c, d_h),
-                                      input_gradient=True)
+        ref = fl.dynamic_rnn_backward(cell, cache, d_out, d_state, input_gradient=True)
         p = layer.to_device_params(cell)
-        fwd = layer.lstm_forward(cuda.to_device(x), cuda.to_device(lengths),
-                                 cuda.to_device(state.h), cuda.to_device(state.c),
-                                 p["kernel"], p["recurrent_kernel"], p["bias"],
-                                 p["peepholes"], cell.forget_bias, cell.cell_clip or 0.0,
-                                 training=True)
-        got = layer.lstm_backward(fwd, p["kernel"], p["recurrent_kernel"],
-                                  cuda.to_device(d_out), cuda.to_device(d_h),
-                                  cuda.to_device(d_c))
+        args = (cuda.to_device(x), cuda.to_device(lengths), cuda.to_device(h0))
+        weights = (p["kernel"], p["recurrent_kernel"], p["bias"])
+        dev = [cuda.to_device(a) for a in (d_out, d_h, d_c)]
+        if lstm:
+            fwd = layer.lstm_forward(*args, cuda.to_device(state.c), *weights,
+                                     p["peepholes"], cell.forget_bias, cell.cell_clip or 0.0,
+                                     training=True)
+            got = layer.lstm_backward(fwd, *weights[:2], *dev)
+        elif cell.kind == "gru":
+            fwd = layer.gru_forward(*args, *weights, p["recurrent_bias"], training=True)
+            got = layer.gru_backward(fwd, *weights[:2], *dev[:2])
+        else:
+            fwd = layer.rnn_forward(*args, *weights, training=True)
+            got = layer.rnn_backward(fwd, *weights[:2], *dev[:2])
         tol = (dict(rtol=1e-4, atol=1e-5) if dtype == np.float32
                else dict(rtol=1e-10, atol=1e-12))
-        pairs = [(fwd.outputs, out), (fwd.h, st.h), (fwd.c, st.c),
-                 (got["inputs"], ref["inputs"]),
-                 (got["initial_state"][0], ref["initial_state"].h),
-                 (got["initial_state"][1], ref["initial_state"].c)]
-        names = ["kernel", "recurrent_kernel", "bias"]
-        if cell.use_peepholes:
-            names += ["w_i_diag", "w_f_diag", "w_o_diag"]
+        pairs = [(fwd.outputs, out), (fwd.h, st.h if lstm else st),
+                 (got["inputs"], ref["inputs"])]
+        if lstm:
+            pairs += [(fwd.c, st.c), (got["initial_state"][0], ref["initial_state"].h),
+                      (got["initial_state"][1], ref["initial_state"].c)]
+        else:
+            pairs.append((got["initial_state"], ref["initial_state"]))
+        names = [k for k in cell.params]
         pairs += [(got[k], ref[k]) for k in names]
-        for i, (dev, host) in enumerate(pairs):
-            np.testing.assert_allclose(dev.copy_to_host(), host, err_msg=str(i), **tol)
-        assert set(got) == set(names) | {"inputs", "initial_state"}
+        for i, (d, host) in enumerate(pairs):
+            np.testing.assert_allclose(d.copy_to_host(), host, err_msg=f"{name} {i}", **tol)
+        assert set(got) == set(names) | {"inputs", "initial_state"}, (name, sorted(got))
 print("cuda layer OK")
 """
 
@@ -230,7 +240,8 @@ DEVICE_FIT = """
 # optimizer state there; one fused optimizer launch a step) and reaches the CPU fit's
 # model: same batches, same updates. Ragged lengths, a partial last batch, the input
 # projection, peepholes with clipping, L2, label smoothing and sample weights; then a
-# warm start from the downloaded state. A model it does not support runs the host loop.
+# warm start from the downloaded state; the GRU and the basic RNN. A model it does not
+# support runs the host loop.
 from fastlstm.backends import cuda_training
 epochs = []
 original = cuda_training.DeviceTrainer.epoch
@@ -270,12 +281,22 @@ np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-5
                            atol=1e-6)
 np.testing.assert_allclose(gpu.transform(X), cpu.transform(X), rtol=1e-5, atol=1e-6)
 assert len(predicted) == 2
-why = cuda_training.unsupported(fl.LSTMClassifier(cell="gru"), gpu.network_)
-assert why is None          # the network decides the cell; the estimator the rest
-gru = fl.LSTMClassifier(hidden_size=3, max_iter=1, cell="gru", backend="cuda",
+# the GRU (reset_after) and the basic RNN train there too
+for cell in ("gru", "rnn"):
+    kw = dict(hidden_size=3, max_iter=1, batch_size=7, cell=cell, random_state=0)
+    gpu_cell = fl.LSTMClassifier(backend="cuda", **kw).fit(X, y)
+    cpu_cell = fl.LSTMClassifier(backend="numpy", **kw).fit(X, y)
+    np.testing.assert_allclose(gpu_cell.loss_curve_, cpu_cell.loss_curve_, rtol=1e-5)
+    for name, value in cpu_cell.network_.params.items():
+        np.testing.assert_allclose(gpu_cell.network_.params[name], value, rtol=1e-4,
+                                   atol=1e-5, err_msg=f"{cell} {name}")
+assert len(epochs) == 5
+# what the device fit does not cover runs the host loop, with the reason available
+two = fl.LSTMClassifier(hidden_size=3, max_iter=1, num_layers=2, backend="cuda",
                         random_state=0).fit(X, y)
-assert len(epochs) == 3 and gru.backend_ == "cuda"
-assert "cell='gru'" in cuda_training.unsupported(gru, gru.network_)
+assert len(epochs) == 5 and two.backend_ == "cuda"
+assert "num_layers=2" in cuda_training.unsupported(two, two.network_)
+assert "dropout" in cuda_training.unsupported(fl.LSTMClassifier(dropout=0.5), gpu.network_)
 print("cuda device fit OK")
 """
 

@@ -1,8 +1,9 @@
-"""A whole LSTM layer on the GPU: input projection, recurrence and gradients on device
-arrays, with nothing copied between host and device.
+"""A whole recurrent layer on the GPU (basic RNN, LSTM, GRU with ``reset_after``): input
+projection, recurrence and gradients on device arrays, nothing copied between host and
+device.
 
-The layer of :func:`fastlstm.dynamic_rnn` (time-major, TensorFlow 1.x ``LSTMCell``
-arithmetic) for data that already lives on the device: the input projection ``x W_x + b``
+The layer of :func:`fastlstm.dynamic_rnn` (time-major, the cells' own arithmetic) for
+data that already lives on the device: the input projection ``x W_x + b``
 and the gradients ``x^T dz``, ``h^T dz``, ``sum dz``, ``dz W_x^T`` as products of
 :mod:`._cuda_gemm`, the recurrence as planned by :mod:`.cuda_backend`. Scratch comes
 from the backend's workspace; results are fresh device arrays the caller keeps.
@@ -57,25 +58,83 @@ def _peephole_sums(dz, cs, out):
         out[g, u] = acc
 
 
+@cuda.jit
+def _candidate_scaled(dz, acts, dzh):
+    """``dzh = dz`` with the GRU candidate's block times ``r`` (``reset_after``: the
+    candidate's recurrent part is ``r * (h W_c + b_hc)``)."""
+    T, B, G = dz.shape
+    H = G // 3
+    i = cuda.grid(1)
+    if i < T * B * G:
+        t = i // (B * G)
+        rem = i - t * B * G
+        b = rem // G
+        k = rem - b * G
+        v = dz[t, b, k]
+        if k >= 2 * H:
+            v = v * acts[t, b, k - 2 * H]
+        dzh[t, b, k] = v
+
+
 def _grid(n):
     return max(1, -(-n // _THREADS)), _THREADS
 
 
-class LSTMForward:
-    """What :func:`lstm_forward` returns: device arrays.
+class LayerForward:
+    """What the ``*_forward`` functions return: device arrays.
 
     Attributes
     ----------
+    kind : {"rnn", "lstm", "gru"}
     outputs : device array, shape (T, B, H)
         Zero past each sequence's end (``hs[1:]``).
-    h, c : device arrays, shape (B, H)
-        The state after each sequence's last step.
-    hs, cs, acts, c_unclipped, order, seq_len :
+    h : device array, shape (B, H)
+        The hidden state after each sequence's last step (``c``: the LSTM's cell state).
+    hs, cs, acts, c_unclipped, hzc, order, seq_len, x :
         The history the backward reads.
     """
 
     def __init__(self, **arrays):
         self.__dict__.update(arrays)
+
+
+#: The LSTM's forward result (an alias kept for its name in the docs).
+LSTMForward = LayerForward
+
+
+def _start(kind, x, seq_len, h0, kernel, bias, training, workspace):
+    """The shared start of a forward: the input projection ``x W_x + b`` (T, B, GH), the
+    history ``hs`` with ``h0`` in front, the activations' buffer and the sorted rows."""
+    T, B, I = x.shape
+    GH = kernel.shape[1]
+    H = h0.shape[1]
+    new = _allocator(workspace, "forward")
+    xproj = cuda_backend.workspace().get("layer_xproj", (T, B, GH), x.dtype)
+    _cuda_gemm.matmul(x.reshape(T * B, I), kernel, xproj.reshape(T * B, GH), bias=bias)
+    hs = new("hs", (T + 1, B, H), x.dtype, zero=True)
+    hs[0].copy_to_device(h0)
+    width = GH if kind != "rnn" else 0
+    acts = new("acts", (T if training else 0, B, width), x.dtype, zero=True)
+    order = new("order", (B,), np.int64)
+    _sort_order[_grid(B)](seq_len, order)
+    return new, xproj, hs, acts, order
+
+
+def _final(new, name, history, seq_len):
+    B, H = history.shape[1:]
+    out = new(name, (B, H), history.dtype)
+    _final_state[_grid(B * H)](history, seq_len, out)
+    return out
+
+
+def rnn_forward(x, seq_len, h0, kernel, recurrent_kernel, bias, training=False,
+                workspace=None):
+    """A basic RNN layer's forward on device arrays; see :func:`lstm_forward`."""
+    new, xproj, hs, _, order = _start("rnn", x, seq_len, h0, kernel, bias, training,
+                                      workspace)
+    cuda_backend.rnn_forward_device(xproj, recurrent_kernel, seq_len, order, hs)
+    return LayerForward(kind="rnn", outputs=hs[1:], h=_final(new, "h", hs, seq_len), hs=hs,
+                        order=order, seq_len=seq_len, x=x)
 
 
 def lstm_forward(x, seq_len, h0, c0, kernel, recurrent_kernel, bias, peepholes=None,
@@ -103,35 +162,93 @@ def lstm_forward(x, seq_len, h0, c0, kernel, recurrent_kernel, bias, peepholes=N
     -------
     LSTMForward
     """
-    T, B, I = x.shape
+    T, B, _ = x.shape
     H = recurrent_kernel.shape[0]
     dtype = x.dtype
-    new = _allocator(workspace, "forward")
-    xproj = cuda_backend.workspace().get("layer_xproj", (T, B, 4 * H), dtype)
-    _cuda_gemm.matmul(x.reshape(T * B, I), kernel, xproj.reshape(T * B, 4 * H), bias=bias)
+    new, xproj, hs, acts, order = _start("lstm", x, seq_len, h0, kernel, bias, training,
+                                         workspace)
     clip = (cell_clip or 0.0) > 0
-    hs = new("hs", (T + 1, B, H), dtype, zero=True)
     cs = new("cs", (T + 1, B, H), dtype, zero=True)
-    acts = new("acts", (T, B, 4 * H) if training else (0, B, 4 * H), dtype, zero=True)
     c_unclipped = new("c_unclipped", (T, B, H) if clip else (0, B, H), dtype, zero=True)
-    hs[0].copy_to_device(h0)
     cs[0].copy_to_device(c0)
-    order = new("order", (B,), np.int64)
-    _sort_order[_grid(B)](seq_len, order)
     use_peepholes = peepholes is not None
     if peepholes is None:
         peepholes = new("no_peepholes", (3, H), dtype, zero=True)
     cuda_backend.lstm_forward_device(xproj, recurrent_kernel, peepholes, use_peepholes,
                                      forget_bias, cell_clip or 0.0, seq_len, order, hs, cs,
                                      acts, c_unclipped)
-    h = new("h", (B, H), dtype)
-    c = new("c", (B, H), dtype)
-    for src, dst in ((hs, h), (cs, c)):
-        _final_state[_grid(B * H)](src, seq_len, dst)
-    return LSTMForward(outputs=hs[1:], h=h, c=c, hs=hs, cs=cs, acts=acts,
-                       c_unclipped=c_unclipped, order=order, seq_len=seq_len, x=x,
-                       peepholes=peepholes, use_peepholes=use_peepholes,
-                       cell_clip=cell_clip or 0.0)
+    return LayerForward(kind="lstm", outputs=hs[1:], h=_final(new, "h", hs, seq_len),
+                        c=_final(new, "c", cs, seq_len), hs=hs, cs=cs, acts=acts,
+                        c_unclipped=c_unclipped, order=order, seq_len=seq_len, x=x,
+                        peepholes=peepholes, use_peepholes=use_peepholes,
+                        cell_clip=cell_clip or 0.0)
+
+
+def _backward_start(fwd, recurrent_kernel, d_outputs, d_h, workspace, names):
+    """The shared start of a backward: ``d_outputs`` (zeros when None) and the state
+    gradients ``names`` (``dh``, and ``dc`` for the LSTM) as device arrays of this call,
+    from ``d_h`` (a sequence of given arrays or None), and a zeroed ``dz``."""
+    if fwd.hs.shape[0] > 1 and fwd.kind != "rnn" and fwd.acts.shape[0] == 0:
+        raise ValueError(f"{fwd.kind}_backward needs the forward's activations: call "
+                         f"{fwd.kind}_forward(..., training=True)")
+    T, B, _ = fwd.x.shape
+    H = recurrent_kernel.shape[0]
+    dtype = fwd.hs.dtype
+    new = _allocator(workspace, "backward")
+    scratch = cuda_backend.workspace()
+    if d_outputs is None:
+        d_outputs = scratch.zeros("layer_no_d_outputs", (T, B, H), dtype)
+    states = []
+    for name, given in zip(names, d_h):
+        dst = new(name, (B, H), dtype)
+        if given is None:
+            _zero(dst)
+        else:
+            dst.copy_to_device(given)
+        states.append(dst)
+    dz = scratch.zeros("layer_dz", (T, B, recurrent_kernel.shape[1]), dtype)
+    return new, d_outputs, states, dz
+
+
+def _gradients(fwd, kernel, recurrent_kernel, dz, out, new, input_gradient, dzh=None):
+    """``kernel = x^T dz``, ``recurrent_kernel = h_prev^T dzh`` (``dzh``: ``dz`` unless
+    given), ``bias = sum dz`` and, with ``input_gradient``, ``inputs = dz W_x^T``, into
+    the arrays of ``out`` where given."""
+    T, B, I = fwd.x.shape
+    H, GH = recurrent_kernel.shape
+    dtype = dz.dtype
+    dz2 = dz.reshape(T * B, GH)
+    dzh2 = dz2 if dzh is None else dzh.reshape(T * B, GH)
+
+    def target(name, shape):
+        return out[name] if out.get(name) is not None else new("d_" + name, shape, dtype)
+
+    grads = {"kernel": target("kernel", (I, GH)),
+             "recurrent_kernel": target("recurrent_kernel", (H, GH)),
+             "bias": target("bias", (GH,))}
+    _cuda_gemm.matmul(fwd.x.reshape(T * B, I), dz2, grads["kernel"], trans_a=True)
+    _cuda_gemm.matmul(fwd.hs[:T].reshape(T * B, H), dzh2, grads["recurrent_kernel"],
+                      trans_a=True)
+    _cuda_gemm.column_sums(dz2, grads["bias"])
+    if input_gradient:
+        dx = target("inputs", (T, B, I))
+        _cuda_gemm.matmul(dz2, kernel, dx.reshape(T * B, I), trans_b=True)
+        grads["inputs"] = dx
+    return grads, target
+
+
+def rnn_backward(fwd, kernel, recurrent_kernel, d_outputs=None, d_h=None,
+                 input_gradient=True, out=None, workspace=None):
+    """Gradients of a basic RNN layer on device arrays; see :func:`lstm_backward`
+    (``initial_state``: dh0)."""
+    new, d_outputs, (dh,), dz = _backward_start(fwd, recurrent_kernel, d_outputs, (d_h,),
+                                                workspace, ("dh",))
+    cuda_backend.rnn_backward_device(recurrent_kernel, fwd.seq_len, fwd.order, fwd.hs,
+                                     d_outputs, dh, dz)
+    grads, _ = _gradients(fwd, kernel, recurrent_kernel, dz, dict(out or {}), new,
+                          input_gradient)
+    grads["initial_state"] = dh
+    return grads
 
 
 def lstm_backward(fwd, kernel, recurrent_kernel, d_outputs=None, d_h=None, d_c=None,
@@ -140,7 +257,7 @@ def lstm_backward(fwd, kernel, recurrent_kernel, d_outputs=None, d_h=None, d_c=N
 
     Parameters
     ----------
-    fwd : LSTMForward
+    fwd : LayerForward
         From :func:`lstm_forward` with ``training=True``.
     kernel, recurrent_kernel : device arrays
         As passed to the forward.
@@ -163,49 +280,55 @@ def lstm_backward(fwd, kernel, recurrent_kernel, d_outputs=None, d_h=None, d_c=N
         with peepholes ``w_i_diag``, ``w_f_diag``, ``w_o_diag``, and ``inputs`` (T, B, I)
         with ``input_gradient``.
     """
-    if fwd.acts.shape[0] == 0 and fwd.hs.shape[0] > 1:
-        raise ValueError("lstm_backward needs the forward's activations: call "
-                         "lstm_forward(..., training=True)")
-    T, B, I = fwd.x.shape
-    H = recurrent_kernel.shape[0]
-    dtype = fwd.hs.dtype
-    out = dict(out or {})
-    new = _allocator(workspace, "backward")
-    scratch = cuda_backend.workspace()
-    if d_outputs is None:
-        d_outputs = scratch.zeros("layer_no_d_outputs", (T, B, H), dtype)
-    dh = new("dh", (B, H), dtype)
-    dc = new("dc", (B, H), dtype)
-    for given, dst in ((d_h, dh), (d_c, dc)):
-        if given is None:
-            _zero(dst)
-        else:
-            dst.copy_to_device(given)
-    dz = scratch.zeros("layer_dz", (T, B, 4 * H), dtype)
+    new, d_outputs, (dh, dc), dz = _backward_start(fwd, recurrent_kernel, d_outputs,
+                                                   (d_h, d_c), workspace, ("dh", "dc"))
     cuda_backend.lstm_backward_device(recurrent_kernel, fwd.peepholes, fwd.use_peepholes,
                                       fwd.cell_clip, fwd.seq_len, fwd.order, fwd.cs,
                                       fwd.acts, fwd.c_unclipped, d_outputs, dh, dc, dz)
-    dz2 = dz.reshape(T * B, 4 * H)
-
-    def target(name, shape):
-        return out[name] if out.get(name) is not None else new("d_" + name, shape, dtype)
-
-    grads = {"kernel": target("kernel", (I, 4 * H)),
-             "recurrent_kernel": target("recurrent_kernel", (H, 4 * H)),
-             "bias": target("bias", (4 * H,)), "initial_state": (dh, dc)}
-    _cuda_gemm.matmul(fwd.x.reshape(T * B, I), dz2, grads["kernel"], trans_a=True)
-    _cuda_gemm.matmul(fwd.hs[:T].reshape(T * B, H), dz2, grads["recurrent_kernel"],
-                      trans_a=True)
-    _cuda_gemm.column_sums(dz2, grads["bias"])
+    grads, target = _gradients(fwd, kernel, recurrent_kernel, dz, dict(out or {}), new,
+                               input_gradient)
+    grads["initial_state"] = (dh, dc)
     if fwd.use_peepholes:
-        sums = target("peepholes", (3, H))
-        _peephole_sums[_grid(3 * H)](dz, fwd.cs, sums)
+        sums = target("peepholes", (3, recurrent_kernel.shape[0]))
+        _peephole_sums[_grid(sums.size)](dz, fwd.cs, sums)
         grads.update(w_i_diag=sums[0], w_f_diag=sums[1], w_o_diag=sums[2])
-    if input_gradient:
-        dx = target("inputs", (T, B, I))
-        _cuda_gemm.matmul(dz2, kernel, dx.reshape(T * B, I), trans_b=True)
-        grads["inputs"] = dx
     return grads
+
+
+def gru_backward(fwd, kernel, recurrent_kernel, d_outputs=None, d_h=None,
+                 input_gradient=True, out=None, workspace=None):
+    """Gradients of a GRU layer (``reset_after``) on device arrays; see
+    :func:`lstm_backward`. The candidate's recurrent kernel block and the recurrent bias
+    get theirs from ``dz_c * r``; ``recurrent_bias`` is returned too."""
+    new, d_outputs, (dh,), dz = _backward_start(fwd, recurrent_kernel, d_outputs, (d_h,),
+                                                workspace, ("dh",))
+    cuda_backend.gru_backward_device(recurrent_kernel, True, fwd.seq_len, fwd.order, fwd.hs,
+                                     fwd.acts, fwd.hzc, d_outputs, dh, dz)
+    dzh = cuda_backend.workspace().get("layer_dzh", dz.shape, dz.dtype)
+    _candidate_scaled[_grid(dz.size)](dz, fwd.acts, dzh)
+    out = dict(out or {})
+    grads, target = _gradients(fwd, kernel, recurrent_kernel, dz, out, new,
+                               input_gradient, dzh=dzh)
+    T, B, GH = dz.shape
+    grads["recurrent_bias"] = target("recurrent_bias", (GH,))
+    _cuda_gemm.column_sums(dzh.reshape(T * B, GH), grads["recurrent_bias"])
+    grads["initial_state"] = dh
+    return grads
+
+
+def gru_forward(x, seq_len, h0, kernel, recurrent_kernel, bias, recurrent_bias,
+                training=False, workspace=None):
+    """A GRU layer's forward on device arrays (``GRUCell(reset_after=True)``, PyTorch's
+    and Keras's form, with its ``recurrent_bias`` (3H,)); see :func:`lstm_forward`."""
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    new, xproj, hs, acts, order = _start("gru", x, seq_len, h0, kernel, bias, training,
+                                         workspace)
+    hzc = new("hzc", (T if training else 0, B, H), x.dtype, zero=True)
+    cuda_backend.gru_forward_device(xproj, recurrent_kernel, recurrent_bias, True, seq_len,
+                                    order, hs, acts, hzc)
+    return LayerForward(kind="gru", outputs=hs[1:], h=_final(new, "h", hs, seq_len), hs=hs,
+                        acts=acts, hzc=hzc, order=order, seq_len=seq_len, x=x)
 
 
 def _allocator(workspace, prefix):
@@ -229,12 +352,17 @@ def _zero(arr):
 
 
 def to_device_params(cell):
-    """A fastlstm LSTM cell's parameters as the device arrays :func:`lstm_forward` takes:
-    ``kernel``, ``recurrent_kernel``, ``bias`` and ``peepholes`` (None without)."""
+    """A fastlstm cell's parameters as the device arrays the layer functions take:
+    ``kernel``, ``recurrent_kernel``, ``bias``; for an LSTM ``peepholes`` (None without),
+    for a GRU ``recurrent_bias``."""
     p = cell.params
-    peep = None
-    if cell.use_peepholes:
-        peep = cuda.to_device(np.stack([p["w_i_diag"], p["w_f_diag"], p["w_o_diag"]]))
-    return {"kernel": cuda.to_device(p["kernel"]),
-            "recurrent_kernel": cuda.to_device(p["recurrent_kernel"]),
-            "bias": cuda.to_device(p["bias"]), "peepholes": peep}
+    params = {name: cuda.to_device(p[name]) for name in ("kernel", "recurrent_kernel", "bias")}
+    if cell.kind == "lstm":
+        params["peepholes"] = (cuda.to_device(np.stack([p[n] for n in
+                                                        ("w_i_diag", "w_f_diag", "w_o_diag")]))
+                               if cell.use_peepholes else None)
+    if cell.kind == "gru":
+        if not cell.reset_after:
+            raise ValueError("the device layer runs GRUCell(reset_after=True) only")
+        params["recurrent_bias"] = cuda.to_device(p["recurrent_bias"])
+    return params

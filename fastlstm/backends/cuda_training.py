@@ -3,12 +3,13 @@
 :class:`DeviceTrainer` runs the epochs of ``LSTMClassifier.fit`` with ``backend="cuda"``
 for the model it supports (:func:`unsupported` says why another is not): the training
 set, the parameters, their gradients and the optimizer's state stay on the device; a
-step is a batch gathered on the device, the input projection, the LSTM layer
-(:mod:`.cuda_layer`), the readout, the softmax loss and one fused optimizer launch
-(:mod:`.cuda_optim`). Per epoch the host sends the shuffled order of the rows (drawn
-from the estimator's generator exactly as the host loop draws it) and reads back the
-loss, then the parameters and the optimizer state, so that validation, early stopping,
-callbacks, persistence and ``warm_start`` see the epoch's model as on the CPU.
+step is a batch gathered on the device, the input projection, the recurrent layer
+(:mod:`.cuda_layer`: LSTM, peephole LSTM, GRU or basic RNN), the readout, the softmax
+loss and one fused optimizer launch (:mod:`.cuda_optim`). Per epoch the host sends the
+shuffled order of the rows (drawn from the estimator's generator exactly as the host
+loop draws it) and reads back the loss, then the parameters and the optimizer state, so
+that validation, early stopping, callbacks, persistence and ``warm_start`` see the
+epoch's model as on the CPU. :func:`outputs` runs the same model for prediction.
 
 The loss is checked once per epoch, not per batch: a fit that diverges stops at the end
 of the epoch with the host loop's error.
@@ -31,14 +32,13 @@ def unsupported_model(network):
     None when it can."""
     c = network.config
     found = [why for bad, why in [
-        (c["cell"] not in ("lstm", "peephole"), f"cell={c['cell']!r}"),
         (c["num_layers"] != 1, f"num_layers={c['num_layers']}"),
         (c["bidirectional"], "bidirectional=True"),
         (c["readout"] != "last", f"readout={c['readout']!r}"),
     ] if bad]
     if found:
-        return ("the device-resident model is one unidirectional LSTM layer read out at "
-                "the last step; not " + ", ".join(found))
+        return ("the device-resident model is one unidirectional recurrent layer read out "
+                "at the last step; not " + ", ".join(found))
     return None
 
 
@@ -150,7 +150,7 @@ def _add_batch_loss(per_row, squares, l2_coef, total):
 
 def _forward(P, cell, xb, len_b, ws, training):
     """The model on a gathered batch ``xb (T_b, B, F)``: the input projection (where the
-    network has one), the LSTM layer and the readout's logits ``(B, K)``; returns the
+    network has one), the recurrent layer and the readout's logits ``(B, K)``; returns the
     layer's input, the layer's :class:`.cuda_layer.LSTMForward` and the logits."""
     T_b, B, F = xb.shape
     dt = xb.dtype
@@ -161,10 +161,18 @@ def _forward(P, cell, xb, len_b, ws, training):
         matmul(xb.reshape(T_b * B, F), P["input/kernel"], layer_in.reshape(T_b * B, width),
                bias=P["input/bias"])
     zeros = ws.zeros("zero_state", (B, cell.num_units), dt)
-    fwd = cuda_layer.lstm_forward(
-        layer_in, len_b, zeros, zeros, P["layer0/fw/kernel"], P["layer0/fw/recurrent_kernel"],
-        P["layer0/fw/bias"], _peepholes(P, cell), cell.forget_bias, cell.cell_clip or 0.0,
-        training=training, workspace=ws)
+    weights = (P["layer0/fw/kernel"], P["layer0/fw/recurrent_kernel"], P["layer0/fw/bias"])
+    if cell.kind == "lstm":
+        fwd = cuda_layer.lstm_forward(layer_in, len_b, zeros, zeros, *weights,
+                                      _peepholes(P, cell), cell.forget_bias,
+                                      cell.cell_clip or 0.0, training=training, workspace=ws)
+    elif cell.kind == "gru":
+        fwd = cuda_layer.gru_forward(layer_in, len_b, zeros, *weights,
+                                     P["layer0/fw/recurrent_bias"], training=training,
+                                     workspace=ws)
+    else:
+        fwd = cuda_layer.rnn_forward(layer_in, len_b, zeros, *weights, training=training,
+                                     workspace=ws)
     logits = ws.get("logits", (B, P["output/kernel"].shape[1]), dt)
     matmul(fwd.h, P["output/kernel"], logits, bias=P["output/bias"])
     return layer_in, fwd, logits
@@ -173,7 +181,7 @@ def _forward(P, cell, xb, len_b, ws, training):
 def _peepholes(packed, cell):
     """The three peephole vectors of ``packed`` as one (3, H) view (packed last, in
     order: :func:`_packing_order`), or None without peepholes."""
-    if not cell.use_peepholes:
+    if cell.kind != "lstm" or not cell.use_peepholes:
         return None
     start = packed.offset("layer0/fw/w_i_diag")
     return packed.flat[start:start + 3 * cell.num_units].reshape(3, cell.num_units)
@@ -317,12 +325,16 @@ class DeviceTrainer:
         column_sums(d_logits, G["output/bias"])
         d_features = ws.get("d_features", (B, H), dt)
         matmul(d_logits, P["output/kernel"], d_features, trans_b=True)
+        kind = self.cell.kind
         out = {name: G[f"layer0/fw/{name}"] for name in ("kernel", "recurrent_kernel", "bias")}
-        out["peepholes"] = _peepholes(G, self.cell)
-        grads = cuda_layer.lstm_backward(fwd, P["layer0/fw/kernel"],
-                                         P["layer0/fw/recurrent_kernel"], None,
-                                         d_h=d_features, input_gradient=projected, out=out,
-                                         workspace=ws)
+        if kind == "lstm":
+            out["peepholes"] = _peepholes(G, self.cell)
+        if kind == "gru":
+            out["recurrent_bias"] = G["layer0/fw/recurrent_bias"]
+        backward = {"lstm": cuda_layer.lstm_backward, "gru": cuda_layer.gru_backward,
+                    "rnn": cuda_layer.rnn_backward}[kind]
+        grads = backward(fwd, P["layer0/fw/kernel"], P["layer0/fw/recurrent_kernel"], None,
+                         d_h=d_features, input_gradient=projected, out=out, workspace=ws)
         if projected:
             d_in = grads["inputs"].reshape(T_b * B, -1)
             matmul(xb.reshape(T_b * B, F), d_in, G["input/kernel"], trans_a=True)
