@@ -133,6 +133,21 @@ dev = {name: cuda.to_device(a) for name, a in dict(
 assert counted(cb.lstm_forward_device, dev["xproj"], dev["W"], dev["peep"], True, 1.0, 0.5,
                dev["seq_len"], dev["order"], dev["hs"], dev["cs"], dev["acts"],
                dev["cun"]) == {"to_device": 0, "to_host": 0}
+
+# A persistent kernel that numba would not launch cooperatively (its grid barrier can
+# hang outside one) runs a launch per step instead, with a warning, and the same bits.
+import warnings
+hs_ref = hs.copy()
+with cb.forced_plan(regime="persistent", rows_per_tile=2, units_per_tile=1):
+    cb.lstm_forward(xproj, W, peep, True, 1.0, 0.5, seq_len, hs_ref, cs, acts, cun)
+    cb._cooperative_blocks = lambda *args: 0
+    hs_fallback = hs.copy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cb.lstm_forward(xproj, W, peep, True, 1.0, 0.5, seq_len, hs_fallback, cs, acts,
+                        cun)
+assert any("a launch per step" in str(w.message) for w in caught), caught
+np.testing.assert_array_equal(hs_fallback, hs_ref)
 print("cuda transfers OK")
 """
 

@@ -26,8 +26,10 @@ size (tests, benchmarks); :func:`forced_plan` does the same in code.
 import collections
 import contextlib
 import ctypes
+import dataclasses
 import os
 import threading
+import warnings
 
 import numba
 import numpy as np
@@ -242,10 +244,14 @@ def _launch(kernel, grid, plan, args):
 
 
 def _cooperative_blocks(kernel, plan, args):
-    """How many blocks of ``kernel`` can be resident at once (a grid barrier needs all)."""
+    """How many blocks of ``kernel`` can be resident at once (a grid barrier needs all);
+    0 where numba would not launch it cooperatively (its grid barrier not found in the
+    compiled code): a grid barrier outside a cooperative launch can hang."""
     if SIMULATOR:
         return kernel.overloads[None].max_cooperative_grid_blocks(plan.threads)
     compiled = _compiled(kernel, args)
+    if not getattr(compiled, "cooperative", True):
+        return 0
     if plan.shared_bytes > DEFAULT_SHARED:
         _allow_shared(compiled, plan.shared_bytes)
     return compiled.max_cooperative_grid_blocks(plan.threads, plan.shared_bytes)
@@ -272,7 +278,15 @@ def _recur(kind, direction, plan, dtype, n_steps, make_args, step_phases):
     args = make_args(0, n_steps, every) if forward else make_args(n_steps, 0, every)
     grid = plan.grid
     if persistent:       # fewer resident blocks than tiles: blocks take several (reloading)
-        grid = max(1, min(grid, _cooperative_blocks(kernel, plan, args)))
+        resident = _cooperative_blocks(kernel, plan, args)
+        if resident == 0:
+            warnings.warn("numba did not compile the persistent kernel for a cooperative "
+                          "launch; running the recurrence a launch per step instead",
+                          RuntimeWarning, stacklevel=3)
+            _recur(kind, direction, dataclasses.replace(plan, regime="per_step"), dtype,
+                   n_steps, make_args, step_phases)
+            return
+        grid = min(grid, resident)
     _launch(kernel, grid, plan, args)
 
 
