@@ -9,6 +9,11 @@ cdef extern from "small_gemm_avx2.h":
 cdef extern from "fused_step.h":
     int fl_best_fused_isa() noexcept nogil
     int fl_cpu_has_avx512_bf16() noexcept nogil
+    int fl_cpu_has_amx() noexcept nogil
+    int fl_set_amx(int on) noexcept nogil
+    long fl_amx_call_count() noexcept nogil
+    void fl_pairs_transpose(Py_ssize_t K2, Py_ssize_t M, const uint32_t* src, uint32_t* dst,
+                            Py_ssize_t ld, Py_ssize_t m_lo, Py_ssize_t m_hi) noexcept nogil
     void fl_set_fused_isa(int isa) noexcept nogil
     enum: FL_ISA_NONE
     enum: FL_ISA_AVX2

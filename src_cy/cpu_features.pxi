@@ -1,5 +1,5 @@
 # Which instruction set the kernels run on: detected once at import, switched by
-# FASTLSTM_NO_FUSED / FASTLSTM_NO_AVX512 / FASTLSTM_NO_SMALL_GEMM.
+# FASTLSTM_NO_FUSED / FASTLSTM_NO_AVX512 / FASTLSTM_NO_SMALL_GEMM / FASTLSTM_NO_AMX.
 
 def _kernel_isa():
     """The instruction set of this process's own float32 kernels: the CPU's best
@@ -75,3 +75,28 @@ def cpu_has_bf16():
     """True when the CPU and its OS support AVX512-BF16 (with AVX-512 F, DQ, BW, VL),
     whatever the switches say."""
     return bool(fl_cpu_has_avx512_bf16())
+
+
+#: The bfloat16 GEMMs run on AMX tiles (amx_tiles.h) where the bfloat16 kernels run, the
+#: CPU has AMX-BF16 and Linux granted the tile state; FASTLSTM_NO_AMX=1 at import keeps
+#: them on AVX512-BF16 (to compare the two on one machine).
+cdef bint _AMX = (_BF16_KERNELS and os.environ.get("FASTLSTM_NO_AMX", "") != "1"
+                  and fl_set_amx(1) != 0)
+
+
+def have_amx_kernels():
+    """True when the bfloat16 products' GEMMs (input projections, the per-step products
+    of several rows, weight gradients) run on AMX tiles here."""
+    return bool(_AMX)
+
+
+def cpu_has_amx():
+    """True when the CPU and its OS support AMX-TILE and AMX-BF16 (with AVX512-BF16),
+    whatever the switches say (the process's request for the tile state aside)."""
+    return bool(fl_cpu_has_amx())
+
+
+def amx_call_count():
+    """How many GEMMs ran on the AMX tiles in this process (the test that the AMX path
+    ran where the CPU has it reads this)."""
+    return int(fl_amx_call_count())

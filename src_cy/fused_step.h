@@ -167,6 +167,25 @@ static int fl_cpu_has_avx512_bf16(void) {
     return (a >> 5) & 1;
 }
 
+/* The CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22) beside
+ * AVX512-BF16, and the OS supports the tile state (XCR0 bits 17-18). Using the tiles also
+ * needs the process's request (fl_amx_request, amx_tiles.h). */
+static int fl_cpu_has_amx(void) {
+    unsigned int a, b, c, d;
+    if (!FL_HAVE_AMX_BUILD || !fl_cpu_has_avx512_bf16()) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return ((d >> 24) & 1) && ((d >> 22) & 1) && (fl_xcr0() & 0x60000) == 0x60000;
+}
+
+/* Turn the AMX tiles on for the bfloat16 GEMMs (on: the CPU has them, and the request
+ * to the OS was granted); returns whether they are on. */
+static int fl_set_amx(int on) {
+    fl_amx_on = on && fl_cpu_has_amx() && fl_amx_request();
+    return fl_amx_on;
+}
+
+static long fl_amx_call_count(void) { return __atomic_load_n(&fl_amx_calls, __ATOMIC_RELAXED); }
+
 /* Row i of a 4-row block starting at r0 with nr valid rows; rows past nr repeat the last
  * valid one (computed, never stored). */
 static inline const float* fl_tile_row(const float* base, ptrdiff_t ld, ptrdiff_t r0,
@@ -260,6 +279,11 @@ static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
 #define FL_HAVE_FUSED 0
 static int fl_best_fused_isa(void) { return FL_ISA_NONE; }
 static int fl_cpu_has_avx512_bf16(void) { return 0; }
+static int fl_cpu_has_amx(void) { return 0; }
+static int fl_set_amx(int on) { return 0; }
+static long fl_amx_call_count(void) { return 0; }
+static void fl_pairs_transpose(ptrdiff_t K2, ptrdiff_t M, const uint32_t* src, uint32_t* dst,
+                               ptrdiff_t ld, ptrdiff_t m_lo, ptrdiff_t m_hi) {}
 static void fl_set_fused_isa(int isa) {}
 static void fl_pack_fused_bf16(ptrdiff_t I, const float* Wx, ptrdiff_t H, const float* Wh,
                                uint32_t* out, ptrdiff_t g_lo, ptrdiff_t g_hi) {}

@@ -122,6 +122,29 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(
         ptrdiff_t n_rows, const int64_t* restrict rows, ptrdiff_t K, const float* restrict A,
         ptrdiff_t lda, const float* restrict WTp, ptrdiff_t N, float* restrict C,
         const int64_t* restrict c_off, ptrdiff_t ldc, ptrdiff_t c_lo, ptrdiff_t c_hi) {
+#ifdef FL_PAIRS_PASSES
+    /* AMX: the rows rounded into pair rows once, then each block's product of them all
+     * into z (one GEMM on the tiles), copied to the rows' places */
+    if (fl_amx_on) {
+        const ptrdiff_t KP = FL_PACKED_ROWS(K), ld = KP + 8;
+        uint32_t* pairs = (uint32_t*)_mm_malloc((size_t)(n_rows * ld + n_rows * 64) * 4, 64);
+        if (pairs) {
+            float* z = (float*)(pairs + n_rows * ld);
+            for (ptrdiff_t m = 0; m < n_rows; m++)
+                fl_bf16_row_pairs(K, A + (rows ? rows[m] : m) * lda, pairs + m * ld);
+            for (ptrdiff_t c = c_lo; c < c_hi; c++) {
+                const ptrdiff_t u0 = 64 * c, n = N - u0 < 64 ? N - u0 : 64;
+                fl_gemm_pairs_amx(KP, pairs, ld, (const uint32_t*)WTp + c * KP * 64, z, 64,
+                                  0, 1, 0, n_rows);
+                for (ptrdiff_t m = 0; m < n_rows; m++)
+                    memcpy(C + (c_off ? c_off[m] : m * ldc) + u0, z + m * 64,
+                           n * sizeof(float));
+            }
+            _mm_free(pairs);
+            return;
+        }                               /* out of memory: the tiles below */
+    }
+#endif
     float tile[8][64] __attribute__((aligned(64)));
     for (ptrdiff_t c = c_lo; c < c_hi; c++) {
         const float* Wc = WTp + c * FL_PACKED_ROWS(K) * 64;

@@ -325,9 +325,10 @@ static inline void fl_pairs_tile_bf16(ptrdiff_t p_lo, ptrdiff_t p_hi,
  * in-order sum over p (the chunks continue it), so any split of rows or blocks between
  * threads gives the same bits. */
 FL_BF16_TARGET
-static void fl_gemm_pairs_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp, ptrdiff_t sm,
-                               const uint32_t* Bp, float* C, ptrdiff_t ldc, ptrdiff_t c_lo,
-                               ptrdiff_t c_hi, ptrdiff_t m_lo, ptrdiff_t m_hi) {
+static void fl_gemm_pairs_dp_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp,
+                                  ptrdiff_t sm, const uint32_t* Bp, float* C, ptrdiff_t ldc,
+                                  ptrdiff_t c_lo, ptrdiff_t c_hi, ptrdiff_t m_lo,
+                                  ptrdiff_t m_hi) {
     for (ptrdiff_t c = c_lo; c < c_hi; c++)
         for (ptrdiff_t p0 = 0; p0 < K2; p0 += FL_PAIRS_CHUNK) {
             const ptrdiff_t p1 = K2 - p0 < FL_PAIRS_CHUNK ? K2 : p0 + FL_PAIRS_CHUNK;
@@ -335,6 +336,20 @@ static void fl_gemm_pairs_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp, p
                 fl_pairs_tile_bf16(p0, p1, Ap, sp, sm, m0, m_hi - m0 < 4 ? m_hi - m0 : 4,
                                    Bp + c * K2 * 64, C + 64 * c, ldc, p0 > 0);
         }
+}
+
+#include "amx_tiles.h"
+
+/* The GEMM of the pair rows: on AMX tiles where they are on and A's rows hold their
+ * pairs contiguously (sp == 1), else on the vdpbf16ps tiles above. */
+FL_BF16_TARGET
+static void fl_gemm_pairs_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp, ptrdiff_t sm,
+                               const uint32_t* Bp, float* C, ptrdiff_t ldc, ptrdiff_t c_lo,
+                               ptrdiff_t c_hi, ptrdiff_t m_lo, ptrdiff_t m_hi) {
+    if (fl_amx_on && sp == 1)
+        fl_gemm_pairs_amx(K2, Ap, sm, Bp, C, ldc, c_lo, c_hi, m_lo, m_hi);
+    else
+        fl_gemm_pairs_dp_bf16(K2, Ap, sp, sm, Bp, C, ldc, c_lo, c_hi, m_lo, m_hi);
 }
 
 /* Rows m_lo .. m_hi - 1 of A (K wide, rows lda floats apart) rounded into pair rows:

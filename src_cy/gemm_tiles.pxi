@@ -168,7 +168,19 @@ def gemm_tn_bf16(segments, const float[:, :] b, float[:, ::1] out, int n_threads
         for c in range(N // 64):
             fl_pack_row_pairs_bf16(K_sum, krows, &b[0, 64 * c], ldb, 64, &b_pairs[c, 0, 0],
                                    64, lo, hi)
-    _pairs_product(K2, &a_pairs[0, 0], M, 1, &b_pairs[0, 0, 0], &out[0, 0], M, N, n_threads)
+    if not _AMX:
+        _pairs_product(K2, &a_pairs[0, 0], M, 1, &b_pairs[0, 0, 0], &out[0, 0], M, N,
+                       n_threads)
+        return
+    # AMX tiles read A's pairs along its rows: the pair rows transposed first
+    cdef Py_ssize_t ld = K2 + 8
+    cdef uint32_t[:, ::1] a_rows = scratch("gemm_tn_bf16_at", (M, ld), np.uint32)
+    n_parts = max(1, min(n_threads, M))
+    for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
+        fl_pairs_transpose(K2, M, &a_pairs[0, 0], &a_rows[0, 0], ld, M * part // n_parts,
+                           M * (part + 1) // n_parts)
+    _pairs_product(K2, &a_rows[0, 0], 1, ld, &b_pairs[0, 0, 0], &out[0, 0], M, N,
+                   n_threads)
 
 
 cdef void _pairs_product(Py_ssize_t K2, const uint32_t* ap, Py_ssize_t sp, Py_ssize_t sm,

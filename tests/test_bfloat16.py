@@ -2,10 +2,16 @@
 same arithmetic, the error against float32, and the estimators.
 
 The kernels' tests skip, saying why, on CPUs without AVX512-BF16; where the CPU has it,
-``test_the_bfloat16_kernels_run_where_the_cpu_has_them`` fails unless they ran.
+``test_the_bfloat16_kernels_run_where_the_cpu_has_them`` fails unless they ran, and where
+it has AMX, ``test_the_amx_tiles_run_where_the_cpu_has_them`` fails unless the GEMMs ran
+on the tiles. On an AMX CPU the GEMM tests above check the AMX tiles, and
+``test_amx_and_avx512_bf16_tiles_agree`` checks the AVX512-BF16 ones (FASTLSTM_NO_AMX=1,
+in a subprocess).
 """
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -405,6 +411,74 @@ def test_the_bfloat16_kernels_run_where_the_cpu_has_them(monkeypatch, name):
                                    return_cache=True, compute_dtype="bfloat16")
     fl.dynamic_rnn_backward(cell, cache, np.ones_like(out))
     fl.dynamic_rnn(cell, x, lengths, state, backend="auto", compute_dtype="bfloat16")
+
+
+_SWITCHES_OFF = ("FASTLSTM_NO_AVX512", "FASTLSTM_NO_FUSED", "FASTLSTM_NO_AMX")
+
+
+def test_the_amx_tiles_run_where_the_cpu_has_them():
+    """Fails on a CPU with AMX-BF16 (and Linux's grant of the tile state) unless the
+    bfloat16 GEMMs of a forward and backward ran on the AMX tiles; elsewhere, they are
+    off and the test says why it skips."""
+    if not _recurrent.cpu_has_amx() or any(os.environ.get(k) == "1" for k in _SWITCHES_OFF):
+        assert not _recurrent.have_amx_kernels() or _recurrent.cpu_has_amx()
+        pytest.skip("no AMX-BF16 here (or switched off): the bfloat16 GEMMs run on "
+                    "AVX512-BF16 or the emulation")
+    assert _recurrent.have_amx_kernels(), "the CPU has AMX but the tiles are off"
+    before = _recurrent.amx_call_count()
+    cell = make_cell("lstm", 48, 20, dtype=np.float32)
+    x, lengths, state = make_case(cell, 24, 7)
+    out, _, cache = fl.dynamic_rnn(cell, x, lengths, state, backend="cython",
+                                   return_cache=True, compute_dtype="bfloat16")
+    fl.dynamic_rnn_backward(cell, cache, np.ones_like(out))
+    assert _recurrent.amx_call_count() > before
+
+
+AGREEMENT = r"""
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import fastlstm as fl
+from fastlstm import _recurrent
+from _helpers import make_case, make_cell
+rng = np.random.default_rng(0)
+a = rng.standard_normal((37, 301)).astype(np.float32)
+b = rng.standard_normal((301, 128)).astype(np.float32)
+out = np.empty((37, 128), np.float32)
+_recurrent.gemm_rows_bf16(a, _recurrent.pack_rows_bf16(b), out, 2)
+tn = np.empty((301, 128), np.float32)
+_recurrent.gemm_tn_bf16([a], rng.standard_normal((37, 128)).astype(np.float32),
+                        tn, 2)
+cell = make_cell("peephole", 40, 24, dtype=np.float32)
+x, lengths, state = make_case(cell, 33, 9)
+y, _, cache = fl.dynamic_rnn(cell, x, lengths, state, backend="cython", return_cache=True,
+                             compute_dtype="bfloat16")
+g = fl.dynamic_rnn_backward(cell, cache, np.ones_like(y))
+np.savez(sys.argv[2], amx=_recurrent.have_amx_kernels(), gemm=out, tn=tn, y=y,
+         **{"g_" + k: v for k, v in g.items() if k != "initial_state"})
+"""
+
+
+@needs_kernels
+def test_amx_and_avx512_bf16_tiles_agree(tmp_path):
+    """The same exact products summed in float32 in two orders (the AMX tiles' and the
+    AVX512-BF16 tiles'): the GEMMs, a forward and its gradients agree to float32 sums'
+    rounding. On a CPU without AMX both runs take the AVX512-BF16 tiles (and agree bit
+    for bit)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    res = []
+    for no_amx in ("0", "1"):
+        path = tmp_path / f"no_amx_{no_amx}.npz"
+        subprocess.run([sys.executable, "-c", AGREEMENT, tests, str(path)], check=True,
+                       env={**os.environ, "FASTLSTM_NO_AMX": no_amx}, timeout=300)
+        res.append(dict(np.load(path)))
+    on, off = res
+    assert not off["amx"] and bool(on["amx"]) == _recurrent.have_amx_kernels()
+    for key in on:
+        if key != "amx":
+            np.testing.assert_allclose(on[key], off[key], rtol=1e-4, atol=1e-4, err_msg=key)
+            if not on["amx"]:
+                np.testing.assert_array_equal(on[key], off[key], err_msg=key)
 
 
 # ------------------------------------------------------------ through dynamic_rnn
