@@ -56,27 +56,37 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
      * group), then each group's products in passes of FL_PAIRS_CHUNK pair rows over all
      * rows (L1-sized, as gemm_rows_bf16), z kept per row until the gate math */
     const ptrdiff_t KPX = FL_PACKED_ROWS(KX), ld = KP + 8;
-    uint32_t* pairs = (uint32_t*)_mm_malloc((size_t)(n_rows * ld + n_rows * 64) * 4, 64);
+    /* on AMX tiles, the products of FL_AMX_GROUPS groups in one GEMM: per group, the
+     * tiles' configuration and the reads of all rows' pairs were half the step */
+    const ptrdiff_t per = fl_amx_on ? FL_AMX_GROUPS : 1, ldz = 64 * per;
+    uint32_t* pairs = (uint32_t*)_mm_malloc((size_t)(n_rows * ld + n_rows * ldz) * 4, 64);
     if (pairs) {
         float* z = (float*)(pairs + n_rows * ld);
         for (ptrdiff_t r = 0; r < n_rows; r++) {
             if (x) fl_bf16_row_pairs(KX, x + t * out->x_t + rows[r] * out->x_b, pairs + r * ld);
             fl_bf16_row_pairs(H, h_old + r * H, pairs + r * ld + KPX);
         }
-        for (ptrdiff_t g = g_lo; g < g_hi; g++) {
-            const uint32_t* Wg = (const uint32_t*)(Wp + g * KP * 64);
-            const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
+        for (ptrdiff_t g0 = g_lo; g0 < g_hi; g0 += per) {
+            const ptrdiff_t g1 = g_hi - g0 < per ? g_hi : g0 + per;
             /* xproj's four gate lines of a row: the first rows' during the products, the
              * rest FL_XPROJ_AHEAD rows ahead of the gate math (all at once overflowed
              * the miss buffers: the gate math waited on these loads, 60% of its time) */
             if (!x)
                 for (ptrdiff_t r = 0; r < n_rows && r < FL_XPROJ_AHEAD; r++)
-                    fl_prefetch_gates(xproj + (t * B + rows[r]) * G + u0, H);
-            fl_gemm_pairs_bf16(KP, pairs, 1, ld, Wg, z, 64, 0, 1, 0, n_rows);
-            for (ptrdiff_t r = 0; r < n_rows; r++) {
-                if (!x && r + FL_XPROJ_AHEAD < n_rows)
-                    fl_prefetch_gates(xproj + (t * B + rows[r + FL_XPROJ_AHEAD]) * G + u0, H);
-                FL_ROW_GATES(r, rows[r], u0, n, z + r * 64);
+                    fl_prefetch_gates(xproj + (t * B + rows[r]) * G + 16 * g0, H);
+            fl_gemm_pairs_bf16(KP, pairs, 1, ld, (const uint32_t*)(Wp + g0 * KP * 64), z, ldz,
+                               0, g1 - g0, 0, n_rows);
+            for (ptrdiff_t g = g0; g < g1; g++) {
+                const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
+                if (!x && g > g0)
+                    for (ptrdiff_t r = 0; r < n_rows && r < FL_XPROJ_AHEAD; r++)
+                        fl_prefetch_gates(xproj + (t * B + rows[r]) * G + u0, H);
+                for (ptrdiff_t r = 0; r < n_rows; r++) {
+                    if (!x && r + FL_XPROJ_AHEAD < n_rows)
+                        fl_prefetch_gates(xproj + (t * B + rows[r + FL_XPROJ_AHEAD]) * G + u0,
+                                          H);
+                    FL_ROW_GATES(r, rows[r], u0, n, z + r * ldz + 64 * (g - g0));
+                }
             }
         }
         _mm_free(pairs);
