@@ -40,9 +40,10 @@ def kernels(args):
     if "cython" in fl.available_backends():
         from .backends.cython_backend import kernel_path
         print(f"cython kernels here: {kernel_path()}")
-        from ._recurrent import have_bf16_kernels
+        from ._recurrent import have_amx_kernels, have_bf16_kernels
         print("compute_dtype='bfloat16': " + (
-            "every cell's kernels and the GEMMs on bfloat16 tiles (AVX512-BF16)"
+            "every cell's kernels and the GEMMs on bfloat16 tiles (AVX512-BF16"
+            + (", the GEMMs on AMX tiles)" if have_amx_kernels() else ")")
             if have_bf16_kernels() else "emulated in NumPy (slow: no AVX512-BF16 here)"))
     ref_out, ref_state = fl.dynamic_rnn(cell, x, lengths, backend="numpy", compute_dtype=cd)
     print(f"outputs {ref_out.shape}, state.c {ref_state.c.shape}, state.h {ref_state.h.shape}")

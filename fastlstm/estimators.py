@@ -783,8 +783,9 @@ class LSTMClassifier(ClassifierMixin, _BaseSequenceModel):
         (float32 only; Keras's mixed precision): every product, forward and backward,
         multiplies operands rounded to bfloat16 and sums in float32, while the weights,
         the state, the gate math and the optimizer stay float32. Every cell runs it on
-        its own kernels where the CPU has AVX512-BF16 (``backend="cython"`` or
-        ``"auto"``); elsewhere it is a slow NumPy emulation, for checking results.
+        its own kernels where the CPU has AVX512-BF16, with its GEMMs on AMX tiles where
+        it has AMX (``backend="cython"`` or ``"auto"``); elsewhere it is a slow NumPy
+        emulation, for checking results.
     n_jobs : int or None, default None
         Threads of the kernels. None: the cores this process may run on, capped by
         OpenMP's limit (``OMP_NUM_THREADS``, threadpoolctl), so that in joblib's workers
