@@ -193,7 +193,13 @@ static inline const float* fl_tile_row(const float* base, ptrdiff_t ld, ptrdiff_
     return base + (r0 + (i < nr ? i : nr - 1)) * ld;
 }
 
-/* Rows ahead of the gate math whose xproj lines are being prefetched (bfloat16 step). */
+/* Rows of k per pass of the float32 step's sums over all rows (16 KB of a group's packed
+ * weights and 16 KB of 64 rows' activations: both in a 48 KB L1; passes of 128 read 64 KB),
+ * where a group has more than FL_F32_ONE_PASS_ROWS (48 KB). */
+#define FL_F32_PASS 64
+#define FL_F32_ONE_PASS_ROWS 192
+
+/* Rows ahead of the gate math whose xproj lines are being prefetched. */
 #define FL_XPROJ_AHEAD 8
 
 /* The four gate lines of one row's 16-unit group in xproj (p: its gate i, gates H floats

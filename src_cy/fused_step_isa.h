@@ -92,6 +92,57 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
         _mm_free(pairs);
         return;
     }                                   /* out of memory: the tiles below, per group */
+#else
+    /* float32, several tiles of rows and a group's weights past L1 (more than
+     * FL_F32_ONE_PASS_ROWS rows of k: the seed's 156 rows took 5-15% longer in passes,
+     * on an Intel Xeon): each group's sums in
+     * passes of FL_F32_PASS rows of k over all rows, z kept per row until the gate math,
+     * so a pass's weights are read from L1 by every 4-row tile (in one pass each tile
+     * streamed them from L2: 4 MB per group and step at B = 64, I = H = 512). Worth 3-5%
+     * there on an Intel Xeon; the tiles' FMA rate is the bound. The passes continue each
+     * element's FMA chain: the bits of one pass. */
+    if (n_rows > 4 && KP > FL_F32_ONE_PASS_ROWS) {
+        const ptrdiff_t n4 = (n_rows + 3) / 4 * 4;
+        float* z = (float*)_mm_malloc((size_t)n4 * 64 * sizeof(float), 64);
+        if (z) {
+            for (ptrdiff_t g = g_lo; g < g_hi; g++) {
+                const float* Wg = Wp + g * KP * 64;
+                const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
+                if (!x)
+                    for (ptrdiff_t r = 0; r < n_rows && r < FL_XPROJ_AHEAD; r++)
+                        fl_prefetch_gates(xproj + (t * B + rows[r]) * G + u0, H);
+                for (ptrdiff_t k0 = 0; k0 < KP; k0 += FL_F32_PASS) {
+                    const ptrdiff_t k1 = KP - k0 < FL_F32_PASS ? KP : k0 + FL_F32_PASS;
+                    /* the pass's rows of k in x (ka0 .. ka1) and in h (kb0 .. kb1) */
+                    const ptrdiff_t ka0 = k0 < KX ? k0 : KX, ka1 = k1 < KX ? k1 : KX;
+                    const ptrdiff_t kb0 = k0 > KX ? k0 - KX : 0, kb1 = k1 > KX ? k1 - KX : 0;
+                    for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
+                        const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
+                        const float* xr[4] = {NULL, NULL, NULL, NULL};
+                        if (ka1 > ka0)
+                            for (int i = 0; i < 4; i++)
+                                xr[i] = x + t * out->x_t + ka0
+                                        + rows[r0 + (i < nr ? i : nr - 1)] * out->x_b;
+                        FL_ISA(fl_tile_4x64_acc)(
+                            ka1 - ka0, xr[0], xr[1], xr[2], xr[3], kb1 - kb0,
+                            fl_tile_row(h_old, H, r0, nr, 0) + kb0,
+                            fl_tile_row(h_old, H, r0, nr, 1) + kb0,
+                            fl_tile_row(h_old, H, r0, nr, 2) + kb0,
+                            fl_tile_row(h_old, H, r0, nr, 3) + kb0, Wg + k0 * 64,
+                            (float(*)[64])(z + r0 * 64), k0 > 0);
+                    }
+                }
+                for (ptrdiff_t r = 0; r < n_rows; r++) {
+                    if (!x && r + FL_XPROJ_AHEAD < n_rows)
+                        fl_prefetch_gates(xproj + (t * B + rows[r + FL_XPROJ_AHEAD]) * G + u0,
+                                          H);
+                    FL_ROW_GATES(r, rows[r], u0, n, z + r * 64);
+                }
+            }
+            _mm_free(z);
+            return;
+        }                               /* out of memory: one pass per tile, below */
+    }
 #endif
     for (ptrdiff_t g = g_lo; g < g_hi; g++) {
         const float* Wg = Wp + g * KP * 64;

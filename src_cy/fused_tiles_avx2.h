@@ -27,10 +27,12 @@
  * with 24-column passes than with 16-column passes only). */
 FL_AVX2_TILE void fl_tile_4xv_avx2(ptrdiff_t K, const float* const a[4], ptrdiff_t K2,
                                    const float* const b[4], const float* restrict W,
-                                   const ptrdiff_t sa, const int V, float* const t[4]) {
-    __m256 c[4][3];
+                                   const ptrdiff_t sa, const int V, float* const t[4],
+                                   const int acc) {
+    __m256 c[4][3];       /* acc: the sums continue from t's values (fl_tile_4x64_acc) */
     for (int i = 0; i < 4; i++)
-        for (int v = 0; v < V; v++) c[i][v] = _mm256_setzero_ps();
+        for (int v = 0; v < V; v++)
+            c[i][v] = acc ? _mm256_loadu_ps(t[i] + 8 * v) : _mm256_setzero_ps();
     for (int part = 0; part < 2; part++) {            /* a over W[0:K], b over the next K2 */
         const ptrdiff_t n = part ? K2 : K;
         const float* const* x = part ? b : a;
@@ -52,14 +54,28 @@ FL_AVX2_TILE void fl_tile_4xv_avx2(ptrdiff_t K, const float* const a[4], ptrdiff
 FL_AVX2_TILE void fl_tile_4x64_passes_avx2(ptrdiff_t K, const float* const a[4],
                                            ptrdiff_t K2, const float* const b[4],
                                            const float* restrict W, const ptrdiff_t sa,
-                                           float tile[4][64]) {
+                                           float tile[4][64], const int acc) {
     for (int q = 0; q < 64; q += 24) {
         float* const t[4] = {tile[0] + q, tile[1] + q, tile[2] + q, tile[3] + q};
         if (q < 48)
-            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 3, t);
+            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 3, t, acc);
         else
-            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 2, t);
+            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 2, t, acc);
     }
+}
+
+/* fl_tile_4x64_acc's contract: four rows, 64 columns, over a[0:K] then b[0:K2], from
+ * zero or (acc) on from tile's values */
+FL_AVX2_TILE void fl_tile_4x64_acc_avx2(ptrdiff_t K, const float* restrict a0,
+                                        const float* restrict a1, const float* restrict a2,
+                                        const float* restrict a3, ptrdiff_t K2,
+                                        const float* restrict b0, const float* restrict b1,
+                                        const float* restrict b2, const float* restrict b3,
+                                        const float* restrict W, float tile[4][64],
+                                        const int acc) {
+    const float* const a[4] = {a0, a1, a2, a3};
+    const float* const b[4] = {b0, b1, b2, b3};
+    fl_tile_4x64_passes_avx2(K, a, K2, b, W, 1, tile, acc);
 }
 
 /* fl_tile_4x64's contract: four rows, 64 columns, over a[0:K] then b[0:K2] */
@@ -69,9 +85,7 @@ FL_AVX2_TILE void fl_tile_4x64_avx2(ptrdiff_t K, const float* restrict a0,
                                     const float* restrict b0, const float* restrict b1,
                                     const float* restrict b2, const float* restrict b3,
                                     const float* restrict W, float tile[4][64]) {
-    const float* const a[4] = {a0, a1, a2, a3};
-    const float* const b[4] = {b0, b1, b2, b3};
-    fl_tile_4x64_passes_avx2(K, a, K2, b, W, 1, tile);
+    fl_tile_4x64_acc_avx2(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W, tile, 0);
 }
 
 /* fl_tile_8xv's contract: eight rows, the first 16 V columns (V = 1 or 2) */
@@ -81,7 +95,7 @@ FL_AVX2_TILE void fl_tile_8xv_avx2(ptrdiff_t K, const float* const a[8],
         for (int q = 0; q < 16 * V; q += 16) {
             float* const t[4] = {tile[r] + q, tile[r + 1] + q, tile[r + 2] + q,
                                  tile[r + 3] + q};
-            fl_tile_4xv_avx2(K, a + r, 0, a + r, W + q, 1, 2, t);
+            fl_tile_4xv_avx2(K, a + r, 0, a + r, W + q, 1, 2, t, 0);
         }
 }
 
@@ -134,7 +148,7 @@ FL_AVX2_TILE void fl_tn_tile_avx2(ptrdiff_t ks, const int64_t* restrict krows,
         ap[k][0] = ak[0]; ap[k][1] = ak[o1]; ap[k][2] = ak[o2]; ap[k][3] = ak[o3];
     }
     const float* const cols[4] = {&ap[0][0], &ap[0][1], &ap[0][2], &ap[0][3]};
-    fl_tile_4x64_passes_avx2(ks, cols, 0, cols, Wb, 4, tile);
+    fl_tile_4x64_passes_avx2(ks, cols, 0, cols, Wb, 4, tile, 0);
 }
 
 /* C[0:16] += P[0:16] for the weight gradient's pieces (C unaligned, P aligned) */

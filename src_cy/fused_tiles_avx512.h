@@ -44,17 +44,26 @@
         a32 = _mm512_fmadd_ps(b, w2, a32); a33 = _mm512_fmadd_ps(b, w3, a33);             \
     }
 
+/* fl_tile_4x64_acc: the same sums continued from the values in tile (acc != 0) instead
+ * of from zero: a sum in passes over k gives the bits of one pass (each element is one
+ * FMA chain; the stored partial sums are exact). */
 __attribute__((target("avx512f,fma"), always_inline))
-static inline void fl_tile_4x64_avx512(ptrdiff_t K, const float* restrict a0,
+static inline void fl_tile_4x64_acc_avx512(ptrdiff_t K, const float* restrict a0,
                                 const float* restrict a1, const float* restrict a2,
                                 const float* restrict a3, ptrdiff_t K2,
                                 const float* restrict b0, const float* restrict b1,
                                 const float* restrict b2, const float* restrict b3,
-                                const float* restrict W, float tile[4][64]) {
-    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-    __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-    __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-    __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+                                const float* restrict W, float tile[4][64], const int acc) {
+#define FL_TILE_INIT(i, v) (acc ? _mm512_load_ps(tile[i] + 16 * v) : _mm512_setzero_ps())
+    __m512 a00 = FL_TILE_INIT(0, 0), a01 = FL_TILE_INIT(0, 1);
+    __m512 a02 = FL_TILE_INIT(0, 2), a03 = FL_TILE_INIT(0, 3);
+    __m512 a10 = FL_TILE_INIT(1, 0), a11 = FL_TILE_INIT(1, 1);
+    __m512 a12 = FL_TILE_INIT(1, 2), a13 = FL_TILE_INIT(1, 3);
+    __m512 a20 = FL_TILE_INIT(2, 0), a21 = FL_TILE_INIT(2, 1);
+    __m512 a22 = FL_TILE_INIT(2, 2), a23 = FL_TILE_INIT(2, 3);
+    __m512 a30 = FL_TILE_INIT(3, 0), a31 = FL_TILE_INIT(3, 1);
+    __m512 a32 = FL_TILE_INIT(3, 2), a33 = FL_TILE_INIT(3, 3);
+#undef FL_TILE_INIT
     for (ptrdiff_t k = 0; k < K; k++)
         FL_TILE_STEP(a0[k], a1[k], a2[k], a3[k], W + k * 64)
     W += K * 64;
@@ -63,6 +72,16 @@ static inline void fl_tile_4x64_avx512(ptrdiff_t K, const float* restrict a0,
     FL_STORE_4X64(tile, a)
 }
 #undef FL_TILE_STEP
+
+__attribute__((target("avx512f,fma"), always_inline))
+static inline void fl_tile_4x64_avx512(ptrdiff_t K, const float* restrict a0,
+                                const float* restrict a1, const float* restrict a2,
+                                const float* restrict a3, ptrdiff_t K2,
+                                const float* restrict b0, const float* restrict b1,
+                                const float* restrict b2, const float* restrict b3,
+                                const float* restrict W, float tile[4][64]) {
+    fl_tile_4x64_acc_avx512(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W, tile, 0);
+}
 
 /* One row against NB <= 4 64-column blocks of W at once (block j at W + j * stride):
  * out[j] = the row's product with block j, over a[0:K] then b[0:K2] as in fl_tile_4x64_avx512.
