@@ -56,9 +56,6 @@ static int fl_amx_request(void) {
 #endif
 }
 
-/* Groups of 16 units per GEMM in the fused forward step on AMX tiles. */
-#define FL_AMX_GROUPS 8
-
 /* Bytes of B's pair rows that one pass over C's rows reads (a quarter of a 2 MB L2). */
 #define FL_AMX_B_BYTES (512 * 1024)
 

@@ -34,6 +34,7 @@ FUSED_STEP = _recurrent.have_fused_step()
 #: and the RNN's per-step products on the tiles of src_cy/fused_tiles_bf16.h): their
 #: kernels take ``bf16=True``.
 BF16_CELLS = ("lstm", "gru", "rnn") if _recurrent.have_bf16_kernels() else ()
+_AMX = _recurrent.have_amx_kernels()
 
 
 def kernel_path():
@@ -161,6 +162,10 @@ def _run_fused(run, kind, batch_size, num_units, weight_rows, steps, n_threads):
     rows = chunk_rows(batch_size, True, cores)
     groups = -(-num_units // 16)
     fixed = _unit_slices_for(batch_size, num_units, weight_rows, cores, rows)
+    if (kind.endswith("_bf16") and _AMX and not fixed and cores > 1
+            and weight_rows * groups * 64 * 2 >= _thresholds.AMX_UNIT_SPLIT_MIN_WEIGHT_BYTES):
+        # on AMX tiles a step is one GEMM per core (both schedules give the same bits)
+        fixed = cores
     tunable = (rows <= _thresholds.MAX_CHUNK_ROWS_FOR_UNIT_SPLIT and cores <= groups
                and weight_rows * groups * 64 * 4 < _thresholds.UNIT_SPLIT_MIN_WEIGHT_BYTES)
     _run_tuned(lambda slices: run(rows, slices), fixed, cores if tunable else None,
