@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _thresholds
 from ._threads import blas_threads, default_num_threads
-from ._workspace import scratch
+from ._workspace import aligned_empty, scratch
 
 
 _pool = None
@@ -331,8 +331,8 @@ class BFloat16Gemm(Gemm):
         """``a @ wt.T`` on the tiles: ``wt`` (n, K) packed once (from its transpose's rows
         where that is the contiguous one), ``a``'s rows rounded in the tiles."""
         n = wt.shape[0]
-        if out is None:
-            out = np.empty((a.shape[0], n), np.float32)
+        if out is None:         # on cache lines: the AMX tiles store C's rows whole
+            out = aligned_empty((a.shape[0], n), np.float32)
         shape = (-(-n // 64), -(-wt.shape[1] // 2), 64)
         work = scratch("bf16_packed_b", shape, np.uint32)
         if wt.T.strides[1] == 4 or wt.shape[0] < 2:

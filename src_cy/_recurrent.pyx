@@ -33,7 +33,7 @@ import os
 import numpy as np
 
 from fastlstm import _thresholds
-from fastlstm._workspace import CACHE_LINE, scratch
+from fastlstm._workspace import CACHE_LINE, aligned_empty, scratch
 
 # The engine by concern, one source file each (one extension module: they share the
 # fused type, the BLAS wrapper, the chunking and the checks):

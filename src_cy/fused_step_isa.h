@@ -55,7 +55,7 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
     /* bfloat16: the rows' [x_t, h] rounded into pair rows once per step (not once per
      * group), then each group's products in passes of FL_PAIRS_CHUNK pair rows over all
      * rows (L1-sized, as gemm_rows_bf16), z kept per row until the gate math */
-    const ptrdiff_t KPX = FL_PACKED_ROWS(KX), ld = KP + 8;
+    const ptrdiff_t KPX = FL_PACKED_ROWS(KX), ld = FL_PAIRS_LD(KP);
     /* on AMX tiles, the products of all groups in one GEMM (per group, the tiles'
      * configuration and the reads of all rows' pairs were half the step; per 8 groups,
      * (64, 25, 512, 512) inference took 8.3-9.3 ms against 7.4 in one) */
@@ -188,7 +188,7 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(
     /* AMX: the rows rounded into pair rows once, then each block's product of them all
      * into z (one GEMM on the tiles), copied to the rows' places */
     if (fl_amx_on) {
-        const ptrdiff_t KP = FL_PACKED_ROWS(K), ld = KP + 8;
+        const ptrdiff_t KP = FL_PACKED_ROWS(K), ld = FL_PAIRS_LD(KP);
         uint32_t* pairs = (uint32_t*)_mm_malloc((size_t)(n_rows * ld + n_rows * 64) * 4, 64);
         if (pairs) {
             float* z = (float*)(pairs + n_rows * ld);

@@ -80,7 +80,7 @@ def pack_fused_bf16(const float[:, ::1] W_h, const float[:, ::1] W_x=None, out=N
         raise ValueError("W_h must be (H, 4H) and W_x (I, 4H)")
     cdef Py_ssize_t groups = (H + 15) // 16, width = ((I + 1) // 2 + (H + 1) // 2) * 64
     if out is None:
-        out = np.empty((groups, width), np.uint32)
+        out = aligned_empty((groups, width), np.uint32)
     cdef uint32_t[:, ::1] o = out
     if o.shape[0] != groups or o.shape[1] != width:
         raise ValueError("out has the wrong shape")
@@ -141,7 +141,7 @@ def pack_rows_bf16(const float[:, :] B, out=None, int n_threads=1):
     if n > 1 and B.strides[1] != sizeof(float):
         raise ValueError("pack_rows_bf16 needs rows with contiguous elements")
     if out is None:
-        out = np.empty((blocks, K2, 64), np.uint32)
+        out = aligned_empty((blocks, K2, 64), np.uint32)
     cdef uint32_t[:, :, ::1] o = out
     if o.shape[0] != blocks or o.shape[1] != K2 or o.shape[2] != 64:
         raise ValueError("out has the wrong shape")
@@ -171,7 +171,7 @@ def pack_fused_t_bf16(const float[:, ::1] W, out=None, int n_threads=1):
     cdef Py_ssize_t n = W.shape[0], K = W.shape[1], blocks = (n + 63) // 64, n_parts = 1
     cdef Py_ssize_t part
     if out is None:
-        out = np.empty((blocks, (K + 1) // 2, 64), np.uint32)
+        out = aligned_empty((blocks, (K + 1) // 2, 64), np.uint32)
     cdef uint32_t[:, :, ::1] o = out
     if o.shape[0] != blocks or o.shape[1] != (K + 1) // 2 or o.shape[2] != 64:
         raise ValueError("out has the wrong shape")
