@@ -179,14 +179,18 @@ static inline __m512i fl_bf16_pairs16(__m512 lo, __m512 hi) {
 FL_BF16_TARGET
 static void fl_pack_fused_bf16(ptrdiff_t I, const float* Wx, ptrdiff_t H, const float* Wh,
                                uint32_t* out, ptrdiff_t g_lo, ptrdiff_t g_hi) {
+    /* pair row by pair row of W (its rows read in order, this thread's units of them),
+     * each to its groups: group by group, every 64-byte read was on another page of W
+     * (1.25 ms for H = 1024 on 2 threads, against 0.46 for the same bytes in order) */
     const ptrdiff_t KPX = FL_BF16_ROWS(I), KP = KPX + FL_BF16_ROWS(H), G = 4 * H;
-    for (ptrdiff_t g = g_lo; g < g_hi; g++) {
-        const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
-        const __mmask16 mask = (__mmask16)((1u << n) - 1u);
-        for (ptrdiff_t m = 0; m < KP; m++) {
-            const int in_x = m < KPX;
-            const ptrdiff_t k = in_x ? 2 * m : 2 * (m - KPX), K = in_x ? I : H;
-            const float* W = (in_x ? Wx : Wh) + k * G + u0;
+    for (ptrdiff_t m = 0; m < KP; m++) {
+        const int in_x = m < KPX;
+        const ptrdiff_t k = in_x ? 2 * m : 2 * (m - KPX), K = in_x ? I : H;
+        const float* row = (in_x ? Wx : Wh) + k * G;
+        for (ptrdiff_t g = g_lo; g < g_hi; g++) {
+            const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
+            const __mmask16 mask = (__mmask16)((1u << n) - 1u);
+            const float* W = row + u0;
             uint32_t* dst = out + (g * KP + m) * 64;
             for (ptrdiff_t gate = 0; gate < 4; gate++) {
                 const __m512 lo = _mm512_maskz_loadu_ps(mask, W + gate * H);
