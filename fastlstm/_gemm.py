@@ -251,11 +251,15 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED
     return d_x if time_major else np.ascontiguousarray(d_x.transpose(1, 0, 2))
 
 
-def matmul(a, b, n_threads, out=None, kernels=COMPILED):
-    """``a (M, K) @ b (K, N)``, the columns of the result in per-core blocks."""
+def matmul(a, b, n_threads, out=None, kernels=COMPILED, bias=None):
+    """``a (M, K) @ b (K, N)``, the columns of the result in per-core blocks; with ``bias``
+    (N,), ``a @ b + bias`` (the bias added to the finished products, x W + b's order)."""
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-    return _gemm(a, b, False, False, n_threads, out, kernels)
+    _gemm(a, b, False, False, n_threads, out, kernels)
+    if bias is not None:
+        out += bias
+    return out
 
 
 def matmul_nt(a, b, n_threads, out=None, kernels=COMPILED):
@@ -285,8 +289,8 @@ class Gemm:
     def __init__(self, kernels):
         self.kernels = kernels
 
-    def matmul(self, a, b, n_threads, out=None):
-        return matmul(a, b, n_threads, out, self.kernels)
+    def matmul(self, a, b, n_threads, out=None, bias=None):
+        return matmul(a, b, n_threads, out, self.kernels, bias)
 
     def matmul_nt(self, a, b, n_threads, out=None):
         return matmul_nt(a, b, n_threads, out, self.kernels)
@@ -318,7 +322,7 @@ class BFloat16Gemm(Gemm):
         return kernels
 
     def _rounded(self, a, n_threads):
-        if 0 in a.strides:          # a broadcast (the bias's column of ones) stays one
+        if 0 in a.strides and a.size:   # a broadcast (the bias's column of ones) stays one
             lead = tuple(slice(0, 1) if s == 0 else slice(None) for s in a.strides)
             return np.broadcast_to(self._rounded(a[lead].copy(), n_threads), a.shape)
         kernels = _kernels(self.kernels)
@@ -327,9 +331,10 @@ class BFloat16Gemm(Gemm):
         from ._bfloat16 import round_to_bfloat16
         return round_to_bfloat16(a)
 
-    def _rows_times_wt(self, kernels, a, wt, n_threads, out):
-        """``a @ wt.T`` on the tiles: ``wt`` (n, K) packed once (from its transpose's rows
-        where that is the contiguous one), ``a``'s rows rounded in the tiles."""
+    def _rows_times_wt(self, kernels, a, wt, n_threads, out, bias=None):
+        """``a @ wt.T`` (``+ bias``, (n,)) on the tiles: ``wt`` (n, K) packed once (from its
+        transpose's rows where that is the contiguous one), ``a``'s rows rounded in the
+        tiles."""
         n = wt.shape[0]
         if out is None:         # on cache lines: the AMX tiles store C's rows whole
             out = aligned_empty((a.shape[0], n), np.float32)
@@ -340,23 +345,26 @@ class BFloat16Gemm(Gemm):
         else:
             packed = kernels.pack_fused_t_bf16(np.ascontiguousarray(wt), work, n_threads)
         if n % 64 == 0:         # whole blocks: a's rows rounded once, L1-sized passes
-            kernels.gemm_rows_bf16(a, packed, out.reshape(a.shape[0], n), n_threads)
-        else:
-            kernels.gemm_rows_wt(a, packed.view(np.float32), n, out.reshape(-1),
-                                 np.arange(a.shape[0], dtype=np.int64) * n, None, n_threads,
-                                 True)
+            if bias is not None:  # added by the tiles while each block's sums are in L2
+                bias = np.ascontiguousarray(bias, np.float32)
+            kernels.gemm_rows_bf16(a, packed, out.reshape(a.shape[0], n), n_threads, bias)
+            return out
+        kernels.gemm_rows_wt(a, packed.view(np.float32), n, out.reshape(-1),
+                             np.arange(a.shape[0], dtype=np.int64) * n, None, n_threads, True)
+        if bias is not None:
+            out += bias
         return out
 
     def _rows_ok(self, a, out):
         return ((a.shape[1] < 2 or a.strides[1] == 4) and a.shape[1] > 0
                 and (out is None or (out.dtype == np.float32 and out.flags.c_contiguous)))
 
-    def matmul(self, a, b, n_threads, out=None):
+    def matmul(self, a, b, n_threads, out=None, bias=None):
         kernels = self._tiles(a, b)
         if kernels is not None and self._rows_ok(a, out):
-            return self._rows_times_wt(kernels, a, b.T, n_threads, out)
+            return self._rows_times_wt(kernels, a, b.T, n_threads, out, bias)
         r = self._rounded
-        return super().matmul(r(a, n_threads), r(b, n_threads), n_threads, out)
+        return super().matmul(r(a, n_threads), r(b, n_threads), n_threads, out, bias)
 
     def matmul_nt(self, a, b, n_threads, out=None):
         kernels = self._tiles(a, b)

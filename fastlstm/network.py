@@ -261,8 +261,8 @@ class SequenceNetwork:
         folds = self._folds_projection()
         cache["folded"] = folds
         if "input/kernel" in self.params and not folds:
-            h = be.gemm.matmul(Xt.reshape(T * N, F), self.params["input/kernel"], n_threads)
-            h += self.params["input/bias"]
+            h = be.gemm.matmul(Xt.reshape(T * N, F), self.params["input/kernel"], n_threads,
+                               bias=self.params["input/bias"])
             h = h.reshape(T, N, -1)
         rev = _reverse_index(lengths, T) if len(self.directions) == 2 else None
         finals = None
@@ -291,8 +291,8 @@ class SequenceNetwork:
                 h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
         features = self._readout(h, finals, lengths, cache)
         cache["features"] = features
-        logits = be.gemm.matmul(features, self.params["output/kernel"], n_threads)
-        logits += self.params["output/bias"]
+        logits = be.gemm.matmul(features, self.params["output/kernel"], n_threads,
+                                bias=self.params["output/bias"])
         return logits, cache
 
     def _readout(self, outputs, finals, lengths, cache):

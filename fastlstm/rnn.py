@@ -279,8 +279,7 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, time_major, backe
         x = be.swapped(x.transpose(1, 0, 2), n_threads)
     if not fuse_input:
         xproj = be.gemm.matmul(x.reshape(T * B, I), p["kernel"], n_threads,
-                               out=scratch("xproj", (T * B, GH), cell.dtype))
-        xproj += p["bias"]
+                               out=scratch("xproj", (T * B, GH), cell.dtype), bias=p["bias"])
         xproj = xproj.reshape(T, B, GH)
 
     # The history goes to the cache (recycled buffers) or, without a cache, is scratch;

@@ -70,6 +70,10 @@ cdef extern from "fused_step.h":
     void fl_gemm_pairs_bf16(Py_ssize_t K2, const uint32_t* Ap, Py_ssize_t sp, Py_ssize_t sm,
                             const uint32_t* Bp, float* C, Py_ssize_t ldc, Py_ssize_t c_lo,
                             Py_ssize_t c_hi, Py_ssize_t m_lo, Py_ssize_t m_hi) noexcept nogil
+    void fl_gemm_pairs_bias_bf16(Py_ssize_t K2, const uint32_t* Ap, Py_ssize_t sp,
+                                 Py_ssize_t sm, const uint32_t* Bp, float* C, Py_ssize_t ldc,
+                                 Py_ssize_t c_lo, Py_ssize_t c_hi, Py_ssize_t m_lo,
+                                 Py_ssize_t m_hi, const float* bias) noexcept nogil
     void fl_pack_pairs_of_rows_bf16(Py_ssize_t K, const float* A, Py_ssize_t lda, uint32_t* Ap,
                                     Py_ssize_t ld, Py_ssize_t m_lo,
                                     Py_ssize_t m_hi) noexcept nogil

@@ -302,6 +302,10 @@ static void fl_pack_row_pairs_bf16(ptrdiff_t K_sum, const int64_t* rows, const f
 static void fl_gemm_pairs_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp, ptrdiff_t sm,
                                const uint32_t* Bp, float* C, ptrdiff_t ldc, ptrdiff_t c_lo,
                                ptrdiff_t c_hi, ptrdiff_t m_lo, ptrdiff_t m_hi) {}
+static void fl_gemm_pairs_bias_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp,
+                                    ptrdiff_t sm, const uint32_t* Bp, float* C, ptrdiff_t ldc,
+                                    ptrdiff_t c_lo, ptrdiff_t c_hi, ptrdiff_t m_lo,
+                                    ptrdiff_t m_hi, const float* bias) {}
 static void fl_pack_pairs_of_rows_bf16(ptrdiff_t K, const float* A, ptrdiff_t lda,
                                        uint32_t* Ap, ptrdiff_t ld, ptrdiff_t m_lo,
                                        ptrdiff_t m_hi) {}

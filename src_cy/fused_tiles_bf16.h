@@ -356,6 +356,36 @@ static void fl_gemm_pairs_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp, p
         fl_gemm_pairs_dp_bf16(K2, Ap, sp, sm, Bp, C, ldc, c_lo, c_hi, m_lo, m_hi);
 }
 
+/* C[m][64 c + j] += bias[64 c + j], rows m_lo .. m_hi - 1, blocks c_lo .. c_hi - 1: the
+ * bias after the whole sum (x W + b, TensorFlow's order), one float32 add per element. */
+FL_BF16_TARGET
+static void fl_add_bias_blocks(float* C, ptrdiff_t ldc, const float* bias, ptrdiff_t c_lo,
+                               ptrdiff_t c_hi, ptrdiff_t m_lo, ptrdiff_t m_hi) {
+    for (ptrdiff_t m = m_lo; m < m_hi; m++)
+        for (ptrdiff_t j = 64 * c_lo; j < 64 * c_hi; j += 16)
+            _mm512_storeu_ps(C + m * ldc + j, _mm512_add_ps(_mm512_loadu_ps(C + m * ldc + j),
+                                                            _mm512_loadu_ps(bias + j)));
+}
+
+/* fl_gemm_pairs_bf16, then C += bias (NULL: none). On the vdpbf16ps tiles block by block,
+ * each block's bias added while its C (M x 64) is in L2: a separate pass over an input
+ * projection of 1600 x 4096 took 2.7 ms of a 72 ms inference (AMD EPYC Zen 4). */
+FL_BF16_TARGET
+static void fl_gemm_pairs_bias_bf16(ptrdiff_t K2, const uint32_t* Ap, ptrdiff_t sp,
+                                    ptrdiff_t sm, const uint32_t* Bp, float* C, ptrdiff_t ldc,
+                                    ptrdiff_t c_lo, ptrdiff_t c_hi, ptrdiff_t m_lo,
+                                    ptrdiff_t m_hi, const float* bias) {
+    if (!bias || (fl_amx_on && sp == 1)) {
+        fl_gemm_pairs_bf16(K2, Ap, sp, sm, Bp, C, ldc, c_lo, c_hi, m_lo, m_hi);
+        if (bias) fl_add_bias_blocks(C, ldc, bias, c_lo, c_hi, m_lo, m_hi);
+        return;
+    }
+    for (ptrdiff_t c = c_lo; c < c_hi; c++) {
+        fl_gemm_pairs_dp_bf16(K2, Ap, sp, sm, Bp, C, ldc, c, c + 1, m_lo, m_hi);
+        fl_add_bias_blocks(C, ldc, bias, c, c + 1, m_lo, m_hi);
+    }
+}
+
 /* Rows m_lo .. m_hi - 1 of A (K wide, rows lda floats apart) rounded into pair rows:
  * Ap[m * ld + p] = (bf16(A[m][2p]), bf16(A[m][2p + 1])), zero past K; ld >= FL_BF16_ROWS(K)
  * + 8 (whole 256-bit stores). */

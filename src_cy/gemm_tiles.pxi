@@ -185,31 +185,33 @@ def gemm_tn_bf16(segments, const float[:, :] b, float[:, ::1] out, int n_threads
 
 cdef void _pairs_product(Py_ssize_t K2, const uint32_t* ap, Py_ssize_t sp, Py_ssize_t sm,
                          const uint32_t* bp, float* c, Py_ssize_t M, Py_ssize_t N,
-                         int n_threads) noexcept:
-    """fl_gemm_pairs_bf16 over all of C (M, N), N % 64 == 0: the 64-column blocks dealt to
-    the threads where there are enough of them, else rows in whole tiles."""
+                         int n_threads, const float* bias=NULL) noexcept:
+    """fl_gemm_pairs_bf16 over all of C (M, N), N % 64 == 0, then C += bias (N,) where it
+    is not NULL: the 64-column blocks dealt to the threads where there are enough of them,
+    else rows in whole tiles."""
     cdef Py_ssize_t blocks = N // 64, n_parts, part, lo, hi
     if blocks >= n_threads or M < 8 * n_threads:
         n_parts = max(1, min(n_threads, blocks))
         for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
-            fl_gemm_pairs_bf16(K2, ap, sp, sm, bp, c, N, blocks * part // n_parts,
-                               blocks * (part + 1) // n_parts, 0, M)
+            fl_gemm_pairs_bias_bf16(K2, ap, sp, sm, bp, c, N, blocks * part // n_parts,
+                                    blocks * (part + 1) // n_parts, 0, M, bias)
     else:
         n_parts = n_threads
         for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
             lo = (M * part // n_parts) // 4 * 4
             hi = M if part == n_parts - 1 else (M * (part + 1) // n_parts) // 4 * 4
             if hi > lo:
-                fl_gemm_pairs_bf16(K2, ap, sp, sm, bp, c, N, 0, blocks, lo, hi)
+                fl_gemm_pairs_bias_bf16(K2, ap, sp, sm, bp, c, N, 0, blocks, lo, hi, bias)
 
 
 def gemm_rows_bf16(const float[:, :] a, const uint32_t[:, :, ::1] b_packed,
-                   float[:, ::1] out, int n_threads=1):
+                   float[:, ::1] out, int n_threads=1, const float[::1] bias=None):
     """``out (M, N) = a (M, K) @ B`` with bfloat16 products, for ``B`` (K, N) packed by
     :func:`pack_rows_bf16` (or ``B = W.T`` by :func:`pack_fused_t_bf16`) and N a multiple
     of 64: ``a``'s rows rounded into pair rows once (threads split over them), then the
     tiles of :func:`gemm_tn_bf16`. The input projection ``x W_x`` of a whole sequence
-    batch; any thread count gives the same bits."""
+    batch; any thread count gives the same bits. ``bias`` (N,): ``out = a @ B + bias``,
+    the bias added to the finished sums (the bits of NumPy's ``out += bias``)."""
     _bf16_kernels_or_raise()
     cdef Py_ssize_t M = a.shape[0], K = a.shape[1], N = out.shape[1], K2 = (K + 1) // 2
     cdef Py_ssize_t n_parts, part
@@ -219,10 +221,14 @@ def gemm_rows_bf16(const float[:, :] a, const uint32_t[:, :, ::1] b_packed,
             or b_packed.shape[1] != K2 or b_packed.shape[2] != 64):
         raise ValueError("gemm_rows_bf16 needs out (M, N), N % 64 == 0 and B (K, N) packed "
                          "by pack_rows_bf16")
+    if bias is not None and bias.shape[0] != N:
+        raise ValueError(f"bias must have {N} elements, not {bias.shape[0]}")
     if M == 0 or N == 0:
         return
     if K == 0:
         out[...] = 0
+        if bias is not None:
+            np.asarray(out)[...] += np.asarray(bias)
         return
     # FL_PAIRS_LD: rows of pairs on cache lines (AMX tiles load unaligned rows slowly)
     cdef Py_ssize_t ld = (K2 + 8 + 15) // 16 * 16
@@ -233,7 +239,7 @@ def gemm_rows_bf16(const float[:, :] a, const uint32_t[:, :, ::1] b_packed,
         fl_pack_pairs_of_rows_bf16(K, &a[0, 0], lda, &a_pairs[0, 0], ld, M * part // n_parts,
                                    M * (part + 1) // n_parts)
     _pairs_product(K2, &a_pairs[0, 0], 1, ld, &b_packed[0, 0, 0], &out[0, 0], M, N,
-                   n_threads)
+                   n_threads, NULL if bias is None else &bias[0])
 
 
 def swap_leading_axes(const floating[:, :, :] src, floating[:, :, ::1] out, int n_threads):

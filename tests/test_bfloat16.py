@@ -230,6 +230,14 @@ def test_gemm_rows_bf16_against_the_rounded_products(M, K, N):
                                                 @ np.abs(_rounded64(Bm))))
     with pytest.raises(ValueError, match="N % 64"):
         _recurrent.gemm_rows_bf16(a, packed, np.empty((M, N + 1), np.float32), 1)
+    # a bias added by the tiles: the bits of adding it to the finished products
+    bias = rng.standard_normal(N).astype(np.float32)
+    with_bias = _same_bits_for_any_thread_count(
+        lambda out, n_threads: _recurrent.gemm_rows_bf16(a, packed, out, n_threads, bias),
+        (M, N))
+    np.testing.assert_array_equal(with_bias, got + bias)
+    with pytest.raises(ValueError, match="bias must have"):
+        _recurrent.gemm_rows_bf16(a, packed, np.empty((M, N), np.float32), 1, bias[1:])
 
 
 @needs_kernels
@@ -259,6 +267,14 @@ def test_the_bfloat16_gemms_tiles_give_the_rounding_paths_values():
     for name, product in cases:
         np.testing.assert_allclose(product(tiles), product(blas), rtol=1e-5, atol=1e-5,
                                    err_msg=name)
+    # matmul's bias: the bits of adding it afterwards, on 64-column blocks (added by the
+    # tiles) and off them
+    for n in (4 * H, 4 * H + 3):
+        W = rng.standard_normal((I, n)).astype(np.float32)
+        bias = rng.standard_normal(n).astype(np.float32)
+        for g in (tiles, blas):
+            np.testing.assert_array_equal(g.matmul(x2, W, 2, bias=bias),
+                                          g.matmul(x2, W, 2) + bias)
 
 
 # ------------------------------------------------- the kernels against the emulation
@@ -445,7 +461,8 @@ rng = np.random.default_rng(0)
 a = rng.standard_normal((37, 301)).astype(np.float32)
 b = rng.standard_normal((301, 128)).astype(np.float32)
 out = np.empty((37, 128), np.float32)
-_recurrent.gemm_rows_bf16(a, _recurrent.pack_rows_bf16(b), out, 2)
+_recurrent.gemm_rows_bf16(a, _recurrent.pack_rows_bf16(b), out, 2,
+                          rng.standard_normal(128).astype(np.float32))
 tn = np.empty((301, 128), np.float32)
 _recurrent.gemm_tn_bf16([a], rng.standard_normal((37, 128)).astype(np.float32),
                         tn, 2)
