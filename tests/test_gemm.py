@@ -145,6 +145,24 @@ def test_products_match_float64_and_any_thread_count(K, M, N):
                                    err_msg=fn.__name__)
 
 
+@pytest.mark.parametrize("kernels", ["compiled", None, "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, K, N", [(1600, 64, 300), (3, 5, 7), (40, 0, 9)])
+def test_matmul_with_a_bias_adds_it_to_the_finished_products(kernels, dtype, M, K, N):
+    """``matmul(bias=...)``: the bits of ``matmul(...) + bias`` (x W + b's order), whether
+    the blocks' threads add it (blocked products) or NumPy does, for any thread count."""
+    if kernels == "numba":
+        kernels = pytest.importorskip("fastlstm.backends._numba_gemm")
+    rng = np.random.default_rng(M + K)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    bias = rng.standard_normal(N).astype(dtype)
+    for n_threads in (1, 2):
+        plain = _gemm.matmul(a, b, n_threads, kernels=kernels)
+        got = _gemm.matmul(a, b, n_threads, kernels=kernels, bias=bias)
+        np.testing.assert_array_equal(got, plain + bias)
+
+
 @needs_tiles
 @pytest.mark.parametrize("I", [128, 96, 28, 12])
 @pytest.mark.parametrize("time_major", [False, True])
