@@ -116,8 +116,6 @@ def _kernels(kernels):
     return _compiled() if kernels == COMPILED else kernels
 
 
-
-
 def _gemm(a, b, trans_a, trans_b, n_threads, out, kernels=COMPILED):
     """``op(a) @ op(b)`` into ``out`` (M, N), in per-core blocks unless small."""
     K = a.shape[0] if trans_a else a.shape[1]
@@ -148,8 +146,6 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out, kernels=COMPILED):
 
     _run_blocks(work, blocks, n_threads)
     return out
-
-
 
 
 def _tiles_take(kernels, parts, b, out):
@@ -195,9 +191,6 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None, kernels=COMPILED):
                   out[r0:r0 + p.shape[1]], kernels)
         r0 += p.shape[1]
     return out
-
-
-
 
 
 def tiles_take_input_gradient(n_rows, I, K):
