@@ -129,6 +129,9 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out, kernels=COMPILED):
         # gradients' long, narrow sums (seed size: 1.20 against 1.44 ms); in-order sums
         kernels.gemm_tn_tiles(a, b, out, n_threads)
         return out
+    if (trans_a and not trans_b and kernels is not None
+            and getattr(kernels, "gemm_tn_takes", None) and kernels.gemm_tn_takes(a, b, out)):
+        return kernels.gemm_tn(a, b, out, n_threads)     # a backend's own register tiles
     if kernels is not None and a.dtype == b.dtype == out.dtype and a.flags.c_contiguous \
             and b.flags.c_contiguous and out.flags.c_contiguous:
         rows, cols = block_shape(*out.shape)

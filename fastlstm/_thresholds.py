@@ -88,6 +88,12 @@ MIN_BLOCKED_MACS = 1 << 22
 #: ISAs whose register tiles take the weight gradients (AVX2's lost to OpenBLAS Haswell
 #: except for variable lengths; AVX-512's beat SkylakeX: 1.20 vs 1.44 ms, seed size).
 WEIGHT_GRADIENT_TILE_ISAS = ("avx512",)
+#: Numba backend: weight gradients a.T @ b with at most this many rows of the result (I +
+#: H + 1) run on its register tiles (``_numba_gemm.gemm_tn``), wider ones as BLAS blocks.
+#: Training, 2-core AMD EPYC (Zen 4), tiles / BLAS ms: seed 16.5 / 17.4, (8, 100, 64, 128)
+#: 3.51 / 3.68, (16, 150, 256, 256) (513 rows) 48.0 / 49.5; (64, 25, 512, 512) (1025
+#: rows) 125.5 / 119.4.
+MAX_NUMBA_TN_TILE_ROWS = 640
 #: Widest input (I) whose gradient dz W_x^T runs on the tiles (at I = 1024 packing 16 MB
 #: of W_x^T per call cost more than the tiles gain over BLAS at ~450 GFLOP/s).
 MAX_TILED_INPUT_GRADIENT = 512

@@ -41,3 +41,59 @@ def test_gemm_runs_the_numba_blocks_above_the_blocking_threshold(monkeypatch):
     out = _gemm.matmul(a, b, 2, kernels=_numba_gemm)
     assert calls, "the product did not reach the numba blocks"
     np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K, M, n_panels", [(600, 13, 2), (1, 1, 1), (257, 7, 3), (50, 6, 1),
+                                         (40, 2, 1)])
+def test_weight_gradient_tiles_match_float64_and_any_thread_count(dtype, K, M, n_panels):
+    """``gemm_tn``: rows of the result in tiles of 1-6, passes of TN_K_CHUNK rows of k
+    (K = 600: three), the same bits for any thread count."""
+    from fastlstm.backends._numba_tiles import PANEL_WIDTH
+    rng = np.random.default_rng(K + M)
+    N = n_panels * PANEL_WIDTH
+    a = rng.standard_normal((K, M)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    results = []
+    for n_threads in (1, 2, 3):
+        out = np.full((M, N), np.nan, dtype)
+        _numba_gemm.gemm_tn(a, b, out, n_threads)
+        results.append(out)
+    exact = a.astype(np.float64).T @ b.astype(np.float64)
+    scale = np.abs(a.astype(np.float64)).T @ np.abs(b.astype(np.float64))
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(results[0] - exact) <= K * eps * scale)
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
+
+def test_weight_gradient_tiles_refuse_what_they_cannot_do():
+    from fastlstm.backends._numba_tiles import PANEL_WIDTH
+    a, b = np.ones((5, 3), np.float32), np.ones((5, PANEL_WIDTH), np.float32)
+    with pytest.raises(ValueError, match="whole panels"):
+        _numba_gemm.gemm_tn(a, b[:, :-1], np.empty((3, PANEL_WIDTH - 1), np.float32), 1)
+    with pytest.raises(ValueError, match="does not give"):
+        _numba_gemm.gemm_tn(a, b, np.empty((4, PANEL_WIDTH), np.float32), 1)
+    out = np.full((3, PANEL_WIDTH), np.nan, np.float32)
+    _numba_gemm.gemm_tn(a[:0], b[:0], out, 2)                     # K = 0: zeros
+    np.testing.assert_array_equal(out, 0)
+
+
+def test_matmul_tn_takes_the_tiles_for_narrow_results_and_blas_blocks_for_wide(monkeypatch):
+    """``fastlstm._gemm`` routes the numba backend's weight gradients: up to
+    ``MAX_NUMBA_TN_TILE_ROWS`` rows of whole panels on the tiles, else the BLAS blocks."""
+    from fastlstm import _thresholds
+    from fastlstm.backends._numba_tiles import PANEL_WIDTH
+    calls = []
+    for name in ("gemm_tn", "gemm_blocks"):
+        original = getattr(_numba_gemm, name)
+        monkeypatch.setattr(_numba_gemm, name,
+                            lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
+    rng = np.random.default_rng(3)
+    b = rng.standard_normal((3000, 4 * PANEL_WIDTH)).astype(np.float32)
+    for M, route in ((40, "gemm_tn"), (_thresholds.MAX_NUMBA_TN_TILE_ROWS + 1, "gemm_blocks")):
+        a = rng.standard_normal((3000, M)).astype(np.float32)
+        calls.clear()
+        out = _gemm.matmul_tn(a, b, 2, kernels=_numba_gemm)
+        assert calls == [route]
+        np.testing.assert_allclose(out, a.astype(np.float64).T @ b, rtol=1e-4, atol=1e-3)

@@ -21,7 +21,9 @@ import numpy as np
 from numba import prange
 from numba.extending import get_cython_function_address
 
+from .. import _thresholds
 from ._numba_jit import kernel, parallel_kernel
+from ._numba_tiles import MAX_TILE_ROWS, PANEL_WIDTH, _make_tile_tn
 
 _GEMM_TYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))
 _N, _T = ord("N"), ord("T")
@@ -89,20 +91,110 @@ def gemm_blocks(a, b, out, trans_a, trans_b, row_block, col_block, n_threads):
             or (b.shape[0] if trans_b else b.shape[1]) != out.shape[1]):
         raise ValueError(f"gemm_blocks: op(a) of {a.shape} (trans {trans_a}) @ op(b) of "
                          f"{b.shape} (trans {trans_b}) does not give out {out.shape}")
-    if out.size == 0:
-        return out
-    if K == 0:
-        out[...] = 0
+    if _nothing_to_multiply(out, K):
         return out
     if dtype not in _BLOCKS:
         _BLOCKS[dtype] = _make_blocks("sgemm" if dtype == np.float32 else "dgemm",
                                       dtype.type)
+    _on_threads(n_threads, _BLOCKS[dtype], a, b, out, bool(trans_a), bool(trans_b),
+                row_block, col_block)
+    return out
+
+
+def _nothing_to_multiply(out, K):
+    """True (``out`` zeroed where K = 0) when the product has no sums to run."""
+    if K == 0:
+        out[...] = 0
+    return out.size == 0 or K == 0
+
+
+def _on_threads(n_threads, fn, *args):
+    """``fn(*args)`` on ``n_threads`` of Numba's threads (the count put back after)."""
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS)))
     try:
-        _BLOCKS[dtype](a, b, out, bool(trans_a), bool(trans_b), row_block, col_block)
+        fn(*args)
     finally:
         numba.set_num_threads(previous)
+
+
+#: Rows of k per pass of the weight gradients' tiles: a panel's slice of ``b``
+#: (TN_K_CHUNK x PANEL_WIDTH) stays in L1 while every row tile of ``a`` takes it.
+TN_K_CHUNK = 256
+
+_TN = {}
+
+
+def _tn_product():
+    """The jitted ``tn(a, b, out)``: ``out = a.T @ b`` on register tiles, column panels
+    over the threads, passes of TN_K_CHUNK rows of k continuing each element's in-order
+    sum (the same bits as one pass, for any thread count)."""
+    if "tn" in _TN:
+        return _TN["tn"]
+    width = PANEL_WIDTH
+    t1, t2, t3, t4, t5, t6 = (_make_tile_tn(r, width) for r in range(1, MAX_TILE_ROWS + 1))
+
+    @kernel
+    def tile(rows, a, a_off, b, b_off, K, out, o_off, acc):
+        if rows == 6:
+            t6(a, a_off, b, b_off, K, out, o_off, acc)
+        elif rows == 5:
+            t5(a, a_off, b, b_off, K, out, o_off, acc)
+        elif rows == 4:
+            t4(a, a_off, b, b_off, K, out, o_off, acc)
+        elif rows == 3:
+            t3(a, a_off, b, b_off, K, out, o_off, acc)
+        elif rows == 2:
+            t2(a, a_off, b, b_off, K, out, o_off, acc)
+        else:
+            t1(a, a_off, b, b_off, K, out, o_off, acc)
+
+    @parallel_kernel
+    def tn(a, b, out):
+        K, M = a.shape
+        N = b.shape[1]
+        n_tiles = (M + MAX_TILE_ROWS - 1) // MAX_TILE_ROWS
+        for p in prange(N // width):
+            c0 = p * width
+            for k0 in range(0, K, TN_K_CHUNK):
+                kc = min(K - k0, TN_K_CHUNK)
+                r0 = 0
+                for i in range(n_tiles):
+                    rows = (M - r0) // (n_tiles - i)     # the rows left over the tiles left
+                    tile(rows, a, k0 * M + r0, b, k0 * N + c0, kc, out, r0 * N + c0, k0 > 0)
+                    r0 += rows
+
+    _TN["tn"] = tn
+    return tn
+
+
+def gemm_tn_takes(a, b, out):
+    """Whether ``fastlstm._gemm`` sends ``out = a.T @ b`` to :func:`gemm_tn`: one float
+    dtype, all three C-contiguous, whole panels of columns, and at most
+    ``MAX_NUMBA_TN_TILE_ROWS`` rows of ``out`` (wider, BLAS's blocking wins)."""
+    return (out.ndim == 2 and 0 < out.shape[0] <= _thresholds.MAX_NUMBA_TN_TILE_ROWS
+            and a.dtype == b.dtype == out.dtype and out.dtype in (np.float32, np.float64)
+            and a.ndim == b.ndim == out.ndim == 2 and out.shape[1] % PANEL_WIDTH == 0
+            and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous)
+
+
+def gemm_tn(a, b, out, n_threads):
+    """``out (M, N) = a.T @ b`` for ``a`` (K, M), ``b`` (K, N): the weight gradients'
+    long sums on register tiles (every element one in-order FMA chain over k), the column
+    panels over ``n_threads`` of Numba's threads. Measured alone, as fast as the BLAS
+    blocks at the seed's [x, h, 1]^T dz (K = 3584, 157 x 512); in training steps 3-7%
+    faster where the result has up to 513 rows (``MAX_NUMBA_TN_TILE_ROWS``)."""
+    if not (a.dtype == b.dtype == out.dtype and out.dtype in (np.float32, np.float64)
+            and a.ndim == b.ndim == out.ndim == 2 and out.shape[1] % PANEL_WIDTH == 0
+            and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+        raise ValueError("gemm_tn needs one float dtype, C-contiguous operands and "
+                         f"whole panels of {PANEL_WIDTH} columns")
+    K, M = a.shape
+    if b.shape[0] != K or out.shape != (M, b.shape[1]):
+        raise ValueError(f"gemm_tn: a.T of {a.shape} @ b of {b.shape} does not give "
+                         f"out {out.shape}")
+    if not _nothing_to_multiply(out, K):
+        _on_threads(n_threads, _tn_product(), a, b, out)
     return out
 
 

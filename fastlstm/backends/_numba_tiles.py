@@ -89,6 +89,63 @@ def pack_panels(*blocks, width=None):
     return P
 
 
+def _emit_tile(context, builder, element, width, rows, panels, K, a_index, w_index,
+               o_ptr, init=None):
+    """The IR of one register tile: ``rows * panels`` vectors of ``width`` sums over k in
+    ``0 .. K - 1`` of ``a(r, k) * w(q, k)``, stored through ``o_ptr(r, q)``. ``a_index(r, k)``
+    and ``w_index(q, k)`` give the element pointer of a row's scalar and of a panel's
+    vector at k; ``init(r, q)``: the sums' starting vectors (default zero)."""
+    vector = ir.VectorType(element, width)
+    intp = context.get_value_type(types.intp)
+
+    def const(v):
+        return ir.Constant(intp, v)
+    suffix = "f32" if isinstance(element, ir.FloatType) else "f64"
+    fmuladd = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fmuladd.v{width}{suffix}")
+    zero = ir.Constant(vector, None)
+    splat = ir.Constant(ir.VectorType(ir.IntType(32), width), None)
+    starts = [init(r, q) if init else zero for r in range(rows) for q in range(panels)]
+
+    entry = builder.block
+    loop = builder.append_basic_block("tile.loop")
+    done = builder.append_basic_block("tile.done")
+    builder.cbranch(builder.icmp_signed(">", K, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    k = builder.phi(intp)
+    sums = [builder.phi(vector) for _ in range(rows * panels)]
+    w = [builder.load(builder.bitcast(w_index(q, k), vector.as_pointer()), align=4)
+         for q in range(panels)]
+    new_sums = []
+    for r in range(rows):
+        scalar = builder.load(a_index(r, k))
+        lane0 = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar,
+                                       ir.Constant(ir.IntType(32), 0))
+        broadcast = builder.shuffle_vector(lane0, ir.Constant(vector, ir.Undefined), splat)
+        for q in range(panels):
+            new_sums.append(builder.call(fmuladd, [broadcast, w[q], sums[r * panels + q]]))
+    k_next = builder.add(k, const(1))
+    k.add_incoming(const(0), entry)
+    k.add_incoming(k_next, loop)
+    for s, s_new, s0 in zip(sums, new_sums, starts):
+        s.add_incoming(s0, entry)
+        s.add_incoming(s_new, loop)
+    builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+
+    builder.position_at_end(done)
+    results = []
+    for s_new, s0 in zip(new_sums, starts):      # every phi first, then the stores
+        result = builder.phi(vector)
+        result.add_incoming(s0, entry)
+        result.add_incoming(s_new, loop)
+        results.append(result)
+    for r in range(rows):
+        for q in range(panels):
+            builder.store(results[r * panels + q],
+                          builder.bitcast(o_ptr(r, q), vector.as_pointer()), align=4)
+
+
 def _make_tile(rows, width, panels=1):
     """The intrinsic ``tile(a, a_off, P, w_off, K, out, o_off)``: rows ``0..rows-1`` of
     the tile start at element ``a_off`` of ``a`` (row stride ``a.shape[1]``), the panel
@@ -109,6 +166,56 @@ def _make_tile(rows, width, panels=1):
             a_arr = context.make_array(signature.args[0])(context, builder, a)
             p_arr = context.make_array(signature.args[2])(context, builder, P)
             o_arr = context.make_array(signature.args[5])(context, builder, out)
+            intp = context.get_value_type(types.intp)
+
+            def const(v):
+                return ir.Constant(intp, v)
+            lda = builder.extract_value(a_arr.shape, 1)
+            ldo = builder.extract_value(o_arr.shape, 1)
+            panel_size = builder.mul(K, const(width))
+
+            def a_index(r, k):
+                return builder.gep(a_arr.data, [builder.add(builder.add(
+                    a_off, builder.mul(lda, const(r))), k)])
+
+            def w_index(q, k):
+                return builder.gep(p_arr.data, [builder.add(builder.add(
+                    w_off, builder.mul(panel_size, const(q))), builder.mul(k, const(width)))])
+
+            def o_ptr(r, q):
+                return builder.gep(o_arr.data, [builder.add(builder.add(
+                    o_off, builder.mul(ldo, const(r))), const(q * width))])
+            _emit_tile(context, builder, context.get_value_type(signature.args[0].dtype),
+                       width, rows, panels, K, a_index, w_index, o_ptr)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def _make_tile_tn(rows, width):
+    """The intrinsic ``tile(a, a_off, b, b_off, K, out, o_off, acc)`` of a product
+    ``a.T @ b``: the sums over k in ``0 .. K - 1`` of ``a[a_off + k * lda + r]`` times the
+    ``width`` elements at ``b[b_off + k * ldb]`` (``lda``, ``ldb``: the row lengths of the
+    2-D arrays ``a`` and ``b``), for ``r < rows``, stored at element ``o_off + r * ldo``
+    of ``out``; with ``acc`` true the sums go on from the values stored there (a pass
+    over the next rows of k continues each element's in-order sum)."""
+
+    @intrinsic
+    def tile(typingctx, a, a_off, b, b_off, K, out, o_off, acc):
+        if not all(isinstance(x, types.Array) for x in (a, b, out)):
+            return None
+        if not (a.dtype == b.dtype == out.dtype and a.dtype in (types.float32, types.float64)):
+            return None
+        sig = types.void(a, types.intp, b, types.intp, types.intp, out, types.intp,
+                         types.boolean)
+
+        def codegen(context, builder, signature, args):
+            a, a_off, b, b_off, K, out, o_off, acc = args
+            a_arr = context.make_array(signature.args[0])(context, builder, a)
+            b_arr = context.make_array(signature.args[2])(context, builder, b)
+            o_arr = context.make_array(signature.args[5])(context, builder, out)
             element = context.get_value_type(signature.args[0].dtype)
             vector = ir.VectorType(element, width)
             intp = context.get_value_type(types.intp)
@@ -116,62 +223,25 @@ def _make_tile(rows, width, panels=1):
             def const(v):
                 return ir.Constant(intp, v)
             lda = builder.extract_value(a_arr.shape, 1)
+            ldb = builder.extract_value(b_arr.shape, 1)
             ldo = builder.extract_value(o_arr.shape, 1)
-            suffix = "f32" if isinstance(element, ir.FloatType) else "f64"
-            fmuladd = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector] * 3),
-                f"llvm.fmuladd.v{width}{suffix}")
-            zero = ir.Constant(vector, None)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), width), None)
 
-            entry = builder.block
-            loop = builder.append_basic_block("tile.loop")
-            done = builder.append_basic_block("tile.done")
-            builder.cbranch(builder.icmp_signed(">", K, const(0)), loop, done)
+            def a_index(r, k):
+                return builder.gep(a_arr.data, [builder.add(builder.add(
+                    a_off, builder.mul(k, lda)), const(r))])
 
-            builder.position_at_end(loop)
-            k = builder.phi(intp)
-            sums = [builder.phi(vector) for _ in range(rows * panels)]
-            panel_size = builder.mul(K, const(width))
-            w = []
-            for q in range(panels):
-                w_idx = builder.add(builder.add(w_off, builder.mul(panel_size, const(q))),
-                                    builder.mul(k, const(width)))
-                w_ptr = builder.gep(p_arr.data, [w_idx])
-                w.append(builder.load(builder.bitcast(w_ptr, vector.as_pointer()), align=4))
-            new_sums = []
-            for r in range(rows):
-                a_idx = builder.add(builder.add(a_off, builder.mul(lda, const(r))), k)
-                scalar = builder.load(builder.gep(a_arr.data, [a_idx]))
-                lane0 = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar,
-                                               ir.Constant(ir.IntType(32), 0))
-                broadcast = builder.shuffle_vector(lane0, ir.Constant(vector, ir.Undefined),
-                                                   splat)
-                for q in range(panels):
-                    new_sums.append(builder.call(fmuladd,
-                                                 [broadcast, w[q], sums[r * panels + q]]))
-            k_next = builder.add(k, const(1))
-            k.add_incoming(const(0), entry)
-            k.add_incoming(k_next, loop)
-            for s, s_new in zip(sums, new_sums):
-                s.add_incoming(zero, entry)
-                s.add_incoming(s_new, loop)
-            builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+            def w_index(q, k):
+                return builder.gep(b_arr.data, [builder.add(b_off, builder.mul(k, ldb))])
 
-            builder.position_at_end(done)
-            results = []
-            for s_new in new_sums:               # every phi first, then the stores
-                result = builder.phi(vector)
-                result.add_incoming(zero, entry)
-                result.add_incoming(s_new, loop)
-                results.append(result)
-            for r in range(rows):
-                for q in range(panels):
-                    o_idx = builder.add(builder.add(o_off, builder.mul(ldo, const(r))),
-                                        const(q * width))
-                    o_ptr = builder.gep(o_arr.data, [o_idx])
-                    builder.store(results[r * panels + q],
-                                  builder.bitcast(o_ptr, vector.as_pointer()), align=4)
+            def o_ptr(r, q):
+                return builder.gep(o_arr.data, [builder.add(o_off, builder.mul(ldo, const(r)))])
+
+            def init(r, q):
+                stored = builder.load(builder.bitcast(o_ptr(r, q), vector.as_pointer()),
+                                      align=4)
+                return builder.select(acc, stored, ir.Constant(vector, None))
+            _emit_tile(context, builder, element, width, rows, 1, K, a_index, w_index,
+                       o_ptr, init)
             return context.get_dummy_value()
 
         return sig, codegen
