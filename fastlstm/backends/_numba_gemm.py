@@ -172,8 +172,13 @@ def gemm_tn_takes(a, b, out):
     """Whether ``fastlstm._gemm`` sends ``out = a.T @ b`` to :func:`gemm_tn`: one float
     dtype, all three C-contiguous, whole panels of columns, and at most
     ``MAX_NUMBA_TN_TILE_ROWS`` rows of ``out`` (wider, BLAS's blocking wins)."""
-    return (out.ndim == 2 and 0 < out.shape[0] <= _thresholds.MAX_NUMBA_TN_TILE_ROWS
-            and a.dtype == b.dtype == out.dtype and out.dtype in (np.float32, np.float64)
+    return (_tiles_can_take(a, b, out)
+            and 0 < out.shape[0] <= _thresholds.MAX_NUMBA_TN_TILE_ROWS)
+
+
+def _tiles_can_take(a, b, out):
+    """One float dtype, 2-D, all three C-contiguous, whole panels of columns."""
+    return (a.dtype == b.dtype == out.dtype and out.dtype in (np.float32, np.float64)
             and a.ndim == b.ndim == out.ndim == 2 and out.shape[1] % PANEL_WIDTH == 0
             and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous)
 
@@ -184,9 +189,7 @@ def gemm_tn(a, b, out, n_threads):
     panels over ``n_threads`` of Numba's threads. Measured alone, as fast as the BLAS
     blocks at the seed's [x, h, 1]^T dz (K = 3584, 157 x 512); in training steps 3-7%
     faster where the result has up to 513 rows (``MAX_NUMBA_TN_TILE_ROWS``)."""
-    if not (a.dtype == b.dtype == out.dtype and out.dtype in (np.float32, np.float64)
-            and a.ndim == b.ndim == out.ndim == 2 and out.shape[1] % PANEL_WIDTH == 0
-            and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+    if not _tiles_can_take(a, b, out):
         raise ValueError("gemm_tn needs one float dtype, C-contiguous operands and "
                          f"whole panels of {PANEL_WIDTH} columns")
     K, M = a.shape
