@@ -101,36 +101,78 @@ class _Forced:
         return self.schedule, False
 
 
+def _count_calls(monkeypatch, module, name, calls):
+    fn = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args: calls.append(name) or fn(*args))
+
+
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
 def test_numba_unit_split_gives_the_bits_of_one_core(cell_name, dtype, B, monkeypatch):
-    """A one-chunk batch on the numba backend: its hidden units split over the threads
-    (a parallel region per step) or all on one core, chosen by timing, give the same bits
-    (inference, the training forward and so the gradients) and match the reference."""
+    """A one-chunk batch on the numba backend: its hidden units split over the threads,
+    in one parallel region with a barrier per step, in a region per step (after the
+    one-region form aborted), or all on one core, give the same bits (inference, the
+    training forward and so the gradients) and match the reference."""
     from fastlstm.backends import _numba_tiles
     from fastlstm.backends import numba_backend as nb
     import numba
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has one thread here: no unit split to compare")
-    split_calls = []
-    split = nb._lstm_forward_split
-    monkeypatch.setattr(nb, "_lstm_forward_split",
-                        lambda *args: split_calls.append(1) or split(*args))
+    calls = []
+    for name in ("_lstm_forward_split_region", "_lstm_forward_split"):
+        _count_calls(monkeypatch, nb, name, calls)
     H = 3 * _numba_tiles.PANEL_WIDTH              # three slices' worth: uneven over 2
     cell = make_cell(cell_name, H, 5, dtype=dtype, seed=4)
     x, lengths, state = make_case(cell, B, 7, seed=B)
     results = {}
-    for schedule in ("split", "one chunk"):
+    for schedule, aborts in (("split", 0), ("split", nb.MAX_REGION_ABORTS), ("one chunk", 0)):
         monkeypatch.setattr(nb, "_SPLIT_TUNER", _Forced(schedule))
+        monkeypatch.setattr(nb, "_region_aborts", [aborts])
         with fl.threads(2):
             inference = fl.dynamic_rnn(cell, x, lengths, state, backend="numba")
             training = compare(cell, "numba", B, 7, seed=B)
-        results[schedule] = [inference[0], *inference[1], training[0], *training[1],
-                             *flat_grads(training[2]).values()]
-    assert len(split_calls) == 2                  # inference and the training forward
-    for a, b in zip(results["split"], results["one chunk"]):
-        np.testing.assert_array_equal(a, b)
+        results[schedule, aborts] = [inference[0], *inference[1], training[0],
+                                     *training[1], *flat_grads(training[2]).values()]
+    # inference and the training forward, each in one region, then a region per step
+    assert calls == ["_lstm_forward_split_region"] * 2 + ["_lstm_forward_split"] * 2
+    for want in (results["split", 0], results["split", nb.MAX_REGION_ABORTS]):
+        for a, b in zip(results["one chunk", 0], want):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
+def test_numba_unit_split_region_that_aborts_is_rerun_per_step(cell_name, monkeypatch):
+    """When the runtime gives the one-region split fewer threads than slices (here: one),
+    its barrier would wait forever for a slice that cannot start: the region aborts, the
+    chunk is run again a region per step with the same bits, and after
+    ``MAX_REGION_ABORTS`` aborts the process stops trying the one region."""
+    from fastlstm.backends import _numba_tiles
+    from fastlstm.backends import numba_backend as nb
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here: no unit split to compare")
+    calls = []
+    for name in ("_lstm_forward_split_region", "_lstm_forward_split"):
+        _count_calls(monkeypatch, nb, name, calls)
+    with_threads = nb._with_threads
+    monkeypatch.setattr(nb, "_with_threads", lambda threads, fn, *args: with_threads(
+        1 if fn is nb._lstm_forward_split_region else threads, fn, *args))
+    monkeypatch.setattr(nb, "_region_aborts", [0])
+    H = 2 * _numba_tiles.PANEL_WIDTH
+    cell = make_cell(cell_name, H, 5, dtype=np.float32, seed=5)
+    x, lengths, state = make_case(cell, 1, 6, seed=1)
+    monkeypatch.setattr(nb, "_SPLIT_TUNER", _Forced("one chunk"))
+    want = fl.dynamic_rnn(cell, x, lengths, state, backend="numba")
+    monkeypatch.setattr(nb, "_SPLIT_TUNER", _Forced("split"))
+    for k in range(nb.MAX_REGION_ABORTS + 1):
+        with fl.threads(2):
+            got = fl.dynamic_rnn(cell, x, lengths, state, backend="numba")
+        for a, b in zip([got[0], *got[1]], [want[0], *want[1]]):
+            np.testing.assert_array_equal(a, b)
+    assert nb._region_aborts == [nb.MAX_REGION_ABORTS]
+    assert calls == (["_lstm_forward_split_region", "_lstm_forward_split"]
+                     * nb.MAX_REGION_ABORTS + ["_lstm_forward_split"])
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))

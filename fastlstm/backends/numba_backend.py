@@ -20,7 +20,7 @@ import numpy as np
 from numba import prange
 
 from .. import _thresholds
-from . import _numba_gemm
+from . import _numba_gemm, _numba_sync
 from ._chunking import chunk_rows
 from ._split_tuner import SplitTuner
 from ._numba_jit import kernel, parallel_kernel
@@ -200,31 +200,59 @@ def _lstm_forward_chunk(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
     _lstm_chunk_end(rows, c_loc, c_final)
 
 
-@parallel_kernel
-def _lstm_split_step(t, n_active, rows, a_in, a_out, xproj, x, bias, P, peep, use_peep,
-                     forget_bias, clip, h_out, out_shift, batch_major, cs, acts, c_unclipped,
-                     c_loc, z_loc, width):
-    """One step of the rows ``rows[:n_active]`` with the hidden units split over the
-    threads, ``width`` units each (whole panels): each slice multiplies ``a_in`` (the
-    rows' ``[x_t, h_{t-1}]``) by its units' panels of the four gates, then runs their gate
-    math, writing h_t into ``a_out``. The parallel region's end is the step's barrier."""
+@kernel
+def _lstm_slice_step(s, width, t, n_active, rows, a_in, a_out, xproj, x, bias, P, peep,
+                     use_peep, forget_bias, clip, h_out, out_shift, batch_major, cs, acts,
+                     c_unclipped, c_loc, z_loc):
+    """Slice ``s`` of one step of the rows ``rows[:n_active]`` with the hidden units split
+    over the threads, ``width`` units a slice (whole panels): the slice multiplies
+    ``a_in`` (the rows' ``[x_t, h_{t-1}]``) by its units' panels of the four gates, then
+    runs their gate math, writing its units of h_t into ``a_out``."""
     H, I = c_loc.shape[1], a_in.shape[1] - c_loc.shape[1]
     fused = x.shape[0] > 0
     store_cun = clip > 0 and c_unclipped.shape[0] > 0
     per_gate = H // PANEL_WIDTH
+    u0, u1 = s * width, min(s * width + width, H)
+    for g in range(4):
+        _rows_times_range(a_in, n_active, P, z_loc, g * per_gate + u0 // PANEL_WIDTH,
+                          g * per_gate + u1 // PANEL_WIDTH)
+    for r in range(n_active):
+        b = rows[r]
+        h = a_out[r, I:I + H]
+        _lstm_gates_row(bias if fused else xproj[t, b], z_loc[r], c_loc[r], h, peep,
+                        use_peep, forget_bias, clip, c_unclipped[t, b] if store_cun
+                        else c_loc[r], store_cun, u0, u1)
+        _lstm_store_row(t, b, u0, u1, h, c_loc[r], z_loc[r], h_out, out_shift,
+                        batch_major, cs, acts)
+
+
+@parallel_kernel
+def _lstm_split_step(t, n_active, rows, a_in, a_out, xproj, x, bias, P, peep, use_peep,
+                     forget_bias, clip, h_out, out_shift, batch_major, cs, acts, c_unclipped,
+                     c_loc, z_loc, width):
+    """One step of :func:`_lstm_slice_step`'s slices over the threads; the parallel
+    region's end is the step's barrier."""
+    H = c_loc.shape[1]
     for s in prange((H + width - 1) // width):
-        u0, u1 = s * width, min(s * width + width, H)
-        for g in range(4):
-            _rows_times_range(a_in, n_active, P, z_loc, g * per_gate + u0 // PANEL_WIDTH,
-                              g * per_gate + u1 // PANEL_WIDTH)
-        for r in range(n_active):
-            b = rows[r]
-            h = a_out[r, I:I + H]
-            _lstm_gates_row(bias if fused else xproj[t, b], z_loc[r], c_loc[r], h, peep,
-                            use_peep, forget_bias, clip, c_unclipped[t, b] if store_cun
-                            else c_loc[r], store_cun, u0, u1)
-            _lstm_store_row(t, b, u0, u1, h, c_loc[r], z_loc[r], h_out, out_shift,
-                            batch_major, cs, acts)
+        _lstm_slice_step(s, width, t, n_active, rows, a_in, a_out, xproj, x, bias, P, peep,
+                         use_peep, forget_bias, clip, h_out, out_shift, batch_major, cs,
+                         acts, c_unclipped, c_loc, z_loc)
+
+
+@kernel
+def _active_rows(seq_len, rows, n_active, t):
+    """How many of the (longest first) ``rows`` still have step ``t``."""
+    while n_active > 0 and seq_len[rows[n_active - 1]] <= t:
+        n_active -= 1
+    return n_active
+
+
+@kernel
+def _copy_inputs(x, t, rows, n_active, a):
+    """``x_t`` of the rows ``rows[:n_active]`` into the input columns of ``a``'s rows."""
+    I = x.shape[2]
+    for r in range(n_active):
+        a[r, :I] = x[t, rows[r]]
 
 
 @kernel
@@ -232,23 +260,62 @@ def _lstm_forward_split(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
                         h_init, c_init, h_out, out_shift, batch_major, cs, c_final, acts,
                         c_unclipped, a_loc, c_loc, z_loc, width):
     """:func:`_lstm_forward_chunk` for one chunk with its hidden units split over the
-    threads (:func:`_lstm_split_step` each step; ``a_loc`` (2, rows, I + H): ``[x_t, h]``
-    of this step and the next, in turn). The same sums in the same order: the same bits."""
-    n_rows, I = rows.shape[0], x.shape[2]
+    threads, one parallel region a step (:func:`_lstm_split_step`; ``a_loc`` (2, rows,
+    I + H): ``[x_t, h]`` of this step and the next, in turn). The same sums in the same
+    order: the same bits."""
+    n_rows = rows.shape[0]
     n_active = n_rows
     _lstm_chunk_start(rows, h_init, c_init, a_loc[0], c_loc)
     cur = 0
     for t in range(seq_len[rows[0]] if n_rows > 0 else 0):
-        while seq_len[rows[n_active - 1]] <= t:
-            n_active -= 1
+        n_active = _active_rows(seq_len, rows, n_active, t)
         if x.shape[0] > 0:
-            for r in range(n_active):
-                a_loc[cur, r, :I] = x[t, rows[r]]
+            _copy_inputs(x, t, rows, n_active, a_loc[cur])
         _lstm_split_step(t, n_active, rows, a_loc[cur], a_loc[1 - cur], xproj, x, bias, P,
                          peep, use_peep, forget_bias, clip, h_out, out_shift, batch_major,
                          cs, acts, c_unclipped, c_loc, z_loc, width)
         cur = 1 - cur
     _lstm_chunk_end(rows, c_loc, c_final)
+
+
+@parallel_kernel
+def _lstm_forward_split_region(xproj, x, bias, P, peep, use_peep, forget_bias, clip, seq_len,
+                               rows, h_out, out_shift, batch_major, cs, acts, c_unclipped,
+                               a_loc, c_loc, z_loc, width, sync):
+    """The time loop of :func:`_lstm_forward_split` in one parallel region: the slices
+    meet at :func:`._numba_sync.barrier` after each step instead of at a region's end.
+    ``a_loc[0]`` and ``c_loc`` hold the chunk's start (``[x_0, h_0]``, ``c_0``); slice 0
+    copies each next step's inputs while the step runs (into the other ``a_loc`` row
+    block, which nobody reads then). When the region aborts (see ``_numba_sync``) the
+    outputs are incomplete and the chunk's start state is lost: the caller reruns it."""
+    n_rows, H = rows.shape[0], c_loc.shape[1]
+    T = seq_len[rows[0]] if n_rows > 0 else 0
+    n_slices = (H + width - 1) // width
+    for s in prange(n_slices):
+        if _numba_sync.enter(sync):
+            n_active = n_rows
+            cur = 0
+            for t in range(T):
+                n_active = _active_rows(seq_len, rows, n_active, t)
+                _lstm_slice_step(s, width, t, n_active, rows, a_loc[cur], a_loc[1 - cur],
+                                 xproj, x, bias, P, peep, use_peep, forget_bias, clip, h_out,
+                                 out_shift, batch_major, cs, acts, c_unclipped, c_loc, z_loc)
+                if t + 1 == T:
+                    break
+                if s == 0 and x.shape[0] > 0:
+                    _copy_inputs(x, t + 1, rows, _active_rows(seq_len, rows, n_active, t + 1),
+                                 a_loc[1 - cur])
+                if not _numba_sync.barrier(sync, t, n_slices):
+                    break
+                cur = 1 - cur
+
+
+@kernel
+def _lstm_split_start(x, rows, h_init, c_init, a_loc, c_loc):
+    """The chunk's start state for :func:`_lstm_forward_split_region`."""
+    _lstm_chunk_start(rows, h_init, c_init, a_loc[0], c_loc)
+    if x.shape[0] > 0 and rows.shape[0] > 0:
+        _copy_inputs(x, 0, rows, rows.shape[0], a_loc[0])
 
 
 @kernel
@@ -622,8 +689,7 @@ def _lstm_forward(xproj, x, bias, W_blocks, peepholes, use_peepholes, forget_bia
             work = (np.empty((2, n_work, I + H), dtype), np.empty((n_work, H), dtype),
                     _work(n_work, 4 * H, dtype))
             start = time.perf_counter()
-            _with_threads(slice_threads, _lstm_forward_split, *args[:9], order, *args[9:],
-                          *work, width)
+            _lstm_split(args, order, work, width, slice_threads)
         else:
             start = time.perf_counter()
             _lstm_forward_serial(order, chunk, args, _lstm_work(n_work, I, H, dtype))
@@ -633,6 +699,33 @@ def _lstm_forward(xproj, x, bias, W_blocks, peepholes, use_peepholes, forget_bia
         return
     _run(_lstm_forward_serial, _lstm_forward_parallel, threads, order, chunk, args,
          _lstm_work(n_work, I, H, dtype))
+
+
+#: Aborted runs of the one-region split (see ``_numba_sync``) after which this process
+#: opens a region per step instead: the runtime does not give the region its threads.
+MAX_REGION_ABORTS = 3
+_region_aborts = [0]
+
+
+def _lstm_split(args, rows, work, width, threads):
+    """One chunk's forward with its hidden units split over ``threads`` threads: in one
+    parallel region with a barrier per step, or, once that aborted ``MAX_REGION_ABORTS``
+    times, one region per step. A region that aborts is run again per step (the same
+    bits either way)."""
+    (xproj, x, bias, P, peep, use_peep, forget_bias, clip, seq_len, h_init, c_init, h_out,
+     out_shift, batch_major, cs, c_final, acts, c_unclipped) = args
+    a_loc, c_loc, z_loc = work
+    if _region_aborts[0] < MAX_REGION_ABORTS:
+        _lstm_split_start(x, rows, h_init, c_init, a_loc, c_loc)
+        sync = _numba_sync.new_sync()
+        _with_threads(threads, _lstm_forward_split_region, xproj, x, bias, P, peep, use_peep,
+                      forget_bias, clip, seq_len, rows, h_out, out_shift, batch_major, cs,
+                      acts, c_unclipped, a_loc, c_loc, z_loc, width, sync)
+        if not _numba_sync.aborted(sync):
+            _lstm_chunk_end(rows, c_loc, c_final)
+            return
+        _region_aborts[0] += 1
+    _with_threads(threads, _lstm_forward_split, *args[:9], rows, *args[9:], *work, width)
 
 
 def _lstm_work(n_work, I, H, dtype):
