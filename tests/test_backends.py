@@ -120,7 +120,8 @@ def test_numba_unit_split_gives_the_bits_of_one_core(cell_name, dtype, B, monkey
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has one thread here: no unit split to compare")
     calls = []
-    for name in ("_lstm_forward_split_region", "_lstm_forward_split"):
+    for name in ("_lstm_forward_split_region", "_lstm_forward_split",
+                 "_lstm_backward_split_region", "_lstm_backward_chunk"):
         _count_calls(monkeypatch, nb, name, calls)
     H = 3 * _numba_tiles.PANEL_WIDTH              # three slices' worth: uneven over 2
     cell = make_cell(cell_name, H, 5, dtype=dtype, seed=4)
@@ -134,8 +135,11 @@ def test_numba_unit_split_gives_the_bits_of_one_core(cell_name, dtype, B, monkey
             training = compare(cell, "numba", B, 7, seed=B)
         results[schedule, aborts] = [inference[0], *inference[1], training[0],
                                      *training[1], *flat_grads(training[2]).values()]
-    # inference and the training forward, each in one region, then a region per step
-    assert calls == ["_lstm_forward_split_region"] * 2 + ["_lstm_forward_split"] * 2
+    # inference, the training forward and the backward, each in one region; after the
+    # aborts, the forwards a region per step and the backward on one core; then one core
+    assert calls == ["_lstm_forward_split_region", "_lstm_forward_split_region",
+                     "_lstm_backward_split_region", "_lstm_forward_split",
+                     "_lstm_forward_split", "_lstm_backward_chunk", "_lstm_backward_chunk"]
     for want in (results["split", 0], results["split", nb.MAX_REGION_ABORTS]):
         for a, b in zip(results["one chunk", 0], want):
             np.testing.assert_array_equal(a, b)
@@ -153,26 +157,42 @@ def test_numba_unit_split_region_that_aborts_is_rerun_per_step(cell_name, monkey
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has one thread here: no unit split to compare")
     calls = []
-    for name in ("_lstm_forward_split_region", "_lstm_forward_split"):
+    for name in ("_lstm_forward_split_region", "_lstm_forward_split",
+                 "_lstm_backward_split_region", "_lstm_backward_chunk"):
         _count_calls(monkeypatch, nb, name, calls)
     with_threads = nb._with_threads
+    regions = (nb._lstm_forward_split_region, nb._lstm_backward_split_region)
     monkeypatch.setattr(nb, "_with_threads", lambda threads, fn, *args: with_threads(
-        1 if fn is nb._lstm_forward_split_region else threads, fn, *args))
+        1 if fn in regions else threads, fn, *args))
     monkeypatch.setattr(nb, "_region_aborts", [0])
     H = 2 * _numba_tiles.PANEL_WIDTH
     cell = make_cell(cell_name, H, 5, dtype=np.float32, seed=5)
     x, lengths, state = make_case(cell, 1, 6, seed=1)
+
+    def train():
+        out, _, cache = fl.dynamic_rnn(cell, x, lengths, state, backend="numba",
+                                       return_cache=True)
+        return [out, *flat_grads(fl.dynamic_rnn_backward(cell, cache,
+                                                         np.ones_like(out))).values()]
+
     monkeypatch.setattr(nb, "_SPLIT_TUNER", _Forced("one chunk"))
-    want = fl.dynamic_rnn(cell, x, lengths, state, backend="numba")
+    want = train()
+    calls.clear()
     monkeypatch.setattr(nb, "_SPLIT_TUNER", _Forced("split"))
-    for k in range(nb.MAX_REGION_ABORTS + 1):
+    for k in range(3):
         with fl.threads(2):
-            got = fl.dynamic_rnn(cell, x, lengths, state, backend="numba")
-        for a, b in zip([got[0], *got[1]], [want[0], *want[1]]):
+            got = train()
+        for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
     assert nb._region_aborts == [nb.MAX_REGION_ABORTS]
-    assert calls == (["_lstm_forward_split_region", "_lstm_forward_split"]
-                     * nb.MAX_REGION_ABORTS + ["_lstm_forward_split"])
+    # forward: aborted, rerun a region per step; backward: aborted, rerun on one core;
+    # after the third abort no region of a whole time loop is opened any more
+    assert calls == ["_lstm_forward_split_region", "_lstm_forward_split",
+                     "_lstm_backward_split_region", "_lstm_backward_chunk",
+                     "_lstm_forward_split_region", "_lstm_forward_split",
+                     "_lstm_backward_chunk",
+                     "_lstm_forward_split", "_lstm_backward_chunk"]
+    assert nb.MAX_REGION_ABORTS == 3
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))

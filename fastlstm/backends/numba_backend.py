@@ -319,13 +319,14 @@ def _lstm_split_start(x, rows, h_init, c_init, a_loc, c_loc):
 
 
 @kernel
-def _lstm_grads_row(dh, d_out, c, c_prev, a, cun, peep, use_peep, clip, dc, dz, one):
-    """One row's LSTM backward step, in passes LLVM vectorizes: ``dh`` (H), ``dc`` (H)
-    come in as the gradients from step t+1 (``dc`` leaves as the one to step t-1), ``a``
-    (4H) the step's activations, ``dz`` (4H) gets the gate pre-activation gradients."""
+def _lstm_grads_row(dh, d_out, c, c_prev, a, cun, peep, use_peep, clip, dc, dz, one, u0, u1):
+    """One row's LSTM backward step for the units ``u0 .. u1 - 1``, in passes LLVM
+    vectorizes: ``dh`` (H), ``dc`` (H) come in as the gradients from step t+1 (``dc``
+    leaves as the one to step t-1), ``a`` (4H) the step's activations, ``dz`` (4H) gets
+    the gate pre-activation gradients."""
     H = c.shape[0]
     zero = one - one
-    for u in range(H):
+    for u in range(u0, u1):
         i = a[u]
         j = a[H + u]
         f = a[2 * H + u]
@@ -339,11 +340,11 @@ def _lstm_grads_row(dh, d_out, c, c_prev, a, cun, peep, use_peep, clip, dc, dz, 
         dz[3 * H + u] = dz_o
         dc[u] = dc_t
     if clip > 0:
-        for u in range(H):
+        for u in range(u0, u1):
             uc = cun[u]
             if uc < -clip or uc > clip:           # clipped: no gradient passes
                 dc[u] = zero
-    for u in range(H):
+    for u in range(u0, u1):
         i = a[u]
         j = a[H + u]
         f = a[2 * H + u]
@@ -374,12 +375,56 @@ def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_un
             b = rows[r]
             _lstm_grads_row(dh_loc[r], d_out[t, b], cs[t + 1, b], cs[t, b], acts[t, b],
                             c_unclipped[t, b] if clip > 0 else cs[t, b], peep, use_peep,
-                            clip, dc_loc[r], dz_loc[r], one)
+                            clip, dc_loc[r], dz_loc[r], one, 0, H)
             dz[t, b] = dz_loc[r]
         _rows_times(dz_loc, n_active, WT, dh_loc)
     for r in range(n_active):          # rows of length 0 keep dh, dc as they came
         dh[rows[r]] = dh_loc[r, :H]
         dc[rows[r]] = dc_loc[r]
+
+
+@parallel_kernel
+def _lstm_backward_split_region(WT, peep, use_peep, clip, seq_len, rows, cs, acts,
+                                c_unclipped, d_out, dh, dc, dz, dh_loc, dc_loc, dz_loc, one,
+                                width, sync):
+    """:func:`_lstm_backward_chunk` for one chunk with its hidden units split over the
+    threads, in one parallel region (see :func:`_lstm_forward_split_region`): each step,
+    a slice computes its units' gate gradients, all meet at the barrier, then each
+    multiplies the whole ``dz`` by its units' panels of ``W^T``. ``dz_loc`` (2, rows, 4H)
+    alternates between steps, so a slice may write the next step's while another still
+    reads this one's. The same sums in the same order: the same bits. ``dh`` and ``dc``
+    are written only when the region did not abort."""
+    n_rows, H = rows.shape[0], dh.shape[1]
+    T = seq_len[rows[0]] if n_rows > 0 else 0
+    n_slices = (H + width - 1) // width
+    for s in prange(n_slices):
+        if _numba_sync.enter(sync):
+            u0, u1 = s * width, min(s * width + width, H)
+            n_active = 0
+            cur = 0
+            finished = True
+            for t in range(T - 1, -1, -1):
+                while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows ending at t
+                    dh_loc[n_active, u0:u1] = dh[rows[n_active], u0:u1]
+                    dc_loc[n_active, u0:u1] = dc[rows[n_active], u0:u1]
+                    n_active += 1
+                for r in range(n_active):
+                    b = rows[r]
+                    _lstm_grads_row(dh_loc[r], d_out[t, b], cs[t + 1, b], cs[t, b], acts[t, b],
+                                    c_unclipped[t, b] if clip > 0 else cs[t, b], peep,
+                                    use_peep, clip, dc_loc[r], dz_loc[cur, r], one, u0, u1)
+                    for g in range(4):
+                        dz[t, b, g * H + u0:g * H + u1] = dz_loc[cur, r, g * H + u0:g * H + u1]
+                if not _numba_sync.barrier(sync, T - 1 - t, n_slices):
+                    finished = False
+                    break
+                _rows_times_range(dz_loc[cur], n_active, WT, dh_loc, u0 // PANEL_WIDTH,
+                                  u1 // PANEL_WIDTH)
+                cur = 1 - cur
+            if finished:
+                for r in range(n_active):   # rows of length 0 keep dh, dc as they came
+                    dh[rows[r], u0:u1] = dh_loc[r, u0:u1]
+                    dc[rows[r], u0:u1] = dc_loc[r, u0:u1]
 
 
 # --------------------------------------------------------------------------------- GRU
@@ -679,9 +724,9 @@ def _lstm_forward(xproj, x, bias, W_blocks, peepholes, use_peepholes, forget_bia
     args = (xproj, x, bias, pack_panels(*W_blocks), peepholes, bool(use_peepholes),
             dt(forget_bias), dt(cell_clip), seq_len, h_init, c_init, h_out, out_shift,
             bool(batch_major), cs, c_final, acts, c_unclipped)
-    slice_threads = min(n_threads, numba.config.NUMBA_NUM_THREADS, H // PANEL_WIDTH)
+    slice_threads = _slice_threads(n_threads, H)
     if order.shape[0] <= chunk and slice_threads >= 2 and H % PANEL_WIDTH == 0:
-        width = -(-H // slice_threads // PANEL_WIDTH) * PANEL_WIDTH
+        width = _slice_width(H, slice_threads)
         key = ("lstm_forward", seq_len.shape[0], xproj.shape[0] or x.shape[0], I, H,
                acts.shape[0] > 0, slice_threads)
         schedule, timed = _SPLIT_TUNER.choose(key, ("split", "one chunk"))
@@ -791,11 +836,44 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
         return
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H, dt = dh.shape[1], dh.dtype.type
-    dc_w, dz_w = np.empty((n_work, H), dh.dtype), np.empty((n_work, 4 * H), dh.dtype)
-    _run(_lstm_backward_serial, _lstm_backward_parallel, threads,
-         pack_panels(W.T), peepholes, bool(use_peepholes), dt(cell_clip), seq_len,
-         order, chunk, cs, acts, c_unclipped, d_outputs, dh, dc, dz,
-         _work(n_work, H, dh.dtype), dc_w, dz_w, dt(1))
+    args = (pack_panels(W.T), peepholes, bool(use_peepholes), dt(cell_clip), seq_len,
+            order, cs, acts, c_unclipped, d_outputs, dh, dc, dz)
+    dc_w = np.empty((n_work, H), dh.dtype)
+    slice_threads = _slice_threads(n_threads, H)
+    if order.shape[0] <= chunk and slice_threads >= 2 and H % PANEL_WIDTH == 0:
+        key = ("lstm_backward", seq_len.shape[0], d_outputs.shape[0], H, slice_threads)
+        schedule, timed = _SPLIT_TUNER.choose(key, ("split", "one chunk"))
+        start = time.perf_counter()
+        on_one_core = schedule != "split" or _region_aborts[0] >= MAX_REGION_ABORTS
+        if not on_one_core:
+            sync = _numba_sync.new_sync()
+            _with_threads(slice_threads, _lstm_backward_split_region, *args,
+                          _work(n_work, H, dh.dtype), dc_w,
+                          np.empty((2, n_work, 4 * H), dh.dtype), dt(1),
+                          _slice_width(H, slice_threads), sync)
+            if _numba_sync.aborted(sync):    # dh, dc untouched: run it on one core
+                _region_aborts[0] += 1
+                on_one_core = True
+        if on_one_core:
+            _lstm_backward_chunk(*args, _work(n_work, H, dh.dtype), dc_w,
+                                 np.empty((n_work, 4 * H), dh.dtype), dt(1))
+        if timed:
+            _SPLIT_TUNER.record(key, schedule, (time.perf_counter() - start)
+                                / max(1, int(seq_len.max())))
+        return
+    _run(_lstm_backward_serial, _lstm_backward_parallel, threads, *args[:6], chunk,
+         *args[6:], _work(n_work, H, dh.dtype), dc_w,
+         np.empty((n_work, 4 * H), dh.dtype), dt(1))
+
+
+def _slice_threads(n_threads, H):
+    """Threads a unit split of H units can use: whole panels each."""
+    return min(n_threads, numba.config.NUMBA_NUM_THREADS, H // PANEL_WIDTH)
+
+
+def _slice_width(H, threads):
+    """Units per slice of a unit split over ``threads``: whole panels."""
+    return -(-H // threads // PANEL_WIDTH) * PANEL_WIDTH
 
 
 def gru_forward(xproj, W, recurrent_bias, reset_after, seq_len, hs, acts, hzc, n_threads=1):
