@@ -194,12 +194,14 @@ def main(argv=None):
         cases.append((VARLEN, lengths))
     # Torch and the OpenMP backends take turns within each configuration (--rounds), so
     # that the shared machine's noisy stretches hit them alike. Numba runs in a phase of
-    # its own afterwards: interleaved, its worker threads (a second threading runtime)
-    # slowed torch's packed LSTM from 9 ms to 2.9 s.
+    # its own afterwards, taking turns with torch's padded LSTM alone ("torch" there, the
+    # reference of Numba's ratios): after Numba's worker threads, torch's packed LSTM
+    # took 2.2 s instead of 16 ms (Zen 4), so Numba's ratio to it uses the first phase's.
     times = {}
     turns = (["torch f32"] if bf16 else []) + ["torch", "torch packed"]
     turns += [b for b in backends if b != "numba"]
     late = [b for b in backends if b == "numba"]
+    late_peer = {}              # (config, mode) -> torch's time in the late phase
 
     def make(impl, B, T, I, H, lengths):
         if impl.startswith("torch"):
@@ -209,14 +211,17 @@ def main(argv=None):
                             "bfloat16" if bf16 else None)
 
     with fl.threads(args.threads), threadpool_limits(args.threads, user_api="blas"):
-        for group in ([turns] + [[b] for b in late]):
+        for group in ([turns] + [["torch", b] for b in late]):
             for k, ((B, T, I, H), lengths) in enumerate(cases):
                 impls = [i for i in group if i != "torch packed" or lengths is not None]
                 for mode in ("infer", "train"):
                     fns = {i: make(i, B, T, I, H, lengths)[mode == "train"] for i in impls}
                     for impl, t in interleaved_medians(fns, args.repeats, args.min_time,
                                                        args.rounds).items():
-                        times[k, mode, impl] = t
+                        if group is not turns and impl == "torch":
+                            late_peer[k, mode] = t
+                        else:
+                            times[k, mode, impl] = t
 
     rows = []
     if bf16:
@@ -241,6 +246,9 @@ def main(argv=None):
                 if name not in peers:
                     row.update({f"ratio_vs_{peer.replace(' ', '_')}": times[k, mode, peer] / t
                                 for peer in peers})
+                    if name in late:             # torch timed beside it, in its phase
+                        row["ratio_vs_torch"] = late_peer[k, mode] / t
+                        row["torch_ms_same_phase"] = 1e3 * late_peer[k, mode]
                 rows.append(row)
                 ratio = " / ".join(f"{row[r]:.2f}" for r in row if r.startswith("ratio"))
                 print(f"{label:>22} {mode:>6} {name:>14} {1e3 * t:9.2f} {gflops:8.1f} "
