@@ -154,9 +154,11 @@ def _gemm(a, b, trans_a, trans_b, n_threads, out, kernels=COMPILED):
 def _tiles_take(kernels, parts, b, out):
     """Whether ``a.T @ b``, ``a`` the column-wise concatenation of ``parts`` (an array or a
     list), runs on the fused step's tiles: float32, an ISA of
-    ``WEIGHT_GRADIENT_TILE_ISAS``, 64-column blocks, rows with contiguous elements."""
+    ``WEIGHT_GRADIENT_TILE_ISAS``, 64-column blocks, rows with contiguous elements, at
+    most ``MAX_WEIGHT_GRADIENT_TILE_ROWS`` rows of the result."""
     parts = parts if isinstance(parts, list) else [parts]
     return (kernels is not None and b.dtype == out.dtype == np.float32
+            and out.shape[0] <= _thresholds.MAX_WEIGHT_GRADIENT_TILE_ROWS
             and out.shape[1] % 64 == 0 and out.flags.c_contiguous and b.strides[1] == 4
             and all(p.dtype == np.float32 and (p.shape[1] < 2 or p.strides[1] == 4)
                     for p in parts)

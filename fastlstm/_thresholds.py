@@ -88,6 +88,13 @@ MIN_BLOCKED_MACS = 1 << 22
 #: ISAs whose register tiles take the weight gradients (AVX2's lost to OpenBLAS Haswell
 #: except for variable lengths; AVX-512's beat SkylakeX: 1.20 vs 1.44 ms, seed size).
 WEIGHT_GRADIENT_TILE_ISAS = ("avx512",)
+#: Weight gradients a.T @ b with more rows of the result (I + H + 1) than this run as
+#: BLAS blocks even where the tiles could: OpenBLAS's cache blocking wins there. 2-core
+#: AMD EPYC (Zen 4), [x, h, 1]^T dz, tiles / BLAS GFLOP/s: 513 rows (K = 2400) 194 / 174;
+#: 1025 rows (K = 1600) 163 / 181; 2049 rows 177 / 199; (K = 3200) 185 / 186. Whole
+#: training steps, taking turns in one process, tiles / BLAS ms: (64, 25, 512, 512) 110.8 /
+#: 108.6, 118.2 / 114.2, 132.3 / 134.1; (64, 25, 1024, 1024) 485.3 / 461.1, 441.8 / 425.6.
+MAX_WEIGHT_GRADIENT_TILE_ROWS = 640
 #: Numba backend: weight gradients a.T @ b with at most this many rows of the result (I +
 #: H + 1) run on its register tiles (``_numba_gemm.gemm_tn``), wider ones as BLAS blocks.
 #: Training, 2-core AMD EPYC (Zen 4), tiles / BLAS ms: seed 16.5 / 17.4, (8, 100, 64, 128)

@@ -97,6 +97,27 @@ def test_weight_gradient_tiles_sum_over_chosen_rows_as_over_gathered_ones(tiles_
                                  np.array([0, K], np.int64))
 
 
+@needs_tiles
+def test_weight_gradients_wider_than_the_tile_limit_run_as_blas_blocks(monkeypatch):
+    """Results with more rows than MAX_WEIGHT_GRADIENT_TILE_ROWS go to the BLAS blocks
+    (OpenBLAS's cache blocking wins there); up to it, to the tiles."""
+    from fastlstm import _thresholds
+    monkeypatch.setattr(_thresholds, "MAX_WEIGHT_GRADIENT_TILE_ROWS", 70)
+    tiled = []
+    tiles = _recurrent.gemm_tn_tiles
+    kernels = _gemm._kernels(_gemm.COMPILED)
+    monkeypatch.setattr(kernels, "gemm_tn_tiles", lambda *args: tiled.append(1) or tiles(*args))
+    rng = np.random.default_rng(6)
+    K = 600
+    h = rng.standard_normal((K, 70)).astype(np.float32)
+    dz = rng.standard_normal((K, 128)).astype(np.float32)
+    for parts in ([h], [h, np.broadcast_to(np.ones(1, np.float32), (K, 1))]):
+        exact = np.concatenate(parts, axis=1).astype(np.float64).T @ dz
+        got = _gemm.matmul_tn_stacked(parts, dz, 2, merge=True)
+        np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
+    assert tiled == [1]                        # 70 rows on the tiles, 71 not
+
+
 @pytest.mark.parametrize("merge", [True, False])
 def test_stacked_products_on_blas_match_float64(merge, monkeypatch):
     """The BLAS fallback of matmul_tn_stacked (CPUs without AVX-512, or N % 64 != 0):
