@@ -38,11 +38,7 @@
 #define FL_HAVE_AMX_BUILD 0
 #endif
 
-/* Dwords between rows of pairs (KP of them, and 8 of slack for whole 256-bit stores)
- * in the kernels' buffers: a multiple of 16, so that rows start on cache lines where the
- * buffer does. An AMX tile row that straddles two lines loads several times slower: tiles
- * of unaligned rows ran at 920 GFLOP/s per core, aligned at 2,490 (Intel Xeon). */
-#define FL_PAIRS_LD(KP) (((KP) + 8 + 15) / 16 * 16)
+/* The row stride of pair buffers, FL_PAIRS_LD, is in fused_step.h (built everywhere). */
 
 /* Set once at import (fl_set_amx) where the CPU has AMX-BF16 and the OS granted it. */
 static int fl_amx_on = 0;

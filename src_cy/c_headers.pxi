@@ -34,6 +34,7 @@ cdef extern from "fused_step.h":
                                Py_ssize_t g_hi, int bf16) noexcept nogil
 
 cdef extern from "fused_step.h":
+    Py_ssize_t FL_PAIRS_LD(Py_ssize_t KP) noexcept nogil
     void fl_pack_fused_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H, const float* Wh,
                            float* out, Py_ssize_t k_lo, Py_ssize_t k_hi) noexcept nogil
     void fl_pack_fused_rect_f32(Py_ssize_t I, const float* Wx, Py_ssize_t H,

@@ -173,7 +173,7 @@ def gemm_tn_bf16(segments, const float[:, :] b, float[:, ::1] out, int n_threads
                        n_threads)
         return
     # AMX tiles read A's pairs along its rows: the pair rows transposed first
-    cdef Py_ssize_t ld = (K2 + 8 + 15) // 16 * 16    # FL_PAIRS_LD: rows on cache lines
+    cdef Py_ssize_t ld = FL_PAIRS_LD(K2)             # rows on cache lines
     cdef uint32_t[:, ::1] a_rows = scratch("gemm_tn_bf16_at", (M, ld), np.uint32)
     n_parts = max(1, min(n_threads, M))
     for part in prange(n_parts, nogil=True, num_threads=n_parts, schedule="static"):
@@ -230,8 +230,7 @@ def gemm_rows_bf16(const float[:, :] a, const uint32_t[:, :, ::1] b_packed,
         if bias is not None:
             np.asarray(out)[...] += np.asarray(bias)
         return
-    # FL_PAIRS_LD: rows of pairs on cache lines (AMX tiles load unaligned rows slowly)
-    cdef Py_ssize_t ld = (K2 + 8 + 15) // 16 * 16
+    cdef Py_ssize_t ld = FL_PAIRS_LD(K2)    # rows on cache lines (AMX loads them faster)
     cdef Py_ssize_t lda = a.strides[0] // <Py_ssize_t>sizeof(float)
     cdef uint32_t[:, ::1] a_pairs = scratch("gemm_rows_bf16_a", (M, ld), np.uint32)
     n_parts = max(1, min(n_threads, M))
