@@ -16,13 +16,12 @@ has none of the Cython extension's tiles.
 
 import ctypes
 
-import numba
 import numpy as np
 from numba import prange
 from numba.extending import get_cython_function_address
 
 from .. import _thresholds
-from ._numba_jit import kernel, parallel_kernel
+from ._numba_jit import kernel, on_threads, parallel_kernel
 from ._numba_tiles import MAX_TILE_ROWS, PANEL_WIDTH, _make_tile_tn
 
 _GEMM_TYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))
@@ -108,14 +107,7 @@ def _nothing_to_multiply(out, K):
     return out.size == 0 or K == 0
 
 
-def _on_threads(n_threads, fn, *args):
-    """``fn(*args)`` on ``n_threads`` of Numba's threads (the count put back after)."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS)))
-    try:
-        fn(*args)
-    finally:
-        numba.set_num_threads(previous)
+_on_threads = on_threads
 
 
 #: Rows of k per pass of the weight gradients' tiles: a panel's slice of ``b``

@@ -28,7 +28,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._numba_jit import kernel, parallel_kernel
+from ._numba_jit import kernel, on_threads, parallel_kernel
 
 #: Rows per register tile at most: 6 rows of two vector registers each keep 12 partial
 #: sums in registers, with room for the panel's two vectors and a broadcast in the 16
@@ -70,12 +70,13 @@ def _pack(W, P, k0):
                 P[p, k0 + k, c] = W[k, j0 + c]
 
 
-def pack_panels(*blocks, width=None):
+def pack_panels(*blocks, width=None, n_threads=1):
     """``W`` (K, N) -> panels (ceil(N / width), K, width): panel p, row k holds
     ``W[k, p*width : (p+1)*width]`` (zero past N), each panel contiguous. Several
     ``blocks`` (K_i, N) are packed as ``W = np.concatenate(blocks)``, without that copy.
 
-    ``width`` defaults to :data:`PANEL_WIDTH`.
+    ``width`` defaults to :data:`PANEL_WIDTH`; the panels are dealt to ``n_threads`` of
+    Numba's threads (the kernel call's own count).
     """
     width = PANEL_WIDTH if width is None else width
     N = blocks[0].shape[1]
@@ -84,7 +85,7 @@ def pack_panels(*blocks, width=None):
     P = np.zeros((-(-N // width), sum(W.shape[0] for W in blocks), width), blocks[0].dtype)
     k0 = 0
     for W in blocks:
-        _pack(W, P, k0)
+        on_threads(n_threads, _pack, W, P, k0)
         k0 += W.shape[0]
     return P
 

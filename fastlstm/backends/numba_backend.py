@@ -23,7 +23,7 @@ from .. import _thresholds
 from . import _numba_gemm, _numba_sync
 from ._chunking import chunk_rows
 from ._split_tuner import SplitTuner
-from ._numba_jit import kernel, parallel_kernel
+from ._numba_jit import kernel, on_threads, parallel_kernel
 from ._numba_math import sigmoid, tanh
 from ._numba_tiles import PANEL_WIDTH, pack_panels, padded, panel_product
 
@@ -660,12 +660,7 @@ def _plan(seq_len, n_threads):
 
 def _with_threads(threads, fn, *args):
     """``fn(*args)`` with Numba's parallel regions on ``threads`` threads."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        fn(*args)
-    finally:
-        numba.set_num_threads(previous)
+    on_threads(threads, fn, *args)
 
 
 def _run(serial, parallel, threads, *args):
@@ -691,7 +686,8 @@ def rnn_forward(xproj, W, seq_len, hs, n_threads=1):
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H = hs.shape[2]
     _run(_rnn_forward_serial, _rnn_forward_parallel, threads,
-         xproj, pack_panels(W), seq_len, order, chunk, hs, np.empty((n_work, H), hs.dtype),
+         xproj, pack_panels(W, n_threads=n_threads), seq_len, order, chunk, hs,
+         np.empty((n_work, H), hs.dtype),
          _work(n_work, H, hs.dtype))
 
 
@@ -702,7 +698,7 @@ def rnn_backward(W, seq_len, hs, d_outputs, dh, dz, n_threads=1):
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H = dh.shape[1]
     _run(_rnn_backward_serial, _rnn_backward_parallel, threads,
-         pack_panels(W.T), seq_len, order, chunk, hs, d_outputs, dh, dz,
+         pack_panels(W.T, n_threads=n_threads), seq_len, order, chunk, hs, d_outputs, dh, dz,
          _work(n_work, H, dh.dtype), np.empty((n_work, H), dh.dtype), dh.dtype.type(1))
 
 
@@ -721,9 +717,9 @@ def _lstm_forward(xproj, x, bias, W_blocks, peepholes, use_peepholes, forget_bia
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H, I, dtype = c_init.shape[1], x.shape[2], c_init.dtype
     dt = dtype.type
-    args = (xproj, x, bias, pack_panels(*W_blocks), peepholes, bool(use_peepholes),
-            dt(forget_bias), dt(cell_clip), seq_len, h_init, c_init, h_out, out_shift,
-            bool(batch_major), cs, c_final, acts, c_unclipped)
+    args = (xproj, x, bias, pack_panels(*W_blocks, n_threads=n_threads), peepholes,
+            bool(use_peepholes), dt(forget_bias), dt(cell_clip), seq_len, h_init, c_init,
+            h_out, out_shift, bool(batch_major), cs, c_final, acts, c_unclipped)
     slice_threads = _slice_threads(n_threads, H)
     if order.shape[0] <= chunk and slice_threads >= 2 and H % PANEL_WIDTH == 0:
         width = _slice_width(H, slice_threads)
@@ -836,7 +832,8 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
         return
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H, dt = dh.shape[1], dh.dtype.type
-    args = (pack_panels(W.T), peepholes, bool(use_peepholes), dt(cell_clip), seq_len,
+    args = (pack_panels(W.T, n_threads=n_threads), peepholes, bool(use_peepholes),
+            dt(cell_clip), seq_len,
             order, cs, acts, c_unclipped, d_outputs, dh, dc, dz)
     dc_w = np.empty((n_work, H), dh.dtype)
     slice_threads = _slice_threads(n_threads, H)
@@ -887,10 +884,10 @@ def gru_forward(xproj, W, recurrent_bias, reset_after, seq_len, hs, acts, hzc, n
             _work(n_work, 2 * H, hs.dtype), np.empty((n_work, H), hs.dtype),
             _work(n_work, H, hs.dtype), np.empty((n_work, H), hs.dtype))
     if reset_after:            # one product per step: W_ru, W_c are not read
-        panels = (pack_panels(W),) + (np.empty((0, 0, 0), W.dtype),) * 2
+        panels = (pack_panels(W, n_threads=n_threads),) + (np.empty((0, 0, 0), W.dtype),) * 2
     else:
-        panels = (np.empty((0, 0, 0), W.dtype), pack_panels(W[:, :2 * H]),
-                  pack_panels(W[:, 2 * H:]))
+        panels = (np.empty((0, 0, 0), W.dtype), pack_panels(W[:, :2 * H], n_threads=n_threads),
+                  pack_panels(W[:, 2 * H:], n_threads=n_threads))
     _run(_gru_forward_serial, _gru_forward_parallel, threads,
          xproj, *panels, recurrent_bias, bool(reset_after), seq_len, order, chunk, hs,
          acts, hzc, work, dt(1))
@@ -908,10 +905,10 @@ def gru_backward(W, reset_after, seq_len, hs, acts, hzc, d_outputs, dh, dz, n_th
             _work(n_work, H, dh.dtype), np.empty((n_work, H), dh.dtype))
     WT = W.T
     if reset_after:
-        panels = (pack_panels(WT),) + (np.empty((0, 0, 0), W.dtype),) * 2
+        panels = (pack_panels(WT, n_threads=n_threads),) + (np.empty((0, 0, 0), W.dtype),) * 2
     else:
-        panels = (np.empty((0, 0, 0), W.dtype), pack_panels(WT[:2 * H]),
-                  pack_panels(WT[2 * H:]))
+        panels = (np.empty((0, 0, 0), W.dtype), pack_panels(WT[:2 * H], n_threads=n_threads),
+                  pack_panels(WT[2 * H:], n_threads=n_threads))
     _run(_gru_backward_serial, _gru_backward_parallel, threads,
          *panels, bool(reset_after), seq_len, order, chunk, hs, acts, hzc, d_outputs, dh,
          dz, work, dt(1))
