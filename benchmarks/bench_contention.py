@@ -7,8 +7,9 @@ For 0, 1, 2, ... other processes spinning on the machine's cores (``--loads``), 
 * a small fit: ``LSTMClassifier`` on scikit-learn's digits (8 rows of 8 pixels, 64 units,
   batch 128, ``--epochs`` epochs) -- small work per step, many kernel calls;
 
-with fastlstm's default thread count and with one thread, taking turns, and the same
-work in PyTorch (``torch.nn.LSTM``; a plain Adam loop for the fit) with its default
+with fastlstm's default thread count and with one thread, taking turns (``--numba``: the
+kernels on the Numba backend too, with a single sequence (1, 150, 256, 256), whose
+hidden units split over the threads), and the same work in PyTorch (``torch.nn.LSTM``; a plain Adam loop for the fit) with its default
 thread count and with one thread, in a process of its own under the same load. The
 ratio default / one thread is what a user feels: above 1, the default threads lose to a
 single thread.
@@ -35,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import cpu_name, write_json  # noqa: E402
 
 KERNEL_CONFIGS = [(128, 28, 28, 128), (8, 100, 64, 128)]   # (B, T, I, H)
+NUMBA_SPLIT_CONFIG = (1, 150, 256, 256)    # --numba: one region, a barrier per step
 
 
 @contextlib.contextmanager
@@ -66,7 +68,7 @@ def interleaved_medians(fns, repeats, rounds):
     return {name: statistics.median(t) for name, t in samples.items()}
 
 
-def fastlstm_kernels(B, T, I, H, threads):
+def fastlstm_kernels(B, T, I, H, threads, backend="auto"):
     rng = np.random.default_rng(0)
     cell = fl.BasicLSTMCell(H, I, random_state=0)
     x = rng.standard_normal((B, T, I)).astype(np.float32)
@@ -74,11 +76,11 @@ def fastlstm_kernels(B, T, I, H, threads):
 
     def infer():
         with fl.threads(threads):
-            fl.dynamic_rnn(cell, x)
+            fl.dynamic_rnn(cell, x, backend=backend)
 
     def train():
         with fl.threads(threads):
-            _, _, cache = fl.dynamic_rnn(cell, x, return_cache=True)
+            _, _, cache = fl.dynamic_rnn(cell, x, backend=backend, return_cache=True)
             fl.dynamic_rnn_backward(cell, cache, d_out)
 
     return infer, train
@@ -162,19 +164,22 @@ def torch_fit(epochs, threads):
 
 def measure(impl, epochs, repeats, rounds):
     """Rows (work, default seconds, one-thread seconds) of one implementation."""
-    default = None if impl == "fastlstm" else __import__("torch").get_num_threads()
-    work = [(f"infer {c}", c, 0) for c in KERNEL_CONFIGS] + \
-           [(f"train {c}", c, 1) for c in KERNEL_CONFIGS] + \
-           [(f"fit digits {epochs} ep", None, None)]
+    default = None if impl != "torch" else __import__("torch").get_num_threads()
+    configs = KERNEL_CONFIGS + ([NUMBA_SPLIT_CONFIG] if impl == "numba" else [])
+    work = [(f"infer {c}", c, 0) for c in configs] + \
+           [(f"train {c}", c, 1) for c in configs] + \
+           ([] if impl == "numba" else [(f"fit digits {epochs} ep", None, None)])
     rows = []
     for label, config, mode in work:
         fns = {}
         for name, n in (("default", default), ("one", 1)):
             if config is None:
                 fns[name] = (fastlstm_fit if impl == "fastlstm" else torch_fit)(epochs, n)
+            elif impl == "torch":
+                fns[name] = torch_kernels(*config, n)[mode]
             else:
-                make = fastlstm_kernels if impl == "fastlstm" else torch_kernels
-                fns[name] = make(*config, n)[mode]
+                backend = "numba" if impl == "numba" else "auto"
+                fns[name] = fastlstm_kernels(*config, n, backend)[mode]
         t = interleaved_medians(fns, 1 if config is None else repeats, rounds)
         rows.append((label, t["default"], t["one"]))
     return rows
@@ -188,7 +193,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="turns per thread count")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--child", choices=("fastlstm", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--numba", action="store_true", help="the Numba backend's kernels too")
+    p.add_argument("--child", choices=("fastlstm", "numba", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--json", default="benchmarks/results/bench_contention.json")
     args = p.parse_args(argv)
     if args.child:          # one implementation, its rows as JSON on stdout
@@ -196,7 +202,8 @@ def main(argv=None):
         return 0
 
     import torch
-    impls = ["fastlstm"] + ([] if args.no_torch else ["torch"])
+    impls = ["fastlstm"] + (["numba"] if args.numba else []) \
+        + ([] if args.no_torch else ["torch"])
     print(f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} cores; fastlstm "
           f"{fl.__version__} default threads {fl.get_num_threads()}; torch "
           f"{torch.__version__} default {torch.get_num_threads()}")
