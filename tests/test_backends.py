@@ -101,28 +101,35 @@ class _Forced:
         return self.schedule, False
 
 
-def _count_calls(monkeypatch, module, name, calls):
-    fn = getattr(module, name)
-    monkeypatch.setattr(module, name, lambda *args: calls.append(name) or fn(*args))
+@pytest.fixture
+def split_calls(monkeypatch):
+    """The names of the numba backend's LSTM split / one-core drivers, in the order they
+    are called (skips where Numba has one thread: no unit split to compare)."""
+    import numba
+    from fastlstm.backends import numba_backend as nb
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here: no unit split to compare")
+    calls = []
+    for name in ("_lstm_forward_split_region", "_lstm_forward_split",
+                 "_lstm_backward_split_region", "_lstm_backward_chunk"):
+        fn = getattr(nb, name)
+        monkeypatch.setattr(nb, name, lambda *args, name=name, fn=fn:
+                            calls.append(name) or fn(*args))
+    return calls
 
 
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
-def test_numba_unit_split_gives_the_bits_of_one_core(cell_name, dtype, B, monkeypatch):
+def test_numba_unit_split_gives_the_bits_of_one_core(cell_name, dtype, B, monkeypatch,
+                                                     split_calls):
     """A one-chunk batch on the numba backend: its hidden units split over the threads,
     in one parallel region with a barrier per step, in a region per step (after the
     one-region form aborted), or all on one core, give the same bits (inference, the
     training forward and so the gradients) and match the reference."""
     from fastlstm.backends import _numba_tiles
     from fastlstm.backends import numba_backend as nb
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("Numba has one thread here: no unit split to compare")
-    calls = []
-    for name in ("_lstm_forward_split_region", "_lstm_forward_split",
-                 "_lstm_backward_split_region", "_lstm_backward_chunk"):
-        _count_calls(monkeypatch, nb, name, calls)
+    calls = split_calls
     H = 3 * _numba_tiles.PANEL_WIDTH              # three slices' worth: uneven over 2
     cell = make_cell(cell_name, H, 5, dtype=dtype, seed=4)
     x, lengths, state = make_case(cell, B, 7, seed=B)
@@ -146,20 +153,15 @@ def test_numba_unit_split_gives_the_bits_of_one_core(cell_name, dtype, B, monkey
 
 
 @pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
-def test_numba_unit_split_region_that_aborts_is_rerun_per_step(cell_name, monkeypatch):
+def test_numba_unit_split_region_that_aborts_is_rerun_per_step(cell_name, monkeypatch,
+                                                               split_calls):
     """When the runtime gives the one-region split fewer threads than slices (here: one),
     its barrier would wait forever for a slice that cannot start: the region aborts, the
     chunk is run again a region per step with the same bits, and after
     ``MAX_REGION_ABORTS`` aborts the process stops trying the one region."""
     from fastlstm.backends import _numba_tiles
     from fastlstm.backends import numba_backend as nb
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("Numba has one thread here: no unit split to compare")
-    calls = []
-    for name in ("_lstm_forward_split_region", "_lstm_forward_split",
-                 "_lstm_backward_split_region", "_lstm_backward_chunk"):
-        _count_calls(monkeypatch, nb, name, calls)
+    calls = split_calls
     with_threads = nb._with_threads
     regions = (nb._lstm_forward_split_region, nb._lstm_backward_split_region)
     monkeypatch.setattr(nb, "_with_threads", lambda threads, fn, *args: with_threads(
@@ -880,7 +882,7 @@ def test_numba_parallel_kernels_run_on_the_calls_thread_count(cell_name, B, monk
         counts.append(n_threads)
         return on_threads(n_threads, fn, *args)
     for module, name in ((_numba_tiles, "on_threads"), (nb, "on_threads"),
-                         (_numba_gemm, "_on_threads")):
+                         (_numba_gemm, "on_threads")):
         monkeypatch.setattr(module, name, counting)
     cell = make_cell(cell_name, 40, 5, dtype=np.float32, seed=1)
     x, lengths, state = make_case(cell, B, 6, seed=2)

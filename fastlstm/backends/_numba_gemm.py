@@ -95,7 +95,7 @@ def gemm_blocks(a, b, out, trans_a, trans_b, row_block, col_block, n_threads):
     if dtype not in _BLOCKS:
         _BLOCKS[dtype] = _make_blocks("sgemm" if dtype == np.float32 else "dgemm",
                                       dtype.type)
-    _on_threads(n_threads, _BLOCKS[dtype], a, b, out, bool(trans_a), bool(trans_b),
+    on_threads(n_threads, _BLOCKS[dtype], a, b, out, bool(trans_a), bool(trans_b),
                 row_block, col_block)
     return out
 
@@ -105,9 +105,6 @@ def _nothing_to_multiply(out, K):
     if K == 0:
         out[...] = 0
     return out.size == 0 or K == 0
-
-
-_on_threads = on_threads
 
 
 #: Rows of k per pass of the weight gradients' tiles: a panel's slice of ``b``
@@ -189,7 +186,7 @@ def gemm_tn(a, b, out, n_threads):
         raise ValueError(f"gemm_tn: a.T of {a.shape} @ b of {b.shape} does not give "
                          f"out {out.shape}")
     if not _nothing_to_multiply(out, K):
-        _on_threads(n_threads, _tn_product(), a, b, out)
+        on_threads(n_threads, _tn_product(), a, b, out)
     return out
 
 

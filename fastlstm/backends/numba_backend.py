@@ -833,8 +833,7 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
     order, chunk, n_work, threads = _plan(seq_len, n_threads)
     H, dt = dh.shape[1], dh.dtype.type
     args = (pack_panels(W.T, n_threads=n_threads), peepholes, bool(use_peepholes),
-            dt(cell_clip), seq_len,
-            order, cs, acts, c_unclipped, d_outputs, dh, dc, dz)
+            dt(cell_clip), seq_len, order, cs, acts, c_unclipped, d_outputs, dh, dc, dz)
     dc_w = np.empty((n_work, H), dh.dtype)
     slice_threads = _slice_threads(n_threads, H)
     if order.shape[0] <= chunk and slice_threads >= 2 and H % PANEL_WIDTH == 0:
