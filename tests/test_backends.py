@@ -112,10 +112,20 @@ def split_calls(monkeypatch):
     calls = []
     for name in ("_lstm_forward_split_region", "_lstm_forward_split",
                  "_lstm_backward_split_region", "_lstm_backward_chunk"):
-        fn = getattr(nb, name)
-        monkeypatch.setattr(nb, name, lambda *args, name=name, fn=fn:
-                            calls.append(name) or fn(*args))
+        monkeypatch.setattr(nb, name, _spy(getattr(nb, name),
+                                           lambda name, args: calls.append(name)))
     return calls
+
+
+def _spy(dispatcher, record):
+    """A stand-in for a Numba ``dispatcher`` (called from Python, not from other kernels)
+    that calls ``record(name, args)`` and runs it; it compiles as the dispatcher does."""
+    def call(*args):
+        record(dispatcher.__name__, args)
+        return dispatcher(*args)
+    call.__name__ = dispatcher.__name__
+    call.compile = dispatcher.compile
+    return call
 
 
 @pytest.mark.parametrize("B", [1, 3])
@@ -195,6 +205,49 @@ def test_numba_unit_split_region_that_aborts_is_rerun_per_step(cell_name, monkey
                      "_lstm_backward_chunk",
                      "_lstm_forward_split", "_lstm_backward_chunk"]
     assert nb.MAX_REGION_ABORTS == 3
+
+
+def test_numba_split_candidates_compile_at_the_first_call(monkeypatch):
+    """The split tuner probes the unit split on a shape's first calls and the one-core
+    schedule on the third and fourth: both are compiled at the first call, for the types
+    of the calls that run them, so no later call stalls compiling (5-8 s a schedule)."""
+    import numba
+    from fastlstm.backends import _numba_tiles
+    from fastlstm.backends import numba_backend as nb
+    from fastlstm.backends._split_tuner import SplitTuner
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here: no unit split to tune")
+    monkeypatch.setattr(nb, "_SPLIT_TUNER", SplitTuner(probes=1, reprobe_after=100))
+    monkeypatch.setattr(nb, "_COMPILED_SCHEDULES", set())
+    monkeypatch.setattr(nb, "_region_aborts", [0])
+    compiled, ran = set(), set()
+    compile_for = nb.compile_for
+
+    def record_compile(fn, *args):
+        compiled.add((fn.__name__, tuple(numba.typeof(a) for a in args)))
+        compile_for(fn, *args)
+
+    monkeypatch.setattr(nb, "compile_for", record_compile)
+    for name in ("_lstm_forward_serial", "_lstm_forward_split_region",
+                 "_lstm_backward_split_region", "_lstm_backward_chunk"):
+        monkeypatch.setattr(nb, name, _spy(getattr(nb, name), lambda name, args: ran.add(
+            (name, tuple(numba.typeof(a) for a in args)))))
+    cell = make_cell("peephole_clip", 2 * _numba_tiles.PANEL_WIDTH, 5, dtype=np.float32,
+                     seed=6)
+    x, lengths, state = make_case(cell, 1, 6, seed=6)
+    with fl.threads(2):
+        for k in range(6):
+            out, _, cache = fl.dynamic_rnn(cell, x, lengths, state, backend="numba",
+                                           return_cache=True)
+            fl.dynamic_rnn_backward(cell, cache, np.ones_like(out))
+            fl.dynamic_rnn(cell, x, lengths, state, backend="numba")
+            if k == 0:
+                at_first_call = set(compiled)
+    assert compiled == at_first_call
+    assert {name for name, _ in ran} == {"_lstm_forward_serial", "_lstm_forward_split_region",
+                                         "_lstm_backward_split_region",
+                                         "_lstm_backward_chunk"}
+    assert ran <= compiled
 
 
 @pytest.mark.parametrize("cell_name", sorted(CELLS))

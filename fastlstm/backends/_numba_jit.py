@@ -29,3 +29,10 @@ def on_threads(n_threads, fn, *args):
         return fn(*args)
     finally:
         numba.set_num_threads(previous)
+
+
+def compile_for(dispatcher, *args):
+    """Compile ``dispatcher`` for the types of ``args`` without running it (a lookup when
+    it is compiled already): for a schedule that a later call may take, so that the
+    compile does not land on that call."""
+    dispatcher.compile(tuple(numba.typeof(a) for a in args))

@@ -23,7 +23,7 @@ from .. import _thresholds
 from . import _numba_gemm, _numba_sync
 from ._chunking import chunk_rows
 from ._split_tuner import SplitTuner
-from ._numba_jit import kernel, on_threads, parallel_kernel
+from ._numba_jit import compile_for, kernel, on_threads, parallel_kernel
 from ._numba_math import sigmoid, tanh
 from ._numba_tiles import PANEL_WIDTH, pack_panels, padded, panel_product
 
@@ -672,6 +672,9 @@ def _run(serial, parallel, threads, *args):
 
 #: Per shape, one core or the unit split (same bits; see :func:`_lstm_forward`).
 _SPLIT_TUNER = SplitTuner()
+#: The tuner's keys whose candidate schedules are compiled: all of them at a key's first
+#: call, so that the tuner's first probe of the other one does not stall 5-8 s compiling.
+_COMPILED_SCHEDULES = set()
 
 
 def _work(n_rows, width, dtype):
@@ -723,12 +726,20 @@ def _lstm_forward(xproj, x, bias, W_blocks, peepholes, use_peepholes, forget_bia
     slice_threads = _slice_threads(n_threads, H)
     if order.shape[0] <= chunk and slice_threads >= 2 and H % PANEL_WIDTH == 0:
         width = _slice_width(H, slice_threads)
-        key = ("lstm_forward", seq_len.shape[0], xproj.shape[0] or x.shape[0], I, H,
-               acts.shape[0] > 0, slice_threads)
+        key = ("lstm_forward", dtype.str, x.shape[0] > 0, seq_len.shape[0],
+               xproj.shape[0] or x.shape[0], I, H, acts.shape[0] > 0, slice_threads)
+        if key not in _COMPILED_SCHEDULES:
+            work = _lstm_split_work(n_work, I, H, dtype)
+            compile_for(_lstm_split_start, x, order, h_init, c_init, *work[:2])
+            compile_for(_lstm_forward_split_region,
+                        *_lstm_region_args(args, order, work, width, _numba_sync.new_sync()))
+            compile_for(_lstm_chunk_end, order, work[1], c_final)
+            compile_for(_lstm_forward_serial, order, chunk, args,
+                        _lstm_work(n_work, I, H, dtype))
+            _COMPILED_SCHEDULES.add(key)
         schedule, timed = _SPLIT_TUNER.choose(key, ("split", "one chunk"))
         if schedule == "split":
-            work = (np.empty((2, n_work, I + H), dtype), np.empty((n_work, H), dtype),
-                    _work(n_work, 4 * H, dtype))
+            work = _lstm_split_work(n_work, I, H, dtype)
             start = time.perf_counter()
             _lstm_split(args, order, work, width, slice_threads)
         else:
@@ -759,14 +770,28 @@ def _lstm_split(args, rows, work, width, threads):
     if _region_aborts[0] < MAX_REGION_ABORTS:
         _lstm_split_start(x, rows, h_init, c_init, a_loc, c_loc)
         sync = _numba_sync.new_sync()
-        _with_threads(threads, _lstm_forward_split_region, xproj, x, bias, P, peep, use_peep,
-                      forget_bias, clip, seq_len, rows, h_out, out_shift, batch_major, cs,
-                      acts, c_unclipped, a_loc, c_loc, z_loc, width, sync)
+        _with_threads(threads, _lstm_forward_split_region,
+                      *_lstm_region_args(args, rows, work, width, sync))
         if not _numba_sync.aborted(sync):
             _lstm_chunk_end(rows, c_loc, c_final)
             return
         _region_aborts[0] += 1
     _with_threads(threads, _lstm_forward_split, *args[:9], rows, *args[9:], *work, width)
+
+
+def _lstm_region_args(args, rows, work, width, sync):
+    """The arguments of :func:`_lstm_forward_split_region` from those of
+    :func:`_lstm_forward`'s kernels, the chunk's rows and :func:`_lstm_split_work`."""
+    (xproj, x, bias, P, peep, use_peep, forget_bias, clip, seq_len, h_init, c_init, h_out,
+     out_shift, batch_major, cs, c_final, acts, c_unclipped) = args
+    return (xproj, x, bias, P, peep, use_peep, forget_bias, clip, seq_len, rows, h_out,
+            out_shift, batch_major, cs, acts, c_unclipped, *work, width, sync)
+
+
+def _lstm_split_work(n_work, I, H, dtype):
+    """The unit split's work rows: ``[x_t, h]`` of a step and the next, c, the product."""
+    return (np.empty((2, n_work, I + H), dtype), np.empty((n_work, H), dtype),
+            _work(n_work, 4 * H, dtype))
 
 
 def _lstm_work(n_work, I, H, dtype):
@@ -837,7 +862,16 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
     dc_w = np.empty((n_work, H), dh.dtype)
     slice_threads = _slice_threads(n_threads, H)
     if order.shape[0] <= chunk and slice_threads >= 2 and H % PANEL_WIDTH == 0:
-        key = ("lstm_backward", seq_len.shape[0], d_outputs.shape[0], H, slice_threads)
+        key = ("lstm_backward", dh.dtype.str, seq_len.shape[0], d_outputs.shape[0], H,
+               slice_threads)
+        width = _slice_width(H, slice_threads)
+        if key not in _COMPILED_SCHEDULES:
+            compile_for(_lstm_backward_split_region, *args, _work(n_work, H, dh.dtype), dc_w,
+                        np.empty((2, n_work, 4 * H), dh.dtype), dt(1), width,
+                        _numba_sync.new_sync())
+            compile_for(_lstm_backward_chunk, *args, _work(n_work, H, dh.dtype), dc_w,
+                        np.empty((n_work, 4 * H), dh.dtype), dt(1))
+            _COMPILED_SCHEDULES.add(key)
         schedule, timed = _SPLIT_TUNER.choose(key, ("split", "one chunk"))
         start = time.perf_counter()
         on_one_core = schedule != "split" or _region_aborts[0] >= MAX_REGION_ABORTS
@@ -845,8 +879,7 @@ def lstm_backward(W, peepholes, use_peepholes, cell_clip, seq_len, cs, acts, c_u
             sync = _numba_sync.new_sync()
             _with_threads(slice_threads, _lstm_backward_split_region, *args,
                           _work(n_work, H, dh.dtype), dc_w,
-                          np.empty((2, n_work, 4 * H), dh.dtype), dt(1),
-                          _slice_width(H, slice_threads), sync)
+                          np.empty((2, n_work, 4 * H), dh.dtype), dt(1), width, sync)
             if _numba_sync.aborted(sync):    # dh, dc untouched: run it on one core
                 _region_aborts[0] += 1
                 on_one_core = True
