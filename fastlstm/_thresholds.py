@@ -56,8 +56,11 @@ AMX_UNIT_SPLIT_MIN_WEIGHT_BYTES = 2 << 20
 #: split and the batch chunks (same bits; the balance is the cross-core latency, which
 #: moves on shared machines). False: the fixed rules above.
 TUNE_UNIT_SPLIT = True
-#: Split tuner: timed calls of each candidate before choosing.
+#: Split tuner: rounds (a timed pair of calls of each candidate) before choosing.
 TUNER_PROBES = 5
+#: Split tuner: a candidate every round of which was this many times faster than every
+#: round of the others is chosen at once (the slower one is not run again until reprobing).
+TUNER_DECISIVE_RATIO = 1.3
 #: Split tuner: calls that use a choice before the candidates are timed again (1% cost).
 TUNER_REPROBE_AFTER = 2000
 

@@ -26,32 +26,59 @@ def probe_round(tuner, key, candidates, times):
                 return calls
 
 
-def test_it_runs_the_candidates_in_pairs_times_the_second_then_keeps_the_faster():
-    """A call pays for the lines the call before left in the other core: each candidate
-    runs twice in a row and only the second is timed, so it is timed after itself."""
-    tuner = SplitTuner(probes=3, reprobe_after=4)
+def test_it_runs_the_candidates_in_pairs_and_keeps_the_faster():
+    """Each candidate runs twice in a row, in the caller's order, both calls timed."""
+    tuner = SplitTuner(probes=3, reprobe_after=4, decisive_ratio=float("inf"))
     calls = probe_round(tuner, "k", (2, 0), {2: 5e-6, 0: 3e-6})
-    assert calls == [(2, False), (2, True), (0, False), (0, True)] * 3
+    assert calls == [(2, True), (2, True), (0, True), (0, True)] * 3
     assert tuner.choices() == {"k": 0}
     assert [tuner.choose("k", (2, 0)) for _ in range(4)] == [(0, False)] * 4
-    assert tuner.choose("k", (2, 0)) == (2, False)    # 4 calls used it: probe again
+    assert tuner.choose("k", (2, 0)) == (2, True)     # 4 calls used it: probe again
+
+
+def test_a_pair_counts_its_lower_time():
+    """A call pays for the lines the call before left in the other core: the first call
+    of a pair after the other candidate's is slow, and the pair's lower time counts."""
+    tuner = SplitTuner(probes=2, reprobe_after=10, decisive_ratio=float("inf"))
+    # 2's pairs: 9, 1 and 8, 1; 0's pairs: 3, 2 and 3, 2 (by first calls 2 would lose)
+    times = iter([9.0, 1.0, 3.0, 2.0, 8.0, 1.0, 3.0, 2.0])
+    while "k" not in tuner.choices():
+        c, timed = tuner.choose("k", (2, 0))
+        assert timed
+        tuner.record("k", c, next(times))
+    assert tuner.choices() == {"k": 2}
+
+
+def test_a_decisive_gap_ends_probing_after_one_round():
+    """A candidate faster by TUNER_DECISIVE_RATIO in every round is chosen at once: with
+    the expected winner last, every call from the third on runs it."""
+    tuner = SplitTuner(probes=5, reprobe_after=10, decisive_ratio=1.3)
+    calls = probe_round(tuner, "k", (0, 2), {2: 1.0, 0: 1.3})
+    assert calls == [(0, True), (0, True), (2, True), (2, True)]
+    assert tuner.choices() == {"k": 2}
+    assert tuner.choose("k", (0, 2)) == (2, False)
+    # a narrower gap runs every round
+    calls = probe_round(SplitTuner(probes=5, reprobe_after=10, decisive_ratio=1.3), "k",
+                        (0, 2), {2: 1.0, 0: 1.29})
+    assert len(calls) == 4 * 5
 
 
 def test_it_probes_again_after_reprobe_after_calls_and_follows_a_change():
     tuner = SplitTuner(probes=2, reprobe_after=3)
-    probe_round(tuner, "k", (2, 0), {2: 1.0, 0: 2.0})
+    probe_round(tuner, "k", (2, 0), {2: 1.0, 0: 1.1})
     assert tuner.choices() == {"k": 2}
     for _ in range(3):
         assert tuner.choose("k", (2, 0)) == (2, False)
     # the machine changed: the next round measures the other one faster
-    calls = probe_round(tuner, "k", (2, 0), {2: 3.0, 0: 2.0})
-    assert [c for c, timed in calls if timed] == [2, 0, 2, 0]
+    calls = probe_round(tuner, "k", (2, 0), {2: 1.2, 0: 1.1})
+    assert [c for c, timed in calls if timed] == [2, 2, 0, 0, 2, 2, 0, 0]
     assert tuner.choices() == {"k": 0}
 
 
-def test_it_chooses_by_the_median_so_one_slow_probe_does_not_decide():
-    tuner = SplitTuner(probes=3, reprobe_after=10)
-    times = iter([9.0, 2.0, 1.0, 2.0, 1.0, 2.0])       # 2: 9, 1, 1; 0: 2, 2, 2
+def test_it_chooses_by_the_median_so_one_slow_round_does_not_decide():
+    tuner = SplitTuner(probes=3, reprobe_after=10, decisive_ratio=float("inf"))
+    # pairs (both calls alike) of 2: 9, 1, 1; of 0: 2, 2, 2
+    times = iter(t for t in [9.0, 2.0, 1.0, 2.0, 1.0, 2.0] for _ in range(2))
     while "k" not in tuner.choices():
         c, timed = tuner.choose("k", (2, 0))
         if timed:
@@ -67,13 +94,15 @@ def test_shapes_are_tuned_apart_and_reset_forgets():
     tuner.reset()
     assert tuner.choices() == {}
     tuner.record("a", 2, 1.0)          # a call chosen before the reset: ignored
-    assert tuner.choose("a", (2, 0)) == (2, False)    # a new round begins
+    assert tuner.choose("a", (2, 0)) == (2, True)     # a new round begins
 
 
 @pytest.mark.parametrize("probes, reprobe_after", [(0, 5), (1, -1)])
 def test_bad_settings_are_refused(probes, reprobe_after):
     with pytest.raises(ValueError, match="probes"):
         SplitTuner(probes, reprobe_after)
+    with pytest.raises(ValueError, match="decisive_ratio"):
+        SplitTuner(decisive_ratio=0.9)
 
 
 @pytest.fixture

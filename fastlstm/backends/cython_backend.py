@@ -144,7 +144,8 @@ def _run_tuned(run, fixed, split, key, steps, n_threads, cores):
         run(fixed)
         return
     key = (key, cores, n_threads, steps.bit_length())
-    choice, probing = _split_tuner.choose(key, (split, 0))
+    # the rules' pick last: from the third call on it runs, where it wins decisively
+    choice, probing = _split_tuner.choose(key, (0, split) if fixed == split else (split, 0))
     if not probing:
         run(choice)
         return
