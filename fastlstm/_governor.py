@@ -10,6 +10,15 @@ kernels' schedules follow the cores, never the threads that run them.
   whose core another process holds makes the others wait for it at every step's
   barrier (seed-size training on two threads with one busy process: 14.9 ms, against
   12.2 on one thread).
+* :class:`LateThreadBackoff` -- a parallel region whose thread had lost its core to a
+  thread of this same process, which the CPU counters cannot tell from the kernels' own
+  (OpenBLAS's workers spin for about 0.1 s after any multithreaded NumPy product). The
+  fused forward's unit split notices it (another thread computed the late one's slices:
+  ``_recurrent.steal_count``), and the default count is then one thread for
+  ``SPLIT_BACKOFF_MIN`` seconds, twice as long after each such split in a row, up to
+  ``SPLIT_BACKOFF_MAX``: every region until then would wait at its end for that thread
+  (on 2 cores after a 512 x 512 product, (1, 150, 256, 256) inference took 15-26 ms a call,
+  the input GEMM and the weight packing most of it, against 1.6-2.2).
 * :class:`ThreadChooser` -- for work repeated many times (the batches of a fit), times
   the work on the free cores and on one thread and keeps the faster, looking again now
   and then and at once when the chosen count slows down. Small work loses with threads
@@ -113,13 +122,47 @@ def _after_fork_in_child():
     # a lock another thread held at the fork stays held in the child: start afresh
     global _sampler_lock, _choosers_lock
     _sampler_lock, _choosers_lock = threading.Lock(), threading.Lock()
+    late_threads._lock = threading.Lock()
     _choosers.clear()
 
 
+class LateThreadBackoff:
+    """When the default thread count may be more than one again, from the unit splits that
+    had a late thread (see the module's docstring). ``clock``: replaceable in tests."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.until = -float("inf")
+        self.length = _thresholds.SPLIT_BACKOFF_MIN
+        self._lock = threading.Lock()
+
+    def active(self):
+        """True while the kernels are to run on one thread."""
+        return self.clock() < self.until
+
+    def record(self, late):
+        """After a unit split: ``late``, whether a thread computed another's slices."""
+        with self._lock:
+            if late:
+                self.until = self.clock() + self.length
+                self.length = min(2 * self.length, _thresholds.SPLIT_BACKOFF_MAX)
+            else:
+                self.length = _thresholds.SPLIT_BACKOFF_MIN
+
+
+#: The process's one backoff (the kernels' threads are shared by every caller).
+late_threads = LateThreadBackoff()
+
+
 def free_cores(cores):
-    """``cores`` less those other processes keep busy, at least 1."""
+    """``cores`` less those other processes keep busy, at least 1; 1 while
+    :data:`late_threads` backs off."""
+    if cores <= 1:
+        return cores
+    if late_threads.active():
+        return 1
     sampler = _load_sampler()
-    if not sampler or cores <= 1:
+    if not sampler:
         return cores
     return max(1, cores - sampler.taken_cores())
 

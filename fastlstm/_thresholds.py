@@ -58,6 +58,10 @@ AMX_UNIT_SPLIT_MIN_WEIGHT_BYTES = 2 << 20
 TUNE_UNIT_SPLIT = True
 #: Split tuner: rounds (a timed pair of calls of each candidate) before choosing.
 TUNER_PROBES = 5
+#: Seconds that small batches run on one core after a unit split whose thread lost its
+#: core (``_split_backoff``), doubling while that repeats, up to SPLIT_BACKOFF_MAX.
+SPLIT_BACKOFF_MIN = 0.01
+SPLIT_BACKOFF_MAX = 1.0
 #: Split tuner: a candidate every round of which was this many times faster than every
 #: round of the others is chosen at once (the slower one is not run again until reprobing).
 TUNER_DECISIVE_RATIO = 1.3

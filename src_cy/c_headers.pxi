@@ -89,6 +89,18 @@ cdef extern from "openmp_shim.h":
     void fastlstm_spin_barrier_wait(fastlstm_spin_barrier* b, int n_threads) noexcept nogil
     int fastlstm_spins_before_yield
     int fastlstm_yields_before_sleep
+    ctypedef struct fastlstm_slice_steps:
+        pass
+    void fastlstm_slice_steps_init(fastlstm_slice_steps* p, void* claims,
+                                   int n_slices) noexcept nogil
+    bint fastlstm_slice_take(fastlstm_slice_steps* p, int s, long long t) noexcept nogil
+    void fastlstm_slice_finish(fastlstm_slice_steps* p) noexcept nogil
+    int fastlstm_slice_wait(fastlstm_slice_steps* p, long long t, int* patience) noexcept nogil
+    int fastlstm_spins_before_steal
+    long long fastlstm_steal_count() noexcept nogil
+    int fastlstm_late_thread
+    int fastlstm_late_us
+    void fastlstm_maybe_late(int tid) noexcept nogil
 
 cdef extern from "gate_math.h":
     void fl_lstm_fwd_row_f32(Py_ssize_t n, Py_ssize_t S, Py_ssize_t Z, const float* xp,

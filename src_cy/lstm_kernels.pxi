@@ -114,36 +114,62 @@ cdef void _lstm_forward_fused_units_thread(
         const int64_t* seq_len, const int64_t* rows, Py_ssize_t B, Py_ssize_t H,
         Py_ssize_t n_slices, Py_ssize_t slice_groups, float* acts, float* act_tmp,
         const fl_layout_f32* out, float* c_unclipped, float* h_buf,
-        float* c_loc, fastlstm_spin_barrier* barrier, const float* pack_wh,
+        float* c_loc, fastlstm_slice_steps* steps, const float* pack_wh,
         const float* pack_wx, bint bf16) noexcept nogil:
     # The fused step with the hidden units split over threads: slice s = groups
-    # s * slice_groups ..., all rows; thread k runs slices k, k + n_threads, ...; one
-    # barrier per step lets every slice see the whole new h (double-buffered in h_buf).
-    # Each row's sums are the chunked path's, so are its bits. With pack_wh, each thread
-    # first packs the groups of its own slices into W_fused: the only groups it reads.
+    # s * slice_groups ..., all rows. Thread k computes slices k, k + n_threads, ... of a
+    # step (the groups its core keeps in cache), then waits for the step's other slices,
+    # computing any that nobody took for long (fastlstm_slice_wait): a thread that lost
+    # its core holds up no step. With pack_wh, the first step packs each slice's groups
+    # into W_fused. Each row's sums are the chunked path's whichever thread runs a slice,
+    # so are its bits. h double-buffered in h_buf.
     cdef int tid = threadid(), n_threads = fastlstm_num_threads()
-    cdef Py_ssize_t s, t, g_lo, g_hi, n_active = B, n_steps = seq_len[rows[0]]
+    cdef int patience = fastlstm_spins_before_steal
+    cdef Py_ssize_t s, n_active = B, n_steps = seq_len[rows[0]]
+    cdef long long step, t, first = 0 if pack_wh != NULL else 1
+    fastlstm_maybe_late(tid)
+    for step in range(first, n_steps + 1):
+        t = step - 1                                  # -1: the packing step
+        if t >= 0:
+            while seq_len[rows[n_active - 1]] <= t:
+                n_active -= 1
+        s = tid
+        while s < n_slices:
+            if fastlstm_slice_take(steps, s, step - first):
+                _fused_units_slice(s, t, W_fused, xproj, I, x, bias, peep, use_peep,
+                                   forget_bias, clip, rows, n_active, B, H, slice_groups,
+                                   acts, act_tmp, out, c_unclipped, h_buf, c_loc, pack_wh,
+                                   pack_wx, bf16)
+                fastlstm_slice_finish(steps)
+            s = s + n_threads
+        while True:
+            s = fastlstm_slice_wait(steps, step - first, &patience)
+            if s < 0:
+                break
+            _fused_units_slice(s, t, W_fused, xproj, I, x, bias, peep, use_peep, forget_bias,
+                               clip, rows, n_active, B, H, slice_groups, acts, act_tmp, out,
+                               c_unclipped, h_buf, c_loc, pack_wh, pack_wx, bf16)
+            fastlstm_slice_finish(steps)
+
+
+cdef inline void _fused_units_slice(
+        Py_ssize_t s, long long t, const float* W_fused, const float* xproj, Py_ssize_t I,
+        const float* x, const float* bias, const float* peep, bint use_peep,
+        float forget_bias, float clip, const int64_t* rows, Py_ssize_t n_active,
+        Py_ssize_t B, Py_ssize_t H, Py_ssize_t slice_groups, float* acts, float* act_tmp,
+        const fl_layout_f32* out, float* c_unclipped, float* h_buf, float* c_loc,
+        const float* pack_wh, const float* pack_wx, bint bf16) noexcept nogil:
+    # Slice s of step t of _lstm_forward_fused_units_thread (t = -1: pack its groups).
     cdef Py_ssize_t groups = (H + 15) // 16
-    if pack_wh != NULL:
-        s = tid
-        while s < n_slices:
-            g_lo = s * slice_groups
-            fl_pack_fused_rect_f32(I, pack_wx, H, pack_wh, <float*>W_fused, 0, I + H, g_lo,
-                                   min(groups, g_lo + slice_groups))
-            s = s + n_threads
-    for t in range(n_steps):
-        while seq_len[rows[n_active - 1]] <= t:
-            n_active -= 1
-        s = tid
-        while s < n_slices:
-            g_lo = s * slice_groups
-            g_hi = min(groups, g_lo + slice_groups)
-            fl_lstm_fwd_fused_f32(n_active, H, &h_buf[(t % 2) * B * H], W_fused, rows, B, t,
-                                  xproj, I, x, bias, peep, use_peep, forget_bias, clip,
-                                  c_loc, &h_buf[((t + 1) % 2) * B * H], acts, act_tmp, out,
-                                  c_unclipped, g_lo, g_hi, bf16)
-            s = s + n_threads
-        fastlstm_spin_barrier_wait(barrier, n_threads)
+    cdef Py_ssize_t g_lo = s * slice_groups
+    cdef Py_ssize_t g_hi = min(groups, g_lo + slice_groups)
+    if t < 0:
+        fl_pack_fused_rect_f32(I, pack_wx, H, pack_wh, <float*>W_fused, 0, I + H, g_lo, g_hi)
+        return
+    fl_lstm_fwd_fused_f32(n_active, H, &h_buf[(t % 2) * B * H], W_fused, rows, B, t, xproj,
+                          I, x, bias, peep, use_peep, forget_bias, clip, c_loc,
+                          &h_buf[((t + 1) % 2) * B * H], acts, act_tmp, out, c_unclipped,
+                          g_lo, g_hi, bf16)
 
 
 def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_len,
@@ -277,7 +303,8 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
         pwh = &pack_wh[0, 0]
         pwx = &pack_wx[0, 0] if I > 0 else NULL
     cdef Py_ssize_t slice_groups
-    cdef fastlstm_spin_barrier barrier
+    cdef fastlstm_slice_steps steps
+    cdef int64_t[::1] claims
     cdef float[::1] units_work
     if unit_slices > 0:
         if floating is not float:
@@ -292,13 +319,14 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
             units_work = _work_arrays("lstm_forward_units", np.float32, 3, sizes, offs)
             _load_sorted_state(&hs[0, 0, 0], &cs[0, 0, 0], &order[0], B, H,
                                &units_work[offs[0]], &units_work[offs[1]])
-            fastlstm_spin_barrier_init(&barrier)
+            claims = np.empty((unit_slices + 1) * 8, np.int64)
+            fastlstm_slice_steps_init(&steps, _aligned_64(&claims[0]), unit_slices)
             with nogil, parallel(num_threads=min(n_threads, unit_slices)):
                 _lstm_forward_fused_units_thread(
                     wf, xp, I, xx, bb, &peepholes[0, 0], use_peepholes, fb, clip,
                     &seq_len[0], &order[0], B, H, unit_slices, slice_groups, ac,
                     &units_work[offs[2]], &layout, cu, &units_work[offs[0]],
-                    &units_work[offs[1]], &barrier, pwh, pwx, bf16)
+                    &units_work[offs[1]], &steps, pwh, pwx, bf16)
             return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     order = _chunk_order(seq_len, n_chunks)

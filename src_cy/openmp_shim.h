@@ -103,4 +103,116 @@ static void fastlstm_spin_barrier_wait(fastlstm_spin_barrier* b, int n_threads) 
         }
     }
 }
+
+/* Steps of slices that any thread of the region may compute: the fused forward's hidden-
+ * unit split. Each thread computes its own slices of a step, then waits for the step's
+ * other slices; a waiter that has spun `fastlstm_spins_before_steal` pauses takes (by a
+ * compare-and-swap on the slice's claim) an unclaimed slice of the step and computes it
+ * itself. A partner whose core is taken (a busy process, or OpenBLAS's threads spinning
+ * ~0.1 s after a NumPy product) then costs one core's time, not a scheduler time slice per
+ * step: (1, 100, 32, 64) took 47-52 ms a call there with a barrier per step, against
+ * 0.11 ms. After a steal the thread steals after `FASTLSTM_SPINS_AFTER_STEAL` pauses until
+ * a step completes without one. Which thread computes a slice never changes its bits.
+ * `claims`: per slice, 64 bytes apart, the next step it may be taken for; `steps_done`:
+ * completed steps (a 32-bit word, for the futex of waiters that sleep). */
+typedef struct {
+    _Alignas(64) atomic_llong done;          /* slices finished, over all steps */
+    _Alignas(64) atomic_int steps_done;
+    atomic_int sleepers;
+    atomic_llong* claims;
+    int n_slices;
+} fastlstm_slice_steps;
+
+#define FASTLSTM_CLAIM_STRIDE 8
+#define FASTLSTM_SPINS_AFTER_STEAL 64
+static int fastlstm_spins_before_steal = 2048;
+static atomic_llong fastlstm_steals;        /* slices computed by another thread, ever */
+
+/* `claims`: room for n_slices * FASTLSTM_CLAIM_STRIDE atomic_llong, 64-byte aligned. */
+static long long fastlstm_steal_count(void) { return atomic_load(&fastlstm_steals); }
+
+/* Tests: thread `fastlstm_late_thread` of a unit split starts `fastlstm_late_us` late
+ * (as if its core were taken); -1: none. */
+static int fastlstm_late_thread = -1;
+static int fastlstm_late_us = 0;
+static void fastlstm_maybe_late(int tid) {
+#ifdef __linux__
+    if (tid == fastlstm_late_thread) {
+        struct timespec delay = {fastlstm_late_us / 1000000,
+                                 (fastlstm_late_us % 1000000) * 1000L};
+        nanosleep(&delay, NULL);
+    }
+#else
+    (void)tid;
+#endif
+}
+
+static void fastlstm_slice_steps_init(fastlstm_slice_steps* p, void* claims, int n_slices) {
+    atomic_init(&p->done, 0);
+    atomic_init(&p->steps_done, 0);
+    atomic_init(&p->sleepers, 0);
+    p->claims = (atomic_llong*)claims;
+    p->n_slices = n_slices;
+    for (int s = 0; s < n_slices; s++) atomic_init(&p->claims[s * FASTLSTM_CLAIM_STRIDE], 0);
+}
+
+/* Claims slice s of step t: 1 if this thread is to compute it. */
+static int fastlstm_slice_take(fastlstm_slice_steps* p, int s, long long t) {
+    long long expected = t;
+    return atomic_compare_exchange_strong(&p->claims[s * FASTLSTM_CLAIM_STRIDE], &expected,
+                                          t + 1);
+}
+
+/* Slice computed (its writes are seen by every thread that sees its step complete). */
+static void fastlstm_slice_finish(fastlstm_slice_steps* p) {
+    long long d = atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel) + 1;
+    if (d % p->n_slices == 0) {
+        atomic_store(&p->steps_done, (int)(d / p->n_slices));
+        if (atomic_load(&p->sleepers) > 0) fastlstm_wake_all(&p->steps_done);
+    }
+}
+
+/* Waits until step t is complete (returns -1), or claims one of its slices that nobody
+ * took after `*patience` pauses and returns it for the caller to compute (then
+ * fastlstm_slice_finish, and wait again). `*patience`: this thread's spins before a
+ * steal, FASTLSTM_SPINS_AFTER_STEAL after one, back to fastlstm_spins_before_steal once
+ * a step completes without one. */
+static int fastlstm_slice_wait(fastlstm_slice_steps* p, long long t, int* patience) {
+    const long long target = (t + 1) * p->n_slices;
+    int spins = 0, yields = 0;
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < target) {
+        if (spins < *patience) {
+            spins++;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            continue;
+        }
+        for (int s = 0; s < p->n_slices; s++) {
+            if (fastlstm_slice_take(p, s, t)) {
+                atomic_fetch_add_explicit(&fastlstm_steals, 1, memory_order_relaxed);
+                *patience = FASTLSTM_SPINS_AFTER_STEAL;
+                return s;
+            }
+        }
+        /* every slice taken, one still computing: its thread may have lost its core */
+        if (spins < fastlstm_spins_before_yield) {
+            spins++;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else if (yields < fastlstm_yields_before_sleep) {
+            yields++;
+            sched_yield();
+        } else {
+            const int gen = (int)t;       /* steps_done is t until step t completes */
+            atomic_fetch_add(&p->sleepers, 1);
+            if (atomic_load(&p->done) < target) fastlstm_sleep_while(&p->steps_done, gen);
+            atomic_fetch_sub(&p->sleepers, 1);
+        }
+    }
+    /* the others completed the step while this thread waited: all there */
+    if (spins > 0 && spins < *patience) *patience = fastlstm_spins_before_steal;
+    return -1;
+}
 #endif

@@ -11,3 +11,14 @@ def openmp_max_threads():
     or a limit that threadpoolctl set through ``omp_set_num_threads``); 0 in a build
     without OpenMP."""
     return fastlstm_max_threads() if fastlstm_openmp_enabled() else 0
+
+
+def steal_count():
+    """Slices of the fused forward's unit split that a thread computed for another (whose
+    thread was late: its core taken), since the module was loaded."""
+    return fastlstm_steal_count()
+
+
+cdef inline void* _aligned_64(void* p) noexcept nogil:
+    """``p`` rounded up to a multiple of 64 bytes (a cache line)."""
+    return <void*>((<size_t>p + 63) & ~(<size_t>63))

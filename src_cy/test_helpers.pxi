@@ -51,3 +51,27 @@ def set_barrier_spins(int spins, int yields=16):
     fastlstm_spins_before_yield = spins
     fastlstm_yields_before_sleep = yields
     return previous
+
+
+def set_steal_spins(int spins):
+    """Set how long a thread of the fused forward's unit split waits for a step's other
+    slices before it computes one that nobody took (default 2048 pauses); returns the
+    previous count. 0 steals at once (tests of that path: results must not change)."""
+    global fastlstm_spins_before_steal
+    if spins < 0:
+        raise ValueError(f"spins must be >= 0, got {spins}")
+    previous = fastlstm_spins_before_steal
+    fastlstm_spins_before_steal = spins
+    return previous
+
+
+def set_late_thread(int tid, int microseconds):
+    """Make thread ``tid`` of the fused forward's unit split start ``microseconds`` late,
+    as if its core were taken (tests of the slices the others take over); ``tid`` -1:
+    none. Returns the previous ``(tid, microseconds)``."""
+    global fastlstm_late_thread, fastlstm_late_us
+    if microseconds < 0:
+        raise ValueError(f"microseconds must be >= 0, got {microseconds}")
+    previous = (fastlstm_late_thread, fastlstm_late_us)
+    fastlstm_late_thread, fastlstm_late_us = tid, microseconds
+    return previous

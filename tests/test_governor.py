@@ -263,3 +263,39 @@ def test_making_a_cell_leaves_no_blas_threads_spinning(monkeypatch):
     monkeypatch.setattr(np.linalg, "qr", recording_qr)
     fl.BasicLSTMCell(16, 4, random_state=0)
     assert seen and all(s == {1} for s in seen)
+
+
+def test_late_thread_backoff_doubles_while_splits_are_late_and_resets():
+    clock = _Clock()
+    backoff = _governor.LateThreadBackoff(clock=clock)
+    shortest = _thresholds.SPLIT_BACKOFF_MIN
+    assert not backoff.active()
+    backoff.record(True)
+    assert backoff.active()
+    clock.now += shortest
+    assert not backoff.active()
+    backoff.record(True)                       # late again: twice as long
+    clock.now += 1.5 * shortest
+    assert backoff.active()
+    clock.now += shortest
+    assert not backoff.active()
+    backoff.record(False)                      # a split on time: the shortest again
+    backoff.record(True)
+    clock.now += 1.5 * shortest
+    assert not backoff.active()
+    for _ in range(40):
+        backoff.record(True)
+    assert backoff.length == _thresholds.SPLIT_BACKOFF_MAX
+
+
+def test_free_cores_is_one_while_late_threads_back_off(monkeypatch):
+    clock = _Clock()
+    backoff = _governor.LateThreadBackoff(clock=clock)
+    monkeypatch.setattr(_governor, "late_threads", backoff)
+    monkeypatch.setattr(_governor, "_sampler", False)         # no CPU counters
+    assert _free_cores(4) == 4
+    backoff.record(True)
+    assert _free_cores(4) == 1
+    assert _free_cores(1) == 1
+    clock.now += _thresholds.SPLIT_BACKOFF_MAX
+    assert _free_cores(4) == 4

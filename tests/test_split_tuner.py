@@ -216,3 +216,64 @@ def test_a_forked_child_gets_a_free_lock():
     finally:
         tuner._lock.release()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+class _AlwaysSplit:
+    """A split tuner that always answers the split (the nonzero candidate), untimed."""
+
+    def choose(self, key, candidates):
+        return max(candidates), False
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 5, 64), (1, 9, 40, 48), (3, 8, 5, 96)])
+@pytest.mark.parametrize("cell_name", ["lstm", "peephole_clip"])
+def test_a_late_threads_slices_are_taken_over_with_the_same_bits(cell_name, shape,
+                                                                 monkeypatch, two_cores):
+    """A thread of the fused forward's unit split that starts late (as if its core were
+    taken) has its slices computed by the other thread: the outputs, states and gradients
+    are one thread's bits, ``steal_count`` counts the slices taken over, and the split's
+    caller tells the late-thread backoff (which then holds the default count to one
+    thread for a while: tests/test_governor.py)."""
+    from fastlstm import _governor, _recurrent
+    from fastlstm.backends import cython_backend as cb
+    if not cb.FUSED_STEP:
+        pytest.skip("this CPU has no AVX-512 or AVX2: no fused step to split")
+    if cb.default_num_threads() < 2:
+        pytest.skip("one core: the kernels split no units")
+    B, T, I, H = shape
+    cell = make_cell(cell_name, H, I, dtype=np.float32, seed=7)
+    x, lengths, state = make_case(cell, B, T, seed=8)
+
+    def run(n):
+        with fl.threads(n):
+            out, st = fl.dynamic_rnn(cell, x, lengths, initial_state=state, backend="cython")
+            t_out, t_st, cache = fl.dynamic_rnn(cell, x, lengths, initial_state=state,
+                                                backend="cython", return_cache=True)
+            grads = fl.dynamic_rnn_backward(cell, cache, np.ones_like(t_out))
+        return [out, st.c, st.h, t_out, t_st.c, *grads.values()]
+
+    want = run(1)
+    monkeypatch.setattr(cb, "_split_tuner", _AlwaysSplit())
+    steals = _recurrent.steal_count()
+    previous = _recurrent.set_late_thread(1, 20000)           # 20 ms late
+    try:
+        got = run(2)
+    finally:
+        _recurrent.set_late_thread(*previous)
+    # inference and the training forward, each: thread 1's slice of (nearly) every step
+    assert _recurrent.steal_count() - steals >= T
+    assert True in _governor.late_threads.recorded
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    # a thread that takes over whatever is not taken yet at once: the same bits
+    previous = _recurrent.set_steal_spins(0)
+    try:
+        eager = run(2)
+    finally:
+        _recurrent.set_steal_spins(previous)
+    for a, b in zip(eager, want):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        _recurrent.set_steal_spins(-1)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        _recurrent.set_late_thread(1, -5)
