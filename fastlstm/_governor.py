@@ -10,14 +10,15 @@ kernels' schedules follow the cores, never the threads that run them.
   whose core another process holds makes the others wait for it at every step's
   barrier (seed-size training on two threads with one busy process: 14.9 ms, against
   12.2 on one thread).
-* :class:`LateThreadBackoff` -- a parallel region whose thread had lost its core to a
-  thread of this same process, which the CPU counters cannot tell from the kernels' own
-  (OpenBLAS's workers spin for about 0.1 s after any multithreaded NumPy product). The
-  fused forward's unit split notices it (another thread computed the late one's slices:
-  ``_recurrent.steal_count``), and the default count is then one thread for
-  ``SPLIT_BACKOFF_MIN`` seconds, twice as long after each such split in a row, up to
-  ``SPLIT_BACKOFF_MAX``: every region until then would wait at its end for that thread
-  (on 2 cores after a 512 x 512 product, (1, 150, 256, 256) inference took 15-26 ms a call,
+* :class:`LateThreadBackoff` -- a parallel region whose thread had lost its core, most
+  often to a thread of this same process, which the CPU counters cannot tell from the
+  kernels' own (OpenBLAS's workers spin for about 0.1 s after any multithreaded NumPy
+  product). The kernels count it (``_recurrent.late_count``: slices of a unit split that
+  another thread took over, batch chunks during which their thread was descheduled for
+  long), and when the count rose since the last kernel call the default count is one
+  thread for ``SPLIT_BACKOFF_MIN`` seconds, twice as long after each such call in a row,
+  up to ``SPLIT_BACKOFF_MAX``: every region until then would wait for that thread (on
+  2 cores after a 512 x 512 product, (1, 150, 256, 256) inference took 15-26 ms a call,
   the input GEMM and the weight packing most of it, against 1.6-2.2).
 * :class:`ThreadChooser` -- for work repeated many times (the batches of a fit), times
   the work on the free cores and on one thread and keeps the faster, looking again now
@@ -127,27 +128,37 @@ def _after_fork_in_child():
 
 
 class LateThreadBackoff:
-    """When the default thread count may be more than one again, from the unit splits that
-    had a late thread (see the module's docstring). ``clock``: replaceable in tests."""
+    """When the default thread count may be more than one again, from the kernels' count
+    of late threads (see the module's docstring). ``clock``: replaceable in tests."""
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
         self.until = -float("inf")
         self.length = _thresholds.SPLIT_BACKOFF_MIN
+        self.seen = None                # the late count at the last look
+        self.threads = 1                # the threads of the last call looked at
         self._lock = threading.Lock()
 
     def active(self):
         """True while the kernels are to run on one thread."""
         return self.clock() < self.until
 
-    def record(self, late):
-        """After a unit split: ``late``, whether a thread computed another's slices."""
+    def look(self, late_count, threads, given=False):
+        """The threads for a kernel call that would run on ``threads``: one while backing
+        off, unless the count was ``given`` by the caller. ``late_count``: the kernels'
+        count of late threads now; a rise since the last look (a call since then had a
+        late thread) backs off, a look after a call on several threads without one resets
+        the length."""
         with self._lock:
-            if late:
+            if self.seen is not None and late_count != self.seen:
                 self.until = self.clock() + self.length
                 self.length = min(2 * self.length, _thresholds.SPLIT_BACKOFF_MAX)
-            else:
+            elif self.threads > 1:
                 self.length = _thresholds.SPLIT_BACKOFF_MIN
+            if not given and self.clock() < self.until:
+                threads = 1
+            self.seen, self.threads = late_count, threads
+            return threads
 
 
 #: The process's one backoff (the kernels' threads are shared by every caller).
@@ -155,14 +166,9 @@ late_threads = LateThreadBackoff()
 
 
 def free_cores(cores):
-    """``cores`` less those other processes keep busy, at least 1; 1 while
-    :data:`late_threads` backs off."""
-    if cores <= 1:
-        return cores
-    if late_threads.active():
-        return 1
+    """``cores`` less those other processes keep busy, at least 1."""
     sampler = _load_sampler()
-    if not sampler:
+    if not sampler or cores <= 1:
         return cores
     return max(1, cores - sampler.taken_cores())
 

@@ -111,9 +111,19 @@ def get_num_threads():
 def kernel_threads():
     """Threads for the kernel call about to run: the innermost :func:`threads` setting
     (or the count a :func:`chosen_threads` block chose), else the default less the cores
-    that other processes keep busy now."""
-    n = getattr(_state, "n_threads", None)
-    return _usable(_governor.free_cores(_default_threads()) if n is None else n)
+    that other processes keep busy now, or one while a late kernel thread is recent
+    (``_governor.late_threads``)."""
+    given = getattr(_state, "n_threads", None)
+    n = _usable(_governor.free_cores(_default_threads()) if given is None else given)
+    late = _late_count()
+    return n if late is None else _governor.late_threads.look(late, n, given is not None)
+
+
+def _late_count():
+    """The compiled kernels' count of late threads (``_recurrent.late_count``), or None
+    without them."""
+    _openmp_limit()                 # imports the kernels once
+    return _kernels.late_count() if _kernels else None
 
 
 @contextlib.contextmanager

@@ -98,6 +98,10 @@ cdef extern from "openmp_shim.h":
     int fastlstm_slice_wait(fastlstm_slice_steps* p, long long t, int* patience) noexcept nogil
     int fastlstm_spins_before_steal
     long long fastlstm_steal_count() noexcept nogil
+    long long fastlstm_late_count() noexcept nogil
+    double fastlstm_wall_clock() noexcept nogil
+    double fastlstm_thread_cpu_clock() noexcept nogil
+    void fastlstm_check_lost_core(double wall0, double cpu0) noexcept nogil
     int fastlstm_late_thread
     int fastlstm_late_us
     void fastlstm_maybe_late(int tid) noexcept nogil

@@ -219,6 +219,7 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
     cdef const floating[:, ::1] pack_wx = plan.pack_wx
     cdef bint bf16 = plan.bf16
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], T = hs.shape[0] - 1, n_chunks, k, start
+    cdef double wall0, cpu0                    # a chunk's start, for fastlstm_check_lost_core
     cdef Py_ssize_t I = 0, x_t = 0, x_b = 0
     if hs.shape[0] < 1:
         raise ValueError("hs must hold T + 1 rows (the initial state first)")
@@ -347,6 +348,7 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
                 fl_pack_fused_rect_f32(I, pwx, H, pwh, <float*>own_wf, 0, I + H, 0, groups)
         for k in prange(n_chunks, schedule="dynamic"):
             start = _chunk_start(k, B, n_chunks)
+            wall0, cpu0 = fastlstm_wall_clock(), fastlstm_thread_cpu_clock()
             _lstm_forward_chunk(xp, &W[0, 0], own_wf, &peepholes[0, 0], use_peepholes, fb,
                                 clip, &seq_len[0], &order[start],
                                 _chunk_start(k + 1, B, n_chunks) - start, B, H, &hs[0, 0, 0],
@@ -354,6 +356,8 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
                                 &work[offs[1] + start * H], &work[offs[2] + start * H],
                                 &work[offs[3] + start * 4 * H], &work[offs[4] + k * 4 * H], I,
                                 xx, bb, &layout, bf16)
+            if n_threads > 1:
+                fastlstm_check_lost_core(wall0, cpu0)
 
 
 cdef const floating* _transposed_weights(const floating[:, ::1] W_t,
@@ -428,6 +432,7 @@ def lstm_backward(cell, const int64_t[::1] seq_len, const floating[:, :, ::1] cs
     cdef const floating[:, :, ::1] WT_fused = plan.WT_fused
     cdef const floating[:, ::1] W_t = plan.W_t
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], n_chunks, k, start
+    cdef double wall0, cpu0                    # a chunk's start, for fastlstm_check_lost_core
     _check_lstm_backward(W, peepholes, cell_clip, seq_len, cs, acts, c_unclipped, d_outputs,
                          dh, dc, dz, n_threads, chunk_rows)
     if B == 0 or d_outputs.shape[0] == 0:
@@ -452,6 +457,7 @@ def lstm_backward(cell, const int64_t[::1] seq_len, const floating[:, :, ::1] cs
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
+        wall0, cpu0 = fastlstm_wall_clock(), fastlstm_thread_cpu_clock()
         _lstm_backward_chunk(&W[0, 0], wt, w_t, &peepholes[0, 0], use_peepholes, clip,
                              &seq_len[0],
                              &order[start], _chunk_start(k + 1, B, n_chunks) - start, B, H,
@@ -460,6 +466,8 @@ def lstm_backward(cell, const int64_t[::1] seq_len, const floating[:, :, ::1] cs
                              &dc[0, 0], &dz[0, 0, 0], &work[offs[0] + start * H],
                              &work[offs[1] + start * H], &work[offs[2] + start * 4 * H],
                              bf16)
+        if n_threads > 1:
+            fastlstm_check_lost_core(wall0, cpu0)
 
 
 # ------------------------------------------------------- LSTM, hidden units over threads

@@ -34,8 +34,10 @@ static int fastlstm_num_threads(void) { return 1; }
 #include <limits.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
+#endif
+#if defined(__linux__) || defined(__APPLE__)
+#include <time.h>
 #endif
 
 typedef struct {
@@ -130,6 +132,44 @@ static atomic_llong fastlstm_steals;        /* slices computed by another thread
 
 /* `claims`: room for n_slices * FASTLSTM_CLAIM_STRIDE atomic_llong, 64-byte aligned. */
 static long long fastlstm_steal_count(void) { return atomic_load(&fastlstm_steals); }
+
+/* Chunks of work during which their thread lost its core for long (its wall time over
+ * 0.3 ms more than its CPU time, and the CPU time under 70% of it): a thread that shares
+ * its core makes the whole parallel region wait for it, so the caller then runs on one
+ * thread for a while (fastlstm._governor.LateThreadBackoff). */
+static atomic_llong fastlstm_lost_core_chunks;
+
+static double fastlstm_wall_clock(void) {
+#if defined(__linux__) || defined(__APPLE__)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+#else
+    return 0.0;
+#endif
+}
+
+static double fastlstm_thread_cpu_clock(void) {
+#if defined(__linux__) || defined(__APPLE__)
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+#else
+    return 0.0;
+#endif
+}
+
+/* After a chunk started at `wall0` / `cpu0` (the two clocks above) in this thread. */
+static void fastlstm_check_lost_core(double wall0, double cpu0) {
+    const double wall = fastlstm_wall_clock() - wall0;
+    const double cpu = fastlstm_thread_cpu_clock() - cpu0;
+    if (wall - cpu > 3e-4 && cpu < 0.7 * wall)
+        atomic_fetch_add_explicit(&fastlstm_lost_core_chunks, 1, memory_order_relaxed);
+}
+
+static long long fastlstm_late_count(void) {
+    return atomic_load(&fastlstm_steals) + atomic_load(&fastlstm_lost_core_chunks);
+}
 
 /* Tests: thread `fastlstm_late_thread` of a unit split starts `fastlstm_late_us` late
  * (as if its core were taken); -1: none. */

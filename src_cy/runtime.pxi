@@ -19,6 +19,14 @@ def steal_count():
     return fastlstm_steal_count()
 
 
+def late_count():
+    """Times a thread of the kernels ran late since the module was loaded: slices of a
+    unit split taken over (:func:`steal_count`), and batch chunks during which their
+    thread lost its core for long. Whether it grew across calls is what
+    ``fastlstm._governor.late_threads`` is told."""
+    return fastlstm_late_count()
+
+
 cdef inline void* _aligned_64(void* p) noexcept nogil:
     """``p`` rounded up to a multiple of 64 bytes (a cache line)."""
     return <void*>((<size_t>p + 63) & ~(<size_t>63))

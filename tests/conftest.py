@@ -22,13 +22,15 @@ def _no_load_adaptation(monkeypatch):
 
 
 class _NeverBackOff:
-    """A ``_governor.LateThreadBackoff`` that never backs off (records what it is told)."""
+    """A ``_governor.LateThreadBackoff`` that never backs off; ``counts`` holds the late
+    counts it was shown."""
 
     def __init__(self):
-        self.recorded = []
+        self.counts = []
 
     def active(self):
         return False
 
-    def record(self, late):
-        self.recorded.append(late)
+    def look(self, late_count, threads, given=False):
+        self.counts.append(late_count)
+        return threads

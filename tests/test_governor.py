@@ -265,37 +265,41 @@ def test_making_a_cell_leaves_no_blas_threads_spinning(monkeypatch):
     assert seen and all(s == {1} for s in seen)
 
 
-def test_late_thread_backoff_doubles_while_splits_are_late_and_resets():
+def test_late_thread_backoff_doubles_while_calls_are_late_and_resets():
     clock = _Clock()
     backoff = _governor.LateThreadBackoff(clock=clock)
     shortest = _thresholds.SPLIT_BACKOFF_MIN
-    assert not backoff.active()
-    backoff.record(True)
+    assert backoff.look(0, 2) == 2                 # the first look: nothing to compare
+    assert backoff.look(0, 2) == 2 and not backoff.active()
+    assert backoff.look(3, 2) == 1                 # the last call had a late thread
     assert backoff.active()
     clock.now += shortest
-    assert not backoff.active()
-    backoff.record(True)                       # late again: twice as long
+    assert not backoff.active() and backoff.look(3, 2) == 2
+    assert backoff.look(4, 2) == 1                 # late again: twice as long
     clock.now += 1.5 * shortest
-    assert backoff.active()
+    assert backoff.look(4, 2) == 1
     clock.now += shortest
-    assert not backoff.active()
-    backoff.record(False)                      # a split on time: the shortest again
-    backoff.record(True)
+    assert backoff.look(4, 2) == 2                 # a call on one thread resets nothing
+    assert backoff.look(4, 2) == 2                 # ... one on two threads on time does
+    assert backoff.look(5, 2) == 1
     clock.now += 1.5 * shortest
     assert not backoff.active()
-    for _ in range(40):
-        backoff.record(True)
+    for k in range(40):
+        backoff.look(6 + k, 2)
     assert backoff.length == _thresholds.SPLIT_BACKOFF_MAX
+    assert backoff.active() and backoff.look(46, 4, given=True) == 4   # a count given is kept
 
 
-def test_free_cores_is_one_while_late_threads_back_off(monkeypatch):
+def test_kernel_threads_are_one_while_late_threads_back_off(monkeypatch):
     clock = _Clock()
-    backoff = _governor.LateThreadBackoff(clock=clock)
-    monkeypatch.setattr(_governor, "late_threads", backoff)
-    monkeypatch.setattr(_governor, "_sampler", False)         # no CPU counters
-    assert _free_cores(4) == 4
-    backoff.record(True)
-    assert _free_cores(4) == 1
-    assert _free_cores(1) == 1
+    monkeypatch.setattr(_governor, "late_threads", _governor.LateThreadBackoff(clock=clock))
+    monkeypatch.setattr(_threads, "_default_threads", lambda: 2)
+    late = [0]
+    monkeypatch.setattr(_threads, "_late_count", lambda: late[0])
+    assert _threads.kernel_threads() == 2
+    late[0] += 1                                   # that call had a late thread
+    assert _threads.kernel_threads() == 1
+    with fl.threads(2):
+        assert _threads.kernel_threads() == 2
     clock.now += _thresholds.SPLIT_BACKOFF_MAX
-    assert _free_cores(4) == 4
+    assert _threads.kernel_threads() == 2

@@ -134,16 +134,15 @@ def _unit_slices_for(batch_size, num_units, weight_rows, cores, rows):
 _split_tuner = SplitTuner()
 
 
-def _run_tuned(run, fixed, split, key, steps, n_threads, cores, steals=False):
+def _run_tuned(run, fixed, split, key, steps, n_threads, cores):
     """``run(fixed)``, or, where the split tuner may choose (tuning on, two or more
     threads, ``split`` not None), ``run`` of its choice between ``split`` and 0 (one core
     or the batch chunks); a probing call is timed, per step of its ``steps``, for the
     tuner. ``key``: the shape and the kernel (whose cost per step differs); the steps
     enter it by powers of two (a call of few steps is mostly fixed cost, whose balance
     differs: T = 1 inference at (1, T, 32, 64) took 18 us on one core, 20 split).
-    While ``_governor.late_threads`` backs off, 0 runs (a count given explicitly still
-    has its threads); ``steals``: the split's kernel lets threads take a late one's
-    slices, whose count it tells."""
+    While ``_governor.late_threads`` backs off, 0 runs (a count given explicitly keeps
+    its threads, but small batches leave the split)."""
     if not _thresholds.TUNE_UNIT_SPLIT or split is None or min(n_threads, cores) < 2 or steps < 1:
         run(fixed)
         return
@@ -153,13 +152,12 @@ def _run_tuned(run, fixed, split, key, steps, n_threads, cores, steals=False):
     key = (key, cores, n_threads, steps.bit_length())
     # the rules' pick last: from the third call on it runs, where it wins decisively
     choice, probing = _split_tuner.choose(key, (0, split) if fixed == split else (split, 0))
-    stolen = _recurrent.steal_count() if steals and choice else None
+    if not probing:
+        run(choice)
+        return
     t0 = time.perf_counter()
     run(choice)
-    if probing:
-        _split_tuner.record(key, choice, (time.perf_counter() - t0) / steps)
-    if stolen is not None:
-        _governor.late_threads.record(_recurrent.steal_count() != stolen)
+    _split_tuner.record(key, choice, (time.perf_counter() - t0) / steps)
 
 
 def _run_fused(run, kind, batch_size, num_units, weight_rows, steps, n_threads):
@@ -178,8 +176,7 @@ def _run_fused(run, kind, batch_size, num_units, weight_rows, steps, n_threads):
     tunable = (rows <= _thresholds.MAX_CHUNK_ROWS_FOR_UNIT_SPLIT and cores <= groups
                and weight_rows * groups * 64 * 4 < _thresholds.UNIT_SPLIT_MIN_WEIGHT_BYTES)
     _run_tuned(lambda slices: run(rows, slices), fixed, cores if tunable else None,
-               (kind, batch_size, num_units, weight_rows), steps, n_threads, cores,
-               steals=True)
+               (kind, batch_size, num_units, weight_rows), steps, n_threads, cores)
 
 
 def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq_len, hs, cs,
