@@ -102,6 +102,7 @@ cdef extern from "openmp_shim.h":
     double fastlstm_wall_clock() noexcept nogil
     double fastlstm_thread_cpu_clock() noexcept nogil
     void fastlstm_check_lost_core(double wall0, double cpu0) noexcept nogil
+    void fastlstm_check_stolen(fastlstm_slice_steps* p, long long steps) noexcept nogil
     int fastlstm_late_thread
     int fastlstm_late_us
     void fastlstm_maybe_late(int tid) noexcept nogil

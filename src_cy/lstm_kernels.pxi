@@ -127,6 +127,7 @@ cdef void _lstm_forward_fused_units_thread(
     cdef int patience = fastlstm_spins_before_steal
     cdef Py_ssize_t s, n_active = B, n_steps = seq_len[rows[0]]
     cdef long long step, t, first = 0 if pack_wh != NULL else 1
+    cdef double wall0 = fastlstm_wall_clock(), cpu0 = fastlstm_thread_cpu_clock()
     fastlstm_maybe_late(tid)
     for step in range(first, n_steps + 1):
         t = step - 1                                  # -1: the packing step
@@ -150,6 +151,7 @@ cdef void _lstm_forward_fused_units_thread(
                                clip, rows, n_active, B, H, slice_groups, acts, act_tmp, out,
                                c_unclipped, h_buf, c_loc, pack_wh, pack_wx, bf16)
             fastlstm_slice_finish(steps)
+    fastlstm_check_lost_core(wall0, cpu0)     # descheduled for long inside the region
 
 
 cdef inline void _fused_units_slice(
@@ -328,6 +330,7 @@ def lstm_forward(cell, const floating[:, :, ::1] xproj, const int64_t[::1] seq_l
                     &seq_len[0], &order[0], B, H, unit_slices, slice_groups, ac,
                     &units_work[offs[2]], &layout, cu, &units_work[offs[0]],
                     &units_work[offs[1]], &steps, pwh, pwx, bf16)
+            fastlstm_check_stolen(&steps, seq_len[order[0]] + (pwh != NULL))
             return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
     order = _chunk_order(seq_len, n_chunks)

@@ -20,10 +20,10 @@ def steal_count():
 
 
 def late_count():
-    """Times a thread of the kernels ran late since the module was loaded: slices of a
-    unit split taken over (:func:`steal_count`), and batch chunks during which their
-    thread lost its core for long. Whether it grew across calls is what
-    ``fastlstm._governor.late_threads`` is told."""
+    """Parallel regions of the kernels in which a thread lost its core for long, since
+    the module was loaded: a batch chunk whose thread was descheduled over 1 ms, or a unit
+    split with slices of an eighth of its steps taken over (:func:`steal_count`). Whether
+    it grew across calls is what ``fastlstm._governor.late_threads`` is told."""
     return fastlstm_late_count()
 
 
