@@ -116,7 +116,16 @@ def kernel_threads():
     given = getattr(_state, "n_threads", None)
     n = _usable(_governor.free_cores(_default_threads()) if given is None else given)
     late = _late_count()
-    return n if late is None else _governor.late_threads.look(late, n, given is not None)
+    if late is None:
+        return n
+    if n > _team_size[0]:               # the first call that may use n threads
+        _team_size[0] = n
+        _kernels.start_threads(n)
+    return _governor.late_threads.look(late, n, given is not None)
+
+
+#: The largest thread count the compiled kernels' OpenMP runtime has started.
+_team_size = [1]
 
 
 def _late_count():

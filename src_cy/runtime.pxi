@@ -13,6 +13,16 @@ def openmp_max_threads():
     return fastlstm_max_threads() if fastlstm_openmp_enabled() else 0
 
 
+def start_threads(int n):
+    """Open a parallel region of ``n`` threads that does nothing: OpenMP creates its
+    threads at the first region that needs them (0.1-0.3 ms), which would otherwise fall
+    on a later call (the third of a single sequence, whose first two the split tuner runs
+    on one core: 3.7 times its steady time)."""
+    cdef int tid
+    with nogil, parallel(num_threads=max(1, n)):
+        tid = threadid()
+
+
 def steal_count():
     """Slices of the fused forward's unit split that a thread computed for another (whose
     thread was late: its core taken), since the module was loaded."""
