@@ -37,15 +37,19 @@ def _openmp_limit():
     """The OpenMP thread limit of the calling thread (``omp_get_max_threads`` of the
     compiled kernels' runtime: ``OMP_NUM_THREADS``, or what threadpoolctl set, as joblib
     does in its workers), or None without the compiled kernels or OpenMP."""
+    kernels = _compiled_kernels()
+    return (kernels.openmp_max_threads() or None) if kernels else None
+
+
+def _compiled_kernels():
+    """The compiled kernels' module, or False where it is not built."""
     global _kernels
     if _kernels is None:
         try:
             from . import _recurrent as _kernels
         except ImportError:
             _kernels = False
-    if _kernels is False:
-        return None
-    return _kernels.openmp_max_threads() or None
+    return _kernels
 
 
 def _default_threads():
@@ -120,7 +124,7 @@ def kernel_threads():
         return n
     if n > _team_size[0]:               # the first call that may use n threads
         _team_size[0] = n
-        _kernels.start_threads(n)
+        _compiled_kernels().start_threads(n)
     return _governor.late_threads.look(late, n, given is not None)
 
 
@@ -131,8 +135,8 @@ _team_size = [1]
 def _late_count():
     """The compiled kernels' count of late threads (``_recurrent.late_count``), or None
     without them."""
-    _openmp_limit()                 # imports the kernels once
-    return _kernels.late_count() if _kernels else None
+    kernels = _compiled_kernels()
+    return kernels.late_count() if kernels else None
 
 
 @contextlib.contextmanager
