@@ -76,6 +76,31 @@ static void fastlstm_wake_all(atomic_int* word) {
 #endif
 }
 
+static void fastlstm_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* One round of a waiter's patience: a pause while `*spins` is under
+ * fastlstm_spins_before_yield, then fastlstm_yields_before_sleep yields, then a sleep
+ * while `*word` holds `value` (counted in `*sleepers`, whom the thread that changes
+ * `*word` wakes; the seq_cst increment and load pair with its seq_cst store and load). */
+static void fastlstm_wait_round(int* spins, int* yields, atomic_int* word, int value,
+                                atomic_int* sleepers) {
+    if (*spins < fastlstm_spins_before_yield) {
+        (*spins)++;
+        fastlstm_pause();
+    } else if (*yields < fastlstm_yields_before_sleep) {
+        (*yields)++;
+        sched_yield();
+    } else {
+        atomic_fetch_add(sleepers, 1);
+        if (atomic_load(word) == value) fastlstm_sleep_while(word, value);
+        atomic_fetch_sub(sleepers, 1);
+    }
+}
+
 static void fastlstm_spin_barrier_wait(fastlstm_spin_barrier* b, int n_threads) {
     if (n_threads <= 1) return;
     /* the generation cannot move before this thread arrives */
@@ -89,21 +114,8 @@ static void fastlstm_spin_barrier_wait(fastlstm_spin_barrier* b, int n_threads) 
         return;
     }
     int spins = 0, yields = 0;
-    while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen) {
-        if (spins < fastlstm_spins_before_yield) {
-            spins++;
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else if (yields < fastlstm_yields_before_sleep) {
-            yields++;
-            sched_yield();
-        } else {
-            atomic_fetch_add(&b->sleepers, 1);
-            if (atomic_load(&b->generation) == gen) fastlstm_sleep_while(&b->generation, gen);
-            atomic_fetch_sub(&b->sleepers, 1);
-        }
-    }
+    while (atomic_load_explicit(&b->generation, memory_order_acquire) == gen)
+        fastlstm_wait_round(&spins, &yields, &b->generation, gen, &b->sleepers);
 }
 
 /* Steps of slices that any thread of the region may compute: the fused forward's hidden-
@@ -234,9 +246,7 @@ static int fastlstm_slice_wait(fastlstm_slice_steps* p, long long t, int* patien
     while (atomic_load_explicit(&p->done, memory_order_acquire) < target) {
         if (spins < *patience) {
             spins++;
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
+            fastlstm_pause();
             continue;
         }
         for (int s = 0; s < p->n_slices; s++) {
@@ -247,21 +257,9 @@ static int fastlstm_slice_wait(fastlstm_slice_steps* p, long long t, int* patien
                 return s;
             }
         }
-        /* every slice taken, one still computing: its thread may have lost its core */
-        if (spins < fastlstm_spins_before_yield) {
-            spins++;
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else if (yields < fastlstm_yields_before_sleep) {
-            yields++;
-            sched_yield();
-        } else {
-            const int gen = (int)t;       /* steps_done is t until step t completes */
-            atomic_fetch_add(&p->sleepers, 1);
-            if (atomic_load(&p->done) < target) fastlstm_sleep_while(&p->steps_done, gen);
-            atomic_fetch_sub(&p->sleepers, 1);
-        }
+        /* every slice taken, one still computing: its thread may have lost its core
+         * (steps_done is t until step t completes) */
+        fastlstm_wait_round(&spins, &yields, &p->steps_done, (int)t, &p->sleepers);
     }
     /* the others completed the step while this thread waited: all there */
     if (spins > 0 && spins < *patience) *patience = fastlstm_spins_before_steal;
