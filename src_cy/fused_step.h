@@ -221,13 +221,17 @@ static inline void fl_prefetch_gates(const float* p, ptrdiff_t H) {
 #define FL_PACKED_ROWS(K) (K)
 #define FL_ISA(name) FL_ISA_CAT(name, _avx512)
 #define FL_ISA_TARGET FL_AVX512_TARGET
+#define FL_PASS_TILE_ROWS 6     /* fl_rows_passes: 24 of the 32 zmm registers accumulate */
 #include "fused_step_isa.h"
+#undef FL_PASS_TILE_ROWS
 #undef FL_ISA
 #undef FL_ISA_TARGET
 
 #define FL_ISA(name) FL_ISA_CAT(name, _avx2)
 #define FL_ISA_TARGET __attribute__((target("avx2,fma")))
+#define FL_PASS_TILE_ROWS 4
 #include "fused_step_isa.h"
+#undef FL_PASS_TILE_ROWS
 #undef FL_ISA
 #undef FL_ISA_TARGET
 #undef FL_PACKED_ROWS

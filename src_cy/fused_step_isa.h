@@ -19,6 +19,55 @@
                            out->h + t * out->h_t + (b) * out->h_b + (u0),                \
                            clip > 0 ? c_unclipped + (t * B + (b)) * H + (u0) : NULL)
 
+#ifndef FL_PAIRS_PASSES
+/* z[r][0:64] = [a_r, b_r] W for the rows r < n_rows, a_r = a[r][0:KA] (a not read when
+ * KA = 0), b_r = b[r][0:KB], W: KA + KB rows of 64 floats (a group's or a block's packed
+ * weights, past L1). In passes of FL_F32_PASS rows of k over all rows, so that a pass's
+ * weights are read from L1 by every tile of rows (in one pass per tile each tile streamed
+ * them from L2 or L3: 4 MB per group and step at B = 64, I = H = 512), while the next
+ * pass's are prefetched. Each element is one in-order FMA chain over k continued from pass
+ * to pass: the bits of fl_tile_4x64 in one pass, for any rows per tile. z:
+ * FL_PASS_Z_ROWS(n_rows) rows (the last tile writes whole), 64-byte aligned. */
+#define FL_PASS_Z_ROWS(n) (((n) + FL_PASS_TILE_ROWS - 1) / FL_PASS_TILE_ROWS * FL_PASS_TILE_ROWS)
+FL_ISA_TARGET
+static void FL_ISA(fl_rows_passes_f32)(ptrdiff_t n_rows, ptrdiff_t KA,
+                                       const float* const* a, ptrdiff_t KB,
+                                       const float* const* b, const float* restrict W,
+                                       float* restrict z) {
+    const ptrdiff_t K = KA + KB;
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += FL_F32_PASS) {
+        const ptrdiff_t k1 = K - k0 < FL_F32_PASS ? K : k0 + FL_F32_PASS;
+        /* the pass's rows of k in a (ka0 .. ka1) and in b (kb0 .. kb1) */
+        const ptrdiff_t ka0 = k0 < KA ? k0 : KA, ka1 = k1 < KA ? k1 : KA;
+        const ptrdiff_t kb0 = k0 > KA ? k0 - KA : 0, kb1 = k1 > KA ? k1 - KA : 0;
+        for (ptrdiff_t r0 = 0, nr; r0 < n_rows; r0 += nr) {
+            nr = n_rows - r0 < FL_PASS_TILE_ROWS ? n_rows - r0 : FL_PASS_TILE_ROWS;
+            const float* ar[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+            const float* br[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+            for (int i = 0; i < FL_PASS_TILE_ROWS; i++) {  /* rows past nr repeat the last */
+                const ptrdiff_t m = r0 + (i < nr ? i : nr - 1);
+                if (ka1 > ka0) ar[i] = a[m] + ka0;
+                if (kb1 > kb0) br[i] = b[m] + kb0;
+            }
+#if FL_PASS_TILE_ROWS > 4
+            if (nr > 4) {
+                /* the first four tiles of a pass prefetch the next pass's 16 KB, a line
+                 * per row of k (the weights past L2 at these sizes: every step streams
+                 * them from L3; 26.5 -> 22.0 ms at (64, 25, 512, 512) on an Intel Xeon) */
+                FL_ISA(fl_tile_6x64_acc)(ka1 - ka0, ar, kb1 - kb0, br, W + k0 * 64,
+                                         (float(*)[64])(z + r0 * 64), k0 > 0,
+                                         W + k1 * 64 + (r0 / 6 % 4) * FL_F32_PASS * 16);
+                continue;
+            }
+#endif
+            FL_ISA(fl_tile_4x64_acc)(ka1 - ka0, ar[0], ar[1], ar[2], ar[3], kb1 - kb0,
+                                     br[0], br[1], br[2], br[3], W + k0 * 64,
+                                     (float(*)[64])(z + r0 * 64), k0 > 0);
+        }
+    }
+}
+#endif
+
 /* x == NULL: z = xproj[t, b] + h W_h (xproj = x W_x + b from a GEMM before the loop).
  * x != NULL: z = [x_t, h] [W_x; W_h] + b in one sum, W_x packed above W_h in Wp (group g:
  * I + H rows), and xproj is not read (the input projection needs no pass of its own). */
@@ -103,36 +152,22 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
      * there on an Intel Xeon; the tiles' FMA rate is the bound. The passes continue each
      * element's FMA chain: the bits of one pass. */
     if (n_rows > 4 && KP > FL_F32_ONE_PASS_ROWS) {
-        const ptrdiff_t n4 = (n_rows + 3) / 4 * 4;
-        float* z = (float*)_mm_malloc((size_t)n4 * 64 * sizeof(float), 64);
+        const ptrdiff_t nz = FL_PASS_Z_ROWS(n_rows);
+        float* z = (float*)_mm_malloc((size_t)nz * 64 * sizeof(float)
+                                      + (size_t)(2 * n_rows) * sizeof(float*), 64);
         if (z) {
+            const float** xr = (const float**)(z + nz * 64);
+            const float** hr = xr + n_rows;
+            for (ptrdiff_t r = 0; r < n_rows; r++) {
+                xr[r] = x ? x + t * out->x_t + rows[r] * out->x_b : NULL;
+                hr[r] = h_old + r * H;
+            }
             for (ptrdiff_t g = g_lo; g < g_hi; g++) {
-                const float* Wg = Wp + g * KP * 64;
                 const ptrdiff_t u0 = 16 * g, n = H - u0 < 16 ? H - u0 : 16;
                 if (!x)
                     for (ptrdiff_t r = 0; r < n_rows && r < FL_XPROJ_AHEAD; r++)
                         fl_prefetch_gates(xproj + (t * B + rows[r]) * G + u0, H);
-                for (ptrdiff_t k0 = 0; k0 < KP; k0 += FL_F32_PASS) {
-                    const ptrdiff_t k1 = KP - k0 < FL_F32_PASS ? KP : k0 + FL_F32_PASS;
-                    /* the pass's rows of k in x (ka0 .. ka1) and in h (kb0 .. kb1) */
-                    const ptrdiff_t ka0 = k0 < KX ? k0 : KX, ka1 = k1 < KX ? k1 : KX;
-                    const ptrdiff_t kb0 = k0 > KX ? k0 - KX : 0, kb1 = k1 > KX ? k1 - KX : 0;
-                    for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
-                        const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
-                        const float* xr[4] = {NULL, NULL, NULL, NULL};
-                        if (ka1 > ka0)
-                            for (int i = 0; i < 4; i++)
-                                xr[i] = x + t * out->x_t + ka0
-                                        + rows[r0 + (i < nr ? i : nr - 1)] * out->x_b;
-                        FL_ISA(fl_tile_4x64_acc)(
-                            ka1 - ka0, xr[0], xr[1], xr[2], xr[3], kb1 - kb0,
-                            fl_tile_row(h_old, H, r0, nr, 0) + kb0,
-                            fl_tile_row(h_old, H, r0, nr, 1) + kb0,
-                            fl_tile_row(h_old, H, r0, nr, 2) + kb0,
-                            fl_tile_row(h_old, H, r0, nr, 3) + kb0, Wg + k0 * 64,
-                            (float(*)[64])(z + r0 * 64), k0 > 0);
-                    }
-                }
+                FL_ISA(fl_rows_passes_f32)(n_rows, KX, xr, H, hr, Wp + g * KP * 64, z);
                 for (ptrdiff_t r = 0; r < n_rows; r++) {
                     if (!x && r + FL_XPROJ_AHEAD < n_rows)
                         fl_prefetch_gates(xproj + (t * B + rows[r + FL_XPROJ_AHEAD]) * G + u0,
@@ -208,9 +243,31 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(
     }
 #endif
     float tile[8][64] __attribute__((aligned(64)));
+#ifndef FL_PAIRS_PASSES
+    /* full blocks of weights past L1 in passes over all rows (fl_rows_passes_f32) */
+    float* z = NULL;
+    const float** ar = NULL;
+    if (n_rows > 4 && K > FL_F32_ONE_PASS_ROWS) {
+        const ptrdiff_t nz = FL_PASS_Z_ROWS(n_rows);
+        z = (float*)_mm_malloc((size_t)nz * 64 * sizeof(float)
+                               + (size_t)n_rows * sizeof(float*), 64);
+        if (z) {
+            ar = (const float**)(z + nz * 64);
+            for (ptrdiff_t m = 0; m < n_rows; m++) ar[m] = A + (rows ? rows[m] : m) * lda;
+        }
+    }
+#endif
     for (ptrdiff_t c = c_lo; c < c_hi; c++) {
         const float* Wc = WTp + c * FL_PACKED_ROWS(K) * 64;
         const ptrdiff_t u0 = 64 * c, n = N - u0 < 64 ? N - u0 : 64;
+#ifndef FL_PAIRS_PASSES
+        if (z && n > 32) {
+            FL_ISA(fl_rows_passes_f32)(n_rows, 0, NULL, K, ar, Wc, z);
+            for (ptrdiff_t m = 0; m < n_rows; m++)
+                memcpy(C + (c_off ? c_off[m] : m * ldc) + u0, z + m * 64, n * sizeof(float));
+            continue;
+        }
+#endif
         const int R = n <= 32 ? 8 : 4;                  /* rows per tile */
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += R) {
             const ptrdiff_t nr = n_rows - r0 < R ? n_rows - r0 : R;
@@ -231,6 +288,9 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(
                        n * sizeof(float));
         }
     }
+#ifndef FL_PAIRS_PASSES
+    _mm_free(z);
+#endif
 }
 
 /* The backward's per-step product dh (rows x H) = dz (rows x 4H) @ W_h^T, float32,

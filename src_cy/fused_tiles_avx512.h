@@ -8,6 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "gate_math_avx512.h"
+#ifndef FL_PF_HINT
+#define FL_PF_HINT _MM_HINT_T0
+#endif
 
 /* The register tile both kernels use: tile[i][0:64] = sum_k a_i[k] * W[k][0:64] for the
  * four rows a_0 .. a_3, accumulated in 16 zmm registers over k = 0 .. K-1 in order (so
@@ -81,6 +84,49 @@ static inline void fl_tile_4x64_avx512(ptrdiff_t K, const float* restrict a0,
                                 const float* restrict b2, const float* restrict b3,
                                 const float* restrict W, float tile[4][64]) {
     fl_tile_4x64_acc_avx512(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W, tile, 0);
+}
+
+/* fl_tile_4x64_acc_avx512 for six rows a_0 .. a_5 (b_0 .. b_5): 24 accumulators, so each
+ * weight vector loaded feeds six FMAs instead of four. Each element is the same in-order
+ * FMA chain over k, so the bits do not depend on the rows per tile. */
+__attribute__((target("avx512f,fma"), always_inline))
+static inline void fl_tile_6x64_acc_avx512(ptrdiff_t K, const float* const a[6],
+                                           ptrdiff_t K2, const float* const b[6],
+                                           const float* restrict W, float tile[][64],
+                                           const int acc, const float* pf) {
+    __m512 c[6][4];
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+            c[i][v] = acc ? _mm512_load_ps(tile[i] + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 1
+    for (int part = 0; part < 2; part++) {            /* a over W[0:K], b over the next K2 */
+        const ptrdiff_t n = part ? K2 : K;
+        const float* const* x = part ? b : a;
+        const float* Wk = part ? W + K * 64 : W;
+        const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5];
+        for (ptrdiff_t k = 0; k < n; k++, Wk += 64, pf += 16) {
+            _mm_prefetch((const char*)pf, FL_PF_HINT);
+            const __m512 w0 = _mm512_loadu_ps(Wk), w1 = _mm512_loadu_ps(Wk + 16);
+            const __m512 w2 = _mm512_loadu_ps(Wk + 32), w3 = _mm512_loadu_ps(Wk + 48);
+#define FL_ROW6(i, xi)                                                                    \
+            {                                                                             \
+                const __m512 s = _mm512_set1_ps(xi[k]);                                   \
+                c[i][0] = _mm512_fmadd_ps(s, w0, c[i][0]);                                \
+                c[i][1] = _mm512_fmadd_ps(s, w1, c[i][1]);                                \
+                c[i][2] = _mm512_fmadd_ps(s, w2, c[i][2]);                                \
+                c[i][3] = _mm512_fmadd_ps(s, w3, c[i][3]);                                \
+            }
+            FL_ROW6(0, x0) FL_ROW6(1, x1) FL_ROW6(2, x2)
+            FL_ROW6(3, x3) FL_ROW6(4, x4) FL_ROW6(5, x5)
+#undef FL_ROW6
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) _mm512_store_ps(tile[i] + 16 * v, c[i][v]);
 }
 
 /* One row against NB <= 4 64-column blocks of W at once (block j at W + j * stride):

@@ -98,7 +98,8 @@ def test_weight_gradient_tiles_sum_over_chosen_rows_as_over_gathered_ones(tiles_
 
 
 @needs_tiles
-def test_weight_gradients_wider_than_the_tile_limit_run_as_blas_blocks(monkeypatch):
+@needs_tiles
+def test_weight_gradients_wider_than_the_tile_limit_run_as_blas_blocks(monkeypatch, tiles_route):
     """Results with more rows than MAX_WEIGHT_GRADIENT_TILE_ROWS go to the BLAS blocks
     (OpenBLAS's cache blocking wins there); up to it, to the tiles."""
     from fastlstm import _thresholds
