@@ -97,6 +97,29 @@ def test_bits_do_not_depend_on_the_row_tiles():
         tiles.panel_product(tile_rows=tiles.MAX_TILE_ROWS + 1)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_long_sums_in_passes_are_the_in_order_fma_sum(width):
+    """A panel past L1 (more than 3 passes of PASS_BYTES) is summed in passes over k over
+    all row tiles, each pass continuing the stored sums while the next one's rows are
+    prefetched: still the in-order FMA sum's bits, for rows left over the tiles (13 = 4 +
+    4 + 5) and for a range of panels; the columns outside the range are left alone."""
+    K = 3 * (tiles.PASS_BYTES // (4 * width)) + 37
+    rng = np.random.default_rng(width)
+    a = rng.standard_normal((13, K)).astype(np.float32)
+    W = rng.standard_normal((K, 3 * width)).astype(np.float32)
+    P = tiles.pack_panels(W, width=width)
+    want = in_order_product(a, W)
+    for n in (3, 13):
+        out = np.full((13, 3 * width), 7.0, np.float32)
+        tiles.panel_product(width)(a, n, P, out)
+        np.testing.assert_array_equal(out[:n], want[:n])
+        assert np.all(out[n:] == 7.0)
+    out = np.full((13, 3 * width), 7.0, np.float32)
+    tiles.panel_product(width, column_range=True)(a, 13, P, out, 1, 2)
+    np.testing.assert_array_equal(out[:, width:2 * width], want[:, width:2 * width])
+    assert np.all(out[:, :width] == 7.0) and np.all(out[:, 2 * width:] == 7.0)
+
+
 def test_empty_sum_gives_zeros():
     out = np.full((2, 8), 3.0, np.float32)
     tiles.panel_product(8)(np.zeros((2, 0), np.float32), 2, np.zeros((1, 0, 8), np.float32),

@@ -36,6 +36,9 @@ from ._numba_jit import kernel, on_threads, parallel_kernel
 MAX_TILE_ROWS = 6
 #: Rows per register tile at most, used by the kernels.
 TILE_ROWS = 6
+#: Bytes of a panel's float32 rows per pass over k (in L1 while every tile of rows reads
+#: them; the next pass's are prefetched meanwhile). Panels of up to 3 passes run whole.
+PASS_BYTES = 16384
 
 
 def _panel_width():
@@ -91,11 +94,12 @@ def pack_panels(*blocks, width=None, n_threads=1):
 
 
 def _emit_tile(context, builder, element, width, rows, panels, K, a_index, w_index,
-               o_ptr, init=None):
+               o_ptr, init=None, prefetch=None):
     """The IR of one register tile: ``rows * panels`` vectors of ``width`` sums over k in
     ``0 .. K - 1`` of ``a(r, k) * w(q, k)``, stored through ``o_ptr(r, q)``. ``a_index(r, k)``
     and ``w_index(q, k)`` give the element pointer of a row's scalar and of a panel's
-    vector at k; ``init(r, q)``: the sums' starting vectors (default zero)."""
+    vector at k; ``init(r, q)``: the sums' starting vectors (default zero);
+    ``prefetch(k)``: a pointer to prefetch toward L1 at iteration k (none by default)."""
     vector = ir.VectorType(element, width)
     intp = context.get_value_type(types.intp)
 
@@ -116,6 +120,13 @@ def _emit_tile(context, builder, element, width, rows, panels, K, a_index, w_ind
     builder.position_at_end(loop)
     k = builder.phi(intp)
     sums = [builder.phi(vector) for _ in range(rows * panels)]
+    if prefetch is not None:
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        hint = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(hint, [builder.bitcast(prefetch(k), i8p), ir.Constant(i32, 0),
+                            ir.Constant(i32, 3), ir.Constant(i32, 1)])  # read, L1, data
     w = [builder.load(builder.bitcast(w_index(q, k), vector.as_pointer()), align=4)
          for q in range(panels)]
     new_sums = []
@@ -147,50 +158,79 @@ def _emit_tile(context, builder, element, width, rows, panels, K, a_index, w_ind
                           builder.bitcast(o_ptr(r, q), vector.as_pointer()), align=4)
 
 
-def _make_tile(rows, width, panels=1):
+def _make_tile(rows, width, panels=1, passes=False):
     """The intrinsic ``tile(a, a_off, P, w_off, K, out, o_off)``: rows ``0..rows-1`` of
     the tile start at element ``a_off`` of ``a`` (row stride ``a.shape[1]``), the panel
     at element ``w_off`` of ``P`` (K rows of ``width``; ``panels`` consecutive panels),
     and the result is stored at element ``o_off`` of ``out`` (row stride
-    ``out.shape[1]``, ``panels * width`` columns)."""
+    ``out.shape[1]``, ``panels * width`` columns).
 
-    @intrinsic
-    def tile(typingctx, a, a_off, P, w_off, K, out, o_off):
+    ``passes``: ``tile(a, a_off, P, w_off, K, out, o_off, acc, pf_off)`` for a pass over
+    K rows of a longer sum: with ``acc`` true the sums go on from the values stored in
+    ``out`` (each element's in-order sum continued: the bits of one pass), and iteration k
+    prefetches the cache line at element ``pf_off + k * LINE`` of ``P`` (the next pass's
+    weights while this one runs)."""
+
+    def codegen(context, builder, signature, args):
+        a, a_off, P, w_off, K, out, o_off = args[:7]
+        a_arr = context.make_array(signature.args[0])(context, builder, a)
+        p_arr = context.make_array(signature.args[2])(context, builder, P)
+        o_arr = context.make_array(signature.args[5])(context, builder, out)
+        intp = context.get_value_type(types.intp)
+
+        def const(v):
+            return ir.Constant(intp, v)
+        lda = builder.extract_value(a_arr.shape, 1)
+        ldo = builder.extract_value(o_arr.shape, 1)
+        panel_size = builder.mul(K, const(width))
+
+        def a_index(r, k):
+            return builder.gep(a_arr.data, [builder.add(builder.add(
+                a_off, builder.mul(lda, const(r))), k)])
+
+        def w_index(q, k):
+            return builder.gep(p_arr.data, [builder.add(builder.add(
+                w_off, builder.mul(panel_size, const(q))), builder.mul(k, const(width)))])
+
+        def o_ptr(r, q):
+            return builder.gep(o_arr.data, [builder.add(builder.add(
+                o_off, builder.mul(ldo, const(r))), const(q * width))])
+        element = context.get_value_type(signature.args[0].dtype)
+        init = prefetch = None
+        if passes:
+            acc, pf_off = args[7:]
+            vector = ir.VectorType(element, width)
+            line = 64 // context.get_abi_sizeof(element)
+
+            def init(r, q):
+                stored = builder.load(builder.bitcast(o_ptr(r, q), vector.as_pointer()),
+                                      align=4)
+                return builder.select(acc, stored, ir.Constant(vector, None))
+
+            def prefetch(k):
+                return builder.gep(p_arr.data, [builder.add(pf_off,
+                                                            builder.mul(k, const(line)))])
+        _emit_tile(context, builder, element, width, rows, panels, K, a_index, w_index,
+                   o_ptr, init, prefetch)
+        return context.get_dummy_value()
+
+    def typed(a, P, out):
         if not all(isinstance(x, types.Array) for x in (a, P, out)):
             return None
         if not (a.dtype == P.dtype == out.dtype and a.dtype in (types.float32, types.float64)):
             return None
-        sig = types.void(a, types.intp, P, types.intp, types.intp, out, types.intp)
-
-        def codegen(context, builder, signature, args):
-            a, a_off, P, w_off, K, out, o_off = args
-            a_arr = context.make_array(signature.args[0])(context, builder, a)
-            p_arr = context.make_array(signature.args[2])(context, builder, P)
-            o_arr = context.make_array(signature.args[5])(context, builder, out)
-            intp = context.get_value_type(types.intp)
-
-            def const(v):
-                return ir.Constant(intp, v)
-            lda = builder.extract_value(a_arr.shape, 1)
-            ldo = builder.extract_value(o_arr.shape, 1)
-            panel_size = builder.mul(K, const(width))
-
-            def a_index(r, k):
-                return builder.gep(a_arr.data, [builder.add(builder.add(
-                    a_off, builder.mul(lda, const(r))), k)])
-
-            def w_index(q, k):
-                return builder.gep(p_arr.data, [builder.add(builder.add(
-                    w_off, builder.mul(panel_size, const(q))), builder.mul(k, const(width)))])
-
-            def o_ptr(r, q):
-                return builder.gep(o_arr.data, [builder.add(builder.add(
-                    o_off, builder.mul(ldo, const(r))), const(q * width))])
-            _emit_tile(context, builder, context.get_value_type(signature.args[0].dtype),
-                       width, rows, panels, K, a_index, w_index, o_ptr)
-            return context.get_dummy_value()
-
+        sig = types.void(a, types.intp, P, types.intp, types.intp, out, types.intp,
+                         *((types.boolean, types.intp) if passes else ()))
         return sig, codegen
+
+    if passes:
+        @intrinsic
+        def tile(typingctx, a, a_off, P, w_off, K, out, o_off, acc, pf_off):
+            return typed(a, P, out)
+    else:
+        @intrinsic
+        def tile(typingctx, a, a_off, P, w_off, K, out, o_off):
+            return typed(a, P, out)
 
     return tile
 
@@ -276,6 +316,10 @@ def panel_product(width=None, tile_rows=None, column_range=False):
     # one or two rows: several panels at once, for as many independent FMA chains as a
     # 4-row tile (one row and one panel waited on the FMA latency: 8.7 us for 1 x (256, 1024))
     t1x4, t2x2 = _make_tile(1, width, 4), _make_tile(2, width, 2)
+    a1, a2, a3, a4, a5, a6 = (_make_tile(r, width, passes=True)
+                              for r in range(1, MAX_TILE_ROWS + 1))
+    pass_rows = PASS_BYTES // (4 * width)
+    line_tiles = max(1, width // 16)     # tiles that prefetch a pass, a 64-byte line per k
 
     @kernel
     def tile(rows, a, a_off, P, w_off, K, out, o_off):
@@ -293,6 +337,21 @@ def panel_product(width=None, tile_rows=None, column_range=False):
             t1(a, a_off, P, w_off, K, out, o_off)
 
     @kernel
+    def tile_pass(rows, a, a_off, P, w_off, K, out, o_off, acc, pf_off):
+        if rows == 6:
+            a6(a, a_off, P, w_off, K, out, o_off, acc, pf_off)
+        elif rows == 5:
+            a5(a, a_off, P, w_off, K, out, o_off, acc, pf_off)
+        elif rows == 4:
+            a4(a, a_off, P, w_off, K, out, o_off, acc, pf_off)
+        elif rows == 3:
+            a3(a, a_off, P, w_off, K, out, o_off, acc, pf_off)
+        elif rows == 2:
+            a2(a, a_off, P, w_off, K, out, o_off, acc, pf_off)
+        else:
+            a1(a, a_off, P, w_off, K, out, o_off, acc, pf_off)
+
+    @kernel
     def rows_times_range(a, n, P, out, p0, p1):
         K = P.shape[1]
         lda, ldo = a.shape[1], out.shape[1]
@@ -308,6 +367,22 @@ def panel_product(width=None, tile_rows=None, column_range=False):
                 tile(n, a, 0, P, q * K * width, K, out, q * width)
             return
         n_tiles = (n + tile_rows - 1) // tile_rows
+        if K > 3 * pass_rows:
+            # a panel past L1 (read from L2 or L3 by every tile): in passes over k, each
+            # pass's rows read from L1 by every tile, the next pass's prefetched by the
+            # first tiles (every element's in-order sum continued: the bits of one pass)
+            for p in range(p0, p1):
+                w0 = p * K * width
+                for k0 in range(0, K, pass_rows):
+                    kk = min(pass_rows, K - k0)
+                    r0 = 0
+                    for i in range(n_tiles):
+                        rows = (n - r0) // (n_tiles - i)
+                        pf = w0 + (k0 + pass_rows) * width + (i % line_tiles) * pass_rows * 16
+                        tile_pass(rows, a, r0 * lda + k0, P, w0 + k0 * width, kk, out,
+                                  r0 * ldo + p * width, k0 > 0, pf)
+                        r0 += rows
+            return
         for p in range(p0, p1):
             r0 = 0
             for i in range(n_tiles):
