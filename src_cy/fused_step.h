@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 #include "gate_math.h"
 
 /* Where the fused forward reads x_t of sequence b and writes its step t: x_t at
@@ -198,6 +199,31 @@ static inline const float* fl_tile_row(const float* base, ptrdiff_t ld, ptrdiff_
     return base + (r0 + (i < nr ? i : nr - 1)) * ld;
 }
 
+/* Bytes of this core's L2 cache (glibc reads CPUID; 1 MB where it cannot tell), once:
+ * 2 MB on the Intel Xeon here, 1 MB on AMD Zen 4 and 5, 512 KB on Zen 3. Choices made on
+ * it give the same bits either way (fl_gemm_rows_wt_f32's passes). */
+static ptrdiff_t fl_l2_cache_bytes = 0;
+static ptrdiff_t fl_l2_bytes(void) {
+    ptrdiff_t b = __atomic_load_n(&fl_l2_cache_bytes, __ATOMIC_RELAXED);
+    if (b == 0) {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        const long got = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#else
+        const long got = 0;
+#endif
+        b = got >= (64 << 10) ? (ptrdiff_t)got : (ptrdiff_t)1 << 20;
+        __atomic_store_n(&fl_l2_cache_bytes, b, __ATOMIC_RELAXED);
+    }
+    return b;
+}
+
+/* For tests: take the L2 as this many bytes (0: this CPU's again); returns the previous. */
+static ptrdiff_t fl_set_l2_bytes(ptrdiff_t bytes) {
+    const ptrdiff_t previous = fl_l2_bytes();
+    __atomic_store_n(&fl_l2_cache_bytes, bytes, __ATOMIC_RELAXED);
+    return previous;
+}
+
 /* Rows of k per pass of the float32 step's sums over all rows (16 KB of a group's packed
  * weights and 16 KB of 64 rows' activations: both in a 48 KB L1; passes of 128 read 64 KB),
  * where a group has more than FL_F32_ONE_PASS_ROWS (48 KB). */
@@ -293,6 +319,7 @@ static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
 #else
 #define FL_HAVE_FUSED 0
 static int fl_best_fused_isa(void) { return FL_ISA_NONE; }
+static ptrdiff_t fl_set_l2_bytes(ptrdiff_t bytes) { return 0; }
 static int fl_cpu_has_avx512_bf16(void) { return 0; }
 static int fl_cpu_has_amx(void) { return 0; }
 static int fl_set_amx(int on) { return 0; }

@@ -1,5 +1,5 @@
 # The kernels' float32 math elementwise, for tests/test_gate_math.py, and the barrier's
-# spin count, for the tests of its sleeping path.
+# spin count, for the tests of its sleeping path, and the L2 size the kernels plan for.
 
 def expf_array(const float[::1] x):
     """The kernels' float32 exp, elementwise (for the accuracy test)."""
@@ -75,3 +75,12 @@ def set_late_thread(int tid, int microseconds):
     previous = (fastlstm_late_thread, fastlstm_late_us)
     fastlstm_late_thread, fastlstm_late_us = tid, microseconds
     return previous
+
+
+def set_l2_bytes(Py_ssize_t nbytes):
+    """Make the fused kernels take this CPU's L2 cache as ``nbytes`` (0: detect it again),
+    as on a CPU with another L2 (tests of choices made on it: results must not change);
+    returns the previous size in bytes."""
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    return fl_set_l2_bytes(nbytes)

@@ -138,3 +138,29 @@ def test_the_kernels_read_the_cpus_features_as_linux_does():
         os.environ.get("FASTLSTM_NO_AVX512") == "1"
     if not env_switches:
         assert _recurrent.fused_isa() == want
+
+
+@pytest.mark.skipif(_recurrent.fused_isa() is None,
+                    reason="the fused kernels do not run on this CPU")
+@pytest.mark.parametrize("B", [13, 64])
+def test_the_backwards_passes_over_k_give_the_bits_of_one_pass(B):
+    """dz W_h^T and the input gradient sum in passes over k over all rows where the
+    call's blocks are more than half of L2, one pass per tile where they fit: as on a
+    CPU with a small L2 (set_l2_bytes) and with a large one, the same bits."""
+    from _helpers import flat_grads, loss_weights, make_case, make_cell
+    import fastlstm as fl
+    cell = make_cell("peephole_clip", 96, 70, dtype=np.float32, seed=B)
+    x, lengths, state = make_case(cell, B, 4, seed=B)
+    R, S = loss_weights(cell, B, 4, seed=1)
+    runs = []
+    for l2 in (1 << 30, 64 << 10):        # blocks of W^T: 192 KB (H = 96, 4H = 384 rows)
+        _recurrent.set_l2_bytes(l2)
+        try:
+            _, _, cache = fl.dynamic_rnn(cell, x, lengths, state, return_cache=True,
+                                         backend="cython")
+            runs.append(flat_grads(fl.dynamic_rnn_backward(cell, cache, R, S)))
+        finally:
+            _recurrent.set_l2_bytes(0)
+    assert runs[0].keys() == runs[1].keys()
+    for key, want in runs[0].items():
+        np.testing.assert_array_equal(runs[1][key], want, err_msg=key)
