@@ -44,8 +44,9 @@ def kernel_path():
     isa = _recurrent.fused_isa()
     if isa:
         name = {"avx512": "AVX-512", "avx2": "AVX2"}[isa]
-        return (f"fused {name} step (packed [W_x; W_h], 4-row register tiles, gate "
-                "math in L1; src_cy/fused_step.h)")
+        tiles = "6-row" if isa == "avx512" else "4-row"
+        return (f"fused {name} step (packed [W_x; W_h], {tiles} register tiles in passes "
+                "over k, gate math in L1; src_cy/fused_step.h)")
     small = (", 2-16 rows on the AVX2 kernel of src_cy/small_gemm_avx2.h"
              if _recurrent.small_gemm_enabled() else "")
     return (f"per-step products in SciPy's BLAS{small} (single-threaded inside the "
