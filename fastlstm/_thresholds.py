@@ -72,6 +72,12 @@ TUNER_REPROBE_AFTER = 2000
 #: Largest I + H for which the step computes x W_x itself (a group of packed [W_x; W_h]
 #: must stay in L2: (64, 25, 512, 512) 3% faster in-step, (64, 25, 1024, 1024) 23% slower).
 MAX_FUSED_INPUT_WIDTH = 1024
+#: The same where a core's L2 holds LARGE_L2_BYTES or more: a group of 2048 rows is 512 KB
+#: in float32 (256 KB in bfloat16 pairs), a quarter of such an L2. Intel Xeon (2 MB L2),
+#: 2 threads, (64, 25, 1024, 1024) inference ms GEMM first / in-step: float32 90.9 / 82.2,
+#: bfloat16 products on AMX 26.5-27.3 / 20.3-21.5 (training 90.3 / 85.3).
+MAX_FUSED_INPUT_WIDTH_LARGE_L2 = 2048
+LARGE_L2_BYTES = 2 << 20
 #: Numba backend: largest I + H for which the LSTM step computes x W_x itself (no GEMM
 #: before the loop, no xproj round trip; inference ms unfused / fused, 2-core Zen 5: seed
 #: 2.14 / 1.75, (64, 25, 512, 512) 21.8 / 21.1, (64, 25, 1024, 1024) 76.7 / 91.3).

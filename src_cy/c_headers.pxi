@@ -15,6 +15,7 @@ cdef extern from "fused_step.h":
     void fl_pairs_transpose(Py_ssize_t K2, Py_ssize_t M, const uint32_t* src, uint32_t* dst,
                             Py_ssize_t ld, Py_ssize_t m_lo, Py_ssize_t m_hi) noexcept nogil
     void fl_set_fused_isa(int isa) noexcept nogil
+    Py_ssize_t fl_l2_bytes() noexcept nogil
     Py_ssize_t fl_set_l2_bytes(Py_ssize_t nbytes) noexcept nogil
     enum: FL_ISA_NONE
     enum: FL_ISA_AVX2

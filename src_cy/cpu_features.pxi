@@ -51,6 +51,12 @@ def fused_isa():
     return {FL_ISA_AVX512: "avx512", FL_ISA_AVX2: "avx2"}.get(_FUSED_ISA)
 
 
+def l2_cache_bytes():
+    """Bytes of one core's L2 cache as the fused kernels plan for it (glibc's
+    ``sysconf``, read once; 1 MB where it cannot tell, or as set by ``set_l2_bytes``)."""
+    return fl_l2_bytes()
+
+
 def cpu_isa():
     """The best instruction set of the fused kernels that this CPU and its OS support
     (CPUID and XGETBV: ``"avx512"`` needs AVX-512 F, DQ, BW and VL, ``"avx2"`` AVX2 and

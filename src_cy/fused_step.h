@@ -319,6 +319,7 @@ static void fl_gemm_tn_f32(ptrdiff_t K, const int64_t* krows, ptrdiff_t n_seg,
 #else
 #define FL_HAVE_FUSED 0
 static int fl_best_fused_isa(void) { return FL_ISA_NONE; }
+static ptrdiff_t fl_l2_bytes(void) { return (ptrdiff_t)1 << 20; }
 static ptrdiff_t fl_set_l2_bytes(ptrdiff_t bytes) { return 0; }
 static int fl_cpu_has_avx512_bf16(void) { return 0; }
 static int fl_cpu_has_amx(void) { return 0; }

@@ -63,7 +63,7 @@ def test_input_projection_inside_the_step_or_before_it(cell_name, monkeypatch):
     from fastlstm.backends import cython_backend as cb
     cell = make_cell(cell_name, 20, 5, dtype=np.float32, seed=2)
     assert cb.fuses_input(np.float32, 7, 5, 20) == cb.FUSED_STEP
-    assert not cb.fuses_input(np.float32, 7, 1000, 100)
+    assert not cb.fuses_input(np.float32, 7, 2000, 100)
     compare(cell, "cython", 7, 6)
     monkeypatch.setattr(cb, "fuses_input", lambda *args: False)
     compare(cell, "cython", 7, 6)
@@ -751,6 +751,26 @@ def test_blas_thread_limit_is_restored_after_calls_and_errors():
         with pytest.raises(ValueError):
             fl.dynamic_rnn(cell, x[:, :, :2], lengths, state)
         assert blas_threads() == before
+
+
+@pytest.mark.skipif(not get_backend("cython").module.FUSED_STEP,
+                    reason="the fused kernels do not run on this CPU")
+def test_the_widest_input_inside_the_step_follows_the_l2_cache():
+    """I + H up to 1024 inside the step, up to 2048 where a core's L2 holds 2 MB: a
+    property of the CPU (set_l2_bytes stands in for another one), never of a timing."""
+    from fastlstm import _recurrent
+    from fastlstm.backends import cython_backend as cb
+    try:
+        _recurrent.set_l2_bytes(1 << 20)
+        assert _recurrent.l2_cache_bytes() == 1 << 20
+        assert cb.fuses_input(np.float32, 64, 512, 512)
+        assert not cb.fuses_input(np.float32, 64, 1024, 1024)
+        _recurrent.set_l2_bytes(2 << 20)
+        assert cb.fuses_input(np.float32, 64, 1024, 1024)
+        assert not cb.fuses_input(np.float32, 64, 1025, 1024)
+    finally:
+        _recurrent.set_l2_bytes(0)
+    assert _recurrent.l2_cache_bytes() >= 64 << 10
 
 
 @pytest.mark.parametrize("shape", [(9, 5, 3, 20), (2, 4, 3, 256), (1, 6, 3, 20),

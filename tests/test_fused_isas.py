@@ -21,12 +21,12 @@ TESTS = pathlib.Path(__file__).resolve().parent
 
 #: Every fused entry point: batch chunks of 4-row tiles with a last partial tile, the
 #: hidden-unit split (forward and backward), one row (fl_row_blocks) alone and split,
-#: the input projection inside the step (I + H <= 1024) and before it (I + H > 1024),
+#: the input projection inside the step (I + H <= 1024) and before it (I + H > 2048),
 #: the passes over k of 6-row tiles with a last tile of 5 rows or of 4 or fewer,
 #: partial 16-unit groups and 64-unit blocks, the narrow input-gradient tiles (I % 64 <=
 #: 32) and the weight-gradient tiles (gemm_tn), over variable lengths with empty rows.
 SHAPES = [(9, 5, 3, 20), (2, 4, 3, 256), (1, 6, 3, 20), (1, 4, 3, 256),
-          (33, 7, 28, 128), (64, 5, 64, 130), (5, 6, 100, 64), (12, 5, 1000, 96),
+          (33, 7, 28, 128), (64, 5, 64, 130), (5, 6, 100, 64), (12, 5, 2000, 96),
           (70, 3, 12, 40), (11, 4, 100, 100)]
 CELLS = ("lstm", "lstm_clip", "peephole", "peephole_clip")    # each gate-math variant
 

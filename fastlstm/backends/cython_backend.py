@@ -215,13 +215,23 @@ def lstm_forward(xproj, W, peepholes, use_peepholes, forget_bias, cell_clip, seq
                                           width=width))
 
 
+def max_fused_input_width():
+    """Largest ``input_size + num_units`` whose step computes ``x W_x`` itself on this
+    CPU: ``MAX_FUSED_INPUT_WIDTH``, or ``MAX_FUSED_INPUT_WIDTH_LARGE_L2`` where a core's
+    L2 holds ``LARGE_L2_BYTES`` (a property of the CPU, never of a timing: the two paths
+    sum in different orders)."""
+    if _recurrent.l2_cache_bytes() >= _thresholds.LARGE_L2_BYTES:
+        return _thresholds.MAX_FUSED_INPUT_WIDTH_LARGE_L2
+    return _thresholds.MAX_FUSED_INPUT_WIDTH
+
+
 def fuses_input(dtype, batch_size, input_size, num_units):
     """True when :func:`lstm_forward_input` runs these sizes: float32 on the fused
-    path with ``input_size + num_units`` at most ``MAX_FUSED_INPUT_WIDTH`` and, for a
+    path with ``input_size + num_units`` at most :func:`max_fused_input_width` and, for a
     batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2`` (bfloat16
     products take the same rule: their kernels imply the fused path)."""
     return (FUSED_STEP and np.dtype(dtype) == np.float32
-            and input_size + num_units <= _thresholds.MAX_FUSED_INPUT_WIDTH
+            and input_size + num_units <= max_fused_input_width()
             and (batch_size >= _thresholds.MIN_BATCH_FUSED_WIDE_INPUT
                  or 2 * input_size <= num_units))
 
