@@ -22,7 +22,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <unistd.h>
 #include "gate_math.h"
 
 /* Where the fused forward reads x_t of sequence b and writes its step t: x_t at
@@ -120,6 +119,7 @@ static void fl_pack_fused_t_f32(ptrdiff_t n, ptrdiff_t K, const float* W, float*
 #if defined(__GNUC__) && defined(__x86_64__)       /* GCC and clang */
 #include <cpuid.h>
 #include <immintrin.h>
+#include <unistd.h>                                       /* sysconf: fl_l2_bytes */
 /* The AVX-512 functions' target. GCC names the preference for 512-bit vectors (it would
  * otherwise auto-vectorize them 256 bits wide) in the target string; clang rejects it
  * there, dropping the whole attribute, and takes its own min_vector_width instead. */
@@ -200,8 +200,9 @@ static inline const float* fl_tile_row(const float* base, ptrdiff_t ld, ptrdiff_
 }
 
 /* Bytes of this core's L2 cache (glibc reads CPUID; 1 MB where it cannot tell), once:
- * 2 MB on the Intel Xeon here, 1 MB on AMD Zen 4 and 5, 512 KB on Zen 3. Choices made on
- * it give the same bits either way (fl_gemm_rows_wt_f32's passes). */
+ * 2 MB on the Intel Xeon here, 1 MB on AMD Zen 4 and 5, 512 KB on Zen 3. A property of
+ * the CPU: fl_gemm_rows_wt_f32's passes (same bits either way) and the Python side's
+ * widest input inside the step (max_fused_input_width: other sums) follow from it. */
 static ptrdiff_t fl_l2_cache_bytes = 0;
 static ptrdiff_t fl_l2_bytes(void) {
     ptrdiff_t b = __atomic_load_n(&fl_l2_cache_bytes, __ATOMIC_RELAXED);

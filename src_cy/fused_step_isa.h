@@ -55,9 +55,10 @@ static void FL_ISA(fl_rows_passes_f32)(ptrdiff_t n_rows, ptrdiff_t KA,
             }
 #if FL_PASS_TILE_ROWS > 4
             if (nr > 4) {
-                /* the first four tiles of a pass prefetch the next pass's 16 KB, a line
-                 * per row of k (the weights past L2 at these sizes: every step streams
-                 * them from L3; 26.5 -> 22.0 ms at (64, 25, 512, 512) on an Intel Xeon) */
+                /* tile i prefetches quarter i % 4 of the next pass's 16 KB, a line per row
+                 * of k, so the first four cover it (the weights past L2 at these sizes:
+                 * every step streams them from L3; 26.5 -> 22.0 ms at (64, 25, 512, 512)
+                 * on an Intel Xeon) */
                 FL_ISA(fl_tile_6x64_acc)(ka1 - ka0, ar, kb1 - kb0, br, W + k0 * 64,
                                          (float(*)[64])(z + r0 * 64), k0 > 0,
                                          W + k1 * 64 + (r0 / 6 % 4) * FL_F32_PASS * 16);

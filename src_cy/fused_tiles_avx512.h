@@ -8,9 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "gate_math_avx512.h"
-#ifndef FL_PF_HINT
-#define FL_PF_HINT _MM_HINT_T0
-#endif
 
 /* The register tile both kernels use: tile[i][0:64] = sum_k a_i[k] * W[k][0:64] for the
  * four rows a_0 .. a_3, accumulated in 16 zmm registers over k = 0 .. K-1 in order (so
@@ -88,7 +85,8 @@ static inline void fl_tile_4x64_avx512(ptrdiff_t K, const float* restrict a0,
 
 /* fl_tile_4x64_acc_avx512 for six rows a_0 .. a_5 (b_0 .. b_5): 24 accumulators, so each
  * weight vector loaded feeds six FMAs instead of four. Each element is the same in-order
- * FMA chain over k, so the bits do not depend on the rows per tile. */
+ * FMA chain over k, so the bits do not depend on the rows per tile. Iteration k also
+ * prefetches the line at pf + 16 k toward L1 (the caller's next pass of weights). */
 __attribute__((target("avx512f,fma"), always_inline))
 static inline void fl_tile_6x64_acc_avx512(ptrdiff_t K, const float* const a[6],
                                            ptrdiff_t K2, const float* const b[6],
@@ -107,7 +105,7 @@ static inline void fl_tile_6x64_acc_avx512(ptrdiff_t K, const float* const a[6],
         const float* Wk = part ? W + K * 64 : W;
         const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5];
         for (ptrdiff_t k = 0; k < n; k++, Wk += 64, pf += 16) {
-            _mm_prefetch((const char*)pf, FL_PF_HINT);
+            _mm_prefetch((const char*)pf, _MM_HINT_T0);   /* to L2 instead: no faster */
             const __m512 w0 = _mm512_loadu_ps(Wk), w1 = _mm512_loadu_ps(Wk + 16);
             const __m512 w2 = _mm512_loadu_ps(Wk + 32), w3 = _mm512_loadu_ps(Wk + 48);
 #define FL_ROW6(i, xi)                                                                    \
