@@ -97,12 +97,14 @@ def test_bits_do_not_depend_on_the_row_tiles():
         tiles.panel_product(tile_rows=tiles.MAX_TILE_ROWS + 1)
 
 
+@pytest.mark.parametrize("passes", [True, False])
 @pytest.mark.parametrize("width", WIDTHS)
-def test_long_sums_in_passes_are_the_in_order_fma_sum(width):
+def test_long_sums_in_passes_are_the_in_order_fma_sum(width, passes):
     """A panel past L1 (more than 3 passes of PASS_BYTES) is summed in passes over k over
-    all row tiles, each pass continuing the stored sums while the next one's rows are
-    prefetched: still the in-order FMA sum's bits, for rows left over the tiles (13 = 4 +
-    4 + 5) and for a range of panels; the columns outside the range are left alone."""
+    all row tiles where the CPU's L1 takes them, each pass continuing the stored sums while
+    the next one's rows are prefetched, or whole per tile: either way the in-order FMA
+    sum's bits, for rows left over the tiles (13 = 4 + 4 + 5) and for a range of panels;
+    the columns outside the range are left alone."""
     K = 3 * (tiles.PASS_BYTES // (4 * width)) + 37
     rng = np.random.default_rng(width)
     a = rng.standard_normal((13, K)).astype(np.float32)
@@ -111,13 +113,21 @@ def test_long_sums_in_passes_are_the_in_order_fma_sum(width):
     want = in_order_product(a, W)
     for n in (3, 13):
         out = np.full((13, 3 * width), 7.0, np.float32)
-        tiles.panel_product(width)(a, n, P, out)
+        tiles.panel_product(width, passes=passes)(a, n, P, out)
         np.testing.assert_array_equal(out[:n], want[:n])
         assert np.all(out[n:] == 7.0)
     out = np.full((13, 3 * width), 7.0, np.float32)
-    tiles.panel_product(width, column_range=True)(a, 13, P, out, 1, 2)
+    tiles.panel_product(width, column_range=True, passes=passes)(a, 13, P, out, 1, 2)
     np.testing.assert_array_equal(out[:, width:2 * width], want[:, width:2 * width])
     assert np.all(out[:, :width] == 7.0) and np.all(out[:, 2 * width:] == 7.0)
+
+
+def test_l1d_cache_size_is_read_from_the_system_or_zero():
+    """The rule for passes reads the CPU's L1 data cache: a plausible size where Linux
+    reports one, 0 (no passes) where it does not."""
+    size = tiles.l1d_cache_bytes()
+    assert size == 0 or 8 << 10 <= size <= 1 << 20
+    assert tiles.PASSES_OVER_K == (size >= tiles.PASS_MIN_L1D_BYTES)
 
 
 def test_empty_sum_gives_zeros():
