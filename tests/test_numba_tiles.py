@@ -130,6 +130,22 @@ def test_l1d_cache_size_is_read_from_the_system_or_zero():
     assert tiles.PASSES_OVER_K == (size >= tiles.PASS_MIN_L1D_BYTES)
 
 
+def test_l1d_cache_size_takes_the_level_1_data_cache_of_the_sysfs_tree(tmp_path):
+    """Instruction caches and other levels are passed over; sizes in K or M; a tree
+    without a level-1 data cache, or none at all, gives 0."""
+    def index(name, level, kind, size):
+        d = tmp_path / name
+        d.mkdir()
+        for f, v in (("level", level), ("type", kind), ("size", size)):
+            (d / f).write_text(v + "\n")
+    index("index0", "2", "Unified", "1M")
+    index("index1", "1", "Instruction", "32K")
+    assert tiles.l1d_cache_bytes(str(tmp_path)) == 0
+    index("index2", "1", "Data", "48K")
+    assert tiles.l1d_cache_bytes(str(tmp_path)) == 48 << 10
+    assert tiles.l1d_cache_bytes(str(tmp_path / "missing")) == 0
+
+
 def test_empty_sum_gives_zeros():
     out = np.full((2, 8), 3.0, np.float32)
     tiles.panel_product(8)(np.zeros((2, 0), np.float32), 2, np.zeros((1, 0, 8), np.float32),

@@ -47,10 +47,10 @@ PASS_BYTES = 16384
 PASS_MIN_L1D_BYTES = 48 << 10
 
 
-def l1d_cache_bytes():
-    """Bytes of a core's level-1 data cache as Linux reports it for CPU 0, or 0 where the
-    size is not known (other systems, or no ``/sys``)."""
-    root = "/sys/devices/system/cpu/cpu0/cache"
+def l1d_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
+    """Bytes of a core's level-1 data cache as Linux reports it for CPU 0 (the
+    ``index*/level``, ``type`` and ``size`` files under ``root``), or 0 where the size is
+    not known (other systems, or no ``/sys``)."""
     try:
         for index in sorted(os.listdir(root)):
             def read(name):
