@@ -131,8 +131,8 @@ def test_l1d_cache_size_is_read_from_the_system_or_zero():
 
 
 def test_l1d_cache_size_takes_the_level_1_data_cache_of_the_sysfs_tree(tmp_path):
-    """Instruction caches and other levels are passed over; sizes in K or M; a tree
-    without a level-1 data cache, or none at all, gives 0."""
+    """Instruction caches and other levels are passed over; a size in K; a tree without
+    a level-1 data cache, or none at all, gives 0."""
     def index(name, level, kind, size):
         d = tmp_path / name
         d.mkdir()

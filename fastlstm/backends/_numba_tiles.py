@@ -43,7 +43,7 @@ PASS_BYTES = 16384
 #: The L1 data cache that passes need: a pass, the next one arriving and the tiles' rows
 #: of ``a`` for the pass (16 KB each at 32 rows). Intel Xeon (48 KB L1d): (64, 25, 512,
 #: 512) inference 34.2 -> 27.5 ms with passes; AMD Zen 4 (32 KB): one core's product
-#: 32 x (512, 2048) 596 -> 634 us, so there the panels stream from L2 whole.
+#: 32 x (512, 2048) 707 -> 759 us, so there the panels stream from L2 whole.
 PASS_MIN_L1D_BYTES = 48 << 10
 
 
@@ -51,13 +51,13 @@ def l1d_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
     """Bytes of a core's level-1 data cache as Linux reports it for CPU 0 (the
     ``index*/level``, ``type`` and ``size`` files under ``root``), or 0 where the size is
     not known (other systems, or no ``/sys``)."""
+    def read(index, name):
+        with open(os.path.join(root, index, name)) as f:
+            return f.read().strip()
     try:
         for index in sorted(os.listdir(root)):
-            def read(name):
-                with open(os.path.join(root, index, name)) as f:
-                    return f.read().strip()
-            if read("level") == "1" and read("type") in ("Data", "Unified"):
-                size = read("size")
+            if read(index, "level") == "1" and read(index, "type") in ("Data", "Unified"):
+                size = read(index, "size")
                 scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
                 return int(size.rstrip("KM")) * scale
     except (OSError, ValueError):
