@@ -69,3 +69,29 @@ def test_float64_keeps_libm():
     x = np.linspace(-30, 30, 10_001)
     np.testing.assert_allclose(fast("tanh", x), np.tanh(x), rtol=1e-15)     # libm, 1 ulp
     np.testing.assert_allclose(fast("sigmoid", x), 1 / (1 + np.exp(-x)), rtol=1e-15)
+
+
+def _vector_loops(dispatcher):
+    """How many loops LLVM turned into vector code in ``dispatcher``'s first compiled
+    signature (each vectorized loop gets a block named ``vector.body``)."""
+    import re
+    ir = dispatcher.inspect_llvm(dispatcher.signatures[0])
+    return len(re.findall(r"^vector\.body[0-9]*:", ir, re.M))
+
+
+def test_lstm_row_loops_compile_to_vector_code():
+    """The Numba LSTM's per-row gate math and gate gradients are loops over units that
+    LLVM vectorizes only while each touches few arrays (its runtime overlap checks have
+    a limit): one more array in a loop and it silently stays scalar, 2x slower. Every
+    loop over units of the two rows must be vector code (on any SIMD target)."""
+    from fastlstm.backends import numba_backend as nb
+    H = 64
+    f32 = np.float32
+    v = [np.zeros(H, f32) for _ in range(6)]
+    a, z, peep = np.zeros(4 * H, f32), np.zeros(4 * H, f32), np.zeros((3, H), f32)
+    rows = {nb._lstm_gates_row: 10, nb._lstm_grads_row: 10}   # loops over units in each
+    nb._lstm_gates_row(a, z, v[0], v[1], peep, True, f32(1), f32(3), v[2], True, 0, H)
+    nb._lstm_grads_row(v[0], v[1], v[2], v[3], a, v[4], peep, True, f32(3), v[5], z, f32(1),
+                       0, H)
+    for fn, n_loops in rows.items():
+        assert _vector_loops(fn) >= n_loops, fn.__name__

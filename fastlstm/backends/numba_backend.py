@@ -320,45 +320,53 @@ def _lstm_split_start(x, rows, h_init, c_init, a_loc, c_loc):
 
 @kernel
 def _lstm_grads_row(dh, d_out, c, c_prev, a, cun, peep, use_peep, clip, dc, dz, one, u0, u1):
-    """One row's LSTM backward step for the units ``u0 .. u1 - 1``, in passes LLVM
-    vectorizes: ``dh`` (H), ``dc`` (H) come in as the gradients from step t+1 (``dc``
-    leaves as the one to step t-1), ``a`` (4H) the step's activations, ``dz`` (4H) gets
-    the gate pre-activation gradients."""
+    """One row's LSTM backward step for the units ``u0 .. u1 - 1``: ``dh`` (H), ``dc`` (H)
+    come in as the gradients from step t+1 (``dc`` leaves as the one to step t-1), ``a``
+    (4H) the step's activations, ``dz`` (4H) gets the gate pre-activation gradients. Same
+    operation order as the reference.
+
+    Written as :func:`_lstm_gates_row` is, in passes over one view per gate that each touch
+    few arrays: with every array in one loop, LLVM's runtime overlap checks passed its limit
+    and the loops stayed scalar. ``dz``'s o and i slices hold ``dh_t`` and ``tanh(c_t)``
+    until the gradients overwrite them (in the working dtype, as they were held before:
+    the same bits)."""
     H = c.shape[0]
     zero = one - one
-    for u in range(u0, u1):
-        i = a[u]
-        j = a[H + u]
-        f = a[2 * H + u]
-        o = a[3 * H + u]
-        dh_t = dh[u] + d_out[u]
-        tanh_c = tanh(c[u])
-        dz_o = dh_t * tanh_c * o * (one - o)
-        dc_t = dc[u] + dh_t * o * (one - tanh_c * tanh_c)
-        if use_peep:
-            dc_t = dc_t + dz_o * peep[2, u]
-        dz[3 * H + u] = dz_o
-        dc[u] = dc_t
+    a_i, a_j, a_f, a_o = (a[u0:u1], a[H + u0:H + u1], a[2 * H + u0:2 * H + u1],
+                          a[3 * H + u0:3 * H + u1])
+    z_i, z_j, z_f, z_o = (dz[u0:u1], dz[H + u0:H + u1], dz[2 * H + u0:2 * H + u1],
+                          dz[3 * H + u0:3 * H + u1])
+    dh, d_out, c, c_prev, cun, dc = (dh[u0:u1], d_out[u0:u1], c[u0:u1], c_prev[u0:u1],
+                                     cun[u0:u1], dc[u0:u1])
+    n = c.shape[0]
+    for u in range(n):
+        z_o[u] = dh[u] + d_out[u]                 # dh_t
+    for u in range(n):
+        z_i[u] = tanh(c[u])
+    for u in range(n):
+        dh_t, tanh_c, o = z_o[u], z_i[u], a_o[u]
+        z_o[u] = dh_t * tanh_c * o * (one - o)
+        dc[u] = dc[u] + dh_t * o * (one - tanh_c * tanh_c)
+    if use_peep:
+        p_o = peep[2, u0:u1]
+        for u in range(n):
+            dc[u] = dc[u] + z_o[u] * p_o[u]
     if clip > 0:
-        for u in range(u0, u1):
-            uc = cun[u]
-            if uc < -clip or uc > clip:           # clipped: no gradient passes
-                dc[u] = zero
-    for u in range(u0, u1):
-        i = a[u]
-        j = a[H + u]
-        f = a[2 * H + u]
-        dc_t = dc[u]
-        dz_i = dc_t * j * i * (one - i)
-        dz_j = dc_t * i * (one - j * j)
-        dz_f = dc_t * c_prev[u] * f * (one - f)
-        dz[u] = dz_i
-        dz[H + u] = dz_j
-        dz[2 * H + u] = dz_f
-        if use_peep:
-            dc[u] = dc_t * f + dz_i * peep[0, u] + dz_f * peep[1, u]
-        else:
-            dc[u] = dc_t * f
+        for u in range(n):                        # clipped: no gradient passes
+            dc[u] = zero if (cun[u] < -clip or cun[u] > clip) else dc[u]
+    for u in range(n):
+        z_i[u] = dc[u] * a_j[u] * a_i[u] * (one - a_i[u])
+    for u in range(n):
+        z_j[u] = dc[u] * a_i[u] * (one - a_j[u] * a_j[u])
+    for u in range(n):
+        z_f[u] = dc[u] * c_prev[u] * a_f[u] * (one - a_f[u])
+    if use_peep:
+        p_i, p_f = peep[0, u0:u1], peep[1, u0:u1]
+        for u in range(n):   # i's product first: LLVM fuses it (dc f rounded), as before
+            dc[u] = z_i[u] * p_i[u] + dc[u] * a_f[u] + z_f[u] * p_f[u]
+    else:
+        for u in range(n):
+            dc[u] = dc[u] * a_f[u]
 
 
 @kernel
