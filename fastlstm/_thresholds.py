@@ -18,6 +18,12 @@ few-row kernel's reach; above it OpenBLAS's packing pays off).
 #: BLAS path: rows per chunk at least; more chunks pack W_h more often, fewer idle a core
 #: (measured 4 vs 8 rows on 2 cores: 4 wins where the units cannot split).
 MIN_CHUNK_ROWS = 4
+#: The GRU's and the basic RNN's float32 per-step products run on the fused kernels' tiles
+#: (W packed once per call) from this batch size; a single sequence keeps BLAS's
+#: matrix-vector product. GRU inference, OpenBLAS / tiles ms, 2-core AMD EPYC (Zen 4):
+#: (1, 150, 256, 256) 1.9-2.1 / 3.3-3.9; (128, 28, 28, 128) 6.3-6.7 / 5.2-5.8;
+#: (64, 25, 512, 512) 33-36 / 31.
+MIN_BATCH_FOR_STEP_TILES = 2
 #: Fused path: rows per chunk at least, one 4-row register tile (two 4-row chunks beat
 #: one 8-row chunk at (8, 100, 64, 128): 0.93 vs 0.68 of torch).
 MIN_CHUNK_ROWS_FUSED = 4

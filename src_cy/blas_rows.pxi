@@ -52,19 +52,40 @@ cdef inline void _gemm_rowmajor(bint trans_b, int m, int n, int k, const floatin
         dgemm(&ta, &tb, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
 
 
-cdef inline void _step_product(const float* packed, bint trans_b, int m, int n, int k,
-                               const floating* A, int lda, const floating* B, int ldb,
+cdef inline void _step_product(const float* packed, bint bf16, bint trans_b, int m, int n,
+                               int k, const floating* A, int lda, const floating* B, int ldb,
                                floating* C, int ldc) noexcept nogil:
-    """:func:`_gemm_rowmajor`, or with ``packed`` (not NULL; float32 only) bfloat16 products
-    on the tiles of ``gemm_rows_wt``: ``op(B)`` (k, n) rounded and packed once per call by
-    ``pack_rows_bf16`` (``op(B) = B``) or ``pack_fused_t_bf16`` (``op(B) = B.T``), A's
-    rows rounded in the tiles."""
+    """:func:`_gemm_rowmajor`, or with ``packed`` (not NULL; float32 only) on the tiles of
+    ``gemm_rows_wt``: ``op(B)`` (k, n) packed once per call, in float32 by ``pack_fused_t``
+    of ``op(B).T`` or, ``bf16``, rounded by ``pack_rows_bf16`` (``op(B) = B``) or
+    ``pack_fused_t_bf16`` (``op(B) = B.T``), A's rows then rounded in the tiles."""
     if packed != NULL:
         if floating is float:
             fl_gemm_rows_wt_f32(m, NULL, k, A, lda, packed, n, C, NULL, ldc, 0, (n + 63) // 64,
-                                1)
+                                bf16)
         return
     _gemm_rowmajor(trans_b, m, n, k, A, lda, B, ldb, C, ldc)
+
+
+cdef const float* _step_operand(w_bf16, w_f32, Py_ssize_t k, Py_ssize_t n, bint is_float,
+                                bint* bf16) except? NULL:
+    """The per-step operand ``op(B)`` (k, n), packed, checked: ``w_bf16`` (see
+    :func:`_packed_bf16_or_null`; sets ``bf16``) or ``w_f32`` (float32, ``pack_fused_t`` of
+    ``op(B).T``, for the fused kernels' tiles); NULL for neither (BLAS per step)."""
+    bf16[0] = w_bf16 is not None
+    if w_bf16 is not None and w_f32 is not None:
+        raise ValueError("give the per-step operand packed once: w_bf16 or w_f32, not both")
+    if w_f32 is None:
+        return _packed_bf16_or_null(w_bf16, k, n, is_float)
+    if not is_float:
+        raise ValueError("float32 tiles (w_f32) need float32 arrays")
+    if not _FUSED_STEP:
+        raise ValueError("float32 tiles (w_f32) need the fused kernels (have_fused_step())")
+    cdef const float[:, :, ::1] p = w_f32
+    if p.shape[0] != (n + 63) // 64 or p.shape[1] != k or p.shape[2] != 64:
+        raise ValueError(f"w_f32 must be ({(n + 63) // 64}, {k}, 64) (pack_fused_t of the "
+                         f"({n}, {k}) operand op(B).T), got {np.shape(w_f32)}")
+    return &p[0, 0, 0]
 
 
 cdef const float* _packed_bf16_or_null(packed, Py_ssize_t k, Py_ssize_t n,

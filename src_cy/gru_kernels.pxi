@@ -43,7 +43,7 @@ cdef extern from "gru_rows.h":
 
 
 cdef void _gru_forward_chunk(const floating* xproj, const floating* W, const float* wpk0,
-                             const float* wpk1, const floating* b_h,
+                             const float* wpk1, bint bf16, const floating* b_h,
                              bint reset_after, const int64_t* seq_len, const int64_t* rows,
                              Py_ssize_t n_rows, Py_ssize_t B, Py_ssize_t H, floating* hs,
                              floating* acts, floating* hzc, floating* h_loc, floating* z_loc,
@@ -62,9 +62,10 @@ cdef void _gru_forward_chunk(const floating* xproj, const floating* W, const flo
         while seq_len[rows[n_active - 1]] <= t:       # rows are sorted: drop the tail
             n_active -= 1
         if reset_after:
-            _step_product(wpk0, False, n_active, G, H, h_loc, H, W, G, z_loc, G)
+            _step_product(wpk0, bf16, False, n_active, G, H, h_loc, H, W, G, z_loc, G)
         else:
-            _step_product(wpk0, False, n_active, 2 * H, H, h_loc, H, W, G, z_loc, 2 * H)
+            _step_product(wpk0, bf16, False, n_active, 2 * H, H, h_loc, H, W, G, z_loc,
+                          2 * H)
         for r in range(n_active):
             b = rows[r]
             o = t * B + b
@@ -88,7 +89,7 @@ cdef void _gru_forward_chunk(const floating* xproj, const floating* W, const flo
                                              &rh_loc[r * H])
         if reset_after:
             continue
-        _step_product(wpk1, False, n_active, H, H, rh_loc, H, &W[2 * H], G, g_loc, H)
+        _step_product(wpk1, bf16, False, n_active, H, H, rh_loc, H, &W[2 * H], G, g_loc, H)
         for r in range(n_active):
             b = rows[r]
             o = t * B + b
@@ -102,7 +103,7 @@ cdef void _gru_forward_chunk(const floating* xproj, const floating* W, const flo
 
 
 cdef void _gru_backward_chunk(const floating* W, const float* wpk0, const float* wpk1,
-                              bint reset_after, const int64_t* seq_len,
+                              bint bf16, bint reset_after, const int64_t* seq_len,
                               const int64_t* rows, Py_ssize_t n_rows, Py_ssize_t B,
                               Py_ssize_t H, const floating* hs, const floating* acts,
                               const floating* hzc, const floating* d_out, floating* dh,
@@ -139,9 +140,10 @@ cdef void _gru_backward_chunk(const floating* W, const float* wpk0, const float*
                                             &dh_loc[r * H], &dzc_loc[r * H],
                                             &dzh_loc[r * 2 * H], &dhu_loc[r * H], &dz[o * G])
         if reset_after:
-            _step_product(wpk0, True, n_active, H, G, dzh_loc, G, W, G, dh_loc, H)
+            _step_product(wpk0, bf16, True, n_active, H, G, dzh_loc, G, W, G, dh_loc, H)
         else:
-            _step_product(wpk1, True, n_active, H, H, dzc_loc, H, &W[2 * H], G, drh_loc, H)
+            _step_product(wpk1, bf16, True, n_active, H, H, dzc_loc, H, &W[2 * H], G, drh_loc,
+                          H)
             for r in range(n_active):
                 b = rows[r]
                 o = t * B + b
@@ -151,7 +153,8 @@ cdef void _gru_backward_chunk(const floating* W, const float* wpk0, const float*
                 else:
                     fl_gru_bwd_reset_row_f64(H, &acts[o * G], &hs[o * H], &drh_loc[r * H],
                                              &dzh_loc[r * 2 * H], &dhu_loc[r * H], &dz[o * G])
-            _step_product(wpk0, True, n_active, H, 2 * H, dzh_loc, 2 * H, W, G, dh_loc, H)
+            _step_product(wpk0, bf16, True, n_active, H, 2 * H, dzh_loc, 2 * H, W, G, dh_loc,
+                          H)
         for r in range(n_active):
             for u in range(H):
                 dh_loc[r * H + u] = dhu_loc[r * H + u] + dh_loc[r * H + u]
@@ -176,10 +179,11 @@ def gru_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                 const floating[::1] recurrent_bias, bint reset_after,
                 const int64_t[::1] seq_len, floating[:, :, ::1] hs,
                 floating[:, :, ::1] acts, floating[:, :, ::1] hzc, int n_threads,
-                Py_ssize_t chunk_rows, w_bf16=None, w_c_bf16=None):
+                Py_ssize_t chunk_rows, w_bf16=None, w_c_bf16=None, w_f32=None, w_c_f32=None):
     """GRU recurrence; see ``fastlstm.reference.gru_forward``. bfloat16 products: the
     per-step operand packed by ``pack_rows_bf16`` as ``w_bf16``, W (reset_after) or
-    W[:, :2H] with W[:, 2H:] as ``w_c_bf16``."""
+    W[:, :2H] with W[:, 2H:] as ``w_c_bf16``. ``w_f32``, ``w_c_f32``: the same operands
+    on the fused kernels' float32 tiles, ``pack_fused_t`` of their transposes."""
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_chunks, k, start
     if hs.shape[0] < 1:
         raise ValueError("hs must hold T + 1 rows (the initial state first)")
@@ -190,12 +194,15 @@ def gru_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     _expect("recurrent_bias", recurrent_bias.shape[0], 0, 0, 3 * H, 0, 0, 2)
     _check_gru_history(acts, hzc, reset_after, T, B, H, False)
     _check_lengths(seq_len, B, T)
-    cdef const float* wpk0 = _packed_bf16_or_null(w_bf16, H, 3 * H if reset_after else 2 * H,
-                                                  floating is float)
+    cdef bint bf16 = False, bf16_c = False
+    cdef const float* wpk0 = _step_operand(w_bf16, w_f32, H, 3 * H if reset_after else 2 * H,
+                                           floating is float, &bf16)
     cdef const float* wpk1 = (NULL if reset_after else
-                              _packed_bf16_or_null(w_c_bf16, H, H, floating is float))
-    if not reset_after and (wpk0 == NULL) != (wpk1 == NULL):
-        raise ValueError("bfloat16 products need w_bf16 and w_c_bf16")
+                              _step_operand(w_c_bf16, w_c_f32, H, H, floating is float,
+                                            &bf16_c))
+    if not reset_after and ((wpk0 == NULL) != (wpk1 == NULL) or bf16 != bf16_c):
+        raise ValueError("packed products need both operands: w_bf16 and w_c_bf16, or "
+                         "w_f32 and w_c_f32")
     if B == 0 or T == 0:
         return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
@@ -212,7 +219,7 @@ def gru_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
-        _gru_forward_chunk(&xproj[0, 0, 0], &W[0, 0], wpk0, wpk1, &recurrent_bias[0],
+        _gru_forward_chunk(&xproj[0, 0, 0], &W[0, 0], wpk0, wpk1, bf16, &recurrent_bias[0],
                            reset_after,
                            &seq_len[0], &order[start], _chunk_start(k + 1, B, n_chunks) - start,
                            B, H, &hs[0, 0, 0], acts_p, hzc_p, &h_loc[start, 0],
@@ -224,10 +231,12 @@ def gru_backward(const floating[:, ::1] W, bint reset_after, const int64_t[::1] 
                  const floating[:, :, ::1] hs, const floating[:, :, ::1] acts,
                  const floating[:, :, ::1] hzc, const floating[:, :, ::1] d_outputs,
                  floating[:, ::1] dh, floating[:, :, ::1] dz, int n_threads,
-                 Py_ssize_t chunk_rows, w_bf16=None, w_c_bf16=None):
+                 Py_ssize_t chunk_rows, w_bf16=None, w_c_bf16=None, w_f32=None,
+                 w_c_f32=None):
     """Backward of the GRU; see ``fastlstm.reference.gru_backward``. bfloat16 products:
     ``pack_fused_t_bf16`` of W (reset_after) or of W[:, :2H] as ``w_bf16`` and of
-    W[:, 2H:] as ``w_c_bf16``."""
+    W[:, 2H:] as ``w_c_bf16``. ``w_f32``, ``w_c_f32``: the fused kernels' float32 tiles,
+    ``pack_fused_t`` of the same blocks."""
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], n_chunks, k, start
     cdef Py_ssize_t T = d_outputs.shape[0]
     _check_counts(H, n_threads, chunk_rows)
@@ -238,12 +247,15 @@ def gru_backward(const floating[:, ::1] W, bint reset_after, const int64_t[::1] 
     _expect("W", W.shape[0], W.shape[1], 0, H, 3 * H, 0, 2)
     _check_gru_history(acts, hzc, reset_after, T, B, H, True)
     _check_lengths(seq_len, B, T)
-    cdef const float* wpk0 = _packed_bf16_or_null(w_bf16, 3 * H if reset_after else 2 * H, H,
-                                                  floating is float)
+    cdef bint bf16 = False, bf16_c = False
+    cdef const float* wpk0 = _step_operand(w_bf16, w_f32, 3 * H if reset_after else 2 * H, H,
+                                           floating is float, &bf16)
     cdef const float* wpk1 = (NULL if reset_after else
-                              _packed_bf16_or_null(w_c_bf16, H, H, floating is float))
-    if not reset_after and (wpk0 == NULL) != (wpk1 == NULL):
-        raise ValueError("bfloat16 products need w_bf16 and w_c_bf16")
+                              _step_operand(w_c_bf16, w_c_f32, H, H, floating is float,
+                                            &bf16_c))
+    if not reset_after and ((wpk0 == NULL) != (wpk1 == NULL) or bf16 != bf16_c):
+        raise ValueError("packed products need both operands: w_bf16 and w_c_bf16, or "
+                         "w_f32 and w_c_f32")
     if B == 0 or T == 0:
         return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
@@ -258,7 +270,8 @@ def gru_backward(const floating[:, ::1] W, bint reset_after, const int64_t[::1] 
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
-        _gru_backward_chunk(&W[0, 0], wpk0, wpk1, reset_after, &seq_len[0], &order[start],
+        _gru_backward_chunk(&W[0, 0], wpk0, wpk1, bf16, reset_after, &seq_len[0],
+                            &order[start],
                             _chunk_start(k + 1, B, n_chunks) - start, B, H, &hs[0, 0, 0],
                             &acts[0, 0, 0], hzc_p, &d_outputs[0, 0, 0], &dh[0, 0],
                             &dz[0, 0, 0], &dh_loc[start, 0], &dzh_loc[start, 0],

@@ -1,8 +1,9 @@
-# The basic RNN's kernels: batch chunks, BLAS (or bfloat16 tiles) per step.
+# The basic RNN's kernels: batch chunks, BLAS or the fused kernels' tiles (float32 or
+# bfloat16) per step.
 
 # --------------------------------------------------------------------------- basic RNN
 cdef void _rnn_forward_chunk(const floating* xproj, const floating* W, const float* wpk,
-                             const int64_t* seq_len, const int64_t* rows,
+                             bint bf16, const int64_t* seq_len, const int64_t* rows,
                              Py_ssize_t n_rows, Py_ssize_t B, Py_ssize_t H,
                              floating* hs, floating* h_loc, floating* z_loc) noexcept nogil:
     cdef Py_ssize_t r, u, t, b, n_active = n_rows, n_steps = seq_len[rows[0]]
@@ -12,7 +13,7 @@ cdef void _rnn_forward_chunk(const floating* xproj, const floating* W, const flo
     for t in range(n_steps):
         while seq_len[rows[n_active - 1]] <= t:       # rows are sorted: drop the tail
             n_active -= 1
-        _step_product(wpk, False, n_active, H, H, h_loc, H, W, H, z_loc, H)
+        _step_product(wpk, bf16, False, n_active, H, H, h_loc, H, W, H, z_loc, H)
         for r in range(n_active):
             b = rows[r]
             if floating is float:
@@ -23,7 +24,8 @@ cdef void _rnn_forward_chunk(const floating* xproj, const floating* W, const flo
                                    &hs[((t + 1) * B + b) * H])
 
 
-cdef void _rnn_backward_chunk(const floating* W, const float* wpk, const int64_t* seq_len,
+cdef void _rnn_backward_chunk(const floating* W, const float* wpk, bint bf16,
+                              const int64_t* seq_len,
                               const int64_t* rows, Py_ssize_t n_rows, Py_ssize_t B,
                               Py_ssize_t H, const floating* hs, const floating* d_out,
                               floating* dh, floating* dz, floating* dh_loc,
@@ -43,7 +45,7 @@ cdef void _rnn_backward_chunk(const floating* W, const float* wpk, const int64_t
             else:
                 fl_rnn_bwd_row_f64(H, &hs[o + B * H], &d_out[o], &dh_loc[r * H],
                                    &dz_loc[r * H], &dz[o])
-        _step_product(wpk, True, n_active, H, H, dz_loc, H, W, H, dh_loc, H)
+        _step_product(wpk, bf16, True, n_active, H, H, dz_loc, H, W, H, dh_loc, H)
     for r in range(n_active):          # rows of length 0 keep dh as it came
         for u in range(H):
             dh[rows[r] * H + u] = dh_loc[r * H + u]
@@ -51,9 +53,10 @@ cdef void _rnn_backward_chunk(const floating* W, const float* wpk, const int64_t
 
 def rnn_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
                 const int64_t[::1] seq_len, floating[:, :, ::1] hs, int n_threads,
-                Py_ssize_t chunk_rows, w_bf16=None):
+                Py_ssize_t chunk_rows, w_bf16=None, w_f32=None):
     """Basic RNN recurrence; see ``fastlstm.reference.rnn_forward``. ``w_bf16``: bfloat16
-    products, W packed by ``pack_rows_bf16``."""
+    products, W packed by ``pack_rows_bf16``; ``w_f32``: the fused kernels' float32 tiles,
+    ``pack_fused_t(W.T)``."""
     cdef Py_ssize_t B = hs.shape[1], H = hs.shape[2], n_chunks, k, start
     if hs.shape[0] < 1:
         raise ValueError("hs must hold T + 1 rows (the initial state first)")
@@ -62,7 +65,8 @@ def rnn_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     _expect("xproj", xproj.shape[0], xproj.shape[1], xproj.shape[2], T, B, H, 3)
     _expect("W", W.shape[0], W.shape[1], 0, H, H, 0, 2)
     _check_lengths(seq_len, B, T)
-    cdef const float* wpk = _packed_bf16_or_null(w_bf16, H, H, floating is float)
+    cdef bint bf16
+    cdef const float* wpk = _step_operand(w_bf16, w_f32, H, H, floating is float, &bf16)
     if B == 0 or T == 0:
         return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
@@ -74,7 +78,7 @@ def rnn_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
-        _rnn_forward_chunk(&xproj[0, 0, 0], &W[0, 0], wpk, &seq_len[0], &order[start],
+        _rnn_forward_chunk(&xproj[0, 0, 0], &W[0, 0], wpk, bf16, &seq_len[0], &order[start],
                            _chunk_start(k + 1, B, n_chunks) - start, B, H, &hs[0, 0, 0],
                            &h_loc[start, 0], &z_loc[start, 0])
 
@@ -82,9 +86,10 @@ def rnn_forward(const floating[:, :, ::1] xproj, const floating[:, ::1] W,
 def rnn_backward(const floating[:, ::1] W, const int64_t[::1] seq_len,
                  const floating[:, :, ::1] hs, const floating[:, :, ::1] d_outputs,
                  floating[:, ::1] dh, floating[:, :, ::1] dz, int n_threads,
-                 Py_ssize_t chunk_rows, w_bf16=None):
+                 Py_ssize_t chunk_rows, w_bf16=None, w_f32=None):
     """Backward of the basic RNN; see ``fastlstm.reference.rnn_backward``. ``w_bf16``:
-    bfloat16 products, W packed by ``pack_fused_t_bf16`` (the pair rows of W.T)."""
+    bfloat16 products, W packed by ``pack_fused_t_bf16`` (the pair rows of W.T);
+    ``w_f32``: the fused kernels' float32 tiles, ``pack_fused_t(W)``."""
     cdef Py_ssize_t B = dh.shape[0], H = dh.shape[1], n_chunks, k, start
     cdef Py_ssize_t T = d_outputs.shape[0]
     _check_counts(H, n_threads, chunk_rows)
@@ -94,7 +99,8 @@ def rnn_backward(const floating[:, ::1] W, const int64_t[::1] seq_len,
     _expect("dz", dz.shape[0], dz.shape[1], dz.shape[2], T, B, H, 3)
     _expect("W", W.shape[0], W.shape[1], 0, H, H, 0, 2)
     _check_lengths(seq_len, B, T)
-    cdef const float* wpk = _packed_bf16_or_null(w_bf16, H, H, floating is float)
+    cdef bint bf16
+    cdef const float* wpk = _step_operand(w_bf16, w_f32, H, H, floating is float, &bf16)
     if B == 0 or T == 0:
         return
     n_chunks = (B + chunk_rows - 1) // chunk_rows
@@ -106,7 +112,7 @@ def rnn_backward(const floating[:, ::1] W, const int64_t[::1] seq_len,
     n_threads = min(n_threads, n_chunks)         # a one-chunk batch wakes no other thread
     for k in prange(n_chunks, nogil=True, num_threads=n_threads, schedule="dynamic"):
         start = _chunk_start(k, B, n_chunks)
-        _rnn_backward_chunk(&W[0, 0], wpk, &seq_len[0], &order[start],
+        _rnn_backward_chunk(&W[0, 0], wpk, bf16, &seq_len[0], &order[start],
                             _chunk_start(k + 1, B, n_chunks) - start,
                             B, H, &hs[0, 0, 0], &d_outputs[0, 0, 0], &dh[0, 0],
                             &dz[0, 0, 0], &dh_loc[start, 0], &dz_loc[start, 0])

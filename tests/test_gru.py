@@ -222,3 +222,102 @@ def test_a_backend_without_kernels_for_a_cell_says_so():
         fl.dynamic_rnn(cell, np.zeros((1, 2, 2)), backend=be)
     out, _ = fl.dynamic_rnn(make_cell("lstm", 3, 2), np.ones((1, 2, 2)), backend=be)
     assert out.shape == (1, 2, 3)
+
+
+# ------------------------------------------- float32 per-step products on the fused tiles
+STEP_TILE_CELLS = ["gru", "gru_reset_after", "rnn"]
+
+
+def _step_tiles_or_skip():
+    from fastlstm.backends import cython_backend
+    if not cython_backend.FUSED_STEP:
+        pytest.skip("no fused kernels on this CPU (neither AVX-512 nor AVX2 + FMA): the "
+                    "GRU and RNN steps run on BLAS here")
+    return cython_backend
+
+
+@pytest.mark.parametrize("name", STEP_TILE_CELLS)
+def test_float32_step_tiles_run_and_match_float64(name, monkeypatch):
+    """float32 GRU / RNN on the Cython backend, batch of 2 or more: the per-step products
+    run on the fused kernels' tiles (their operands are packed for them), and outputs and
+    gradients match the float64 NumPy reference to float32 accuracy."""
+    _step_tiles_or_skip()
+    from fastlstm import _recurrent
+    packed, pack = [], _recurrent.pack_fused_t
+
+    def spy(W, *args, **kwargs):
+        packed.append(W.shape)
+        return pack(W, *args, **kwargs)
+    monkeypatch.setattr(_recurrent, "pack_fused_t", spy)
+    cell64 = make_cell(name, 96, 5)
+    cell32 = make_cell(name, 96, 5, dtype=np.float32)
+    cell32 = cell32.load_params({k: v.astype(np.float32) for k, v in cell64.params.items()})
+    x, lengths, state = make_case(cell64, 9, 7, seed=3)
+    out64, final64, cache64 = fl.dynamic_rnn(cell64, x, lengths, state, backend="numpy",
+                                             return_cache=True)
+    out32, final32, cache32 = fl.dynamic_rnn(cell32, x.astype(np.float32), lengths,
+                                             None if state is None else
+                                             np.asarray(state, np.float32),
+                                             backend="cython", return_cache=True)
+    d = np.random.default_rng(4).standard_normal(out64.shape)
+    g64 = fl.dynamic_rnn_backward(cell64, cache64, d)
+    g32 = fl.dynamic_rnn_backward(cell32, cache32, d.astype(np.float32))
+    H, G = 96, 96 if name == "rnn" else 3 * 96
+    # op(B).T of each step product: forward h W (G, H), backward dz W^T (H, G); the
+    # TF1 form's two products a step: W_ru (2H wide) and W_c (H wide) each way
+    want = ([(2 * H, H), (H, H), (H, 2 * H), (H, H)] if name == "gru" else [(G, H), (H, G)])
+    assert [s for s in packed if s in want] == want, packed
+    np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-5)
+    for key in g64:
+        np.testing.assert_allclose(g32[key], g64[key], rtol=2e-4, atol=2e-4, err_msg=key)
+
+
+@pytest.mark.parametrize("name", STEP_TILE_CELLS)
+def test_float32_step_tiles_give_a_row_the_same_bits_in_any_batch(name):
+    """Each element of a step's product is one in-order sum on the tiles: a sequence's
+    outputs and gradients do not depend on the other rows of its batch, nor on the
+    thread count."""
+    _step_tiles_or_skip()
+    cell = make_cell(name, 64, 4, dtype=np.float32)
+    x, _, _ = make_case(cell, 6, 9, seed=5, lengths=np.full(6, 9), initial_state=False)
+    d = np.random.default_rng(6).standard_normal((6, 9, 64)).astype(np.float32)
+    results = []
+    for rows, threads in ((slice(0, 6), 2), (slice(0, 6), 1), (slice(0, 2), 2)):
+        with fl.threads(threads):
+            out, _, cache = fl.dynamic_rnn(cell, x[rows], backend="cython",
+                                           return_cache=True)
+            grads = fl.dynamic_rnn_backward(cell, cache, d[rows])
+        results.append((out[:2], grads["inputs"][:2]))
+    for out, d_x in results[1:]:
+        np.testing.assert_array_equal(out, results[0][0])
+        np.testing.assert_array_equal(d_x, results[0][1])
+
+
+def test_float32_step_tiles_check_their_operands():
+    """The kernels refuse a wrongly packed float32 operand, two packings of one operand,
+    a float64 call, and (reset_after=False) one of the GRU's two operands alone."""
+    _step_tiles_or_skip()
+    from fastlstm import _recurrent
+    H, B, T = 16, 3, 4
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((H, 3 * H)).astype(np.float32)
+    seq_len = np.full(B, T, np.int64)
+    hs = np.zeros((T + 1, B, H), np.float32)
+    xproj = np.zeros((T, B, 3 * H), np.float32)
+    empty = np.zeros((0, 0, 0), np.float32)
+    b_h = np.zeros(3 * H, np.float32)
+
+    def packed(B_op):                      # the operand of a @ B_op, as the backend packs it
+        return _recurrent.pack_fused_t(np.ascontiguousarray(B_op.T))
+    with pytest.raises(ValueError, match="w_f32 must be"):
+        _recurrent.gru_forward(xproj, W, b_h, True, seq_len, hs, empty, empty, 1, B,
+                               w_f32=packed(W.T))                   # (3H, H): wrong way
+    with pytest.raises(ValueError, match="both"):
+        _recurrent.gru_forward(xproj, W, b_h, False, seq_len, hs, empty, empty, 1, B,
+                               w_f32=packed(W[:, :2 * H]))
+    with pytest.raises(ValueError, match="not both"):
+        _recurrent.rnn_forward(xproj[..., :H].copy(), W[:, :H].copy(), seq_len, hs, 1, B,
+                               w_f32=packed(W[:, :H]), w_bf16=np.zeros((1, 8, 64), np.uint32))
+    with pytest.raises(ValueError, match="float32"):
+        _recurrent.rnn_forward(xproj[..., :H].astype(np.float64), W[:, :H].astype(np.float64),
+                               seq_len, hs.astype(np.float64), 1, B, w_f32=packed(W[:, :H]))
