@@ -135,3 +135,12 @@ def numeric_gradient(f, arr, eps=1e-6):
         arr[idx] = saved
         grad[idx] = (up - down) / (2 * eps)
     return grad
+
+
+def step_kernel_arrays(H=16, B=3, T=4):
+    """Small float32 arguments for calling the GRU / RNN kernels of ``_recurrent``
+    directly: W (H, 3H), seq_len (all T), hs (T + 1, B, H), xproj (T, B, 3H) and an empty
+    history."""
+    W = np.random.default_rng(0).standard_normal((H, 3 * H)).astype(np.float32)
+    return (W, np.full(B, T, np.int64), np.zeros((T + 1, B, H), np.float32),
+            np.zeros((T, B, 3 * H), np.float32), np.zeros((0, 0, 0), np.float32))

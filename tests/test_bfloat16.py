@@ -23,7 +23,7 @@ from fastlstm.backends import _bf16_emulation
 from fastlstm.backends._plans import BackwardPlan, ForwardPlan, LSTMCellArgs
 from fastlstm._bfloat16 import bfloat16_bits, round_to_bfloat16
 
-from _helpers import make_case, make_cell
+from _helpers import make_case, make_cell, step_kernel_arrays
 
 _recurrent = pytest.importorskip("fastlstm._recurrent")
 cython_backend = pytest.importorskip("fastlstm.backends.cython_backend")
@@ -383,13 +383,8 @@ CELL_NAMES = ["lstm", "peephole_clip", "gru", "gru_reset_after", "rnn"]
 
 @needs_kernels
 def test_gru_and_rnn_kernels_check_their_packed_operands():
-    H, B, T = 16, 3, 4
-    rng = np.random.default_rng(0)
-    W = rng.standard_normal((H, 3 * H)).astype(np.float32)
-    seq_len = np.full(B, T, np.int64)
-    hs = np.zeros((T + 1, B, H), np.float32)
-    xproj = np.zeros((T, B, 3 * H), np.float32)
-    empty = np.zeros((0, 0, 0), np.float32)
+    H, B = 16, 3
+    W, seq_len, hs, xproj, empty = step_kernel_arrays(H, B)
     W_ru = _recurrent.pack_rows_bf16(W[:, :2 * H])
     with pytest.raises(ValueError, match="w_bf16 and w_c_bf16"):
         _recurrent.gru_forward(xproj, W, np.zeros(3 * H, np.float32), False, seq_len, hs,

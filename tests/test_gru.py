@@ -7,7 +7,7 @@ import pytest
 
 import fastlstm as fl
 from fastlstm.interop import from_keras, from_tf1, from_torch, to_keras, to_tf1, to_torch
-from _helpers import loss_weights, make_case, make_cell, require
+from _helpers import loss_weights, make_case, make_cell, require, step_kernel_arrays
 
 BACKENDS = ["numpy", "cython", "numba"]
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -298,13 +298,8 @@ def test_float32_step_tiles_check_their_operands():
     a float64 call, and (reset_after=False) one of the GRU's two operands alone."""
     _step_tiles_or_skip()
     from fastlstm import _recurrent
-    H, B, T = 16, 3, 4
-    rng = np.random.default_rng(0)
-    W = rng.standard_normal((H, 3 * H)).astype(np.float32)
-    seq_len = np.full(B, T, np.int64)
-    hs = np.zeros((T + 1, B, H), np.float32)
-    xproj = np.zeros((T, B, 3 * H), np.float32)
-    empty = np.zeros((0, 0, 0), np.float32)
+    H, B = 16, 3
+    W, seq_len, hs, xproj, empty = step_kernel_arrays(H, B)
     b_h = np.zeros(3 * H, np.float32)
 
     def packed(B_op):                      # the operand of a @ B_op, as the backend packs it
