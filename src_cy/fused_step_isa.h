@@ -253,6 +253,23 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(
             return;
         }                               /* out of memory: the tiles below */
     }
+#else
+    if (n_rows == 1) {    /* up to four blocks at once (fl_row_blocks), not a 4-row tile of
+                             copies of the row: a GRU step of one sequence took twice BLAS's
+                             matrix-vector time that way; the same in-order sums */
+        const float* a = A + (rows ? rows[0] : 0) * lda;
+        float* out = C + (c_off ? c_off[0] : 0);
+        float blocks[4][64] __attribute__((aligned(64)));
+        for (ptrdiff_t c0 = c_lo; c0 < c_hi; c0 += 4) {
+            const ptrdiff_t nb = c_hi - c0 < 4 ? c_hi - c0 : 4;
+            FL_ISA(fl_row_blocks)(K, a, 0, NULL, WTp + c0 * K * 64, K * 64, nb, blocks);
+            for (ptrdiff_t j = 0; j < nb; j++) {
+                const ptrdiff_t u0 = 64 * (c0 + j), n = N - u0 < 64 ? N - u0 : 64;
+                memcpy(out + u0, blocks[j], n * sizeof(float));
+            }
+        }
+        return;
+    }
 #endif
     float tile[8][64] __attribute__((aligned(64)));
 #ifndef FL_PAIRS_PASSES

@@ -275,8 +275,8 @@ def test_float32_step_tiles_run_and_match_float64(name, monkeypatch):
 @pytest.mark.parametrize("name", STEP_TILE_CELLS)
 def test_float32_step_tiles_give_a_row_the_same_bits_in_any_batch(name):
     """Each element of a step's product is one in-order sum on the tiles: a sequence's
-    outputs and gradients do not depend on the other rows of its batch, nor on the
-    thread count."""
+    outputs and gradients do not depend on the other rows of its batch (nor on whether
+    a step has it alone), nor on the thread count."""
     _step_tiles_or_skip()
     cell = make_cell(name, 64, 4, dtype=np.float32)
     x, _, _ = make_case(cell, 6, 9, seed=5, lengths=np.full(6, 9), initial_state=False)
@@ -291,6 +291,10 @@ def test_float32_step_tiles_give_a_row_the_same_bits_in_any_batch(name):
     for out, d_x in results[1:]:
         np.testing.assert_array_equal(out, results[0][0])
         np.testing.assert_array_equal(d_x, results[0][1])
+    # a row alone in its chunk's last steps (the one-row path) and in company all along
+    alone = fl.dynamic_rnn(cell, x[:2], np.array([9, 3]), backend="cython")[0]
+    company = fl.dynamic_rnn(cell, x[[0, 0]], backend="cython")[0]
+    np.testing.assert_array_equal(alone[0], company[0])
 
 
 def test_float32_step_tiles_check_their_operands():
