@@ -231,8 +231,8 @@ STEP_TILE_CELLS = ["gru", "gru_reset_after", "rnn"]
 def _step_tiles_or_skip():
     from fastlstm.backends import cython_backend
     if not cython_backend.FUSED_STEP:
-        pytest.skip("no fused kernels on this CPU (neither AVX-512 nor AVX2 + FMA): the "
-                    "GRU and RNN steps run on BLAS here")
+        pytest.skip("the fused kernels do not run here (a CPU with neither AVX-512 nor "
+                    "AVX2 + FMA, or FASTLSTM_NO_FUSED=1): the GRU and RNN steps run on BLAS")
     return cython_backend
 
 
@@ -268,6 +268,7 @@ def test_float32_step_tiles_run_and_match_float64(name, monkeypatch):
     want = ([(2 * H, H), (H, H), (H, 2 * H), (H, H)] if name == "gru" else [(G, H), (H, G)])
     assert [s for s in packed if s in want] == want, packed
     np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(final32, final64, rtol=1e-4, atol=1e-5)
     for key in g64:
         np.testing.assert_allclose(g32[key], g64[key], rtol=2e-4, atol=2e-4, err_msg=key)
 
