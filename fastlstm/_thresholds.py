@@ -21,9 +21,9 @@ MIN_CHUNK_ROWS = 4
 #: The GRU's and the basic RNN's float32 per-step products run on the fused kernels' tiles
 #: (W packed once per call) from this batch size; a single sequence keeps BLAS's
 #: matrix-vector product. GRU inference, OpenBLAS / tiles ms, 2-core AMD EPYC (Zen 4):
-#: (128, 28, 28, 128) 6.3-6.7 / 5.2-5.8; (64, 25, 512, 512) 33-36 / 31; but one sequence,
-#: (1, 150, 256, 256) 1.7-1.9 / 2.0-2.2 and (1, 50, 512, 1024) 12.6-14.3 / 25.1-25.6 (the
-#: packing of W per call is not paid back by one row).
+#: (128, 28, 28, 128) 6.3-6.7 / 5.2-5.8; (64, 25, 512, 512) 33-36 / 31; but one sequence
+#: gains nothing: (1, 150, 256, 256) 2.0-2.5 / 2.3-2.4, (1, 50, 512, 1024) 13.9-14.7 /
+#: 14.0-15.4.
 MIN_BATCH_FOR_STEP_TILES = 2
 #: Fused path: rows per chunk at least, one 4-row register tile (two 4-row chunks beat
 #: one 8-row chunk at (8, 100, 64, 128): 0.93 vs 0.68 of torch).

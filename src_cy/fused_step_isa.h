@@ -217,6 +217,25 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
 
 #undef FL_ROW_GATES
 
+/* One row a (K floats) times W^T, W (N x K) packed by fl_pack_fused_t_f32, into out
+ * (blocks c_lo .. c_hi - 1 of 64 columns, N in all): up to four blocks at once
+ * (fl_row_blocks), the same in-order sums as the tiles of more rows. */
+FL_ISA_TARGET
+static void FL_ISA(fl_row_wt_f32)(ptrdiff_t K, const float* restrict a,
+                                   const float* restrict WTp, ptrdiff_t N,
+                                   float* restrict out, ptrdiff_t c_lo, ptrdiff_t c_hi) {
+    float blocks[4][64] __attribute__((aligned(64)));
+    for (ptrdiff_t c0 = c_lo; c0 < c_hi; c0 += 4) {
+        const ptrdiff_t nb = c_hi - c0 < 4 ? c_hi - c0 : 4;
+        FL_ISA(fl_row_blocks)(K, a, 0, NULL, WTp + c0 * FL_PACKED_ROWS(K) * 64,
+                              FL_PACKED_ROWS(K) * 64, nb, blocks);
+        for (ptrdiff_t j = 0; j < nb; j++) {
+            const ptrdiff_t u0 = 64 * (c0 + j), n = N - u0 < 64 ? N - u0 : 64;
+            memcpy(out + u0, blocks[j], n * sizeof(float));
+        }
+    }
+}
+
 /* Rows of A W^T, for W (N x K) packed by fl_pack_fused_t_f32: row m of the result, from
  * row rows[m] of A (K wide, rows lda apart; rows NULL: row m), goes to C + c_off[m]
  * (c_off NULL: C + m * ldc), columns of blocks c_lo .. c_hi - 1 (N in all). A 4 x 64 tile
@@ -254,20 +273,10 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(
         }                               /* out of memory: the tiles below */
     }
 #else
-    if (n_rows == 1) {    /* up to four blocks at once (fl_row_blocks), not a 4-row tile of
-                             copies of the row: a GRU step of one sequence took twice BLAS's
-                             matrix-vector time that way; the same in-order sums */
-        const float* a = A + (rows ? rows[0] : 0) * lda;
-        float* out = C + (c_off ? c_off[0] : 0);
-        float blocks[4][64] __attribute__((aligned(64)));
-        for (ptrdiff_t c0 = c_lo; c0 < c_hi; c0 += 4) {
-            const ptrdiff_t nb = c_hi - c0 < 4 ? c_hi - c0 : 4;
-            FL_ISA(fl_row_blocks)(K, a, 0, NULL, WTp + c0 * K * 64, K * 64, nb, blocks);
-            for (ptrdiff_t j = 0; j < nb; j++) {
-                const ptrdiff_t u0 = 64 * (c0 + j), n = N - u0 < 64 ? N - u0 : 64;
-                memcpy(out + u0, blocks[j], n * sizeof(float));
-            }
-        }
+    if (n_rows == 1) {    /* not a 4-row tile of copies of the row: a GRU step of one
+                             sequence took twice BLAS's matrix-vector time that way */
+        FL_ISA(fl_row_wt_f32)(K, A + (rows ? rows[0] : 0) * lda, WTp, N,
+                              C + (c_off ? c_off[0] : 0), c_lo, c_hi);
         return;
     }
 #endif
@@ -336,18 +345,9 @@ static void FL_ISA(fl_gemm_dz_wt_f32)(
         float* restrict dh, ptrdiff_t c_lo, ptrdiff_t c_hi) {
     /* blocks c_lo .. c_hi - 1 only (units 64 c_lo .. 64 c_hi - 1): the whole product is
      * 0 .. ceil(H / 64); the hidden-unit split gives each thread its own range */
-    float tile[4][64] __attribute__((aligned(64)));
     const ptrdiff_t K = 4 * H;
-    if (n_rows == 1) {                           /* up to four blocks at once: fl_row_blocks */
-        for (ptrdiff_t c0 = c_lo; c0 < c_hi; c0 += 4) {
-            const ptrdiff_t nb = c_hi - c0 < 4 ? c_hi - c0 : 4;
-            FL_ISA(fl_row_blocks)(K, dz, 0, NULL, WTp + c0 * FL_PACKED_ROWS(K) * 64,
-                                  FL_PACKED_ROWS(K) * 64, nb, tile);
-            for (ptrdiff_t j = 0; j < nb; j++) {
-                const ptrdiff_t u0 = 64 * (c0 + j), n = H - u0 < 64 ? H - u0 : 64;
-                for (ptrdiff_t u = 0; u < n; u++) dh[u0 + u] = tile[j][u];
-            }
-        }
+    if (n_rows == 1) {
+        FL_ISA(fl_row_wt_f32)(K, dz, WTp, H, dh, c_lo, c_hi);
         return;
     }
     FL_ISA(fl_gemm_rows_wt_f32)(n_rows, NULL, K, dz, K, WTp, H, dh, NULL, H, c_lo, c_hi);

@@ -241,14 +241,19 @@ def test_float32_step_tiles_run_and_match_float64(name, monkeypatch):
     """float32 GRU / RNN on the Cython backend, batch of 2 or more: the per-step products
     run on the fused kernels' tiles (their operands are packed for them), and outputs and
     gradients match the float64 NumPy reference to float32 accuracy."""
-    _step_tiles_or_skip()
+    cython_backend = _step_tiles_or_skip()
     from fastlstm import _recurrent
-    packed, pack = [], _recurrent.pack_fused_t
+    packed, pack_t, pack_rows = [], _recurrent.pack_fused_t, cython_backend._packed_rows_f32
 
-    def spy(W, *args, **kwargs):
+    def spy_t(W, *args, **kwargs):                 # packs W.T: records op(B).T = W
         packed.append(W.shape)
-        return pack(W, *args, **kwargs)
-    monkeypatch.setattr(_recurrent, "pack_fused_t", spy)
+        return pack_t(W, *args, **kwargs)
+
+    def spy_rows(B):                               # packs B: records op(B).T = B.T
+        packed.append(B.shape[::-1])
+        return pack_rows(B)
+    monkeypatch.setattr(_recurrent, "pack_fused_t", spy_t)
+    monkeypatch.setattr(cython_backend, "_packed_rows_f32", spy_rows)
     cell64 = make_cell(name, 96, 5)
     cell32 = make_cell(name, 96, 5, dtype=np.float32)
     cell32 = cell32.load_params({k: v.astype(np.float32) for k, v in cell64.params.items()})
@@ -321,3 +326,15 @@ def test_float32_step_tiles_check_their_operands():
     with pytest.raises(ValueError, match="float32"):
         _recurrent.rnn_forward(xproj[..., :H].astype(np.float64), W[:, :H].astype(np.float64),
                                seq_len, hs.astype(np.float64), 1, B, w_f32=packed(W[:, :H]))
+
+
+def test_step_operand_packing_is_pack_fused_t_of_the_transpose():
+    """The forward's operand B is packed by block copies into the layout that
+    ``pack_fused_t(B.T)`` gives (a last block narrower than 64 columns included)."""
+    cython_backend = _step_tiles_or_skip()
+    from fastlstm import _recurrent
+    rng = np.random.default_rng(2)
+    for K, N in ((16, 192), (7, 100), (33, 40)):
+        B = rng.standard_normal((K, 2 * N)).astype(np.float32)[:, ::2]   # strided too
+        np.testing.assert_array_equal(cython_backend._packed_rows_f32(B),
+                                      _recurrent.pack_fused_t(np.ascontiguousarray(B.T)))

@@ -1,6 +1,8 @@
 """The Numba kernels' gate math (fastlstm/backends/_numba_math.py) against float64 libm
 and against the Cython kernels' functions it copies, and the Numba step product."""
 
+import re
+
 import numpy as np
 import pytest
 from numba import njit
@@ -74,7 +76,6 @@ def test_float64_keeps_libm():
 def _vector_loops(dispatcher):
     """How many loops LLVM turned into vector code in ``dispatcher``'s first compiled
     signature (each vectorized loop gets a block named ``vector.body``)."""
-    import re
     ir = dispatcher.inspect_llvm(dispatcher.signatures[0])
     return len(re.findall(r"^vector\.body[0-9]*:", ir, re.M))
 

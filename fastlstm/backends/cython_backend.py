@@ -108,37 +108,51 @@ def _gru_backward_bf16(W, reset_after, *args):
             "w_c_bf16": _recurrent.pack_fused_t_bf16(np.ascontiguousarray(W[:, 2 * H:]))}
 
 
-# float32 on the fused kernels' tiles: the operand B of a step's ``a @ B`` is packed as
-# ``pack_fused_t(B.T)``, once per call; OpenBLAS repacked all of B at every step and chunk
-# (GRU (64, 25, 512, 512) inference, Zen 4: 33-36 ms on OpenBLAS, 31 on the tiles).
-def _packed_f32(B):
-    return _recurrent.pack_fused_t(np.ascontiguousarray(B.T))
+# float32 on the fused kernels' tiles, the operand packed once per call (OpenBLAS
+# repacked all of it at every step and chunk: GRU (64, 25, 512, 512) inference, Zen 4,
+# 33-36 ms on OpenBLAS, 31 on the tiles), in pack_fused_t's layout.
+def _packed_rows_f32(B):
+    """``B`` (K, N) of a step's ``a @ B`` as ``pack_fused_t(B.T)`` lays it out, (ceil(N/64),
+    K, 64), by copying its 64-column blocks (0.2 ms at (512, 1536) against 2.1 for the
+    transposing copy that pack_fused_t would need first)."""
+    K, N = B.shape
+    full = N // 64
+    out = np.zeros((-(-N // 64), K, 64), np.float32)
+    out[:full] = B[:, :64 * full].reshape(K, full, 64).transpose(1, 0, 2)
+    if N % 64:
+        out[full, :, :N % 64] = B[:, 64 * full:]
+    return out
+
+
+def _packed_t_f32(W):
+    """``W.T`` of a step's ``a @ W.T`` (the backward's), packed by ``pack_fused_t``."""
+    return _recurrent.pack_fused_t(np.ascontiguousarray(W))
 
 
 def _rnn_forward_f32(xproj, W, *args):
-    return {"w_f32": _packed_f32(W)} if W.dtype == np.float32 else {}   # h W
+    return {"w_f32": _packed_rows_f32(W)} if W.dtype == np.float32 else {}   # h W
 
 
 def _rnn_backward_f32(W, *args):
-    return {"w_f32": _packed_f32(W.T)} if W.dtype == np.float32 else {}  # dz W^T
+    return {"w_f32": _packed_t_f32(W)} if W.dtype == np.float32 else {}      # dz W^T
 
 
 def _gru_forward_f32(xproj, W, b_h, reset_after, *args):
     if W.dtype != np.float32:
         return {}
     if reset_after:
-        return {"w_f32": _packed_f32(W)}
+        return {"w_f32": _packed_rows_f32(W)}
     H = W.shape[0]
-    return {"w_f32": _packed_f32(W[:, :2 * H]), "w_c_f32": _packed_f32(W[:, 2 * H:])}
+    return {"w_f32": _packed_rows_f32(W[:, :2 * H]), "w_c_f32": _packed_rows_f32(W[:, 2 * H:])}
 
 
 def _gru_backward_f32(W, reset_after, *args):
     if W.dtype != np.float32:
         return {}
     if reset_after:
-        return {"w_f32": _packed_f32(W.T)}
+        return {"w_f32": _packed_t_f32(W)}
     H = W.shape[0]
-    return {"w_f32": _packed_f32(W[:, :2 * H].T), "w_c_f32": _packed_f32(W[:, 2 * H:].T)}
+    return {"w_f32": _packed_t_f32(W[:, :2 * H]), "w_c_f32": _packed_t_f32(W[:, 2 * H:])}
 
 
 # The argument whose second-to-last axis is the batch: hs / dh in the contract.
