@@ -14,23 +14,22 @@ what ``_gemm`` asks of compiled kernels: :func:`gemm_blocks`, and the queries th
 has none of the Cython extension's tiles.
 """
 
-import ctypes
-
 import numpy as np
-from numba import prange
+from numba import prange, types
 from numba.extending import get_cython_function_address
 
 from .. import _thresholds
-from ._numba_jit import kernel, on_threads, parallel_kernel
+from ._numba_jit import external_function, kernel, on_threads, parallel_kernel
 from ._numba_tiles import MAX_TILE_ROWS, PANEL_WIDTH, _make_tile_tn
 
-_GEMM_TYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))
+_GEMM_SIGNATURE = types.void(*([types.voidptr] * 13))
 _N, _T = ord("N"), ord("T")
 
 
 def _make_blocks(routine, dtype):
     """The jitted block loop for the BLAS routine ``routine`` ("sgemm" / "dgemm")."""
-    gemm = _GEMM_TYPE(get_cython_function_address("scipy.linalg.cython_blas", routine))
+    address = get_cython_function_address("scipy.linalg.cython_blas", routine)
+    gemm = external_function("fastlstm_" + routine, address, _GEMM_SIGNATURE)
 
     @kernel
     def block(a, b, out, trans_a, trans_b, r0, r1, c0, c1):

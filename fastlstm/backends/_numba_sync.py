@@ -24,7 +24,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._numba_jit import kernel
+from ._numba_jit import external_function, kernel
 
 #: Positions in the sync array, each on a cache line of its own (8 int64 apart).
 ARRIVED, STARTED, ABORT = 0, 8, 16
@@ -92,8 +92,8 @@ def _find_sched_yield():
         fn = ctypes.CDLL(name).sched_yield
     except (OSError, AttributeError, TypeError):
         return None
-    fn.restype, fn.argtypes = ctypes.c_int, ()
-    return fn
+    return external_function("fastlstm_sched_yield", ctypes.cast(fn, ctypes.c_void_p).value,
+                             types.int32())
 
 
 _sched_yield = _find_sched_yield()

@@ -1,0 +1,112 @@
+"""The Numba backend's disk cache of compiled kernels (``FASTLSTM_NUMBA_CACHE=1``,
+fastlstm/backends/_numba_jit.py): a second process loads every kernel the first compiled,
+processes that load agree bit for bit, and the cache can be off or unwritable without
+harm."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastlstm.backends import _numba_jit
+
+# One small training step of every cell on the Numba backend, in a fresh process: prints
+# the results' checksums, which kernels compiled (cache misses) and which loaded (hits).
+_CHILD = """
+import json, sys, numpy as np, fastlstm as fl
+from numba.core.dispatcher import Dispatcher
+from fastlstm.backends._numba_jit import _CACHE_DIR, _StableKeyCache
+rng = np.random.default_rng(0)
+sums = []
+for cell in (fl.BasicLSTMCell(16, 8, random_state=0),
+             fl.LSTMCell(16, 8, use_peepholes=True, cell_clip=3.0, random_state=0),
+             fl.GRUCell(16, 8, reset_after=True, random_state=0),
+             fl.BasicRNNCell(16, 8, random_state=0))[:int(sys.argv[1])]:
+    x = rng.standard_normal((9, 5, 8)).astype(np.float32)
+    out, _, cache = fl.dynamic_rnn(cell, x, np.arange(9) % 5 + 1, backend="numba",
+                                   return_cache=True)
+    grads = fl.dynamic_rnn_backward(cell, cache, np.ones_like(out))
+    sums += [out.tobytes().hex()] + [np.asarray(g).tobytes().hex() for g in grads.values()]
+import gc
+cached = [d for d in gc.get_objects() if isinstance(d, Dispatcher)
+          and isinstance(d._cache, _StableKeyCache)]
+print(json.dumps({"dir": _CACHE_DIR, "sums": sums,
+                  "hits": sum(sum(d.stats.cache_hits.values()) for d in cached),
+                  "misses": sorted(d.py_func.__qualname__ for d in cached
+                                   if sum(d.stats.cache_misses.values()))}))
+"""
+
+
+def _run_child(env_extra, cells=4):
+    env = dict(os.environ, **env_extra)
+    env = {k: v for k, v in env.items() if v is not None}    # None: unset
+    run = subprocess.run([sys.executable, "-c", _CHILD, str(cells)], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _values(sums):
+    return [np.frombuffer(bytes.fromhex(s), np.float32) for s in sums]
+
+
+def test_a_second_process_loads_every_kernel(tmp_path):
+    first = _run_child({"NUMBA_CACHE_DIR": str(tmp_path), "FASTLSTM_NUMBA_CACHE": "1"})
+    assert first["dir"].startswith(str(tmp_path))
+    assert first["misses"], "the first process compiled nothing: the test saw no kernel"
+    second = _run_child({"NUMBA_CACHE_DIR": str(tmp_path), "FASTLSTM_NUMBA_CACHE": "1"})
+    assert second["misses"] == [], f"compiled again instead of loaded: {second['misses']}"
+    assert second["hits"] > 0        # the entry kernels (what they call is inside them)
+    third = _run_child({"NUMBA_CACHE_DIR": str(tmp_path), "FASTLSTM_NUMBA_CACHE": "1"})
+    assert third["sums"] == second["sums"]
+    # against the compiling process: the last bit may differ (see _numba_jit)
+    for loaded, compiled in zip(_values(second["sums"]), _values(first["sums"])):
+        np.testing.assert_allclose(loaded, compiled, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_the_cache_is_off_by_default_and_with_0(tmp_path, setting):
+    child = _run_child({"NUMBA_CACHE_DIR": str(tmp_path), "FASTLSTM_NUMBA_CACHE": setting},
+                       cells=1)
+    assert child["dir"] is None and child["hits"] == 0 and child["misses"] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_cache_directory_means_no_cache(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setattr(_numba_jit.numba.config, "CACHE_DIR", str(blocker / "below"))
+    assert _numba_jit.cache_dir() is None
+
+
+def test_the_cache_directory_is_named_by_the_sources(tmp_path, monkeypatch):
+    monkeypatch.setattr(_numba_jit.numba.config, "CACHE_DIR", str(tmp_path))
+    path = _numba_jit.cache_dir()
+    assert path == str(tmp_path / ("fastlstm-numba-" + _numba_jit.sources_digest()))
+    assert os.path.isdir(path)
+
+
+def test_kernels_made_by_factories_are_told_apart():
+    """Two tile products of other shapes are other kernels; the same shape is the same
+    kernel (it pickles with a fresh uuid per process, which the description leaves out)."""
+    from fastlstm.backends import _numba_tiles
+    narrow = _numba_tiles.panel_product(width=8, tile_rows=2)
+    wide = _numba_tiles.panel_product(width=16, tile_rows=2)
+    assert _numba_jit._describe(narrow) != _numba_jit._describe(wide)
+    tile, tile_again = _numba_tiles._make_tile(2, 8), _numba_tiles._make_tile(2, 8)
+    assert tile is not tile_again
+    assert _numba_jit._describe(tile) == _numba_jit._describe(tile_again)
+    assert _numba_jit._describe(tile) != _numba_jit._describe(_numba_tiles._make_tile(3, 8))
+
+
+def test_a_closure_over_an_unknown_object_is_not_cached():
+    marker = object()
+
+    def uses_marker(x):
+        return x if marker is None else x + 1
+
+    with pytest.raises(TypeError, match="cannot describe"):
+        _numba_jit._describe(uses_marker)
