@@ -10,10 +10,11 @@ change of either is a fresh directory, never a stale kernel. The directory is un
 user's cache folder (``~/.cache/fastlstm`` on Linux), or under ``NUMBA_CACHE_DIR`` when
 that is set.
 
-Off by default because a kernel loaded from the cache is linked into its callers as
-compiled code, where a fresh compile inlines it and LLVM contracts multiply-adds in the
-caller's context: float32 results of a process that compiled and of one that loaded
+Off by default because float32 results of a process that compiled and of one that loaded
 differ in the last bit here and there (processes that load agree with each other).
+Caching the LSTM's chunk kernel alone, which only the jitted drivers call, is enough: most
+likely a callee loaded as compiled code is not inlined into its caller as a fresh compile
+is, and LLVM contracts multiply-adds differently in the two.
 """
 
 import hashlib
