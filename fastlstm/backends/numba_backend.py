@@ -35,6 +35,15 @@ GEMM_KERNELS = _numba_gemm
 
 
 @kernel
+def _copy(dst, src):
+    """``dst[:] = src`` for 1-D arrays of one length. A slice assignment checks the shapes
+    and formats its error message in compiled code, which took 1.7 s to compile in every
+    process that ran the backend."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@kernel
 def _sigmoid(x, one):
     return sigmoid(x)
 
@@ -53,7 +62,7 @@ def _rnn_forward_chunk(xproj, W, seq_len, rows, hs, h_loc, z_loc):
     n_rows, H = rows.shape[0], hs.shape[2]
     n_active = n_rows
     for r in range(n_rows):
-        h_loc[r] = hs[0, rows[r]]
+        _copy(h_loc[r], hs[0, rows[r]])
     for t in range(seq_len[rows[0]]):
         while seq_len[rows[n_active - 1]] <= t:     # rows are sorted: drop the tail
             n_active -= 1
@@ -71,7 +80,7 @@ def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, on
     n_active = 0
     for t in range(seq_len[rows[0]] - 1, -1, -1):
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
-            dh_loc[n_active, :H] = dh[rows[n_active]]
+            _copy(dh_loc[n_active, :H], dh[rows[n_active]])
             n_active += 1
         for r in range(n_active):
             b = rows[r]
@@ -81,7 +90,7 @@ def _rnn_backward_chunk(WT, seq_len, rows, hs, d_out, dh, dz, dh_loc, dz_loc, on
                 dz[t, b, u] = dz_loc[r, u]
         _rows_times(dz_loc, n_active, WT, dh_loc)
     for r in range(n_active):          # rows of length 0 keep dh as it came
-        dh[rows[r]] = dh_loc[r, :H]
+        _copy(dh[rows[r]], dh_loc[r, :H])
 
 
 # -------------------------------------------------------------------------------- LSTM
@@ -138,8 +147,8 @@ def _lstm_chunk_start(rows, h_init, c_init, a_loc, c_loc):
     """The chunk's rows of the initial state into its work rows (h after the inputs)."""
     I = a_loc.shape[1] - c_loc.shape[1]
     for r in range(rows.shape[0]):
-        a_loc[r, I:] = h_init[rows[r]]
-        c_loc[r] = c_init[rows[r]]
+        _copy(a_loc[r, I:], h_init[rows[r]])
+        _copy(c_loc[r], c_init[rows[r]])
 
 
 @kernel
@@ -147,7 +156,7 @@ def _lstm_chunk_end(rows, c_loc, c_final):
     """Each row's last cell state into a non-empty ``c_final`` (a row that ended kept it)."""
     if c_final.shape[0] > 0:
         for r in range(rows.shape[0]):
-            c_final[rows[r]] = c_loc[r]
+            _copy(c_final[rows[r]], c_loc[r])
 
 
 @kernel
@@ -157,14 +166,14 @@ def _lstm_store_row(t, b, u0, u1, h, c, z, h_out, out_shift, batch_major, cs, ac
     history, the activations ``z`` to a non-empty ``acts``."""
     H = c.shape[0]
     if batch_major:
-        h_out[b, t, u0:u1] = h[u0:u1]
+        _copy(h_out[b, t, u0:u1], h[u0:u1])
     else:
-        h_out[t + out_shift, b, u0:u1] = h[u0:u1]
+        _copy(h_out[t + out_shift, b, u0:u1], h[u0:u1])
     if cs.shape[0] > 0:
-        cs[t + 1, b, u0:u1] = c[u0:u1]
+        _copy(cs[t + 1, b, u0:u1], c[u0:u1])
     if acts.shape[0] > 0:
         for g in range(4):
-            acts[t, b, g * H + u0:g * H + u1] = z[g * H + u0:g * H + u1]
+            _copy(acts[t, b, g * H + u0:g * H + u1], z[g * H + u0:g * H + u1])
 
 
 @kernel
@@ -187,7 +196,7 @@ def _lstm_forward_chunk(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
             n_active -= 1
         if fused:
             for r in range(n_active):
-                a_loc[r, :I] = x[t, rows[r]]
+                _copy(a_loc[r, :I], x[t, rows[r]])
         _rows_times(a_loc, n_active, P, z_loc)
         for r in range(n_active):
             b = rows[r]
@@ -252,7 +261,7 @@ def _copy_inputs(x, t, rows, n_active, a):
     """``x_t`` of the rows ``rows[:n_active]`` into the input columns of ``a``'s rows."""
     I = x.shape[2]
     for r in range(n_active):
-        a[r, :I] = x[t, rows[r]]
+        _copy(a[r, :I], x[t, rows[r]])
 
 
 @kernel
@@ -376,19 +385,19 @@ def _lstm_backward_chunk(WT, peep, use_peep, clip, seq_len, rows, cs, acts, c_un
     n_active = 0
     for t in range(seq_len[rows[0]] - 1, -1, -1):
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
-            dh_loc[n_active, :H] = dh[rows[n_active]]
-            dc_loc[n_active] = dc[rows[n_active]]
+            _copy(dh_loc[n_active, :H], dh[rows[n_active]])
+            _copy(dc_loc[n_active], dc[rows[n_active]])
             n_active += 1
         for r in range(n_active):
             b = rows[r]
             _lstm_grads_row(dh_loc[r], d_out[t, b], cs[t + 1, b], cs[t, b], acts[t, b],
                             c_unclipped[t, b] if clip > 0 else cs[t, b], peep, use_peep,
                             clip, dc_loc[r], dz_loc[r], one, 0, H)
-            dz[t, b] = dz_loc[r]
+            _copy(dz[t, b], dz_loc[r])
         _rows_times(dz_loc, n_active, WT, dh_loc)
     for r in range(n_active):          # rows of length 0 keep dh, dc as they came
-        dh[rows[r]] = dh_loc[r, :H]
-        dc[rows[r]] = dc_loc[r]
+        _copy(dh[rows[r]], dh_loc[r, :H])
+        _copy(dc[rows[r]], dc_loc[r])
 
 
 @parallel_kernel
@@ -413,8 +422,8 @@ def _lstm_backward_split_region(WT, peep, use_peep, clip, seq_len, rows, cs, act
             finished = True
             for t in range(T - 1, -1, -1):
                 while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows ending at t
-                    dh_loc[n_active, u0:u1] = dh[rows[n_active], u0:u1]
-                    dc_loc[n_active, u0:u1] = dc[rows[n_active], u0:u1]
+                    _copy(dh_loc[n_active, u0:u1], dh[rows[n_active], u0:u1])
+                    _copy(dc_loc[n_active, u0:u1], dc[rows[n_active], u0:u1])
                     n_active += 1
                 for r in range(n_active):
                     b = rows[r]
@@ -422,7 +431,8 @@ def _lstm_backward_split_region(WT, peep, use_peep, clip, seq_len, rows, cs, act
                                     c_unclipped[t, b] if clip > 0 else cs[t, b], peep,
                                     use_peep, clip, dc_loc[r], dz_loc[cur, r], one, u0, u1)
                     for g in range(4):
-                        dz[t, b, g * H + u0:g * H + u1] = dz_loc[cur, r, g * H + u0:g * H + u1]
+                        _copy(dz[t, b, g * H + u0:g * H + u1],
+                              dz_loc[cur, r, g * H + u0:g * H + u1])
                 if not _numba_sync.barrier(sync, T - 1 - t, n_slices):
                     finished = False
                     break
@@ -431,8 +441,8 @@ def _lstm_backward_split_region(WT, peep, use_peep, clip, seq_len, rows, cs, act
                 cur = 1 - cur
             if finished:
                 for r in range(n_active):   # rows of length 0 keep dh, dc as they came
-                    dh[rows[r], u0:u1] = dh_loc[r, u0:u1]
-                    dc[rows[r], u0:u1] = dc_loc[r, u0:u1]
+                    _copy(dh[rows[r], u0:u1], dh_loc[r, u0:u1])
+                    _copy(dc[rows[r], u0:u1], dc_loc[r, u0:u1])
 
 
 # --------------------------------------------------------------------------------- GRU
@@ -446,7 +456,7 @@ def _gru_forward_chunk(xproj, W, W_ru, W_c, b_h, reset_after, seq_len, rows, hs,
     store_acts = acts.shape[0] > 0          # empty: inference
     store_hzc = hzc.shape[0] > 0
     for r in range(n_rows):
-        h_loc[r] = hs[0, rows[r]]
+        _copy(h_loc[r], hs[0, rows[r]])
     for t in range(seq_len[rows[0]]):
         while seq_len[rows[n_active - 1]] <= t:
             n_active -= 1
@@ -499,7 +509,7 @@ def _gru_backward_chunk(WT, W_ruT, W_cT, reset_after, seq_len, rows, hs, acts, h
     n_active = 0
     for t in range(seq_len[rows[0]] - 1, -1, -1):
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
-            dh_loc[n_active, :H] = dh[rows[n_active]]
+            _copy(dh_loc[n_active, :H], dh[rows[n_active]])
             n_active += 1
         for r in range(n_active):
             b = rows[r]
@@ -539,7 +549,7 @@ def _gru_backward_chunk(WT, W_ruT, W_cT, reset_after, seq_len, rows, hs, acts, h
             for u in range(H):
                 dh_loc[r, u] = dhu_loc[r, u] + dh_loc[r, u]
     for r in range(n_active):          # rows of length 0 keep dh as it came
-        dh[rows[r]] = dh_loc[r, :H]
+        _copy(dh[rows[r]], dh_loc[r, :H])
 
 
 # ------------------------------------------------------------- drivers: chunks -> threads
