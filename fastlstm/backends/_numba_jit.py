@@ -1,9 +1,9 @@
 """The jit options of every Numba kernel of fastlstm, in one place, and their disk cache.
 
-Compiling the Numba backend's kernels for one call takes seconds (21 s for an LSTM's
-training on a 2-core AMD EPYC Zen 4), paid again by every fresh process.
+Compiling the Numba backend's kernels for one call takes seconds (15 s for an LSTM's
+first training call on a 2-core AMD EPYC Zen 4), paid again by every fresh process.
 ``FASTLSTM_NUMBA_CACHE=1`` caches the compiled kernels on disk instead (that call then
-takes 0.6 s in the next process). Numba keys a cached kernel to its own source file only,
+takes 0.3 s in the next process). Numba keys a cached kernel to its own source file only,
 while fastlstm's kernels inline code and constants from other modules; so the cache lives
 in a directory named by a digest of all of fastlstm's sources and of Numba's version: any
 change of either is a fresh directory, never a stale kernel. The directory is under the
