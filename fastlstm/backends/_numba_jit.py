@@ -69,6 +69,8 @@ _CACHE_DIR = cache_dir() if CACHE else None
 def _jit(**options):
     """``njit`` with the project's options, its compiled code cached in :data:`_CACHE_DIR`
     under a key that is the same in every process (:class:`_StableKeyCache`)."""
+    # error_model="numpy": a float division is IEEE's (no zero test raising Python's
+    # ZeroDivisionError), which is what lets LLVM vectorize the gate math's loops.
     options = dict(nogil=True, fastmath=FASTMATH, error_model="numpy", **options)
 
     def decorate(fn):
@@ -131,8 +133,6 @@ def _describe(obj, _seen=None):
     raise TypeError(f"cannot describe {type(obj).__name__} for the kernel cache")
 
 
-# error_model="numpy": a float division is IEEE's (no zero test raising Python's
-# ZeroDivisionError), which is what lets LLVM vectorize the gate math's loops.
 kernel = _jit()
 parallel_kernel = _jit(parallel=True)
 

@@ -195,8 +195,7 @@ def _lstm_forward_chunk(xproj, x, bias, P, peep, use_peep, forget_bias, clip, se
         while seq_len[rows[n_active - 1]] <= t:
             n_active -= 1
         if fused:
-            for r in range(n_active):
-                _copy(a_loc[r, :I], x[t, rows[r]])
+            _copy_inputs(x, t, rows, n_active, a_loc)
         _rows_times(a_loc, n_active, P, z_loc)
         for r in range(n_active):
             b = rows[r]
