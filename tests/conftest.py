@@ -1,13 +1,23 @@
-"""pytest set-up: makes tests/_helpers.py importable from every test module, and holds the
-kernels' default thread count to the cores whatever else runs on the machine (or has run
-in this process)."""
+"""pytest set-up: makes tests/_helpers.py importable from every test module, gives the run
+a Numba kernel cache of its own, and holds the kernels' default thread count to the cores
+whatever else runs on the machine (or has run in this process)."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Before Numba is imported (it reads the variable once): every run compiles the Numba
+# kernels afresh into an empty cache, whatever the user's cache holds, so the tests that
+# read a kernel's LLVM IR have it; tests/test_numba_cache.py tests loading.
+_NUMBA_CACHE = tempfile.mkdtemp(prefix="fastlstm-tests-numba-")
+os.environ["NUMBA_CACHE_DIR"] = _NUMBA_CACHE
+atexit.register(shutil.rmtree, _NUMBA_CACHE, True)
 
 
 @pytest.fixture(autouse=True)

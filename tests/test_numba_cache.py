@@ -1,7 +1,6 @@
-"""The Numba backend's disk cache of compiled kernels (``FASTLSTM_NUMBA_CACHE=1``,
-fastlstm/backends/_numba_jit.py): a second process loads every kernel the first compiled,
-processes that load agree bit for bit, and the cache can be off or unwritable without
-harm."""
+"""The Numba backend's disk cache of compiled kernels (fastlstm/backends/_numba_jit.py, on
+unless ``FASTLSTM_NUMBA_CACHE=0``): a second process loads every kernel the first
+compiled and gets the same bits, and the cache can be off or unwritable without harm."""
 
 import json
 import os
@@ -60,15 +59,23 @@ def test_a_second_process_loads_every_kernel(tmp_path):
     second = _run_child({"NUMBA_CACHE_DIR": str(tmp_path), "FASTLSTM_NUMBA_CACHE": "1"})
     assert second["misses"] == [], f"compiled again instead of loaded: {second['misses']}"
     assert second["hits"] > 0        # the entry kernels (what they call is inside them)
-    third = _run_child({"NUMBA_CACHE_DIR": str(tmp_path), "FASTLSTM_NUMBA_CACHE": "1"})
-    assert third["sums"] == second["sums"]
-    # against the compiling process: the last bit may differ (see _numba_jit)
-    for loaded, compiled in zip(_values(second["sums"]), _values(first["sums"])):
-        np.testing.assert_allclose(loaded, compiled, rtol=1e-5, atol=1e-6)
+    # a model must not depend on whether the cache was warm: the same bits, not close ones
+    for loaded, compiled in zip(second["sums"], first["sums"]):
+        if loaded != compiled:
+            diff = np.abs(_values([loaded])[0] - _values([compiled])[0]).max()
+            pytest.fail(f"a loaded kernel's results differ from the compiled one's by {diff}")
 
 
-@pytest.mark.parametrize("setting", [None, "0"])
-def test_the_cache_is_off_by_default_and_with_0(tmp_path, setting):
+def test_the_cache_is_on_by_default(tmp_path):
+    child = _run_child({"NUMBA_CACHE_DIR": str(tmp_path), "FASTLSTM_NUMBA_CACHE": None},
+                       cells=1)
+    assert child["dir"].startswith(str(tmp_path)) and child["misses"]
+    assert any(name.endswith(".nbi") for _, _, names in os.walk(child["dir"])
+               for name in names)
+
+
+@pytest.mark.parametrize("setting", ["0", "Off"])
+def test_the_cache_is_off_with_0(tmp_path, setting):
     child = _run_child({"NUMBA_CACHE_DIR": str(tmp_path), "FASTLSTM_NUMBA_CACHE": setting},
                        cells=1)
     assert child["dir"] is None and child["hits"] == 0 and child["misses"] == []

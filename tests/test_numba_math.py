@@ -59,12 +59,42 @@ def test_float32_saturation_and_nan():
 
 
 def test_float32_math_is_the_cython_kernels_math():
-    """Same formulas as src_cy/gate_math.h: the values agree to the last bit or two (the
-    compilers may contract other products into FMAs)."""
+    """Same formulas as src_cy/gate_math.h: the values agree to the last bit or two (the C
+    compiler contracts that scalar code into FMAs as it sees fit)."""
     _recurrent = pytest.importorskip("fastlstm._recurrent")
     x = np.linspace(-20, 20, 400_001, dtype=np.float32)
     assert max_ulp_error(fast("exp", x), _recurrent.expf_array(x)) <= 2.0
     assert max_ulp_error(fast("tanh", x), _recurrent.tanhf_array(x)) <= 2.0
+
+
+def _fused_isa():
+    """The instruction set of this CPU's fused step math, or None (not x86, or no AVX2)."""
+    try:
+        from fastlstm import _recurrent
+    except ImportError:
+        return None
+    for isa in ("avx512", "avx2"):
+        try:
+            _recurrent.fused_math_array(isa, "exp", np.zeros(1, np.float32))
+            return isa
+        except RuntimeError:
+            pass
+    return None
+
+
+@pytest.mark.skipif(_fused_isa() is None, reason="no fused step math on this CPU (AVX2)")
+@pytest.mark.parametrize("name", ["exp", "tanh", "sigmoid"])
+def test_float32_math_is_the_fused_steps_to_the_last_bit(name):
+    """Every multiply-add written as the FMA the vector intrinsics use, so the Numba gate
+    math gives the Cython fused step's bits, NaN, infinities and saturation included."""
+    from fastlstm import _recurrent
+    x = np.concatenate([np.linspace(-100, 100, 400_001, dtype=np.float32),
+                        np.float32(10.0) ** -np.arange(1, 38, dtype=np.float32),
+                        [0.0, -0.0, 0.625, -0.625, 88, -87, 1e30, -1e30, np.inf, -np.inf,
+                         np.nan]]).astype(np.float32)
+    x = np.concatenate([x, -x])
+    np.testing.assert_array_equal(fast(name, x),
+                                  _recurrent.fused_math_array(_fused_isa(), name, x))
 
 
 def test_float64_keeps_libm():

@@ -1,20 +1,20 @@
 """The jit options of every Numba kernel of fastlstm, in one place, and their disk cache.
 
 Compiling the Numba backend's kernels for one call takes seconds (15 s for an LSTM's
-first training call on a 2-core AMD EPYC Zen 4), paid again by every fresh process.
-``FASTLSTM_NUMBA_CACHE=1`` caches the compiled kernels on disk instead (that call then
-takes 0.3 s in the next process). Numba keys a cached kernel to its own source file only,
-while fastlstm's kernels inline code and constants from other modules; so the cache lives
-in a directory named by a digest of all of fastlstm's sources and of Numba's version: any
-change of either is a fresh directory, never a stale kernel. The directory is under the
-user's cache folder (``~/.cache/fastlstm`` on Linux), or under ``NUMBA_CACHE_DIR`` when
-that is set.
+first training call on a 2-core AMD EPYC Zen 4), paid again by every fresh process, so
+the compiled kernels are cached on disk: that call takes 0.3 s in the next process.
+``FASTLSTM_NUMBA_CACHE=0`` (or ``off``) turns the cache off. Numba keys a cached kernel to its own
+source file only, while fastlstm's kernels inline code and constants from other modules;
+so the cache lives in a directory named by a digest of all of fastlstm's sources and of
+Numba's version: any change of either is a fresh directory, never a stale kernel. The
+directory is under the user's cache folder (``~/.cache/fastlstm`` on Linux), or under
+``NUMBA_CACHE_DIR`` when that is set.
 
-Off by default because float32 results of a process that compiled and of one that loaded
-differ in the last bit here and there (processes that load agree with each other).
-Caching the LSTM's chunk kernel alone, which only the jitted drivers call, is enough: most
-likely a callee loaded as compiled code is not inlined into its caller as a fresh compile
-is, and LLVM contracts multiply-adds differently in the two.
+A loaded kernel gives the same bits as a freshly compiled one because LLVM chooses none
+of the kernels' floating-point operations (:data:`FASTMATH`). With FMA contraction
+allowed, a callee linked into its caller was contracted differently from the callee's own
+compiled copy, and a compiling process called one copy where a loading process called the
+other: float32 results differed in the last bit.
 """
 
 import hashlib
@@ -32,11 +32,14 @@ from numba.core.dispatcher import Dispatcher
 from numba.core.extending import _Intrinsic
 from numba.misc.appdirs import AppDirs
 
-#: The one fastmath setting of the project: contraction to FMA, reciprocal, no signed
-#: zeros. Never ``nnan`` / ``ninf``: the kernels must see and keep NaN and inf.
-FASTMATH = {"contract", "arcp", "nsz"}
-#: Whether kernels are cached on disk (``FASTLSTM_NUMBA_CACHE=1``).
-CACHE = os.environ.get("FASTLSTM_NUMBA_CACHE", "0").strip() not in ("", "0")
+#: The one fastmath setting of the project: no signed zeros, nothing else. Every fused
+#: multiply-add is written out (``_numba_math.fma``, the tiles' IR), so that the bits of a
+#: result never depend on how LLVM inlined and contracted the code around it; never
+#: ``nnan`` / ``ninf`` either: the kernels must see and keep NaN and inf.
+FASTMATH = {"nsz"}
+#: Whether kernels are cached on disk (on unless ``FASTLSTM_NUMBA_CACHE=0``).
+CACHE = (os.environ.get("FASTLSTM_NUMBA_CACHE", "1").strip().lower()
+         not in ("0", "false", "no", "off"))
 
 
 def sources_digest():

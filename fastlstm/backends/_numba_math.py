@@ -7,8 +7,9 @@ Numba LSTM step (seed size, 28 steps of 128 x 128 units: 14.5 ms per inference a
 Cephes's method: ``exp`` by a degree-7 polynomial with ``2^n`` put into the exponent
 bits, ``tanh`` by an odd polynomial near 0 and ``1 - 2 / (e^2x + 1)`` elsewhere; ~1.3 ulp)
 in branch-free form, so a loop over units becomes vector code on any CPU LLVM targets
-(AVX-512, AVX2, NEON). float64 keeps libm's ``exp`` / ``tanh`` (accuracy first: float64
-is for gradient checks).
+(AVX-512, AVX2, NEON). Their multiply-adds are the explicit FMAs of the fused step's
+vector math (src_cy/gate_math_avx512.h), so the values are that math's to the last bit.
+float64 keeps libm's ``exp`` / ``tanh`` (accuracy first: float64 is for gradient checks).
 
 ``sigmoid(x)`` and ``tanh(x)`` pick the form by the argument's type at compile time.
 """
@@ -17,6 +18,8 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
+
+from ._numba_jit import FASTMATH
 
 _F32 = np.float32
 _EXP_HI, _EXP_LO = _F32(88.0), _F32(-87.0)
@@ -53,32 +56,58 @@ def _float_of(typingctx, n):
     return types.float32(types.int64), codegen
 
 
-@njit(fastmath={"contract", "nsz"}, error_model="numpy")
-def _expf(x):
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (LLVM's ``llvm.fma``; one instruction on CPUs with FMA),
+    for float32 or float64 operands of one type."""
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fma(*args)
+    return a(a, a, a), codegen
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _exp_parts(x):
+    """``exp(x) = p * scale`` with ``scale = 2^n``, as ``fl_exp16_parts``."""
     x = _EXP_HI if x > _EXP_HI else x            # NaN fails both tests and stays NaN
     x = _EXP_LO if x < _EXP_LO else x
-    t = x * _LOG2E + _MAGIC
+    t = fma(x, _LOG2E, _MAGIC)
     fn = t - _MAGIC
-    n = _bits_of(t) - _MAGIC_BITS
-    r = x - fn * _LN2_HI
-    r = r - fn * _LN2_LO
+    r = fma(-fn, _LN2_HI, x)
+    r = fma(-fn, _LN2_LO, r)
     r2 = r * r
     p = _P[0]
-    p = p * r + _P[1]
-    p = p * r + _P[2]
-    p = p * r + _P[3]
-    p = p * r + _P[4]
-    p = p * r + _P[5]
-    p = p * r2 + r + _ONE
-    return p * _float_of((n + 127) << 23)
+    p = fma(p, r, _P[1])
+    p = fma(p, r, _P[2])
+    p = fma(p, r, _P[3])
+    p = fma(p, r, _P[4])
+    p = fma(p, r, _P[5])
+    p = fma(p, r2, r) + _ONE
+    return p, _float_of((_bits_of(t) - _MAGIC_BITS + 127) << 23)
 
 
-@njit(fastmath={"contract", "nsz"}, error_model="numpy")
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _expf(x):
+    p, scale = _exp_parts(x)
+    return p * scale
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _sigmoidf(x):
+    p, scale = _exp_parts(-x)
+    return _ONE / fma(p, scale, _ONE)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
 def _tanhf(x):
     ax = -x if x < _ZERO else x
     z = x * x
-    small = ((((_T[0] * z + _T[1]) * z + _T[2]) * z + _T[3]) * z + _T[4]) * z * x + x
-    big = _ONE - _TWO / (_expf(_TWO * ax) + _ONE)
+    q = fma(fma(fma(fma(_T[0], z, _T[1]), z, _T[2]), z, _T[3]), z, _T[4])
+    small = fma(q * z, x, x)
+    p, scale = _exp_parts(ax + ax)
+    big = _ONE - _TWO / fma(p, scale, _ONE)
     big = -big if x < _ZERO else big
     return small if ax < _TANH_SMALL else big
 
@@ -96,7 +125,7 @@ def tanh(x):
 @overload(sigmoid)
 def _sigmoid_overload(x):
     if x == types.float32:
-        return lambda x: _ONE / (_ONE + _expf(-x))
+        return lambda x: _sigmoidf(x)
     return lambda x: 1.0 / (1.0 + np.exp(-x))
 
 

@@ -10,7 +10,8 @@ product's bits not on its tiling, so results are bit-identical for any thread co
 The layer's large GEMMs run as BLAS blocks on Numba's threads (:mod:`._numba_gemm`).
 
 Everything is compiled lazily at first call (``import fastlstm`` compiles nothing).
-``FASTLSTM_NUMBA_CACHE=1`` caches the compiled kernels on disk (:mod:`._numba_jit`).
+The compiled kernels are cached on disk unless ``FASTLSTM_NUMBA_CACHE=0``
+(:mod:`._numba_jit`).
 """
 
 import time
