@@ -143,7 +143,8 @@ FL_CLONES static void NAME(ptrdiff_t n, ptrdiff_t S, ptrdiff_t Z, const T* restr
 /* Backward of one LSTM step for one sequence and n of its units (gate stride S = H).
  *   act (4 gates), c_prev = cs[t], c_new = cs[t+1], cun (or NULL), d_out: rows at unit u0
  *   dh (n): in dL/dh_t from step t+1     dc (n): in dL/dc_t, out dL/dc_{t-1}
- *   dz_loc, dz_row (4 gates): out dL/d(x_t W_x + b) for the GEMM and for the cache. */
+ *   dz_loc, dz_row (4 gates): out dL/d(x_t W_x + b) for the GEMM and for the cache (one
+ *   array where they are the same pointer). */
 #define FL_LSTM_BWD_ROW(NAME, T, TANH)                                                    \
 FL_INLINE void NAME##_body(ptrdiff_t n, ptrdiff_t S, const T* restrict act,               \
         const T* restrict c_prev, const T* restrict c_new, const T* restrict cun,         \
@@ -166,8 +167,10 @@ FL_INLINE void NAME##_body(ptrdiff_t n, ptrdiff_t S, const T* restrict act,     
         dz_loc[3 * S + u] = dz_o;                                                         \
     }                                                                                     \
     /* a copy, not a second set of stores in the loop: with eight strided stores GCC 12   \
-     * gave up vectorizing it ("no vectype"), and the scalar loop was 62% of a backward */\
-    for (int k = 0; k < 4; k++) memcpy(dz_row + k * S, dz_loc + k * S, n * sizeof(T));   \
+     * gave up vectorizing it ("no vectype"), and the scalar loop was 62% of a backward;  \
+     * none where the caller's product reads dz in the cache (dz_loc == dz_row) */        \
+    if (dz_row != dz_loc)                                                                 \
+        for (int k = 0; k < 4; k++) memcpy(dz_row + k * S, dz_loc + k * S, n * sizeof(T)); \
 }                                                                                         \
 FL_CLONES static void NAME(ptrdiff_t n, ptrdiff_t S, const T* restrict act,               \
         const T* restrict c_prev, const T* restrict c_new, const T* restrict cun,         \

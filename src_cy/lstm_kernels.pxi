@@ -73,7 +73,14 @@ cdef void _lstm_backward_chunk(const floating* W, const floating* WT_fused,
     cdef Py_ssize_t r, u, t, b, n_active = 0, n_steps = seq_len[rows[0]], G = 4 * H
     cdef Py_ssize_t xo, so, do
     cdef const floating* cun
+    # consecutive rows (equal lengths: _chunk_order): dz written once, into the cache, and
+    # the product reads a step's rows there (no copy of a dz_loc into dz: 2-4% of a call)
+    cdef bint in_place = True
+    for r in range(n_rows):
+        in_place = in_place and rows[r] == rows[0] + r
     for t in range(n_steps - 1, -1, -1):
+        if in_place:
+            dz_loc = &dz[(t * B + rows[0]) * G]
         while n_active < n_rows and seq_len[rows[n_active]] > t:   # rows whose end is t
             for u in range(H):
                 dh_loc[n_active * H + u] = dh[rows[n_active] * H + u]

@@ -589,14 +589,42 @@ def test_work_arrays_start_on_a_cache_line():
 @pytest.mark.parametrize("lengths", [[5], [7, 7, 7, 7, 7], [9, 8, 8, 3, 0],
                                      [2, 9, 4, 9, 1, 0, 9], list(range(20))])
 def test_chunk_order_sorts_longest_first_stably(lengths):
-    # the kernels' row order: a stable sort by decreasing length, then dealt to chunks;
-    # lengths already in that order skip the sort (same order)
+    # the kernels' row order: a stable sort by decreasing length, then dealt to chunks
+    # (equal lengths: cut, each chunk's rows consecutive); lengths already in that order
+    # skip the sort (same order)
     from fastlstm import _recurrent
     seq_len = np.array(lengths, np.int64)
     rows = np.argsort(-seq_len, kind="stable")
     np.testing.assert_array_equal(_recurrent._chunk_order(seq_len), rows)
-    np.testing.assert_array_equal(_recurrent._chunk_order(seq_len, 2),
-                                  np.concatenate([rows[0::2], rows[1::2]]))
+    dealt = (rows if len(set(lengths)) == 1
+             else np.concatenate([rows[0::2], rows[1::2]]))
+    np.testing.assert_array_equal(_recurrent._chunk_order(seq_len, 2), dealt)
+
+
+@pytest.mark.parametrize("dtype, compute_dtype", [(np.float32, None), (np.float64, None),
+                                                   (np.float32, "bfloat16")])
+def test_cut_and_dealt_chunks_give_the_same_bits(dtype, compute_dtype):
+    # equal lengths: chunks of consecutive rows, whose backward reads dz in the cache;
+    # one more sequence of length 0 makes the lengths unequal and the rows dealt (each
+    # chunk's dz rows copied from a buffer). A row's results must not change by a bit
+    # (the sums over rows, the weight gradients, are blocked by their row count).
+    rng = np.random.default_rng(5)
+    B, T, I, H = 64, 6, 12, 48
+    cell = fl.LSTMCell(H, I, use_peepholes=True, cell_clip=2.0, random_state=0, dtype=dtype)
+    x = rng.standard_normal((B + 1, T, I)).astype(dtype)
+    d_out = rng.standard_normal((B + 1, T, H)).astype(dtype)
+    grads = []
+    for lengths, rows in ((np.full(B, T), B), (np.r_[np.full(B, T), 0], B + 1)):
+        out, _, cache = fl.dynamic_rnn(cell, x[:rows], lengths, backend="cython",
+                                       return_cache=True, compute_dtype=compute_dtype)
+        grads.append(fl.dynamic_rnn_backward(cell, cache, d_out[:rows]))
+    np.testing.assert_array_equal(grads[1]["inputs"][:B], grads[0]["inputs"])
+    np.testing.assert_array_equal(np.asarray(grads[1]["initial_state"])[:, :B],
+                                  np.asarray(grads[0]["initial_state"]))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for name in set(grads[0]) - {"inputs", "initial_state"}:
+        np.testing.assert_allclose(grads[1][name], grads[0][name], rtol=tol, atol=tol,
+                                   err_msg=name)
 
 
 def test_import_loads_no_backend_and_no_scikit_learn():
