@@ -3,12 +3,12 @@
 Compiling the Numba backend's kernels for one call takes seconds (15 s for an LSTM's
 first training call on a 2-core AMD EPYC Zen 4), paid again by every fresh process, so
 the compiled kernels are cached on disk: that call takes 0.3 s in the next process.
-``FASTLSTM_NUMBA_CACHE=0`` (or ``off``) turns the cache off. Numba keys a cached kernel to its own
-source file only, while fastlstm's kernels inline code and constants from other modules;
-so the cache lives in a directory named by a digest of all of fastlstm's sources and of
-Numba's version: any change of either is a fresh directory, never a stale kernel. The
-directory is under the user's cache folder (``~/.cache/fastlstm`` on Linux), or under
-``NUMBA_CACHE_DIR`` when that is set.
+``FASTLSTM_NUMBA_CACHE=0`` (or ``off``) turns the cache off. Numba keys a cached kernel
+to its own source file only, while fastlstm's kernels inline code and constants from
+other modules; so the cache lives in a directory named by a digest of all of fastlstm's
+sources and of Numba's version: any change of either is a fresh directory, never a stale
+kernel. The directory is under the user's cache folder (``~/.cache/fastlstm`` on Linux),
+or under ``NUMBA_CACHE_DIR`` when that is set.
 
 A loaded kernel gives the same bits as a freshly compiled one because LLVM chooses none
 of the kernels' floating-point operations (:data:`FASTMATH`). With FMA contraction
