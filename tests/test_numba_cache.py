@@ -39,13 +39,21 @@ print(json.dumps({"dir": _CACHE_DIR, "sums": sums,
 """
 
 
-def _run_child(env_extra, cells=4):
+def _start_child(env_extra, cells=4):
     env = dict(os.environ, **env_extra)
     env = {k: v for k, v in env.items() if v is not None}    # None: unset
-    run = subprocess.run([sys.executable, "-c", _CHILD, str(cells)], capture_output=True,
-                         text=True, env=env, timeout=600)
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(cells)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _result(child):
+    out, err = child.communicate(timeout=600)
+    assert child.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run_child(env_extra, cells=4):
+    return _result(_start_child(env_extra, cells))
 
 
 def _values(sums):
@@ -64,6 +72,17 @@ def test_a_second_process_loads_every_kernel(tmp_path):
         if loaded != compiled:
             diff = np.abs(_values([loaded])[0] - _values([compiled])[0]).max()
             pytest.fail(f"a loaded kernel's results differ from the compiled one's by {diff}")
+
+
+def test_processes_filling_one_cache_at_once(tmp_path):
+    """Two processes compiling and saving the same kernels at the same time (the first
+    fit of a GridSearchCV with n_jobs=2): both run, and a third loads everything."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path), "FASTLSTM_NUMBA_CACHE": None}
+    first, second = [_result(child) for child in
+                     [_start_child(env, cells=1), _start_child(env, cells=1)]]
+    assert first["misses"] and second["misses"] and first["sums"] == second["sums"]
+    third = _run_child(env, cells=1)
+    assert third["misses"] == [] and third["sums"] == first["sums"]
 
 
 def test_the_cache_is_on_by_default(tmp_path):
