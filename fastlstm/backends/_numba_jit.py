@@ -12,9 +12,9 @@ or under ``NUMBA_CACHE_DIR`` when that is set.
 
 A loaded kernel gives the same bits as a freshly compiled one because LLVM chooses none
 of the kernels' floating-point operations (:data:`FASTMATH`). With FMA contraction
-allowed, a callee linked into its caller was contracted differently from the callee's own
-compiled copy, and a compiling process called one copy where a loading process called the
-other: float32 results differed in the last bit.
+allowed, float32 results of a compiling and a loading process differed in the last bit:
+most likely a callee's copy linked into its caller was contracted differently from the
+callee's own compiled copy, and the two processes called different copies.
 """
 
 import hashlib
