@@ -6,15 +6,45 @@ import platform
 
 
 def cpu_name():
-    """The CPU's model name (/proc/cpuinfo), else what platform says."""
+    """The CPU's model name, with its family and model numbers, the instruction sets that
+    choose fastlstm's kernels and the L2 per core (/proc/cpuinfo and sysfs, Linux), else
+    what platform says. The model name alone can hide the kind: a VM here reports
+    "AMD EPYC" for both Zen 4 (family 25, model 17) and Zen 5."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model", "flags") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break                       # the first processor's block is enough
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    detail = [f"family {fields['cpu family']}, model {fields['model']}"
+              if "cpu family" in fields and "model" in fields else None,
+              " ".join(isa) or None, _l2_per_core()]
+    return f"{fields['model name']} ({'; '.join(d for d in detail if d)})"
+
+
+def _l2_per_core():
+    """The L2 cache of cpu0 as sysfs gives it ("1024K"), or None."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            with open(os.path.join(base, index, "level")) as fh:
+                if fh.read().strip() != "2":
+                    continue
+            with open(os.path.join(base, index, "size")) as fh:
+                return "L2 " + fh.read().strip()
+    except OSError:
+        pass
+    return None
 
 
 def write_json(path, result):
