@@ -14,6 +14,9 @@ from fastlstm.backends import _numba_jit
 
 # One small training step of every cell on the Numba backend, in a fresh process: prints
 # the results' checksums, which kernels compiled (cache misses) and which loaded (hits).
+# Two threads, given: the default count drops to one while other processes keep the
+# cores busy (two children running at once do), and one thread runs other kernels (the
+# serial schedules), so a child's set of compiled kernels would depend on the load.
 _CHILD = """
 import json, sys, numpy as np, fastlstm as fl
 from numba.core.dispatcher import Dispatcher
@@ -25,9 +28,10 @@ for cell in (fl.BasicLSTMCell(16, 8, random_state=0),
              fl.GRUCell(16, 8, reset_after=True, random_state=0),
              fl.BasicRNNCell(16, 8, random_state=0))[:int(sys.argv[1])]:
     x = rng.standard_normal((9, 5, 8)).astype(np.float32)
-    out, _, cache = fl.dynamic_rnn(cell, x, np.arange(9) % 5 + 1, backend="numba",
-                                   return_cache=True)
-    grads = fl.dynamic_rnn_backward(cell, cache, np.ones_like(out))
+    with fl.threads(2):
+        out, _, cache = fl.dynamic_rnn(cell, x, np.arange(9) % 5 + 1, backend="numba",
+                                       return_cache=True)
+        grads = fl.dynamic_rnn_backward(cell, cache, np.ones_like(out))
     sums += [out.tobytes().hex()] + [np.asarray(g).tobytes().hex() for g in grads.values()]
 import gc
 cached = [d for d in gc.get_objects() if isinstance(d, Dispatcher)
