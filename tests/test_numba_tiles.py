@@ -43,6 +43,25 @@ def test_pack_panels_layout(width):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
+def test_pack_panels_reads_rows_or_columns_alike(width):
+    """Blocks packed by rows (contiguous rows), by columns (a transposed view) or from a
+    strided view, on one thread or two, stacked in any mix: the same panels."""
+    W = np.random.default_rng(0).standard_normal((67, 2 * width + 5)).astype(np.float32)
+    expected = np.zeros((3, 67, width), np.float32)
+    for p in range(3):
+        cols = W[:, p * width:(p + 1) * width]
+        expected[p, :, :cols.shape[1]] = cols
+    by_columns = np.asfortranarray(W)
+    strided = np.repeat(W, 2, axis=1)[:, ::2]
+    assert by_columns.strides[0] == 4 and not strided.flags.c_contiguous
+    for n_threads in (1, 2):
+        for blocks in ((W,), (by_columns,), (strided,), (W[:30], by_columns[30:]),
+                       (by_columns[:1], strided[1:40], W[40:])):
+            np.testing.assert_array_equal(
+                tiles.pack_panels(*blocks, width=width, n_threads=n_threads), expected)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 9])
 def test_product_float32_is_the_in_order_fma_sum(width, n):
     """float32: bit-identical to the in-order FMA sum for every row-tile size;

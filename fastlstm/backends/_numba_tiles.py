@@ -91,14 +91,36 @@ def padded(n, width=None):
 
 
 @parallel_kernel
-def _pack(W, P, k0):
-    """Rows k0 .. k0 + K of the panels ``P`` from ``W`` (K, N)."""
+def _pack_by_rows(W, P, k0):
+    """Rows k0 .. k0 + K of the panels ``P`` from ``W`` (K, N) whose rows are contiguous:
+    each of W's rows read once, in order, and dealt to every panel. Walking one panel
+    down all of W instead (a row 4N bytes after the last: no stream the prefetcher
+    follows) took 5.9 ms for W (1024, 2048) on one core of a Zen 4, against 0.6."""
     n_panels, width = P.shape[0], P.shape[2]
     K, N = W.shape
-    for p in prange(n_panels):        # on the kernels' threads (not beside them, spinning)
+    full = N // width
+    for k in prange(K):               # on the kernels' threads (not beside them, spinning)
+        for p in range(full):
+            j0 = p * width
+            for c in range(width):
+                P[p, k0 + k, c] = W[k, j0 + c]
+        for p in range(full, n_panels):
+            j0 = p * width
+            for c in range(N - j0):
+                P[p, k0 + k, c] = W[k, j0 + c]
+
+
+@parallel_kernel
+def _pack_by_columns(W, P, k0):
+    """:func:`_pack_by_rows` for a ``W`` whose columns are contiguous (a transposed view,
+    as the backward's ``W.T``): each panel's columns read down W's columns in order
+    (1.9 -> 0.7 ms for W.T of (512, 2048), one core)."""
+    n_panels, width = P.shape[0], P.shape[2]
+    K, N = W.shape
+    for p in prange(n_panels):
         j0 = p * width
-        for k in range(K):
-            for c in range(min(width, N - j0)):
+        for c in range(min(width, N - j0)):
+            for k in range(K):
                 P[p, k0 + k, c] = W[k, j0 + c]
 
 
@@ -107,8 +129,9 @@ def pack_panels(*blocks, width=None, n_threads=1):
     ``W[k, p*width : (p+1)*width]`` (zero past N), each panel contiguous. Several
     ``blocks`` (K_i, N) are packed as ``W = np.concatenate(blocks)``, without that copy.
 
-    ``width`` defaults to :data:`PANEL_WIDTH`; the panels are dealt to ``n_threads`` of
-    Numba's threads (the kernel call's own count).
+    ``width`` defaults to :data:`PANEL_WIDTH`; the copy runs on ``n_threads`` of Numba's
+    threads (the kernel call's own count), reading each block in its memory order (rows,
+    or columns for a transposed view).
     """
     width = PANEL_WIDTH if width is None else width
     N = blocks[0].shape[1]
@@ -117,7 +140,8 @@ def pack_panels(*blocks, width=None, n_threads=1):
     P = np.zeros((-(-N // width), sum(W.shape[0] for W in blocks), width), blocks[0].dtype)
     k0 = 0
     for W in blocks:
-        on_threads(n_threads, _pack, W, P, k0)
+        by_columns = W.shape[1] > 1 and W.strides[0] == W.itemsize
+        on_threads(n_threads, _pack_by_columns if by_columns else _pack_by_rows, W, P, k0)
         k0 += W.shape[0]
     return P
 
