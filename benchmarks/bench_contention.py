@@ -7,12 +7,19 @@ For 0, 1, 2, ... other processes spinning on the machine's cores (``--loads``), 
 * a small fit: ``LSTMClassifier`` on scikit-learn's digits (8 rows of 8 pixels, 64 units,
   batch 128, ``--epochs`` epochs) -- small work per step, many kernel calls;
 
-with fastlstm's default thread count and with one thread, taking turns (``--numba``: the
-kernels on the Numba backend too, with a single sequence (1, 150, 256, 256), whose
-hidden units split over the threads), and the same work in PyTorch (``torch.nn.LSTM``; a plain Adam loop for the fit) with its default
-thread count and with one thread, in a process of its own under the same load. The
-ratio default / one thread is what a user feels: above 1, the default threads lose to a
-single thread.
+with fastlstm's default thread count and with one thread (``--numba``: the kernels on
+the Numba backend too, with a single sequence (1, 150, 256, 256), whose hidden units
+split over the threads), and the same work in PyTorch (``torch.nn.LSTM``; a plain Adam
+loop for the fit) with its default thread count and with one thread, in a process of its
+own under the same load. The ratio default / one thread is what a user feels: above 1,
+the default threads lose to a single thread.
+
+The two counts are timed in pairs of calls, one right after the other (which goes first
+alternates), and the ratio is the median of the pairs' ratios: under load a thread gets
+a whole core for a stretch of the scheduler's and half of one for the next, so the times
+of either count are bimodal (seed-size training on one thread beside two busy processes:
+21-25 or 41-47 ms), and medians of separate turns read 0.5-2x where both counts ran the
+same code. A pair's two calls mostly fall in the same stretch.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_contention.py
 """
@@ -53,19 +60,21 @@ def busy_processes(n):
             p.wait()
 
 
-def interleaved_medians(fns, repeats, rounds):
-    """Median time of each callable in ``fns``; they take turns ``rounds`` times, so that
-    the scheduler's moods hit all of them alike. One untimed call each first."""
-    for fn in fns.values():
-        fn()
-    samples = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fn()
-                samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in samples.items()}
+def paired_times(default, one, pairs):
+    """Median seconds of ``default()`` and of ``one()``, and the median over ``pairs``
+    pairs of calls (one right after the other, which goes first alternating) of the
+    ratio of the two calls' times (see the module's text). One untimed call each first."""
+    default(), one()
+    times = {default: [], one: []}
+    ratios = []
+    for i in range(pairs):
+        for fn in ((default, one) if i % 2 == 0 else (one, default)):
+            t0 = time.perf_counter()
+            fn()
+            times[fn].append(time.perf_counter() - t0)
+        ratios.append(times[default][-1] / times[one][-1])
+    return (statistics.median(times[default]), statistics.median(times[one]),
+            statistics.median(ratios))
 
 
 def fastlstm_kernels(B, T, I, H, threads, backend="auto"):
@@ -163,7 +172,8 @@ def torch_fit(epochs, threads):
 
 
 def measure(impl, epochs, repeats, rounds):
-    """Rows (work, default seconds, one-thread seconds) of one implementation."""
+    """Rows (work, default seconds, one-thread seconds, median pair ratio) of one
+    implementation: ``repeats * rounds`` pairs of kernel calls, ``rounds`` pairs of fits."""
     default = None if impl != "torch" else __import__("torch").get_num_threads()
     configs = KERNEL_CONFIGS + ([NUMBA_SPLIT_CONFIG] if impl == "numba" else [])
     work = [(f"infer {c}", c, 0) for c in configs] + \
@@ -180,8 +190,8 @@ def measure(impl, epochs, repeats, rounds):
             else:
                 backend = "numba" if impl == "numba" else "auto"
                 fns[name] = fastlstm_kernels(*config, n, backend)[mode]
-        t = interleaved_medians(fns, 1 if config is None else repeats, rounds)
-        rows.append((label, t["default"], t["one"]))
+        pairs = rounds if config is None else repeats * rounds
+        rows.append((label, *paired_times(fns["default"], fns["one"], pairs)))
     return rows
 
 
@@ -189,8 +199,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--loads", default="0,1,2", help="busy processes, comma-separated")
-    p.add_argument("--repeats", type=int, default=5, help="calls per turn")
-    p.add_argument("--rounds", type=int, default=5, help="turns per thread count")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="kernel pairs per round (fits: one pair a round)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of pairs")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--numba", action="store_true", help="the Numba backend's kernels too")
@@ -221,11 +232,11 @@ def main(argv=None):
                     [sys.executable, __file__, "--child", impl, "--epochs", str(args.epochs),
                      "--repeats", str(args.repeats), "--rounds", str(args.rounds)],
                     check=True, capture_output=True, text=True).stdout
-                for label, d, o in json.loads(out.strip().splitlines()[-1]):
+                for label, d, o, ratio in json.loads(out.strip().splitlines()[-1]):
                     rows.append(dict(busy=load, work=label, impl=impl, default_ms=1e3 * d,
-                                     one_thread_ms=1e3 * o, ratio=d / o))
+                                     one_thread_ms=1e3 * o, ratio=ratio))
                     print(f"{load:>4} {label:>26} {impl:>8} {1e3 * d:11.2f} {1e3 * o:12.2f} "
-                          f"{d / o:10.2f}", flush=True)
+                          f"{ratio:10.2f}", flush=True)
 
     result = dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu_name(),
                   cores=len(os.sched_getaffinity(0)), fastlstm=fl.__version__,

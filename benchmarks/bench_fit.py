@@ -10,13 +10,15 @@ function at initialisation as TF's forget_bias=1 with zero biases).
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import cpu_name, write_json  # noqa: E402
 
 
 def fastlstm_model(epochs, threads, seed):
@@ -86,10 +88,8 @@ def main(argv=None):
           f"predict {s['predict_seconds'] / f['predict_seconds']:.2f}x faster, accuracy "
           f"{100 * (f['test_accuracy'] - s['test_accuracy']):+.1f} points "
           f"({args.epochs} epochs, {args.threads} threads, torch {torch.__version__})")
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(dict(epochs=args.epochs, threads=args.threads, results=results,
-                       date=time.strftime("%Y-%m-%d %H:%M")), fh, indent=1)
+    write_json(args.json, dict(epochs=args.epochs, threads=args.threads, results=results,
+                               date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu_name()))
     return 0
 
 
