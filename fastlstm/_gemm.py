@@ -216,8 +216,12 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED
     (``rows``, or all), in the caller's layout, (T, B, I) or (B, T, I), zero at the steps
     past each end. On the tiles where :func:`tiles_take_input_gradient`: dz read
     in place and each row written straight to its place (no gathered copy of dz, no
-    scatter, no transposing copy); elsewhere one BLAS product over the gathered rows.
-    ``bf16``: on the bfloat16 tiles, always (``kernels`` must have them)."""
+    scatter, no transposing copy); float32 on a backend's own panel tiles
+    (``kernels.input_gradient_tiles``, Numba's) where I and the product are in
+    ``MAX_NUMBA_TILED_INPUT_GRADIENT`` / ``MIN_NUMBA_TILED_INPUT_GRADIENT_MACS``, rows also
+    written in place (both tiles: in-order sums, the same bits); elsewhere one BLAS
+    product over the gathered rows. ``bf16``: on the bfloat16 tiles, always (``kernels``
+    must have them)."""
     I = W_x.shape[0]
     shape = (T, B, I) if time_major else (B, T, I)
     kernels = _kernels(kernels)
@@ -239,6 +243,19 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED
                                                        np.float32), n_threads)
         kernels.gemm_rows_wt(dz2, packed, I, out.reshape(-1), offsets,
                              None if rows is None else k, n_threads, bf16)
+        return out
+    if (kernels is not None and hasattr(kernels, "input_gradient_tiles")
+            and dz2.dtype == W_x.dtype == np.float32 and dz2.flags.c_contiguous
+            and I <= _thresholds.MAX_NUMBA_TILED_INPUT_GRADIENT
+            and (T * B if rows is None else len(rows)) * I * dz2.shape[1]
+            >= _thresholds.MIN_NUMBA_TILED_INPUT_GRADIENT_MACS):
+        # a backend's own panel tiles (Numba): in-order sums, rows written in place
+        k = np.arange(T * B, dtype=np.int64) if rows is None else rows.astype(np.int64)
+        t, b = np.divmod(k, B)
+        out = np.empty(shape, dz2.dtype) if rows is None else np.zeros(shape, dz2.dtype)
+        kernels.input_gradient_tiles(dz2 if rows is None else dz2[rows], W_x,
+                                     out.reshape(-1), (k if time_major else b * T + t) * I,
+                                     n_threads)
         return out
     d_x = matmul_nt(dz2 if rows is None else dz2[rows], W_x, n_threads, kernels=kernels)
     if rows is not None:

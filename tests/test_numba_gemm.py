@@ -97,3 +97,64 @@ def test_matmul_tn_takes_the_tiles_for_narrow_results_and_blas_blocks_for_wide(m
         out = _gemm.matmul_tn(a, b, 2, kernels=_numba_gemm)
         assert calls == [route]
         np.testing.assert_allclose(out, a.astype(np.float64).T @ b, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+@pytest.mark.parametrize("varlen", [False, True])
+@pytest.mark.parametrize("I", [28, 70])
+def test_input_gradient_on_the_panel_tiles(time_major, varlen, I, monkeypatch):
+    """dz W_x^T on the Numba backend's panel tiles, each row written straight into the
+    caller's layout: the product (against float64), exact zeros past each end, the same
+    bits for any thread count, and the bits of the Cython kernels' tiles (both are
+    in-order FMA chains over k) where those run; the route: the tiles from
+    ``MIN_NUMBA_TILED_INPUT_GRADIENT_MACS`` up, the BLAS blocks past
+    ``MAX_NUMBA_TILED_INPUT_GRADIENT`` inputs."""
+    from fastlstm import _thresholds
+    monkeypatch.setattr(_thresholds, "MIN_NUMBA_TILED_INPUT_GRADIENT_MACS", 0)
+    calls = []
+    original = _numba_gemm.input_gradient_tiles
+    monkeypatch.setattr(_numba_gemm, "input_gradient_tiles",
+                        lambda *args: calls.append(1) or original(*args))
+    rng = np.random.default_rng(8)
+    T, B, H = 9, 13, 40
+    dz = rng.standard_normal((T * B, 4 * H)).astype(np.float32)
+    W_x = rng.standard_normal((I, 4 * H)).astype(np.float32)
+    lengths = rng.integers(0, T + 1, size=B) if varlen else np.full(B, T)
+    exists = np.arange(T)[:, None] < lengths[None, :]                  # (T, B)
+    rows = np.flatnonzero(exists.ravel()) if varlen else None
+    got = [_gemm.input_gradient(dz, W_x, rows, T, B, time_major, n, kernels=_numba_gemm)
+           for n in (1, 2, 3)]
+    assert len(calls) == 3
+    for other in got[1:]:
+        np.testing.assert_array_equal(other, got[0])
+    want = (dz.astype(np.float64) @ W_x.T.astype(np.float64)).reshape(T, B, I)
+    want[~exists] = 0
+    if not time_major:
+        want = want.transpose(1, 0, 2)
+    assert got[0].shape == want.shape
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got[0] == 0, want == 0)
+    from fastlstm import _recurrent
+    if _recurrent.have_fused_step():
+        monkeypatch.setattr(_thresholds, "MIN_BLOCKED_MACS", 0)       # Cython's tiles too
+        if _gemm.tiles_take_input_gradient(len(dz) if rows is None else len(rows), I, 4 * H):
+            np.testing.assert_array_equal(
+                got[0], _gemm.input_gradient(dz, W_x, rows, T, B, time_major, 2))
+    monkeypatch.setattr(_thresholds, "MAX_NUMBA_TILED_INPUT_GRADIENT", I - 1)
+    calls.clear()
+    blas = _gemm.input_gradient(dz, W_x, rows, T, B, time_major, 2, kernels=_numba_gemm)
+    assert calls == []
+    np.testing.assert_allclose(blas, want, rtol=1e-4, atol=1e-4)
+
+
+def test_input_gradient_tiles_refuse_what_they_cannot_do():
+    dz = np.zeros((6, 8), np.float32)
+    out = np.zeros(6 * 3, np.float32)
+    offsets = np.arange(6) * 3
+    with pytest.raises(ValueError, match="input_gradient_tiles"):
+        _numba_gemm.input_gradient_tiles(dz, np.zeros((3, 7), np.float32), out, offsets, 1)
+    with pytest.raises(ValueError, match="input_gradient_tiles"):
+        _numba_gemm.input_gradient_tiles(dz[:, ::2], np.zeros((3, 4), np.float32), out,
+                                         offsets, 1)
+    with pytest.raises(ValueError, match="input_gradient_tiles"):
+        _numba_gemm.input_gradient_tiles(dz, np.zeros((3, 8), np.float64), out, offsets, 1)
