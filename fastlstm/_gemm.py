@@ -210,6 +210,18 @@ def tiles_take_input_gradient(n_rows, I, K):
             and n_rows * I * K >= _thresholds.MIN_BLOCKED_MACS)
 
 
+def _rows_in_place(rows, T, B, I, time_major, dtype):
+    """For the input gradient written row by row into the caller's layout: the time-major
+    row indices ``k`` (t * B + b) of the rows that exist (``rows``, or all T * B), each
+    one's offset in the output, and the output, (T, B, I) or (B, T, I), zero where no row
+    goes."""
+    k = np.arange(T * B, dtype=np.int64) if rows is None else rows.astype(np.int64)
+    t, b = np.divmod(k, B)
+    shape = (T, B, I) if time_major else (B, T, I)
+    out = np.empty(shape, dtype) if rows is None else np.zeros(shape, dtype)
+    return k, (k if time_major else b * T + t) * I, out
+
+
 def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED,
                    bf16=False):
     """dL/dx = dz W_x^T for the rows (t * B + b) of ``dz2`` (T * B, 4H) that exist
@@ -223,16 +235,12 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED
     product over the gathered rows. ``bf16``: on the bfloat16 tiles, always (``kernels``
     must have them)."""
     I = W_x.shape[0]
-    shape = (T, B, I) if time_major else (B, T, I)
     kernels = _kernels(kernels)
     if bf16 or (kernels is not None and dz2.dtype == W_x.dtype == np.float32
                 and tiles_take_input_gradient(T * B if rows is None else len(rows), I,
                                               dz2.shape[1])
                 and kernels.have_fused_step()):
-        k = np.arange(T * B, dtype=np.int64) if rows is None else rows.astype(np.int64)
-        t, b = np.divmod(k, B)
-        offsets = (k if time_major else b * T + t) * I
-        out = np.empty(shape, np.float32) if rows is None else np.zeros(shape, np.float32)
+        k, offsets, out = _rows_in_place(rows, T, B, I, time_major, np.float32)
         if bf16:
             packed = kernels.pack_fused_t_bf16(
                 W_x, scratch("packed_x_t_bf16", (-(-I // 64), -(-W_x.shape[1] // 2), 64),
@@ -250,12 +258,9 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED
             and (T * B if rows is None else len(rows)) * I * dz2.shape[1]
             >= _thresholds.MIN_NUMBA_TILED_INPUT_GRADIENT_MACS):
         # a backend's own panel tiles (Numba): in-order sums, rows written in place
-        k = np.arange(T * B, dtype=np.int64) if rows is None else rows.astype(np.int64)
-        t, b = np.divmod(k, B)
-        out = np.empty(shape, dz2.dtype) if rows is None else np.zeros(shape, dz2.dtype)
+        _, offsets, out = _rows_in_place(rows, T, B, I, time_major, np.float32)
         kernels.input_gradient_tiles(dz2 if rows is None else dz2[rows], W_x,
-                                     out.reshape(-1), (k if time_major else b * T + t) * I,
-                                     n_threads)
+                                     out.reshape(-1), offsets, n_threads)
         return out
     d_x = matmul_nt(dz2 if rows is None else dz2[rows], W_x, n_threads, kernels=kernels)
     if rows is not None:
