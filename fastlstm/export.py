@@ -589,7 +589,9 @@ def to_torch(model):
         (classifier), ``predict`` (regressor) or ``transform`` (SequenceScaler alone)
         return, as a tensor; a classifier's ``module.predict(x, lengths)`` gives the
         labels (a NumPy array of ``classes_``). The weights are the module's parameters,
-        so it can be fine-tuned or traced further.
+        so it can be fine-tuned or traced further. Layers of cells torch has run on
+        ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` (``module.recurrences``; ragged batches
+        packed); peephole and clipped cells on a step loop of TensorFlow 1.x's equations.
     """
     steps, rest = _steps(model)
     if rest:

@@ -143,6 +143,50 @@ def test_scaler_pipelines_layouts_labels_and_float64():
     np.testing.assert_allclose(proba, gru.predict_proba(X), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("cell, clip, runs_on", [
+    ("lstm", None, "LSTM"), ("gru", None, "GRU"), ("rnn", None, "RNN"),
+    ("peephole", None, None), ("lstm", 0.5, None)])
+def test_torch_module_runs_torch_recurrences_where_torch_has_the_cell(cell, clip, runs_on):
+    """Cells torch computes run on its own modules (their weights the module's parameters,
+    once); peephole and clipped cells on the step loop. Either way: float64 to 1e-12,
+    sequences at full length without lengths, and an empty sequence reads out a zero
+    state."""
+    X, y = ragged()
+    clf = fit_quietly(LSTMClassifier(hidden_size=5, cell=cell, cell_clip=clip, max_iter=2,
+                                     bidirectional=True, dtype="float64", random_state=0),
+                      X, y)
+    module = export.to_torch(clf)
+    names = {n for n, _ in module.named_parameters()}
+    if runs_on is None:
+        assert len(module.recurrences) == 0 and "params.layer0__bw__kernel" in names
+    else:
+        assert {type(m).__name__ for m in module.recurrences.values()} == {runs_on}
+        assert "recurrences.layer0__bw.weight_hh_l0" in names
+        assert not any(n.startswith("params.layer0") for n in names)
+    values, lengths = padded(X, np.float64)
+    with torch.no_grad():
+        got = module(torch.from_numpy(values), torch.from_numpy(lengths)).numpy()
+        np.testing.assert_allclose(got, clf.predict_proba(X), rtol=0, atol=1e-12)
+        full = module(torch.from_numpy(values)).numpy()          # every step of each row
+        np.testing.assert_allclose(full, clf.predict_proba(values), rtol=0, atol=1e-12)
+        lengths[3] = 0
+        empty = module(torch.from_numpy(values), torch.from_numpy(lengths)).numpy()
+    bias = clf.network_.params["output/bias"]
+    np.testing.assert_allclose(empty[3], np.exp(bias) / np.exp(bias).sum(), atol=1e-12)
+    np.testing.assert_allclose(np.delete(empty, 3, 0), np.delete(got, 3, 0), atol=1e-12)
+
+
+def test_torch_module_refuses_bad_lengths():
+    X, y = ragged()
+    module = export.to_torch(fit_quietly(LSTMClassifier(hidden_size=4, max_iter=1,
+                                                        random_state=0), X, y))
+    values, lengths = padded(X)
+    with pytest.raises(ValueError, match=r"lengths must be in \[0, 8\].*got 2 to 9"):
+        module(torch.from_numpy(values), torch.from_numpy(lengths + 1))
+    with pytest.raises(ValueError, match="one step count per sequence of x"):
+        module(torch.from_numpy(values), torch.from_numpy(lengths[:-1]))
+
+
 def test_skl2onnx_converts_fastlstm_models_and_pipelines():
     rng = np.random.RandomState(0)
     X, y = rng.randn(30, 7, 3).astype(np.float32), rng.randint(0, 3, 30)
