@@ -103,3 +103,47 @@ def test_predictions_in_reused_buffers_equal_the_training_forward(cell):
     for (X, L), got in zip(batches, predicted):
         want, _ = net.forward(X, L, "cython", keep_cache=True)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_predictions_reuse_the_folded_projection_only_while_its_sources_are_unchanged(
+        bidirectional):
+    """Predictions keep the folded W_in W_x and bias between calls, and fold again when
+    any of the four arrays it came from changed in place (a fit, set_params), by a
+    single bit: every prediction equals the training forward's of the same weights."""
+    import pickle
+    rng = np.random.RandomState(2)
+    net = SequenceNetwork(3, 2, 16, 1, "lstm", bidirectional, 1.0, None, 8, "last",
+                          np.float32, rng)
+    assert net._folds_projection()
+    X = rng.standard_normal((5, 6, 3)).astype(np.float32)
+    L = np.array([6, 2, 5, 1, 6])
+
+    def check():
+        got = net.forward(X, L, "cython", keep_cache=False)[0].copy()
+        np.testing.assert_array_equal(got, net.forward(X, L, "cython")[0])
+        return got
+
+    first = check()
+    entry = net._fold_cache["fw"]
+    assert check() is not None and net._fold_cache["fw"] is entry       # reused
+    d = "bw" if bidirectional else "fw"
+    for name in ("input/kernel", "input/bias", f"layer0/{d}/kernel", f"layer0/{d}/bias"):
+        flat = net.params[name].reshape(-1)
+        old = flat[1]
+        flat[1] = np.nextafter(old, np.float32(np.inf))           # one bit: folded again
+        entry = net._fold_cache[d]
+        check()
+        assert net._fold_cache[d] is not entry, name
+        flat[1] = old + 0.5                                       # and seen in the outputs
+        assert not np.array_equal(check(), first), name
+        flat[1] = old
+        np.testing.assert_array_equal(check(), first)
+    zero = net.params["input/bias"]
+    zero[...] = 0.0
+    base = check()
+    zero[...] = -0.0                   # equal values, other bits: folded again
+    entry = net._fold_cache["fw"]
+    np.testing.assert_array_equal(check(), base)
+    assert net._fold_cache["fw"] is not entry
+    assert "_fold_cache" not in pickle.loads(pickle.dumps(net)).__dict__
