@@ -89,7 +89,15 @@ def _length_groups(rows, seq, index=None):
 
 
 def _layout_hint(X, layout, n_features):
-    """A hint for a feature-count mismatch that the other axis order would fix."""
+    """A hint for a feature-count mismatch: the other axis order, or how a 2-D X (a
+    table) is read and what to pass instead."""
+    if n_features > 1 and np.ndim(X) == 2 and not isinstance(X, (list, tuple)):
+        table = "DataFrame" if hasattr(X, "columns") else "array"
+        return (f"; a 2-D {table} is read as one univariate sequence per row (with "
+                f"n_steps set, as rows of n_steps x n_features values): pass sequences "
+                f"as a 3-D array or a list of (steps, features) arrays, or a long table "
+                f"(one row per step) through fastlstm.from_long_frame(frame, "
+                f"id_column=..., time_column=...)")
     shape = getattr(X, "shape", None)
     if shape is None and isinstance(X, (list, tuple)) and len(X):
         shape = (len(X),) + np.shape(X[0])           # a list: its first item's axes

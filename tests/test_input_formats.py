@@ -76,6 +76,12 @@ def test_feature_mismatch_suggests_the_layout_when_transposing_fits():
         clf.predict(X.transpose(0, 2, 1))
     with pytest.raises(ValueError, match="expecting 4 features per step as input$"):
         clf.predict(np.zeros((3, 7, 5), np.float32))
+    # a table where sequences were expected: how it is read, and what to pass instead
+    for table in (np.zeros((3, 8)), require("pandas").DataFrame(np.zeros((3, 8)))):
+        with pytest.raises(ValueError, match=r"expecting 4 features per step as input; a "
+                           r"2-D (array|DataFrame) is read as one univariate sequence per "
+                           r"row.*fastlstm.from_long_frame"):
+            clf.predict(table)
 
 
 def realistic_frame():
