@@ -674,6 +674,8 @@ class _BaseSequenceModel(TransformerMixin, BaseEstimator):
 
         Raises
         ------
+        FileNotFoundError
+            When ``file`` is a path to nothing.
         ValueError
             When ``file`` is not a valid fastlstm model file of this class, naming what
             is wrong. Nothing is unpickled, and every size, shape, dtype and value is

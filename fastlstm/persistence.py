@@ -37,6 +37,7 @@ Pipelines that contain fastlstm estimators are stored with skops instead (no pic
 either): ``skops.io.load(path, trusted=fastlstm.persistence.SKOPS_TRUSTED_TYPES)``.
 """
 
+import errno
 import json
 import math
 import os
@@ -226,6 +227,8 @@ def save_model(estimator, file):
         return
     path = os.fspath(file)
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):      # else the error would name the temporary file
+        raise FileNotFoundError(errno.ENOENT, "no such folder to save the model in", folder)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastlstm-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -251,6 +254,8 @@ class _Archive:
         self.label = label
         try:
             self.zip = zipfile.ZipFile(file)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise                  # as open() and np.load say it: not a matter of content
         except _PARSE_ERRORS as exc:
             raise ModelFileError(f"{label} is not a fastlstm model file (not the ZIP archive "
                                  f"that save writes: {exc})") from exc

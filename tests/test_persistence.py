@@ -285,6 +285,17 @@ def test_load_takes_paths_and_file_objects(tmp_path, fitted):
                                   fitted.predict(X))
 
 
+
+def test_missing_paths_raise_file_not_found_naming_them(tmp_path, fitted):
+    """As open() and np.load: a path that does not exist is not a malformed file, and a
+    save into a missing folder names the folder, not the temporary file."""
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        LSTMClassifier.load(tmp_path / "nope.npz")
+    with pytest.raises(FileNotFoundError, match="no such folder.*missing"):
+        fitted.save(tmp_path / "missing" / "m.npz")
+    assert not (tmp_path / "missing").exists()
+
+
 # ------------------------------------------------------------------ pipelines, skops
 def test_a_pipeline_round_trips_through_skops_with_the_shipped_trusted_types(tmp_path):
     sio = require("skops.io")
