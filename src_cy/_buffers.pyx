@@ -14,3 +14,22 @@ def data_address(obj):
     address = <size_t>view.buf
     PyBuffer_Release(&view)
     return address
+
+
+from libc.string cimport memcmp
+
+
+def same_bytes(a, b):
+    """True when the contiguous buffers ``a`` and ``b`` hold the same bytes (memcmp: ~3 us
+    for the 256 KB of a 128 x 512 float32 kernel, where NumPy's array_equal of integer
+    views takes ~10 plus ~3 of overhead per array)."""
+    cdef Py_buffer va, vb
+    PyObject_GetBuffer(a, &va, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(b, &vb, PyBUF_SIMPLE)
+        try:
+            return va.len == vb.len and memcmp(va.buf, vb.buf, va.len) == 0
+        finally:
+            PyBuffer_Release(&vb)
+    finally:
+        PyBuffer_Release(&va)

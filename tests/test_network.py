@@ -105,13 +105,20 @@ def test_predictions_in_reused_buffers_equal_the_training_forward(cell):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("compiled_compare", [True, False])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_predictions_reuse_the_folded_projection_only_while_its_sources_are_unchanged(
-        bidirectional):
+        bidirectional, compiled_compare, monkeypatch):
     """Predictions keep the folded W_in W_x and bias between calls, and fold again when
     any of the four arrays it came from changed in place (a fit, set_params), by a
-    single bit: every prediction equals the training forward's of the same weights."""
+    single bit: every prediction equals the training forward's of the same weights.
+    Compared with the compiled memcmp and with NumPy's (the build without it)."""
     import pickle
+    from fastlstm import network
+    if compiled_compare:
+        assert network._same_bytes is not None        # the compiled build is tested
+    else:
+        monkeypatch.setattr(network, "_same_bytes", None)
     rng = np.random.RandomState(2)
     net = SequenceNetwork(3, 2, 16, 1, "lstm", bidirectional, 1.0, None, 8, "last",
                           np.float32, rng)
