@@ -234,6 +234,26 @@ def test_estimator_follows_an_enclosing_threads_block(monkeypatch):
         np.testing.assert_array_equal(p, threaded.network_.params[name])
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_predictions_keep_a_thread_choice_per_size_class(monkeypatch):
+    """One thread can win on a few sequences and lose on many: predictions of 1, 3 and 64
+    sequences (and a second call of 3) ask the choosers of three size classes."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 6, 3)).astype(np.float32)
+    clf = fl.LSTMClassifier(hidden_size=8, max_iter=1, random_state=0).fit(X, X[:, 0, 0] > 0)
+    keys = []
+
+    def chooser(key):
+        keys.append(key)
+        return _Recording(pick=1)
+
+    monkeypatch.setattr(_governor, "chooser", chooser)
+    for n in (1, 3, 3, 64):
+        clf.predict_proba(X[:n])
+    assert len(keys) == 4 and keys[1] == keys[2]
+    assert len(set(keys)) == 3 and len({k[:-1] for k in keys}) == 1
+
+
 def test_the_real_counters_are_read_on_linux():
     """This machine's own /proc/stat parses (a count of cores, none on a quiet one is
     not asserted: the machine is shared)."""
