@@ -198,16 +198,18 @@ def matmul_tn_stacked(parts, b, n_threads, merge, rows=None, kernels=COMPILED):
     return out
 
 
-def tiles_take_input_gradient(n_rows, I, K):
-    """Whether the input gradient of ``n_rows`` rows, ``I`` inputs, a sum over ``K``
-    (the gates) runs on the fused kernels' tiles (given float32 and the fused kernels):
-    whole 64-column blocks and a tail of at most ``MAX_TILED_INPUT_GRADIENT_TAIL``
-    columns, up to ``MAX_TILED_INPUT_GRADIENT``, in products of ``MIN_BLOCKED_MACS`` or
-    more (below, one BLAS call costs less than the packing and the parallel region:
-    (T, B, I, H) = (100, 1, 32, 64) 17 us against 20)."""
+def tiles_take_input_gradient(I):
+    """Whether the input gradient of ``I`` inputs runs on the fused kernels' tiles (given
+    float32 and the fused kernels): whole 64-column blocks and a tail of at most
+    ``MAX_TILED_INPUT_GRADIENT_TAIL`` columns, up to ``MAX_TILED_INPUT_GRADIENT``.
+
+    Small products too, although one BLAS call can be a little faster there ((T, B, I, H)
+    = (100, 1, 32, 64): 17 us against 20 on Zen 5, 48 against 54 on Zen 3): the tiles give
+    a row the same bits wherever it lies and however many rows there are, which OpenBLAS's
+    Haswell kernels (every x86 CPU without AVX-512) do not, so a sequence's gradient would
+    depend on the rest of its batch."""
     return (I <= _thresholds.MAX_TILED_INPUT_GRADIENT
-            and I % 64 <= _thresholds.MAX_TILED_INPUT_GRADIENT_TAIL
-            and n_rows * I * K >= _thresholds.MIN_BLOCKED_MACS)
+            and I % 64 <= _thresholds.MAX_TILED_INPUT_GRADIENT_TAIL)
 
 
 def _rows_in_place(rows, T, B, I, time_major, dtype):
@@ -237,8 +239,7 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED
     I = W_x.shape[0]
     kernels = _kernels(kernels)
     if bf16 or (kernels is not None and dz2.dtype == W_x.dtype == np.float32
-                and tiles_take_input_gradient(T * B if rows is None else len(rows), I,
-                                              dz2.shape[1])
+                and tiles_take_input_gradient(I)
                 and kernels.have_fused_step()):
         k, offsets, out = _rows_in_place(rows, T, B, I, time_major, np.float32)
         if bf16:

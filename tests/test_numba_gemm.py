@@ -136,8 +136,7 @@ def test_input_gradient_on_the_panel_tiles(time_major, varlen, I, monkeypatch):
     np.testing.assert_array_equal(got[0] == 0, want == 0)
     from fastlstm import _recurrent
     if _recurrent.have_fused_step():
-        monkeypatch.setattr(_thresholds, "MIN_BLOCKED_MACS", 0)       # Cython's tiles too
-        if _gemm.tiles_take_input_gradient(len(dz) if rows is None else len(rows), I, 4 * H):
+        if _gemm.tiles_take_input_gradient(I):
             np.testing.assert_array_equal(
                 got[0], _gemm.input_gradient(dz, W_x, rows, T, B, time_major, 2))
     monkeypatch.setattr(_thresholds, "MAX_NUMBA_TILED_INPUT_GRADIENT", I - 1)
