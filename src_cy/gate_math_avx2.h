@@ -6,7 +6,9 @@
  * the same FMA contractions, IEEE division, both tanh branches computed and one selected.
  * Every operation is lane-wise, so a lane gets the same bits on either ISA
  * (tests/test_gate_math.py compares the two where the CPU has both). A 16-unit group is
- * two 8-lane halves; lanes past n are neither read nor written (maskload / maskstore). */
+ * two 8-lane halves; lanes past n are neither read nor written: maskload / maskstore in
+ * a partial half only, since a masked store is microcoded on AMD Zen 1-3 (with them in
+ * every half the gate math was a third of the seed-size inference on a Zen 3 EPYC). */
 #ifndef FASTLSTM_GATE_MATH_AVX2_H
 #define FASTLSTM_GATE_MATH_AVX2_H
 
@@ -80,15 +82,17 @@ FL_AVX2_MATH __m256i fl_lanes8(ptrdiff_t n) {
 }
 
 /* One LSTM step for n <= 8 units of one row: fl_lstm_gates16 (gate_math_avx512.h) on 8
- * lanes; z holds the row's gate sums 16 floats apart (one half of a 16-unit group). */
+ * lanes; z holds the row's gate sums 16 floats apart (one half of a 16-unit group).
+ * full (a constant where inlined): n >= 8, plain loads and stores. */
 FL_AVX2_MATH void fl_lstm_gates8(
         ptrdiff_t n, ptrdiff_t S, const float* restrict xp, const float* restrict z,
         const float* restrict peep, const int use_peep, float forget_bias,
         const int use_clip, float clip, float* restrict c_loc, float* restrict h_loc,
         float* restrict act, float* restrict cs_row, float* restrict hs_row,
-        float* restrict cun_row) {
+        float* restrict cun_row, const int full) {
     const __m256i m = fl_lanes8(n);
-#define FL_LD(p) _mm256_maskload_ps(p, m)
+#define FL_LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
+#define FL_ST(p, v) (full ? _mm256_storeu_ps(p, v) : _mm256_maskstore_ps(p, m, v))
     __m256 z_i = _mm256_add_ps(FL_LD(xp), FL_LD(z));
     const __m256 z_j = _mm256_add_ps(FL_LD(xp + S), FL_LD(z + 16));
     __m256 z_f = _mm256_add_ps(_mm256_add_ps(FL_LD(xp + 2 * S), FL_LD(z + 32)),
@@ -102,21 +106,22 @@ FL_AVX2_MATH void fl_lstm_gates8(
     const __m256 i = fl_sigmoid8(z_i), j = fl_tanh8(z_j), f = fl_sigmoid8(z_f);
     __m256 c = _mm256_fmadd_ps(i, j, _mm256_mul_ps(f, c_prev));
     if (use_clip) {
-        _mm256_maskstore_ps(cun_row, m, c);
+        FL_ST(cun_row, c);
         c = _mm256_min_ps(_mm256_set1_ps(clip), _mm256_max_ps(_mm256_set1_ps(-clip), c));
     }
     if (use_peep) z_o = _mm256_fmadd_ps(FL_LD(peep + 2 * S), c, z_o);   /* the new cell */
 #undef FL_LD
     const __m256 o = fl_sigmoid8(z_o);
     const __m256 h = _mm256_mul_ps(o, fl_tanh8(c));
-    _mm256_maskstore_ps(act, m, i);
-    _mm256_maskstore_ps(act + S, m, j);
-    _mm256_maskstore_ps(act + 2 * S, m, f);
-    _mm256_maskstore_ps(act + 3 * S, m, o);
-    _mm256_maskstore_ps(cs_row, m, c);
-    _mm256_maskstore_ps(hs_row, m, h);
-    _mm256_maskstore_ps(c_loc, m, c);
-    _mm256_maskstore_ps(h_loc, m, h);
+    FL_ST(act, i);
+    FL_ST(act + S, j);
+    FL_ST(act + 2 * S, f);
+    FL_ST(act + 3 * S, o);
+    FL_ST(cs_row, c);
+    FL_ST(hs_row, h);
+    FL_ST(c_loc, c);
+    FL_ST(h_loc, h);
+#undef FL_ST
 }
 
 /* fl_lstm_gates16's contract (n <= 16 units of one row) as two 8-lane halves. */
@@ -126,10 +131,17 @@ FL_AVX2_MATH void fl_lstm_gates16_avx2(
         const int use_clip, float clip, float* restrict c_loc, float* restrict h_loc,
         float* restrict act, float* restrict cs_row, float* restrict hs_row,
         float* restrict cun_row) {
-    for (ptrdiff_t u = 0; u < n; u += 8)
-        fl_lstm_gates8(n - u, S, xp + u, z + u, peep + u, use_peep, forget_bias, use_clip,
-                       clip, c_loc + u, h_loc + u, act + u, cs_row + u, hs_row + u,
-                       use_clip ? cun_row + u : cun_row);
+    for (ptrdiff_t u = 0; u < n; u += 8) {
+        float* const cun = use_clip ? cun_row + u : cun_row;
+        if (n - u >= 8)
+            fl_lstm_gates8(8, S, xp + u, z + u, peep + u, use_peep, forget_bias, use_clip,
+                           clip, c_loc + u, h_loc + u, act + u, cs_row + u, hs_row + u, cun,
+                           1);
+        else
+            fl_lstm_gates8(n - u, S, xp + u, z + u, peep + u, use_peep, forget_bias,
+                           use_clip, clip, c_loc + u, h_loc + u, act + u, cs_row + u,
+                           hs_row + u, cun, 0);
+    }
 }
 
 #endif
