@@ -77,7 +77,10 @@ def extensions():
         ["src_cy/_recurrent.pyx"],
         include_dirs=["src_cy"],
         depends=headers,
-        extra_compile_args=["-O3"] + compile_args,
+        # -fno-trapping-math: GCC may then if-convert the gate math's selects (tanh's two
+        # branches, the clip) without AVX-512's masks, so its loops vectorize on AVX2 too;
+        # it assumes no floating-point traps, and changes no value
+        extra_compile_args=["-O3", "-fno-trapping-math"] + compile_args,
         extra_link_args=link_args,
     )
     # -fno-math-errno: sqrt may then be vectorized (errno is never read here)
