@@ -231,8 +231,8 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED
     past each end. On the tiles where :func:`tiles_take_input_gradient`: dz read
     in place and each row written straight to its place (no gathered copy of dz, no
     scatter, no transposing copy); float32 on a backend's own panel tiles
-    (``kernels.input_gradient_tiles``, Numba's) where I and the product are in
-    ``MAX_NUMBA_TILED_INPUT_GRADIENT`` / ``MIN_NUMBA_TILED_INPUT_GRADIENT_MACS``, rows also
+    (``kernels.input_gradient_tiles``, Numba's) up to ``MAX_NUMBA_TILED_INPUT_GRADIENT``
+    inputs, rows also
     written in place (both tiles: in-order sums, the same bits); elsewhere one BLAS
     product over the gathered rows. ``bf16``: on the bfloat16 tiles, always (``kernels``
     must have them)."""
@@ -255,9 +255,7 @@ def input_gradient(dz2, W_x, rows, T, B, time_major, n_threads, kernels=COMPILED
         return out
     if (kernels is not None and hasattr(kernels, "input_gradient_tiles")
             and dz2.dtype == W_x.dtype == np.float32 and dz2.flags.c_contiguous
-            and I <= _thresholds.MAX_NUMBA_TILED_INPUT_GRADIENT
-            and (T * B if rows is None else len(rows)) * I * dz2.shape[1]
-            >= _thresholds.MIN_NUMBA_TILED_INPUT_GRADIENT_MACS):
+            and I <= _thresholds.MAX_NUMBA_TILED_INPUT_GRADIENT):
         # a backend's own panel tiles (Numba): in-order sums, rows written in place
         _, offsets, out = _rows_in_place(rows, T, B, I, time_major, np.float32)
         kernels.input_gradient_tiles(dz2 if rows is None else dz2[rows], W_x,

@@ -128,13 +128,14 @@ MAX_TILED_INPUT_GRADIENT = 512
 #: wider, the 64-column tile's padding loses to BLAS (I = 48: 488 vs 458 us).
 MAX_TILED_INPUT_GRADIENT_TAIL = 32
 #: Widest input (I) whose gradient runs on the Numba backend's panel tiles
-#: (``_numba_gemm.input_gradient_tiles``), and the fewest multiply-adds: elsewhere its BLAS
-#: blocks. Tiles / blocks ms, 2 threads, Zen 4: (T, B, I, H) = (28, 128, 28, 128) 0.68 /
-#: 0.84-0.91, (100, 32, 64, 64) 0.63 / 0.81, (100, 64, 128, 128) 5.3-5.7 / 6.1-6.6,
-#: (150, 16, 256, 256) 7.0-8.0 / 7.5-8.1; (25, 64, 512, 512) 19.8-20.1 / 18.7 and
-#: (100, 8, 64, 128) (26M multiply-adds) 0.41 / 0.37.
+#: (``_numba_gemm.input_gradient_tiles``), at every size (a row's bits then do not depend
+#: on the rest of the batch, which OpenBLAS's Haswell kernels do not give): elsewhere its
+#: BLAS blocks. Tiles / blocks ms, 2 threads, Zen 4: (T, B, I, H) = (28, 128, 28, 128)
+#: 0.68 / 0.84-0.91, (100, 32, 64, 64) 0.63 / 0.81, (100, 64, 128, 128) 5.3-5.7 /
+#: 6.1-6.6, (150, 16, 256, 256) 7.0-8.0 / 7.5-8.1; (25, 64, 512, 512) 19.8-20.1 / 18.7.
+#: Small ones, Zen 3, us: (6, 64, 12, 48) 60 / 56-74, (100, 1, 32, 64) 60 / 45, (28, 16,
+#: 28, 64) 89-99 / 116-118, (100, 8, 64, 128) 402-412 / 358-432.
 MAX_NUMBA_TILED_INPUT_GRADIENT = 256
-MIN_NUMBA_TILED_INPUT_GRADIENT_MACS = 1 << 25
 #: The weight gradients gather the existing rows first when at most this share of the
 #: T * B rows exists (62% existing: 11.0 ms gathered vs 12.1 over all rows).
 MAX_SHARE_FOR_GATHER = 0.85
