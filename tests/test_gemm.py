@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fastlstm import _gemm, _recurrent, _thresholds
+from fastlstm.backends import _numba_gemm
 
 needs_tiles = pytest.mark.skipif(not _recurrent.have_fused_step(),
                                   reason="this CPU has no fused kernels (the BLAS blocks run)")
@@ -185,20 +186,21 @@ def test_matmul_with_a_bias_adds_it_to_the_finished_products(kernels, dtype, M, 
         np.testing.assert_array_equal(got, plain + bias)
 
 
-@needs_tiles
+@pytest.mark.parametrize("kernels", [pytest.param(_gemm.COMPILED, marks=needs_tiles, id="cython"),
+                                     pytest.param(_numba_gemm, id="numba")])
 @pytest.mark.parametrize("I", [12, 28, 64])
-def test_a_rows_input_gradient_does_not_depend_on_the_other_rows(I):
+def test_a_rows_input_gradient_does_not_depend_on_the_other_rows(I, kernels):
     # OpenBLAS's Haswell kernels (x86 CPUs without AVX-512) give a row other bits when it
-    # lies elsewhere or the product has another row count; the tiles take even the small
-    # products, so a sequence's gradient is the same in any batch
+    # lies elsewhere or the product has another row count; both backends' tiles take even
+    # the small products, so a sequence's gradient is the same in any batch
     rng = np.random.default_rng(7)
     T, B, H = 5, 11, 24
     dz = rng.standard_normal((T * B, 4 * H)).astype(np.float32)
     W_x = rng.standard_normal((I, 4 * H)).astype(np.float32)
-    full = _gemm.input_gradient(dz, W_x, None, T, B, True, 2)
+    full = _gemm.input_gradient(dz, W_x, None, T, B, True, 2, kernels=kernels)
     for keep in (np.arange(1, B), np.array([3]), np.array([0, 2, 3, 7, 10])):
         part = dz.reshape(T, B, -1)[:, keep].reshape(T * len(keep), -1)
-        got = _gemm.input_gradient(part, W_x, None, T, len(keep), True, 2)
+        got = _gemm.input_gradient(part, W_x, None, T, len(keep), True, 2, kernels=kernels)
         np.testing.assert_array_equal(got, full[:, keep])
 
 

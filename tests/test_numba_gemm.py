@@ -155,19 +155,3 @@ def test_input_gradient_tiles_refuse_what_they_cannot_do():
                                          offsets, 1)
     with pytest.raises(ValueError, match="input_gradient_tiles"):
         _numba_gemm.input_gradient_tiles(dz, np.zeros((3, 8), np.float64), out, offsets, 1)
-
-
-@pytest.mark.parametrize("I", [12, 28, 64])
-def test_a_rows_input_gradient_on_the_panel_tiles_does_not_depend_on_the_other_rows(I):
-    # as tests/test_gemm.py's test of the Cython tiles: small products too, since
-    # OpenBLAS's Haswell kernels give a row other bits in another place or row count
-    rng = np.random.default_rng(7)
-    T, B, H = 5, 11, 24
-    dz = rng.standard_normal((T * B, 4 * H)).astype(np.float32)
-    W_x = rng.standard_normal((I, 4 * H)).astype(np.float32)
-    full = _gemm.input_gradient(dz, W_x, None, T, B, True, 2, kernels=_numba_gemm)
-    for keep in (np.arange(1, B), np.array([3]), np.array([0, 2, 3, 7, 10])):
-        part = dz.reshape(T, B, -1)[:, keep].reshape(T * len(keep), -1)
-        got = _gemm.input_gradient(part, W_x, None, T, len(keep), True, 2,
-                                   kernels=_numba_gemm)
-        np.testing.assert_array_equal(got, full[:, keep])
