@@ -7,6 +7,7 @@ No ``-march=native``: the wheel must run on any x86-64 CPU.
 """
 
 import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -64,6 +65,17 @@ def openmp_flags():
     return [], []
 
 
+def source_hash():
+    """fastlstm/_build_source.py's fingerprint of the kernels' sources and this script,
+    loaded by path: nothing of the package can be imported before it is built."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location(
+        "_fastlstm_build_source", os.path.join(root, "fastlstm", "_build_source.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.source_hash(root)
+
+
 def extensions():
     from Cython.Build import cythonize
 
@@ -76,7 +88,10 @@ def extensions():
         "fastlstm._recurrent",
         ["src_cy/_recurrent.pyx"],
         include_dirs=["src_cy"],
-        depends=headers,
+        # setup.py: its flags are part of the build (and of the source hash below)
+        depends=headers + ["setup.py"],
+        # _recurrent.source_hash(): benchmarks and tests tell a stale build from a fresh one
+        define_macros=[("FASTLSTM_SOURCE_HASH", f'"{source_hash()}"')],
         # -fno-trapping-math: GCC may then if-convert the gate math's selects (tanh's two
         # branches, the clip) without AVX-512's masks, so its loops vectorize on AVX2 too;
         # it assumes no floating-point traps, and changes no value

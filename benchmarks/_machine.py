@@ -47,8 +47,28 @@ def _l2_per_core():
     return None
 
 
+def build_state():
+    """fastlstm._build_source.build_state(), and a line that says it: whether the loaded
+    kernels were built from the checkout's sources as they are now."""
+    from fastlstm._build_source import build_state as state
+    build = state()
+    if build["fresh"]:
+        line = f"kernels built from this tree's sources ({build['built']})"
+    elif build["fresh"] is False:
+        line = (f"WARNING: STALE KERNELS: built from sources {build['built']}, the tree's are "
+                f"{build['tree']}; rebuild (python setup.py build_ext --inplace) before timing")
+    else:
+        line = f"kernels' sources unknown (built {build['built']}, tree {build['tree']})"
+    return build, line
+
+
 def write_json(path, result):
-    """Save a benchmark's ``result`` dict as JSON at ``path`` (folders made), and say so."""
+    """Save a benchmark's ``result`` dict as JSON at ``path`` (folders made), with the
+    kernels' :func:`build_state` under "build", and say so (loudly if they are stale)."""
+    build, line = build_state()
+    result = dict(result, build=build)
+    if build["fresh"] is False:
+        print(line)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as fh:
         json.dump(result, fh, indent=1)

@@ -31,7 +31,7 @@ import numpy as np
 import fastlstm as fl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _machine import cpu_name, write_json  # noqa: E402
+from _machine import build_state, cpu_name, write_json  # noqa: E402
 
 CONFIGS = [  # (B, T, I, H)
     (128, 28, 28, 128),                                             # the seed's model
@@ -172,6 +172,7 @@ def main(argv=None):
             for i in threadpool_info() if i.get("user_api") == "blas"]
     env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     rate = sgemm_rate(args.threads)
+    print(build_state()[1])
     print(f"machine: {cpu_name()}, {os.cpu_count()} cpus; "
           f"threads {args.threads}; torch {torch.__version__} "
           f"(mkldnn={torch.backends.mkldnn.is_available()}); numpy {np.__version__}")

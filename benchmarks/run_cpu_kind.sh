@@ -29,6 +29,13 @@ kind="$(awk -F': *' '
     END {if (v == "") v = "cpu"; printf "%s_f%s_m%s", v, f, m}' /proc/cpuinfo 2>/dev/null \
     || uname -m)"
 tag="${kind}_$(git rev-parse --short HEAD)_$(date +%F)"
+# the JSONs are filed under this commit: its kernels must be the ones that run
+"$python" -c "import sys; from fastlstm._build_source import build_state as s; b = s(); \
+sys.exit(0 if b['fresh'] else 'the kernels were not built from this tree (%s, tree %s): '
+'rebuild with python setup.py build_ext --inplace' % (b['built'], b['tree']))"
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+    echo "note: the tree has uncommitted changes; the JSONs are named by HEAD"
+fi
 out="benchmarks/results"
 bf16=0
 grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && bf16=1

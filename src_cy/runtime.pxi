@@ -1,5 +1,20 @@
 # What the Python side asks of the compiled runtime: OpenMP's presence and limits.
 
+cdef extern from *:
+    """
+    #ifndef FASTLSTM_SOURCE_HASH
+    #define FASTLSTM_SOURCE_HASH "unknown"
+    #endif
+    """
+    const char* FASTLSTM_SOURCE_HASH
+
+
+def source_hash():
+    """The fingerprint of the sources this module was compiled from (setup.py computes it
+    with fastlstm._build_source.source_hash; "unknown" when built without setup.py)."""
+    return FASTLSTM_SOURCE_HASH.decode("ascii")
+
+
 def openmp_enabled():
     """True when this module was compiled with OpenMP (threads > 1 possible)."""
     return bool(fastlstm_openmp_enabled())
