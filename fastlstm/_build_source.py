@@ -52,9 +52,9 @@ def build_state(root=None):
     -------
     dict
         ``built``: the hash compiled into ``fastlstm._recurrent`` ("unknown" for a build
-        without one, None when it cannot be imported); ``tree``: :func:`source_hash` of ``root`` now (None away from a
-        checkout); ``fresh``: True when both are known and equal, False when they differ,
-        None when either is unknown.
+        without one, None when it cannot be imported); ``tree``: :func:`source_hash` of
+        ``root`` now (None away from a checkout); ``fresh``: True when both are known and
+        equal, False when they differ, None when either is unknown.
     """
     try:
         from . import _recurrent

@@ -186,8 +186,9 @@ def test_matmul_with_a_bias_adds_it_to_the_finished_products(kernels, dtype, M, 
         np.testing.assert_array_equal(got, plain + bias)
 
 
-@pytest.mark.parametrize("kernels", [pytest.param(_gemm.COMPILED, marks=needs_tiles, id="cython"),
-                                     pytest.param(_numba_gemm, id="numba")])
+@pytest.mark.parametrize("kernels", [
+    pytest.param(_gemm.COMPILED, marks=needs_tiles, id="cython"),
+    pytest.param(_numba_gemm, id="numba")])
 @pytest.mark.parametrize("I", [12, 28, 64])
 def test_a_rows_input_gradient_does_not_depend_on_the_other_rows(I, kernels):
     # OpenBLAS's Haswell kernels (x86 CPUs without AVX-512) give a row other bits when it
