@@ -121,6 +121,14 @@ MAX_WEIGHT_GRADIENT_TILE_ROWS = 640
 #: 3.51 / 3.68, (16, 150, 256, 256) (513 rows) 48.0 / 49.5; (64, 25, 512, 512) (1025
 #: rows) 125.5 / 119.4.
 MAX_NUMBA_TN_TILE_ROWS = 640
+#: The same where the panels are 16 floats wide or narrower (AVX2, NEON, SSE: a tile row
+#: is two vectors of 8 or 4 floats). 2-core AMD EPYC Zen 3 (AVX2), the product alone,
+#: (K, M rows, N), tiles / BLAS blocks ms: (3584, 28, 512) 1.14-1.43 / 1.59-1.68, (3200,
+#: 64, 256) 0.83-1.17 / 1.06-1.34; (3584, 129, 512) 5.2-5.6 / 4.5-4.8, (2400, 256, 1024)
+#: 15.3-16.6 / 9.7-10.7, (3200, 512, 2048) 81.6-99.7 / 38.9-47.2. Whole training steps in
+#: turns in one process, new / old: (64, 25, 512, 512) 0.84-0.86, (16, 150, 256, 256)
+#: 0.90-0.92, seed 0.93-0.98, (8, 100, 64, 128) and (32, 100, 64, 64) 0.98-1.01.
+MAX_NUMBA_TN_TILE_ROWS_NARROW_PANELS = 64
 #: Widest input (I) whose gradient dz W_x^T runs on the tiles (at I = 1024 packing 16 MB
 #: of W_x^T per call cost more than the tiles gain over BLAS at ~450 GFLOP/s).
 MAX_TILED_INPUT_GRADIENT = 512

@@ -81,8 +81,7 @@ def test_weight_gradient_tiles_refuse_what_they_cannot_do():
 
 def test_matmul_tn_takes_the_tiles_for_narrow_results_and_blas_blocks_for_wide(monkeypatch):
     """``fastlstm._gemm`` routes the numba backend's weight gradients: up to
-    ``MAX_NUMBA_TN_TILE_ROWS`` rows of whole panels on the tiles, else the BLAS blocks."""
-    from fastlstm import _thresholds
+    ``max_tn_tile_rows()`` rows of whole panels on the tiles, else the BLAS blocks."""
     from fastlstm.backends._numba_tiles import PANEL_WIDTH
     calls = []
     for name in ("gemm_tn", "gemm_blocks"):
@@ -91,12 +90,27 @@ def test_matmul_tn_takes_the_tiles_for_narrow_results_and_blas_blocks_for_wide(m
                             lambda *args, _o=original, _n=name: calls.append(_n) or _o(*args))
     rng = np.random.default_rng(3)
     b = rng.standard_normal((3000, 4 * PANEL_WIDTH)).astype(np.float32)
-    for M, route in ((40, "gemm_tn"), (_thresholds.MAX_NUMBA_TN_TILE_ROWS + 1, "gemm_blocks")):
+    for M, route in ((40, "gemm_tn"), (_numba_gemm.max_tn_tile_rows() + 1, "gemm_blocks")):
         a = rng.standard_normal((3000, M)).astype(np.float32)
         calls.clear()
         out = _gemm.matmul_tn(a, b, 2, kernels=_numba_gemm)
         assert calls == [route]
         np.testing.assert_allclose(out, a.astype(np.float64).T @ b, rtol=1e-4, atol=1e-3)
+
+
+def test_the_weight_gradients_tile_limit_follows_the_cpus_vectors():
+    """Panels of 32 floats (AVX-512) take results of up to ``MAX_NUMBA_TN_TILE_ROWS`` rows on
+    the tiles; narrower panels (AVX2 and NEON 16, SSE 8) only up to
+    ``MAX_NUMBA_TN_TILE_ROWS_NARROW_PANELS``, fewer; this CPU's limit is its panels'."""
+    from fastlstm import _thresholds
+    from fastlstm.backends._numba_tiles import PANEL_WIDTH
+    wide, narrow = (_thresholds.MAX_NUMBA_TN_TILE_ROWS,
+                    _thresholds.MAX_NUMBA_TN_TILE_ROWS_NARROW_PANELS)
+    assert narrow < wide
+    assert _numba_gemm.max_tn_tile_rows(32) == wide
+    assert _numba_gemm.max_tn_tile_rows(16) == _numba_gemm.max_tn_tile_rows(8) == narrow
+    assert _numba_gemm.max_tn_tile_rows() == _numba_gemm.max_tn_tile_rows(PANEL_WIDTH)
+    assert _numba_gemm.max_tn_tile_rows() == (wide if PANEL_WIDTH >= 32 else narrow)
 
 
 @pytest.mark.parametrize("time_major", [False, True])

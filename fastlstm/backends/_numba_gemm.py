@@ -157,12 +157,22 @@ def _tn_product():
     return tn
 
 
+def max_tn_tile_rows(panel_width=PANEL_WIDTH):
+    """Most rows of a weight gradient's result that :func:`gemm_tn` takes on this CPU:
+    ``MAX_NUMBA_TN_TILE_ROWS`` with panels of 32 floats or more (AVX-512), else
+    ``MAX_NUMBA_TN_TILE_ROWS_NARROW_PANELS`` (AVX2, NEON, SSE: there OpenBLAS's blocking
+    wins from fewer rows). A property of the CPU's vectors, never of a timing: the tiles
+    and BLAS sum in different orders."""
+    if panel_width >= 32:
+        return _thresholds.MAX_NUMBA_TN_TILE_ROWS
+    return _thresholds.MAX_NUMBA_TN_TILE_ROWS_NARROW_PANELS
+
+
 def gemm_tn_takes(a, b, out):
     """Whether ``fastlstm._gemm`` sends ``out = a.T @ b`` to :func:`gemm_tn`: one float
     dtype, all three C-contiguous, whole panels of columns, and at most
-    ``MAX_NUMBA_TN_TILE_ROWS`` rows of ``out`` (wider, BLAS's blocking wins)."""
-    return (_tiles_can_take(a, b, out)
-            and 0 < out.shape[0] <= _thresholds.MAX_NUMBA_TN_TILE_ROWS)
+    :func:`max_tn_tile_rows` rows of ``out`` (wider, BLAS's blocking wins)."""
+    return _tiles_can_take(a, b, out) and 0 < out.shape[0] <= max_tn_tile_rows()
 
 
 def _tiles_can_take(a, b, out):
