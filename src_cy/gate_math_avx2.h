@@ -124,6 +124,59 @@ FL_AVX2_MATH void fl_lstm_gates8(
 #undef FL_ST
 }
 
+/* fl_lstm_gates8 on both halves of a full 16-unit group, each statement for both halves
+ * in turn: the halves' long latency chains (exp, division, then tanh of the new cell)
+ * overlap, where one half after the other left the FMA pipes mostly waiting. The same
+ * operations per lane: the same bits. */
+FL_AVX2_MATH void fl_lstm_gates8x2(
+        ptrdiff_t S, const float* restrict xp, const float* restrict z,
+        const float* restrict peep, const int use_peep, float forget_bias,
+        const int use_clip, float clip, float* restrict c_loc, float* restrict h_loc,
+        float* restrict act, float* restrict cs_row, float* restrict hs_row,
+        float* restrict cun_row) {
+    __m256 z_i[2], z_j[2], z_f[2], z_o[2], c_prev[2], i[2], j[2], f[2], c[2], o[2], h[2];
+#define FL_HALVES for (ptrdiff_t q = 0, u = 0; q < 2; q++, u += 8)
+    FL_HALVES {
+        z_i[q] = _mm256_add_ps(_mm256_loadu_ps(xp + u), _mm256_loadu_ps(z + u));
+        z_j[q] = _mm256_add_ps(_mm256_loadu_ps(xp + S + u), _mm256_loadu_ps(z + 16 + u));
+        z_f[q] = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xp + 2 * S + u),
+                                             _mm256_loadu_ps(z + 32 + u)),
+                               _mm256_set1_ps(forget_bias));
+        z_o[q] = _mm256_add_ps(_mm256_loadu_ps(xp + 3 * S + u), _mm256_loadu_ps(z + 48 + u));
+        c_prev[q] = _mm256_loadu_ps(c_loc + u);
+    }
+    if (use_peep)
+        FL_HALVES {
+            z_i[q] = _mm256_fmadd_ps(_mm256_loadu_ps(peep + u), c_prev[q], z_i[q]);
+            z_f[q] = _mm256_fmadd_ps(_mm256_loadu_ps(peep + S + u), c_prev[q], z_f[q]);
+        }
+    FL_HALVES i[q] = fl_sigmoid8(z_i[q]);
+    FL_HALVES j[q] = fl_tanh8(z_j[q]);
+    FL_HALVES f[q] = fl_sigmoid8(z_f[q]);
+    FL_HALVES c[q] = _mm256_fmadd_ps(i[q], j[q], _mm256_mul_ps(f[q], c_prev[q]));
+    if (use_clip)
+        FL_HALVES {
+            _mm256_storeu_ps(cun_row + u, c[q]);
+            c[q] = _mm256_min_ps(_mm256_set1_ps(clip),
+                                 _mm256_max_ps(_mm256_set1_ps(-clip), c[q]));
+        }
+    if (use_peep)                                                       /* the new cell */
+        FL_HALVES z_o[q] = _mm256_fmadd_ps(_mm256_loadu_ps(peep + 2 * S + u), c[q], z_o[q]);
+    FL_HALVES o[q] = fl_sigmoid8(z_o[q]);
+    FL_HALVES h[q] = _mm256_mul_ps(o[q], fl_tanh8(c[q]));
+    FL_HALVES {
+        _mm256_storeu_ps(act + u, i[q]);
+        _mm256_storeu_ps(act + S + u, j[q]);
+        _mm256_storeu_ps(act + 2 * S + u, f[q]);
+        _mm256_storeu_ps(act + 3 * S + u, o[q]);
+        _mm256_storeu_ps(cs_row + u, c[q]);
+        _mm256_storeu_ps(hs_row + u, h[q]);
+        _mm256_storeu_ps(c_loc + u, c[q]);
+        _mm256_storeu_ps(h_loc + u, h[q]);
+    }
+#undef FL_HALVES
+}
+
 /* fl_lstm_gates16's contract (n <= 16 units of one row) as two 8-lane halves. */
 FL_AVX2_MATH void fl_lstm_gates16_avx2(
         ptrdiff_t n, ptrdiff_t S, const float* restrict xp, const float* restrict z,
@@ -131,6 +184,11 @@ FL_AVX2_MATH void fl_lstm_gates16_avx2(
         const int use_clip, float clip, float* restrict c_loc, float* restrict h_loc,
         float* restrict act, float* restrict cs_row, float* restrict hs_row,
         float* restrict cun_row) {
+    if (n == 16) {
+        fl_lstm_gates8x2(S, xp, z, peep, use_peep, forget_bias, use_clip, clip, c_loc, h_loc,
+                         act, cs_row, hs_row, cun_row);
+        return;
+    }
     for (ptrdiff_t u = 0; u < n; u += 8) {
         float* const cun = use_clip ? cun_row + u : cun_row;
         if (n - u >= 8)
