@@ -47,7 +47,10 @@ def _load(name):
         raise _failed[name]
     module_name, hint = _KNOWN[name]
     try:
-        module = importlib.import_module(module_name)
+        # relative to this package: a renamed copy of fastlstm (benchmarks/ab_builds.py
+        # loads two builds side by side) runs its own backends and kernels
+        module = importlib.import_module(module_name.replace("fastlstm.backends.", ".", 1),
+                                         __package__)
     except ImportError as exc:
         err = ImportError(f"fastlstm backend {name!r} is not available: {hint} ({exc})")
         _failed[name] = err
