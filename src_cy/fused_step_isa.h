@@ -64,17 +64,18 @@ static void FL_ISA(fl_rows_passes_f32)(ptrdiff_t n_rows, ptrdiff_t KA,
                                          W + k1 * 64 + (r0 / 6 % 4) * FL_F32_PASS * 16);
                 continue;
             }
-#else
-            /* 4-row tiles: the first four prefetch a quarter of the next pass each, before
-             * they run (AVX2 simulated on the Intel Xeon: 2-4% at (64, 25, 512, 512)) */
-            if (r0 < 16)
-                for (ptrdiff_t l = 0; l < FL_F32_PASS; l++)
-                    _mm_prefetch((const char*)(W + k1 * 64 + ((r0 / 4) * FL_F32_PASS + l) * 16),
-                                 _MM_HINT_T0);
-#endif
             FL_ISA(fl_tile_4x64_acc)(ka1 - ka0, ar[0], ar[1], ar[2], ar[3], kb1 - kb0,
                                      br[0], br[1], br[2], br[3], W + k0 * 64,
                                      (float(*)[64])(z + r0 * 64), k0 > 0);
+#else
+            /* 4-row tiles (AVX2): the first four prefetch a quarter of the next pass each,
+             * a line per row of k in their first column pass (a burst of 64 prefetches
+             * before each tile instead stalled on the fill buffers on a Zen 3) */
+            fl_tile_4x64_acc_pf_avx2(ka1 - ka0, ar, kb1 - kb0, br, W + k0 * 64,
+                                     (float(*)[64])(z + r0 * 64), k0 > 0,
+                                     r0 < 16 ? W + k1 * 64 + (r0 / 4) * FL_F32_PASS * 16
+                                             : NULL);
+#endif
         }
     }
 }

@@ -28,7 +28,7 @@
 FL_AVX2_TILE void fl_tile_4xv_avx2(ptrdiff_t K, const float* const a[4], ptrdiff_t K2,
                                    const float* const b[4], const float* restrict W,
                                    const ptrdiff_t sa, const int V, float* const t[4],
-                                   const int acc) {
+                                   const int acc, const float* pf) {
     __m256 c[4][3];       /* acc: the sums continue from t's values (fl_tile_4x64_acc) */
     for (int i = 0; i < 4; i++)
         for (int v = 0; v < V; v++)
@@ -38,6 +38,10 @@ FL_AVX2_TILE void fl_tile_4xv_avx2(ptrdiff_t K, const float* const a[4], ptrdiff
         const float* const* x = part ? b : a;
         const float* Wp = part ? W + K * 64 : W;
         for (ptrdiff_t k = 0; k < n; k++) {
+            if (pf) {           /* pf: a line of the caller's next pass per row of k */
+                _mm_prefetch((const char*)pf, _MM_HINT_T0);
+                pf += 16;
+            }
             __m256 w[3];
             for (int v = 0; v < V; v++) w[v] = _mm256_loadu_ps(Wp + k * 64 + 8 * v);
             for (int i = 0; i < 4; i++) {
@@ -50,17 +54,21 @@ FL_AVX2_TILE void fl_tile_4xv_avx2(ptrdiff_t K, const float* const a[4], ptrdiff
         for (int v = 0; v < V; v++) _mm256_storeu_ps(t[i] + 8 * v, c[i][v]);
 }
 
-/* A 4 x 64 tile as passes over columns 0-23, 24-47 and 48-63 (a_i[k sa]: see above) */
+/* A 4 x 64 tile as passes over columns 0-23, 24-47 and 48-63 (a_i[k sa]: see above);
+ * pf (or NULL): the first pass prefetches a line at pf + 16 k per row of k */
 FL_AVX2_TILE void fl_tile_4x64_passes_avx2(ptrdiff_t K, const float* const a[4],
                                            ptrdiff_t K2, const float* const b[4],
                                            const float* restrict W, const ptrdiff_t sa,
-                                           float tile[4][64], const int acc) {
+                                           float tile[4][64], const int acc,
+                                           const float* pf) {
     for (int q = 0; q < 64; q += 24) {
         float* const t[4] = {tile[0] + q, tile[1] + q, tile[2] + q, tile[3] + q};
-        if (q < 48)
-            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 3, t, acc);
+        if (q == 0)
+            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 3, t, acc, pf);
+        else if (q < 48)
+            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 3, t, acc, NULL);
         else
-            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 2, t, acc);
+            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 2, t, acc, NULL);
     }
 }
 
@@ -75,7 +83,17 @@ FL_AVX2_TILE void fl_tile_4x64_acc_avx2(ptrdiff_t K, const float* restrict a0,
                                         const int acc) {
     const float* const a[4] = {a0, a1, a2, a3};
     const float* const b[4] = {b0, b1, b2, b3};
-    fl_tile_4x64_passes_avx2(K, a, K2, b, W, 1, tile, acc);
+    fl_tile_4x64_passes_avx2(K, a, K2, b, W, 1, tile, acc, NULL);
+}
+
+/* fl_tile_4x64_acc_avx2 whose first column pass prefetches a line at pf + 16 k per row of
+ * k toward L1 (fl_rows_passes_f32: the next pass of weights, spread over the FMAs instead
+ * of a burst of prefetches before the tile) */
+FL_AVX2_TILE void fl_tile_4x64_acc_pf_avx2(ptrdiff_t K, const float* const a[4],
+                                           ptrdiff_t K2, const float* const b[4],
+                                           const float* restrict W, float tile[4][64],
+                                           const int acc, const float* pf) {
+    fl_tile_4x64_passes_avx2(K, a, K2, b, W, 1, tile, acc, pf);
 }
 
 /* fl_tile_4x64's contract: four rows, 64 columns, over a[0:K] then b[0:K2] */
@@ -95,7 +113,7 @@ FL_AVX2_TILE void fl_tile_8xv_avx2(ptrdiff_t K, const float* const a[8],
         for (int q = 0; q < 16 * V; q += 16) {
             float* const t[4] = {tile[r] + q, tile[r + 1] + q, tile[r + 2] + q,
                                  tile[r + 3] + q};
-            fl_tile_4xv_avx2(K, a + r, 0, a + r, W + q, 1, 2, t, 0);
+            fl_tile_4xv_avx2(K, a + r, 0, a + r, W + q, 1, 2, t, 0, NULL);
         }
 }
 
@@ -148,7 +166,7 @@ FL_AVX2_TILE void fl_tn_tile_avx2(ptrdiff_t ks, const int64_t* restrict krows,
         ap[k][0] = ak[0]; ap[k][1] = ak[o1]; ap[k][2] = ak[o2]; ap[k][3] = ak[o3];
     }
     const float* const cols[4] = {&ap[0][0], &ap[0][1], &ap[0][2], &ap[0][3]};
-    fl_tile_4x64_passes_avx2(ks, cols, 0, cols, Wb, 4, tile, 0);
+    fl_tile_4x64_passes_avx2(ks, cols, 0, cols, Wb, 4, tile, 0, NULL);
 }
 
 /* C[0:16] += P[0:16] for the weight gradient's pieces (C unaligned, P aligned) */
