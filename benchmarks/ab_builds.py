@@ -23,6 +23,7 @@ gradient).
 """
 
 import argparse
+import importlib
 import importlib.util
 import os
 import sys
@@ -78,7 +79,6 @@ def make_call(fl, config, mode, backend, rng_seed=0):
 
 
 def compare(builds, config, mode, threads, backend, calls):
-    base, new = builds
     runs = [make_call(fl, config, mode, backend) for fl in builds]
     contexts = [fl.threads(threads) for fl in builds]
     for c in contexts:
@@ -130,13 +130,10 @@ def main(argv=None):
               for i, p in enumerate((args.base, args.new))]
     hashes = []
     for fl in builds:
-        kernels = sys.modules.get(fl.__name__ + "._recurrent")
-        if kernels is None:
-            try:
-                kernels = importlib.import_module("._recurrent", fl.__name__)
-            except ImportError:
-                kernels = None
-        hashes.append(kernels.source_hash() if kernels is not None else "no extension")
+        try:
+            hashes.append(importlib.import_module(fl.__name__ + "._recurrent").source_hash())
+        except ImportError:
+            hashes.append("no extension")
     print(f"machine: {cpu_name()}; backend {args.backend}")
     print(f"base {args.base} (kernels {hashes[0]}), new {args.new} (kernels {hashes[1]})")
     print(f"{'config (B,T,I,H)':>22} {'mode':>5} {'th':>2}  {'base ms':>9} {'new ms':>9}"

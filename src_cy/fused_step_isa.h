@@ -71,7 +71,7 @@ static void FL_ISA(fl_rows_passes_f32)(ptrdiff_t n_rows, ptrdiff_t KA,
             /* 4-row tiles (AVX2): the first four prefetch a quarter of the next pass each,
              * a line per row of k in their first column pass (a burst of 64 prefetches
              * before each tile instead stalled on the fill buffers on a Zen 3) */
-            fl_tile_4x64_acc_pf_avx2(ka1 - ka0, ar, kb1 - kb0, br, W + k0 * 64,
+            fl_tile_4x64_passes_avx2(ka1 - ka0, ar, kb1 - kb0, br, W + k0 * 64, 1,
                                      (float(*)[64])(z + r0 * 64), k0 > 0,
                                      r0 < 16 ? W + k1 * 64 + (r0 / 4) * FL_F32_PASS * 16
                                              : NULL);

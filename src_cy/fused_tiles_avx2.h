@@ -86,15 +86,6 @@ FL_AVX2_TILE void fl_tile_4x64_acc_avx2(ptrdiff_t K, const float* restrict a0,
     fl_tile_4x64_passes_avx2(K, a, K2, b, W, 1, tile, acc, NULL);
 }
 
-/* fl_tile_4x64_acc_avx2 whose first column pass prefetches a line at pf + 16 k per row of
- * k toward L1 (fl_rows_passes_f32: the next pass of weights, spread over the FMAs instead
- * of a burst of prefetches before the tile) */
-FL_AVX2_TILE void fl_tile_4x64_acc_pf_avx2(ptrdiff_t K, const float* const a[4],
-                                           ptrdiff_t K2, const float* const b[4],
-                                           const float* restrict W, float tile[4][64],
-                                           const int acc, const float* pf) {
-    fl_tile_4x64_passes_avx2(K, a, K2, b, W, 1, tile, acc, pf);
-}
 
 /* fl_tile_4x64's contract: four rows, 64 columns, over a[0:K] then b[0:K2] */
 FL_AVX2_TILE void fl_tile_4x64_avx2(ptrdiff_t K, const float* restrict a0,

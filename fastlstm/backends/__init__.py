@@ -24,15 +24,17 @@ AUTO_ORDER_MEASUREMENT = (
     "FASTLSTM_NO_SMALL_GEMM=1, the Cython BLAS path), 2026-12-05, same CPU: see "
     "docs/benchmarks.md, 'The Numba backend'")
 
-#: Every backend fastlstm knows, with the module that holds it and how to get it.
+#: Every backend fastlstm knows, with its module (relative to this package, so that a
+#: renamed copy of fastlstm, as benchmarks/ab_builds.py loads, runs its own backends and
+#: kernels) and how to get it.
 _KNOWN = {
-    "numpy": ("fastlstm.backends.numpy_backend", "always available"),
-    "cython": ("fastlstm.backends.cython_backend",
+    "numpy": (".numpy_backend", "always available"),
+    "cython": (".cython_backend",
                "the compiled extension fastlstm._recurrent is missing: reinstall fastlstm "
                "from source with a C compiler (pip install -e .)"),
-    "numba": ("fastlstm.backends.numba_backend",
+    "numba": (".numba_backend",
               "numba is not installed: pip install numba"),
-    "cuda": ("fastlstm.backends.cuda_backend",
+    "cuda": (".cuda_backend",
              "it needs numba.cuda and an NVIDIA GPU (pip install 'fastlstm[cuda]')"),
 }
 
@@ -47,10 +49,7 @@ def _load(name):
         raise _failed[name]
     module_name, hint = _KNOWN[name]
     try:
-        # relative to this package: a renamed copy of fastlstm (benchmarks/ab_builds.py
-        # loads two builds side by side) runs its own backends and kernels
-        module = importlib.import_module(module_name.replace("fastlstm.backends.", ".", 1),
-                                         __package__)
+        module = importlib.import_module(module_name, __package__)
     except ImportError as exc:
         err = ImportError(f"fastlstm backend {name!r} is not available: {hint} ({exc})")
         _failed[name] = err
