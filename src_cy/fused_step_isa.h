@@ -68,10 +68,10 @@ static void FL_ISA(fl_rows_passes_f32)(ptrdiff_t n_rows, ptrdiff_t KA,
                                      br[0], br[1], br[2], br[3], W + k0 * 64,
                                      (float(*)[64])(z + r0 * 64), k0 > 0);
 #else
-            /* 4-row tiles (AVX2): the first four prefetch a quarter of the next pass each,
-             * a line per row of k in their first column pass (a burst of 64 prefetches
-             * before each tile instead stalled on the fill buffers on a Zen 3) */
-            fl_tile_4x64_passes_avx2(ka1 - ka0, ar, kb1 - kb0, br, W + k0 * 64, 1,
+            /* tiles of up to 4 rows (AVX2): the first four prefetch a quarter of the next
+             * pass each, a line per row of k in their first column pass (a burst of 64
+             * prefetches before each tile instead stalled on the fill buffers on a Zen 3) */
+            fl_tile_nx64_passes_avx2(nr, ka1 - ka0, ar, kb1 - kb0, br, W + k0 * 64,
                                      (float(*)[64])(z + r0 * 64), k0 > 0,
                                      r0 < 16 ? W + k1 * 64 + (r0 / 4) * FL_F32_PASS * 16
                                              : NULL);
@@ -199,17 +199,15 @@ static void FL_ISA(fl_lstm_fwd_fused_f32)(
         for (ptrdiff_t r0 = 0; r0 < n_rows; r0 += 4) {
             const ptrdiff_t nr = n_rows - r0 < 4 ? n_rows - r0 : 4;
             const float* xr[4] = {NULL, NULL, NULL, NULL};
+            const float* hr[4];
+            for (int i = 0; i < 4; i++) hr[i] = fl_tile_row(h_old, H, r0, nr, i);
             if (x)
                 for (int i = 0; i < 4; i++)
                     xr[i] = x + t * out->x_t + rows[r0 + (i < nr ? i : nr - 1)] * out->x_b;
             else
                 for (ptrdiff_t i = 0; i < nr; i++)
                     fl_prefetch_gates(xproj + (t * B + rows[r0 + i]) * G + u0, H);
-            FL_ISA(fl_tile_4x64)(KX, xr[0], xr[1], xr[2], xr[3], H,
-                                 fl_tile_row(h_old, H, r0, nr, 0),
-                                 fl_tile_row(h_old, H, r0, nr, 1),
-                                 fl_tile_row(h_old, H, r0, nr, 2),
-                                 fl_tile_row(h_old, H, r0, nr, 3), Wg, ztile);
+            FL_ISA(fl_tile_nx64)(nr, KX, xr, H, hr, Wg, ztile);
             for (ptrdiff_t rr = 0; rr < nr; rr++)
                 FL_ROW_GATES(r0 + rr, rows[r0 + rr], u0, n, ztile[rr]);
         }
@@ -324,8 +322,7 @@ static void FL_ISA(fl_gemm_rows_wt_f32)(
             else if (n <= 32)
                 FL_ISA(fl_tile_8xv)(K, a, Wc, 2, tile);
             else
-                FL_ISA(fl_tile_4x64)(K, a[0], a[1], a[2], a[3], 0, NULL, NULL, NULL, NULL, Wc,
-                                     tile);
+                FL_ISA(fl_tile_nx64)(nr, K, a, 0, a, Wc, tile);
             for (ptrdiff_t rr = 0; rr < nr; rr++)
                 memcpy(C + (c_off ? c_off[r0 + rr] : (r0 + rr) * ldc) + u0, tile[rr],
                        n * sizeof(float));

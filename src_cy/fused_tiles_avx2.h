@@ -4,9 +4,11 @@
  * The same contracts as fused_tiles_avx512.h, on the same packed layouts (rows of 64
  * floats), so the loops above them are shared. AVX2 has 16 ymm registers, so a 4 x 64
  * tile (32 accumulators) does not fit: it is passes of 4 rows x 24, 24 and 16 columns
- * (fl_tile_4xv_avx2: 12 or 8 accumulators, 3 or 2 weight vectors, 1 broadcast), each
- * pass reading its columns of W's rows. Every output element is still one in-order FMA chain over k from zero, so the
- * results are the AVX-512 tiles' bits (tested where the CPU has both). */
+ * (fl_tile_rxv_avx2: 12 or 8 accumulators, 3 or 2 weight vectors, 1 broadcast), each
+ * pass reading its columns of W's rows; tiles of fewer rows take passes of their own
+ * (fl_tile_rx64_passes_avx2). Every output element is still one in-order FMA chain over
+ * k from zero, so the results are the AVX-512 tiles' bits (tested where the CPU has
+ * both). */
 #ifndef FASTLSTM_FUSED_TILES_AVX2_H
 #define FASTLSTM_FUSED_TILES_AVX2_H
 
@@ -18,19 +20,20 @@
 #define FL_AVX2_TILE static inline __attribute__((target("avx2,fma"), always_inline))
 
 /* t_i[0:8 V] = sum_k a_i[k sa] W[k][0:8 V] over k < K, then on over b_i[k sa] and W's
- * next K2 rows (W rows 64 floats apart, already offset to the columns). V (2 or 3 vectors
- * of 8) and sa (1, or 4 for the weight gradient's gathered columns) are constants where
- * this is inlined, so the loops unroll and the 4 V accumulators stay in registers. V = 3
- * uses all 16 ymm registers (12 accumulators, 3 weight vectors, the broadcast): 12
- * independent FMA chains, where the 8 of V = 2 (the two FMA pipes times their latency of
- * 4) left no slack for a load or a broadcast (simulated AVX2, inference 1.03-1.07x faster
- * with 24-column passes than with 16-column passes only). */
-FL_AVX2_TILE void fl_tile_4xv_avx2(ptrdiff_t K, const float* const a[4], ptrdiff_t K2,
-                                   const float* const b[4], const float* restrict W,
-                                   const ptrdiff_t sa, const int V, float* const t[4],
-                                   const int acc, const float* pf) {
-    __m256 c[4][3];       /* acc: the sums continue from t's values (fl_tile_4x64_acc) */
-    for (int i = 0; i < 4; i++)
+ * next K2 rows (W rows 64 floats apart, already offset to the columns), for the rows
+ * i < R <= 4. R, V (up to 8 vectors of 8) and sa (1, or 4 for the weight gradient's
+ * gathered columns) are constants where this is inlined, so the loops unroll and the
+ * R V accumulators stay in registers. R = 4, V = 3 uses all 16 ymm registers (12
+ * accumulators, 3 weight vectors, the broadcast): 12 independent FMA chains, where the 8
+ * of V = 2 (the two FMA pipes times their latency of 4) left no slack for a load or a
+ * broadcast (simulated AVX2, inference 1.03-1.07x faster with 24-column passes than with
+ * 16-column passes only). */
+FL_AVX2_TILE void fl_tile_rxv_avx2(const int R, ptrdiff_t K, const float* const a[4],
+                                   ptrdiff_t K2, const float* const b[4],
+                                   const float* restrict W, const ptrdiff_t sa, const int V,
+                                   float* const t[4], const int acc, const float* pf) {
+    __m256 c[4][8];       /* acc: the sums continue from t's values */
+    for (int i = 0; i < R; i++)
         for (int v = 0; v < V; v++)
             c[i][v] = acc ? _mm256_loadu_ps(t[i] + 8 * v) : _mm256_setzero_ps();
     for (int part = 0; part < 2; part++) {            /* a over W[0:K], b over the next K2 */
@@ -42,59 +45,68 @@ FL_AVX2_TILE void fl_tile_4xv_avx2(ptrdiff_t K, const float* const a[4], ptrdiff
                 _mm_prefetch((const char*)pf, _MM_HINT_T0);
                 pf += 16;
             }
-            __m256 w[3];
+            __m256 w[8];
             for (int v = 0; v < V; v++) w[v] = _mm256_loadu_ps(Wp + k * 64 + 8 * v);
-            for (int i = 0; i < 4; i++) {
+            for (int i = 0; i < R; i++) {
                 const __m256 s = _mm256_set1_ps(x[i][k * sa]);
                 for (int v = 0; v < V; v++) c[i][v] = _mm256_fmadd_ps(s, w[v], c[i][v]);
             }
         }
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < R; i++)
         for (int v = 0; v < V; v++) _mm256_storeu_ps(t[i] + 8 * v, c[i][v]);
 }
 
-/* A 4 x 64 tile as passes over columns 0-23, 24-47 and 48-63 (a_i[k sa]: see above);
- * pf (or NULL): the first pass prefetches a line at pf + 16 k per row of k */
-FL_AVX2_TILE void fl_tile_4x64_passes_avx2(ptrdiff_t K, const float* const a[4],
+/* An R x 64 tile (R <= 4, a constant where inlined) as passes over its columns of at
+ * least 8 independent FMA chains each where the rows allow: 4 or 3 rows in passes of 24,
+ * 24 and 16 columns, 2 rows in two of 32, one row in one of 64 (its weight vectors read
+ * by the FMAs themselves: 17 registers would not fit). Rows past R are neither computed
+ * nor written: 2 rows as a 4-row tile of copies did twice the work. a_i[k sa]: see above;
+ * pf (or NULL): the first pass prefetches a line at pf + 16 k per row of k. */
+FL_AVX2_TILE void fl_tile_rx64_passes_avx2(const int R, ptrdiff_t K, const float* const a[4],
                                            ptrdiff_t K2, const float* const b[4],
                                            const float* restrict W, const ptrdiff_t sa,
                                            float tile[4][64], const int acc,
                                            const float* pf) {
-    for (int q = 0; q < 64; q += 24) {
-        float* const t[4] = {tile[0] + q, tile[1] + q, tile[2] + q, tile[3] + q};
-        if (q == 0)
-            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 3, t, acc, pf);
-        else if (q < 48)
-            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 3, t, acc, NULL);
-        else
-            fl_tile_4xv_avx2(K, a, K2, b, W + q, sa, 2, t, acc, NULL);
+    /* each pass a call of its own with constant columns: in a loop over the passes, the
+     * compiler kept the accumulators in memory (4-row tiles took twice as long) */
+#define FL_PASS(q, V, p)                                                                  \
+    {                                                                                     \
+        float* const t[4] = {tile[0] + (q), tile[1] + (q), tile[2] + (q), tile[3] + (q)}; \
+        fl_tile_rxv_avx2(R, K, a, K2, b, W + (q), sa, V, t, acc, p);                      \
+    }
+    if (R >= 3) {
+        FL_PASS(0, 3, pf)
+        FL_PASS(24, 3, NULL)
+        FL_PASS(48, 2, NULL)
+    } else if (R == 2) {
+        FL_PASS(0, 4, pf)
+        FL_PASS(32, 4, NULL)
+    } else {
+        FL_PASS(0, 8, pf)
+    }
+#undef FL_PASS
+}
+
+/* fl_tile_rx64_passes_avx2 (sa = 1) for a row count known at run time, 1 <= nr <= 4 */
+FL_AVX2_TILE void fl_tile_nx64_passes_avx2(ptrdiff_t nr, ptrdiff_t K, const float* const a[4],
+                                           ptrdiff_t K2, const float* const b[4],
+                                           const float* restrict W, float tile[4][64],
+                                           const int acc, const float* pf) {
+    switch (nr) {
+    case 1: fl_tile_rx64_passes_avx2(1, K, a, K2, b, W, 1, tile, acc, pf); break;
+    case 2: fl_tile_rx64_passes_avx2(2, K, a, K2, b, W, 1, tile, acc, pf); break;
+    case 3: fl_tile_rx64_passes_avx2(3, K, a, K2, b, W, 1, tile, acc, pf); break;
+    default: fl_tile_rx64_passes_avx2(4, K, a, K2, b, W, 1, tile, acc, pf); break;
     }
 }
 
-/* fl_tile_4x64_acc's contract: four rows, 64 columns, over a[0:K] then b[0:K2], from
- * zero or (acc) on from tile's values */
-FL_AVX2_TILE void fl_tile_4x64_acc_avx2(ptrdiff_t K, const float* restrict a0,
-                                        const float* restrict a1, const float* restrict a2,
-                                        const float* restrict a3, ptrdiff_t K2,
-                                        const float* restrict b0, const float* restrict b1,
-                                        const float* restrict b2, const float* restrict b3,
-                                        const float* restrict W, float tile[4][64],
-                                        const int acc) {
-    const float* const a[4] = {a0, a1, a2, a3};
-    const float* const b[4] = {b0, b1, b2, b3};
-    fl_tile_4x64_passes_avx2(K, a, K2, b, W, 1, tile, acc, NULL);
-}
-
-
-/* fl_tile_4x64's contract: four rows, 64 columns, over a[0:K] then b[0:K2] */
-FL_AVX2_TILE void fl_tile_4x64_avx2(ptrdiff_t K, const float* restrict a0,
-                                    const float* restrict a1, const float* restrict a2,
-                                    const float* restrict a3, ptrdiff_t K2,
-                                    const float* restrict b0, const float* restrict b1,
-                                    const float* restrict b2, const float* restrict b3,
+/* fl_tile_nx64's contract: rows 0 .. nr - 1 (1 <= nr <= 4) of a 4 x 64 tile over a[0:K]
+ * then b[0:K2] (a_i, b_i for i < nr read); tile's other rows are left as they were */
+FL_AVX2_TILE void fl_tile_nx64_avx2(ptrdiff_t nr, ptrdiff_t K, const float* const a[4],
+                                    ptrdiff_t K2, const float* const b[4],
                                     const float* restrict W, float tile[4][64]) {
-    fl_tile_4x64_acc_avx2(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W, tile, 0);
+    fl_tile_nx64_passes_avx2(nr, K, a, K2, b, W, tile, 0, NULL);
 }
 
 /* fl_tile_8xv's contract: eight rows, the first 16 V columns (V = 1 or 2) */
@@ -104,7 +116,7 @@ FL_AVX2_TILE void fl_tile_8xv_avx2(ptrdiff_t K, const float* const a[8],
         for (int q = 0; q < 16 * V; q += 16) {
             float* const t[4] = {tile[r] + q, tile[r + 1] + q, tile[r + 2] + q,
                                  tile[r + 3] + q};
-            fl_tile_4xv_avx2(K, a + r, 0, a + r, W + q, 1, 2, t, 0, NULL);
+            fl_tile_rxv_avx2(4, K, a + r, 0, a + r, W + q, 1, 2, t, 0, NULL);
         }
 }
 
@@ -157,7 +169,7 @@ FL_AVX2_TILE void fl_tn_tile_avx2(ptrdiff_t ks, const int64_t* restrict krows,
         ap[k][0] = ak[0]; ap[k][1] = ak[o1]; ap[k][2] = ak[o2]; ap[k][3] = ak[o3];
     }
     const float* const cols[4] = {&ap[0][0], &ap[0][1], &ap[0][2], &ap[0][3]};
-    fl_tile_4x64_passes_avx2(ks, cols, 0, cols, Wb, 4, tile, 0, NULL);
+    fl_tile_rx64_passes_avx2(4, ks, cols, 0, cols, Wb, 4, tile, 0, NULL);
 }
 
 /* C[0:16] += P[0:16] for the weight gradient's pieces (C unaligned, P aligned) */

@@ -83,6 +83,16 @@ static inline void fl_tile_4x64_avx512(ptrdiff_t K, const float* restrict a0,
     fl_tile_4x64_acc_avx512(K, a0, a1, a2, a3, K2, b0, b1, b2, b3, W, tile, 0);
 }
 
+/* fl_tile_nx64's contract (fused_tiles_avx2.h) as a 4-row tile: rows past nr are computed
+ * from a[i], b[i] as given (the callers repeat row nr - 1), never read by the callers */
+__attribute__((target("avx512f,fma"), always_inline))
+static inline void fl_tile_nx64_avx512(ptrdiff_t nr, ptrdiff_t K, const float* const a[4],
+                                       ptrdiff_t K2, const float* const b[4],
+                                       const float* restrict W, float tile[4][64]) {
+    (void)nr;
+    fl_tile_4x64_avx512(K, a[0], a[1], a[2], a[3], K2, b[0], b[1], b[2], b[3], W, tile);
+}
+
 /* fl_tile_4x64_acc_avx512 for six rows a_0 .. a_5 (b_0 .. b_5): 24 accumulators, so each
  * weight vector loaded feeds six FMAs instead of four. Each element is the same in-order
  * FMA chain over k, so the bits do not depend on the rows per tile. Iteration k also

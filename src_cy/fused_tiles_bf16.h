@@ -89,6 +89,16 @@ static inline void fl_tile_4x64_bf16(ptrdiff_t K, const float* restrict a0,
     FL_STORE_4X64(tile, c)
 }
 
+/* fl_tile_nx64's contract (fused_tiles_avx2.h) as a 4-row tile: rows past nr are computed
+ * from a[i], b[i] as given (the callers repeat row nr - 1), never read by the callers */
+FL_BF16_TARGET __attribute__((always_inline))
+static inline void fl_tile_nx64_bf16(ptrdiff_t nr, ptrdiff_t K, const float* const a[4],
+                                     ptrdiff_t K2, const float* const b[4],
+                                     const float* restrict Wf, float tile[4][64]) {
+    (void)nr;
+    fl_tile_4x64_bf16(K, a[0], a[1], a[2], a[3], K2, b[0], b[1], b[2], b[3], Wf, tile);
+}
+
 /* fl_row_blocks with bfloat16 products: one row against nb <= 4 64-column blocks of the
  * pair rows (block j at Wf + j * stride floats), 4 nb independent chains. */
 FL_BF16_TARGET __attribute__((always_inline))
