@@ -93,8 +93,15 @@ MAX_FUSED_INPUT_WIDTH_NUMBA = 1024
 #: ((4, 100, 64, 128) 0.74 / 0.58 ms; (1, 150, 256, 256) 1.70 / 3.30).
 MIN_BATCH_FUSED_INPUT_NUMBA = 4
 #: Below this batch size x W_x stays in the step only for I <= H / 2 (a tiny batch's
-#: step is a chain of latencies that x W_x lengthens; one GEMM before the loop does not).
+#: step is a chain of latencies that x W_x lengthens; one GEMM before the loop does not),
+#: or for I + H <= MAX_FUSED_SMALL_INPUT_WIDTH.
 MIN_BATCH_FUSED_WIDE_INPUT = 8
+#: Largest I + H whose step computes x W_x itself at any batch size: there the GEMM
+#: before the loop and the xproj round trip cost more than the longer step (the packed
+#: weights at most 192 rows, the tiles' one pass over k). Zen 3, inference ms GEMM first /
+#: in-step, 1 thread: (1, 29, 12, 16) 0.15 / 0.07, (1, 100, 64, 64) 0.32 / 0.25, (4, 100,
+#: 128, 64) 0.89 / 0.68; training 0.89-0.99 as long; but (1, 100, 128, 128) 0.74 / 0.81.
+MAX_FUSED_SMALL_INPUT_WIDTH = 192
 #: Packed weights of this many bytes or more are packed by all threads (8 MB took
 #: 0.37 ms on one, ~2% of an inference); below, each thread packs what it reads.
 PARALLEL_PACK_MIN_BYTES = 1 << 20

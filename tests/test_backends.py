@@ -64,6 +64,12 @@ def test_input_projection_inside_the_step_or_before_it(cell_name, monkeypatch):
     cell = make_cell(cell_name, 20, 5, dtype=np.float32, seed=2)
     assert cb.fuses_input(np.float32, 7, 5, 20) == cb.FUSED_STEP
     assert not cb.fuses_input(np.float32, 7, 2000, 100)
+    # below MIN_BATCH_FUSED_WIDE_INPUT, wide inputs only in small cells (I + H <= 192)
+    small = _thresholds.MAX_FUSED_SMALL_INPUT_WIDTH
+    assert cb.fuses_input(np.float32, 1, small - 64, 64) == cb.FUSED_STEP
+    assert not cb.fuses_input(np.float32, 1, small - 63, 64)
+    assert cb.fuses_input(np.float32, _thresholds.MIN_BATCH_FUSED_WIDE_INPUT, small - 63,
+                          64) == cb.FUSED_STEP
     compare(cell, "cython", 7, 6)
     monkeypatch.setattr(cb, "fuses_input", lambda *args: False)
     compare(cell, "cython", 7, 6)

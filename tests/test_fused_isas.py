@@ -169,15 +169,15 @@ def test_the_backwards_passes_over_k_give_the_bits_of_one_pass(B):
 @pytest.mark.skipif(_recurrent.fused_isa() is None,
                     reason="the fused kernels do not run on this CPU")
 @pytest.mark.parametrize("name", ["lstm", "peephole_clip"])
-@pytest.mark.parametrize("I, H", [(3, 20), (28, 130), (40, 200)])
+@pytest.mark.parametrize("I, H", [(3, 20), (28, 130), (40, 200), (100, 64)])
 def test_a_rows_results_do_not_depend_on_the_rows_beside_it(name, I, H):
     """Every sequence's outputs, final state and initial state's gradient (the backward's
     steps, dz W_h^T) are the same bits in a batch of 1 to 9 rows: tiles of 1, 2, 3 or 4
     rows (AVX2 computes only the rows it has; AVX-512 a 4-row tile of copies), the
     one-row path, the unit split and the passes over k (I + H > 192) all sum each element
     in the same order. (Not so where a BLAS GEMM takes part, whose blocking follows its
-    sizes: the input projection before the step (2 I > H and B < 8; here it runs inside)
-    and some input gradients.)"""
+    sizes: the input projection before the step (B < 8 with 2 I > H and I + H > 192; here
+    it runs inside at every batch) and some input gradients.)"""
     from _helpers import loss_weights, make_case, make_cell
     import fastlstm as fl
     cell = make_cell(name, H, I, dtype=np.float32, seed=H)

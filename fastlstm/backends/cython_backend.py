@@ -290,12 +290,14 @@ def max_fused_input_width():
 def fuses_input(dtype, batch_size, input_size, num_units):
     """True when :func:`lstm_forward_input` runs these sizes: float32 on the fused
     path with ``input_size + num_units`` at most :func:`max_fused_input_width` and, for a
-    batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2`` (bfloat16
-    products take the same rule: their kernels imply the fused path)."""
+    batch under ``MIN_BATCH_FUSED_WIDE_INPUT``, ``input_size <= num_units / 2`` or
+    ``input_size + num_units <= MAX_FUSED_SMALL_INPUT_WIDTH`` (bfloat16 products take the
+    same rule: their kernels imply the fused path)."""
     return (FUSED_STEP and np.dtype(dtype) == np.float32
             and input_size + num_units <= max_fused_input_width()
             and (batch_size >= _thresholds.MIN_BATCH_FUSED_WIDE_INPUT
-                 or 2 * input_size <= num_units))
+                 or 2 * input_size <= num_units
+                 or input_size + num_units <= _thresholds.MAX_FUSED_SMALL_INPUT_WIDTH))
 
 
 def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
