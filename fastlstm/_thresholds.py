@@ -90,17 +90,20 @@ LARGE_L2_BYTES = 2 << 20
 #: 2.14 / 1.75, (64, 25, 512, 512) 21.8 / 21.1, (64, 25, 1024, 1024) 76.7 / 91.3).
 MAX_FUSED_INPUT_WIDTH_NUMBA = 1024
 #: Numba backend: smallest batch whose LSTM step computes x W_x itself, one 4-row tile
-#: ((4, 100, 64, 128) 0.74 / 0.58 ms; (1, 150, 256, 256) 1.70 / 3.30).
+#: ((4, 100, 64, 128) 0.74 / 0.58 ms; (1, 150, 256, 256) 1.70 / 3.30), unless I + H <=
+#: MAX_FUSED_SMALL_INPUT_WIDTH.
 MIN_BATCH_FUSED_INPUT_NUMBA = 4
 #: Below this batch size x W_x stays in the step only for I <= H / 2 (a tiny batch's
 #: step is a chain of latencies that x W_x lengthens; one GEMM before the loop does not),
 #: or for I + H <= MAX_FUSED_SMALL_INPUT_WIDTH.
 MIN_BATCH_FUSED_WIDE_INPUT = 8
-#: Largest I + H whose step computes x W_x itself at any batch size: there the GEMM
-#: before the loop and the xproj round trip cost more than the longer step (the packed
-#: weights at most 192 rows, the tiles' one pass over k). Zen 3, inference ms GEMM first /
-#: in-step, 1 thread: (1, 29, 12, 16) 0.15 / 0.07, (1, 100, 64, 64) 0.32 / 0.25, (4, 100,
-#: 128, 64) 0.89 / 0.68; training 0.89-0.99 as long; but (1, 100, 128, 128) 0.74 / 0.81.
+#: Largest I + H whose step computes x W_x itself at any batch size (Cython and Numba):
+#: there the GEMM before the loop and the xproj round trip cost more than the longer step
+#: (the packed weights at most 192 rows, the tiles' one pass over k). Zen 3, inference ms
+#: GEMM first / in-step, 1 thread: (1, 29, 12, 16) 0.15 / 0.07, (1, 100, 64, 64) 0.32 /
+#: 0.25, (4, 100, 128, 64) 0.89 / 0.68; training 0.89-0.99 as long; but (1, 100, 128,
+#: 128) 0.74 / 0.81. Numba (batches under 4): (1, 29, 12, 16) 0.18 / 0.10, (1, 100, 32,
+#: 64) 0.35 / 0.25; training 0.92-1.00, but (3, 100, 128, 64) on two threads 1.09.
 MAX_FUSED_SMALL_INPUT_WIDTH = 192
 #: Packed weights of this many bytes or more are packed by all threads (8 MB took
 #: 0.37 ms on one, ~2% of an inference); below, each thread packs what it reads.

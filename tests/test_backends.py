@@ -75,18 +75,23 @@ def test_input_projection_inside_the_step_or_before_it(cell_name, monkeypatch):
     compare(cell, "cython", 7, 6)
 
 
-@pytest.mark.parametrize("B", [2, 9])               # 2: xproj from a GEMM; 9: in the step
+# (2, 5): in the step (a small cell); (2, 200): xproj from a GEMM; (9, 5): in the step
+@pytest.mark.parametrize("B, I", [(2, 5), (2, 200), (9, 5)])
 @pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("cell_name", ["lstm", "lstm_clip", "peephole_clip"])
 def test_numba_lstm_inference_and_training_match_the_reference(cell_name, dtype, time_major,
-                                                                B):
+                                                                B, I):
     """The numba LSTM's paths: inference straight into the caller's layout and the
     training forward with the input projection in the step (batches of a register tile
-    or more), xproj from a GEMM below; variable lengths (one empty) and a given state."""
+    or more, or small cells), xproj from a GEMM otherwise; variable lengths (one empty)
+    and a given state."""
     from fastlstm.backends import numba_backend as nb
-    cell = make_cell(cell_name, 20, 5, dtype=dtype, seed=3)
-    assert nb.fuses_input(dtype, B, 5, 20) == (B >= _thresholds.MIN_BATCH_FUSED_INPUT_NUMBA)
+    cell = make_cell(cell_name, 20, I, dtype=dtype, seed=3)
+    assert nb.fuses_input(dtype, B, I, 20) == (
+        B >= _thresholds.MIN_BATCH_FUSED_INPUT_NUMBA
+        or I + 20 <= _thresholds.MAX_FUSED_SMALL_INPUT_WIDTH)
+    assert nb.fuses_input(dtype, B, I, 20) == (I == 5)
     x, lengths, state = make_case(cell, B, 6, seed=B, time_major=time_major)
     ref = fl.dynamic_rnn(cell, x, lengths, state, time_major, backend="numpy")
     got = fl.dynamic_rnn(cell, x, lengths, state, time_major, backend="numba")

@@ -840,9 +840,11 @@ def fuses_input(dtype, batch_size, input_size, num_units):
     ``[x_t, h]`` when ``input_size + num_units`` is at most ``MAX_FUSED_INPUT_WIDTH_NUMBA``
     and the batch fills a register tile (a few rows per step multiply ``W_x`` at a
     fraction of the rate of one GEMM over all steps: (1, 150, 256, 256) 3.3 ms fused
-    against 1.7)."""
+    against 1.7), or the cell is small (``input_size + num_units`` at most
+    ``MAX_FUSED_SMALL_INPUT_WIDTH``, where the GEMM and its xproj cost more)."""
     return (input_size + num_units <= _thresholds.MAX_FUSED_INPUT_WIDTH_NUMBA
-            and batch_size >= _thresholds.MIN_BATCH_FUSED_INPUT_NUMBA)
+            and (batch_size >= _thresholds.MIN_BATCH_FUSED_INPUT_NUMBA
+                 or input_size + num_units <= _thresholds.MAX_FUSED_SMALL_INPUT_WIDTH))
 
 
 def lstm_forward_input(x, W_x, bias, W, peepholes, use_peepholes, forget_bias, cell_clip,
